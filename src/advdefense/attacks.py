@@ -1,0 +1,256 @@
+"""Attack stage: Foolbox adversarial examples, one HDF5 file per (attack, epsilon, split).
+
+File layout (`results/attacks/<dataset>/<attack>/eps<eps>/<split>.h5`)::
+
+    adv         float32 N x 3 x 32 x 32 in [0, 1] (Foolbox's clipped output, never rounded)
+    index       int64 N   position of each image in the split of the dataset file
+    label       int64 N   true class
+    pred_clean  int64 N   classifier prediction on the clean image
+    pred_adv    int64 N   classifier prediction on `adv` (fresh forward pass)
+    success     bool  N   pred_adv != label
+    linf, l2    float32 N norms of adv - clean
+    attrs: attack, foolbox_class, params (JSON), epsilon, norm, seed, versions (JSON),
+           classifier_sha256, dataset, split, seconds, images_per_s, format
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+import zlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .config import ConfigError
+from .h5io import atomic_h5, file_sha256, library_versions
+from .training import to_float_pixels
+
+log = logging.getLogger(__name__)
+ATTACK_FORMAT = "advdefense-attack-v1"
+ATTACK_DATASETS = ("adv", "index", "label", "pred_clean", "pred_adv", "success", "linf", "l2")
+NORM_P = {"linf": math.inf, "l2": 2.0}
+
+
+class AttackFileError(ValueError):
+    """An attack file is missing, incomplete or holds invalid images."""
+
+
+def foolbox_class(name: str, key: str):
+    import foolbox
+
+    cls = getattr(foolbox.attacks, name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, foolbox.attacks.base.Attack)):
+        known = sorted(n for n, c in vars(foolbox.attacks).items()
+                       if inspect.isclass(c) and issubclass(c, foolbox.attacks.base.Attack) and not inspect.isabstract(c))
+        raise ConfigError(f"{key}: {name!r} is not a Foolbox attack class (known: {', '.join(known)})")
+    return cls
+
+
+def check_attack_spec(name: str, spec: dict) -> None:
+    """Validate one entry of `attacks:`: class, parameters, norm and epsilons."""
+    key = f"attacks.{name}"
+    for required in ("class", "norm", "epsilons"):
+        if required not in spec:
+            raise ConfigError(f"{key}.{required}: missing")
+    cls = foolbox_class(spec["class"], f"{key}.class")
+    params = spec.get("params") or {}
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{key}.params: {', '.join(unknown)} not accepted by foolbox.attacks.{spec['class']} "
+                          f"(it takes {', '.join(accepted) or 'no parameters'})")
+    norm = spec["norm"]
+    if norm not in NORM_P:
+        raise ConfigError(f"{key}.norm: {norm!r} is not one of {sorted(NORM_P)}")
+    try:
+        attack = cls(**params)
+    except Exception as exc:
+        raise ConfigError(f"{key}.params: foolbox.attacks.{spec['class']}(**{params}) failed: {exc}") from exc
+    p = getattr(attack.distance, "p", None)
+    if p != NORM_P[norm]:
+        raise ConfigError(f"{key}.norm: {norm!r} does not match foolbox.attacks.{spec['class']}, "
+                          f"which bounds the L{'inf' if p == math.inf else p} norm")
+    eps = spec["epsilons"]
+    if not isinstance(eps, (list, tuple)) or not eps:
+        raise ConfigError(f"{key}.epsilons: must be a non-empty list of positive numbers")
+    for e in eps:
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0:
+            raise ConfigError(f"{key}.epsilons: {e!r} is not a positive number")
+
+
+def build_attack(spec: dict):
+    return foolbox_class(spec["class"], "attacks.<name>.class")(**(spec.get("params") or {}))
+
+
+def attack_indices(split_size: int, n: int | None, seed: int, key: str) -> np.ndarray:
+    """The images of a split that every attack uses: a seeded random subset, sorted.
+
+    The same seed gives the same images for every attack and epsilon, so clean and
+    attacked sets line up across methods (the detector stage relies on it)."""
+    if n is None or n == split_size:
+        return np.arange(split_size, dtype=np.int64)
+    if n > split_size:
+        raise ConfigError(f"{key}: asked for {n} images but the split has only {split_size}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(split_size, size=n, replace=False)).astype(np.int64)
+
+
+def job_seed(seed: int, attack: str, eps: float, split: str) -> int:
+    return (seed * 1_000_003 + zlib.crc32(f"{attack}/{eps!r}/{split}".encode())) % (2**31)
+
+
+def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
+               name: str, spec: dict, eps: float, out_path: str | Path, *, batch_size: int, seed: int,
+               device: torch.device, attrs: dict) -> dict:
+    """Attack `images[index]` batch by batch and stream the results into `out_path`."""
+    import foolbox
+
+    check_attack_spec(name, spec)
+    attack = build_attack(spec)
+    model = model.to(device).eval()
+    fmodel = foolbox.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
+    n = len(index)
+    if n == 0:
+        raise ConfigError(f"attacks.{name}: no images to attack")
+    torch.manual_seed(seed)
+    chunk = (min(n, 128), 3, 32, 32)
+    t0 = time.perf_counter()
+    with atomic_h5(out_path) as f:
+        ds = {
+            "adv": f.create_dataset("adv", (n, 3, 32, 32), np.float32, chunks=chunk, compression="gzip",
+                                    compression_opts=4, shuffle=True),
+            "index": f.create_dataset("index", data=index),
+            "label": f.create_dataset("label", data=labels[index].astype(np.int64)),
+            "pred_clean": f.create_dataset("pred_clean", (n,), np.int64),
+            "pred_adv": f.create_dataset("pred_adv", (n,), np.int64),
+            "success": f.create_dataset("success", (n,), bool),
+            "linf": f.create_dataset("linf", (n,), np.float32),
+            "l2": f.create_dataset("l2", (n,), np.float32),
+        }
+        done = 0
+        for start in range(0, n, batch_size):
+            idx = index[start : start + batch_size]
+            x = to_float_pixels(torch.from_numpy(images[idx]).to(device))
+            y = torch.from_numpy(labels[idx].astype(np.int64)).to(device)
+            _, clipped, _ = attack(fmodel, x, y, epsilons=float(eps))
+            adv = clipped.detach().float().clamp_(0.0, 1.0)
+            with torch.inference_mode():
+                pred_clean = model(x).argmax(1)
+                pred_adv = model(adv).argmax(1)
+            delta = (adv - x).flatten(1)
+            sl = slice(start, start + len(idx))
+            ds["adv"][sl] = adv.cpu().numpy()
+            ds["pred_clean"][sl] = pred_clean.cpu().numpy()
+            ds["pred_adv"][sl] = pred_adv.cpu().numpy()
+            ds["success"][sl] = (pred_adv != y).cpu().numpy()
+            ds["linf"][sl] = delta.abs().amax(1).cpu().numpy()
+            ds["l2"][sl] = delta.norm(dim=1).cpu().numpy()
+            done += len(idx)
+            log.info("%s eps=%g: %d/%d images, %.1f images/s", name, eps, done, n, done / (time.perf_counter() - t0))
+        seconds = time.perf_counter() - t0
+        f.attrs.update({
+            "format": ATTACK_FORMAT,
+            "attack": name,
+            "foolbox_class": spec["class"],
+            "params": json.dumps(spec.get("params") or {}, sort_keys=True),
+            "epsilon": float(eps),
+            "norm": spec["norm"],
+            "seed": int(seed),
+            "versions": json.dumps(library_versions(), sort_keys=True),
+            "seconds": seconds,
+            "images_per_s": n / seconds,
+            **attrs,
+        })
+        summary = summarize_attack_file(f)
+    log.info("%s eps=%g: success %.2f%% over %d images in %.1f s", name, eps, 100 * summary["success_rate"], n, seconds)
+    return summary
+
+
+def read_attack_file(path: str | Path, require: tuple[str, ...] = ATTACK_DATASETS) -> dict:
+    """Load an attack file into arrays (+ 'attrs'); checks datasets and the [0, 1] range."""
+    path = Path(path)
+    if not path.is_file():
+        raise AttackFileError(f"attack file {path} does not exist")
+    with h5py.File(path, "r") as f:
+        missing = [k for k in require if k not in f]
+        if missing:
+            raise AttackFileError(f"{path}: missing dataset(s) {', '.join(missing)}")
+        out = {k: f[k][()] for k in require}
+        out["attrs"] = dict(f.attrs)
+    if "adv" in out:
+        adv = out["adv"]
+        if adv.ndim != 4 or adv.shape[1:] != (3, 32, 32):
+            raise AttackFileError(f"{path}: 'adv' must be N x 3 x 32 x 32, found {adv.shape}")
+        if adv.size and (not np.isfinite(adv).all() or adv.min() < 0.0 or adv.max() > 1.0):
+            raise AttackFileError(f"{path}: 'adv' holds values outside [0, 1] (min {adv.min()}, max {adv.max()})")
+    return out
+
+
+def summarize_attack_file(f: h5py.File) -> dict:
+    label, pred_clean, pred_adv = f["label"][()], f["pred_clean"][()], f["pred_adv"][()]
+    success, linf, l2 = f["success"][()], f["linf"][()], f["l2"][()]
+    correct = pred_clean == label
+    n = len(label)
+    return {
+        "attack": f.attrs["attack"],
+        "epsilon": float(f.attrs["epsilon"]),
+        "split": f.attrs.get("split", ""),
+        "norm": f.attrs["norm"],
+        "foolbox_class": f.attrs["foolbox_class"],
+        "n": n,
+        "clean_accuracy": float(correct.mean()) if n else float("nan"),
+        "robust_accuracy": float((pred_adv == label).mean()) if n else float("nan"),
+        "success_rate": float(success.mean()) if n else float("nan"),
+        "success_rate_on_correct": float(success[correct].mean()) if correct.any() else float("nan"),
+        "mean_linf": float(linf.mean()) if n else float("nan"),
+        "max_linf": float(linf.max()) if n else float("nan"),
+        "mean_l2": float(l2.mean()) if n else float("nan"),
+        "max_l2": float(l2.max()) if n else float("nan"),
+        "seconds": float(f.attrs.get("seconds", float("nan"))),
+        "images_per_s": float(f.attrs.get("images_per_s", float("nan"))),
+    }
+
+
+def summarize_attack_files(paths) -> "pandas.DataFrame":
+    import pandas as pd
+
+    rows = []
+    for path in paths:
+        read_attack_file(path, require=("label",))  # existence + format check with a clear message
+        with h5py.File(path, "r") as f:
+            rows.append(summarize_attack_file(f))
+    columns = ["attack", "epsilon", "split", "norm", "foolbox_class", "n", "clean_accuracy", "robust_accuracy",
+               "success_rate", "success_rate_on_correct", "mean_linf", "max_linf", "mean_l2", "max_l2",
+               "seconds", "images_per_s"]
+    df = pd.DataFrame(rows, columns=columns)
+    return df.sort_values(["attack", "epsilon", "split"]).reset_index(drop=True)
+
+
+def generate_attack_file(dataset_path: str | Path, classifier_path: str | Path, cfg: dict, name: str, eps: float,
+                         split: str, out_path: str | Path) -> dict:
+    """Stage entry point: attack `split` of the dataset file with attack `name` at `eps`."""
+    from .classifier import load_classifier
+    from .config import resolve_device
+    from .data import read_dataset_h5
+
+    if name not in cfg["attacks"]:
+        raise ConfigError(f"attacks.{name}: no such attack in the configuration (have {sorted(cfg['attacks'])})")
+    spec = cfg["attacks"][name]
+    if not any(math.isclose(eps, e, rel_tol=1e-9) for e in spec["epsilons"]):
+        raise ConfigError(f"attacks.{name}.epsilons: {eps} is not in the configured list {spec['epsilons']}")
+    defaults = cfg["attack_defaults"]
+    device = resolve_device(cfg["device"])
+    model = load_classifier(classifier_path, cfg, device)
+    ds = read_dataset_h5(dataset_path)
+    data = ds.split(split)
+    index = attack_indices(len(data), defaults["images"][split], cfg["seed"], f"attack_defaults.images.{split}")
+    seed = job_seed(cfg["seed"], name, float(eps), split)
+    attrs = {"classifier_sha256": file_sha256(classifier_path), "dataset": str(dataset_path), "split": split,
+             "device": str(device)}
+    return run_attack(model, data.images, data.labels, index, name, spec, float(eps), out_path,
+                      batch_size=defaults["batch_size"], seed=seed, device=device, attrs=attrs)

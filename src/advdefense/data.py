@@ -1,0 +1,263 @@
+"""Dataset stage: CIFAR-10 (download, local batches directory, or synthetic) into one HDF5 file.
+
+HDF5 layout (`results/data/<name>.h5`)::
+
+    /train/images  uint8  N x 3 x 32 x 32
+    /train/labels  int64  N
+    /train/source_index int64 N   (index of each image in the source split)
+    /test/...      the same for the test split
+    attrs: class_names (list of str), source, provenance (JSON), format
+
+Pixels stay uint8 in the file; the models take float pixels in [0, 1].
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .config import ConfigError
+from .h5io import atomic_h5, library_versions
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+META_FILE = "batches.meta"
+SPLITS = ("train", "test")
+DATASET_FORMAT = "advdefense-dataset-v1"
+
+
+class DataError(ValueError):
+    """A data file or directory is missing or malformed."""
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8, N x 3 x 32 x 32
+    labels: np.ndarray  # int64, N
+    source_index: np.ndarray = None  # int64, N: position in the source split
+
+    def __post_init__(self):
+        self.images = np.ascontiguousarray(self.images, dtype=np.uint8)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.source_index is None:
+            self.source_index = np.arange(len(self.labels), dtype=np.int64)
+        if self.images.ndim != 4 or self.images.shape[1:] != (3, 32, 32):
+            raise DataError(f"images must be N x 3 x 32 x 32, got {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices: np.ndarray) -> "Split":
+        return Split(self.images[indices], self.labels[indices], self.source_index[indices])
+
+
+@dataclass
+class Dataset:
+    train: Split
+    test: Split
+    class_names: tuple[str, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r} (use one of {SPLITS})")
+        return getattr(self, name)
+
+
+# --------------------------------------------------------------------------- local batches
+def check_cifar_batches_dir(path: str | Path, key: str = "dataset.path") -> Path:
+    """Cheap structural check of a cifar-10-batches-py directory (existence of every file)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{key}: directory {path} does not exist")
+    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META_FILE) if not (path / n).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{key}: {path} is not a cifar-10-batches-py directory; missing {', '.join(missing)}"
+        )
+    return path
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            obj = pickle.load(fh, encoding="latin1")
+    except Exception as exc:  # pickle raises many types on garbage
+        raise DataError(f"{path}: not a readable CIFAR-10 pickle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict, found {type(obj).__name__}")
+    return obj
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    obj = _read_pickle(path)
+    for key in ("data", "labels"):
+        if key not in obj:
+            raise DataError(f"{path}: missing key {key!r} (found {sorted(obj)})")
+    data = np.asarray(obj["data"])
+    labels = np.asarray(obj["labels"], dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' must be uint8 N x 3072, found {data.dtype} {data.shape}")
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar_batches_dir(path: str | Path) -> Dataset:
+    """Read the official python-pickle layout. No checksums: small or custom copies are fine."""
+    path = check_cifar_batches_dir(path)
+    parts = [_read_batch(path / name) for name in TRAIN_BATCHES]
+    train = Split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    test = Split(*_read_batch(path / TEST_BATCH))
+    meta = _read_pickle(path / META_FILE)
+    names = tuple(meta.get("label_names", ()))
+    if len(names) != 10:
+        raise DataError(f"{path / META_FILE}: 'label_names' must list 10 classes, found {names!r}")
+    return Dataset(train, test, names, {"source": "local", "path": str(path.resolve())})
+
+
+# --------------------------------------------------------------------------- download
+def download_cifar10(root: str | Path) -> Dataset:
+    """torchvision's CIFAR10 download (MD5-checked archive and batches) into `root`."""
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root)
+    splits = {}
+    for name, train in (("train", True), ("test", False)):
+        try:
+            ds = CIFAR10(root=str(root), train=train, download=True)
+        except Exception as exc:
+            raise DataError(
+                f"dataset.root: could not download or verify CIFAR-10 into {root} ({exc}). "
+                "Without internet, use dataset.source: local with dataset.path pointing at an "
+                "extracted cifar-10-batches-py directory."
+            ) from exc
+        splits[name] = Split(np.asarray(ds.data).transpose(0, 3, 1, 2), np.asarray(ds.targets))
+    return Dataset(
+        splits["train"], splits["test"], tuple(CIFAR10_CLASSES),
+        {"source": "cifar10", "root": str(root.resolve()), "checksums": "verified by torchvision"},
+    )
+
+
+# --------------------------------------------------------------------------- synthetic
+def make_synthetic(train_images: int, test_images: int, seed: int = 0, noise: float = 0.15) -> Dataset:
+    """A deterministic, learnable 10-class 32x32 RGB dataset.
+
+    Class k is a sinusoidal grating with one of five spatial frequencies and one of two
+    colour pairs (10 combinations). Each image draws a random orientation, phase, frequency
+    jitter, contrast, background, a random position and size of a soft circular window, and
+    Gaussian pixel noise. Class identity is invariant to flips and crops, so the standard
+    augmentation keeps the classes apart; a small CNN learns the task within a few epochs.
+    """
+    rng = np.random.default_rng(seed)
+    total = train_images + test_images
+    labels = np.arange(total) % 10
+    rng.shuffle(labels)
+    orientation = rng.uniform(0, np.pi, total)
+    palettes = np.array([[[0.9, 0.2, 0.2], [0.1, 0.4, 0.9]], [[0.2, 0.8, 0.2], [0.8, 0.2, 0.8]]])
+    colour_a = palettes[labels // 5, 0]
+    colour_b = palettes[labels // 5, 1]
+
+    yy, xx = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    freq = 0.3 + 0.25 * (labels % 5) + rng.uniform(-0.04, 0.04, total)  # radians per pixel
+    phase = rng.uniform(0, 2 * np.pi, total)
+    proj = np.cos(orientation)[:, None, None] * xx + np.sin(orientation)[:, None, None] * yy
+    wave = 0.5 + 0.5 * np.sin(freq[:, None, None] * proj + phase[:, None, None])  # N x 32 x 32
+    cy, cx = rng.uniform(8, 24, total), rng.uniform(8, 24, total)
+    radius = rng.uniform(9, 16, total)
+    dist2 = (yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2
+    window = 1.0 / (1.0 + np.exp((np.sqrt(dist2) - radius[:, None, None]) / 1.5))
+    contrast = rng.uniform(0.6, 1.0, total)[:, None, None, None]
+    background = rng.uniform(0.2, 0.6, (total, 3))[:, :, None, None]
+    pattern = colour_a[:, :, None, None] * wave[:, None] + colour_b[:, :, None, None] * (1 - wave[:, None])
+    img = background + window[:, None] * contrast * (pattern - background)
+    img = img + rng.normal(0, noise, img.shape)
+    images = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    train = Split(images[:train_images], labels[:train_images])
+    test = Split(images[train_images:], labels[train_images:])
+    names = tuple(f"class{k}" for k in range(10))
+    return Dataset(train, test, names, {"source": "synthetic", "seed": seed, "noise": noise})
+
+
+# --------------------------------------------------------------------------- subsets / dispatch
+def take_subset(ds: Dataset, train_size: int | None, test_size: int | None, seed: int) -> Dataset:
+    """Seeded random subsets (kept in source order). Asking for more than there is is an error."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for name, size in (("train", train_size), ("test", test_size)):
+        split = ds.split(name)
+        if size is None or size == len(split):
+            splits[name] = split
+            continue
+        if size > len(split):
+            raise ConfigError(
+                f"dataset.{name}_size: asked for {size} images but the {name} split has only {len(split)}"
+            )
+        splits[name] = split.take(np.sort(rng.choice(len(split), size=size, replace=False)))
+    prov = dict(ds.provenance, train_size=train_size, test_size=test_size, subset_seed=seed)
+    return replace(ds, train=splits["train"], test=splits["test"], provenance=prov)
+
+
+def build_dataset(data_cfg: dict, seed: int) -> Dataset:
+    """Dispatch on `dataset.source` and apply the optional subsets."""
+    source = data_cfg["source"]
+    if source == "cifar10":
+        ds = download_cifar10(data_cfg["root"])
+    elif source == "local":
+        if not data_cfg.get("path"):
+            raise ConfigError("dataset.path: required when dataset.source is 'local'")
+        ds = load_cifar_batches_dir(data_cfg["path"])
+    elif source == "synthetic":
+        syn = data_cfg.get("synthetic", {})
+        ds = make_synthetic(syn.get("train_images", 2000), syn.get("test_images", 500), seed, syn.get("noise", 0.15))
+    else:
+        raise ConfigError(f"dataset.source: unknown source {source!r} (use cifar10, local or synthetic)")
+    return take_subset(ds, data_cfg.get("train_size"), data_cfg.get("test_size"), seed)
+
+
+# --------------------------------------------------------------------------- HDF5
+def write_dataset_h5(ds: Dataset, path: str | Path) -> None:
+    with atomic_h5(path) as f:
+        for name in SPLITS:
+            split = ds.split(name)
+            g = f.create_group(name)
+            g.create_dataset("images", data=split.images, chunks=(min(len(split), 256), 3, 32, 32),
+                             compression="gzip", compression_opts=4)
+            g.create_dataset("labels", data=split.labels)
+            g.create_dataset("source_index", data=split.source_index)
+        f.attrs["format"] = DATASET_FORMAT
+        f.attrs["class_names"] = list(ds.class_names)
+        f.attrs["source"] = ds.provenance.get("source", "unknown")
+        f.attrs["provenance"] = json.dumps(ds.provenance, sort_keys=True)
+        f.attrs["versions"] = json.dumps(library_versions(), sort_keys=True)
+
+
+def read_dataset_h5(path: str | Path) -> Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"dataset file {path} does not exist")
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != DATASET_FORMAT:
+            raise DataError(f"{path}: not a dataset file of this pipeline (format attribute {f.attrs.get('format')!r})")
+        splits = {}
+        for name in SPLITS:
+            if name not in f or any(k not in f[name] for k in ("images", "labels")):
+                raise DataError(f"{path}: missing /{name}/images or /{name}/labels")
+            g = f[name]
+            index = g["source_index"][()] if "source_index" in g else None
+            splits[name] = Split(g["images"][()], g["labels"][()], index)
+        names = tuple(str(n) for n in f.attrs["class_names"])
+        prov = json.loads(f.attrs.get("provenance", "{}"))
+    return Dataset(splits["train"], splits["test"], names, prov)

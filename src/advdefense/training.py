@@ -1,0 +1,201 @@
+"""The one training loop of the pipeline, shared by every model (classifier, autoencoder, flow).
+
+A model-specific *objective* turns a batch into a loss; the loop owns shuffling, batching,
+the optimiser and schedule steps, non-finite-loss guards, per-epoch evaluation, the CSV
+log and resumable state. All randomness of the loop and of the objective comes from one
+CPU ``torch.Generator`` whose state is saved each epoch, so on CPU a run killed after any
+epoch and resumed gives bit-identical final weights to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from .h5io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing was saved for the failing epoch."""
+
+
+class Objective(Protocol):
+    def __call__(self, batch: Sequence[torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return (mean loss to back-propagate, {metric: batch sum}) for one batch."""
+
+
+# ----------------------------------------------------------------------------- schedules
+def lr_lambda(schedule: dict, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """Per-step multiplier of the base learning rate: optional linear warm-up, then
+    cosine to zero, step decay at `milestones` (epochs) by `gamma`, or constant."""
+    total = epochs * steps_per_epoch
+    warmup = int(round(schedule.get("warmup_epochs", 0) * steps_per_epoch))
+    name = schedule.get("name", "cosine")
+    milestones = [m * steps_per_epoch for m in schedule.get("milestones", [])]
+    gamma = schedule.get("gamma", 0.1)
+    if name not in ("cosine", "multistep", "constant"):
+        raise ValueError(f"schedule.name: unknown schedule {name!r} (use cosine, multistep or constant)")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if name == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if name == "multistep":
+            return gamma ** sum(step >= m for m in milestones)
+        return 1.0
+
+    return factor
+
+
+# ----------------------------------------------------------------------------- loop
+@dataclass
+class TrainingRun:
+    """Where a run keeps its resumable state and its per-epoch log."""
+
+    state_path: Path
+    log_path: Path
+    history: list[dict] = field(default_factory=list)
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def fit(
+    model: nn.Module,
+    objective: Objective,
+    train_tensors: Sequence[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    run: TrainingRun,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    drop_last: bool = False,
+    name: str = "model",
+) -> list[dict]:
+    """Train `model` for `epochs` epochs, resuming from `run.state_path` when it exists.
+
+    `train_tensors` are indexed together along dim 0 (e.g. images and labels, already on the
+    training device). The scheduler, if any, steps once per batch. Returns the history: one
+    dict per epoch with mean training metrics, evaluation metrics, lr and seconds.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be positive, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = len(train_tensors[0])
+    if any(len(t) != n for t in train_tensors):
+        raise ValueError("training tensors differ in length: " + ", ".join(str(len(t)) for t in train_tensors))
+    if n == 0:
+        raise ValueError("the training set is empty")
+
+    start_epoch = 1
+    if run.state_path.exists():
+        state = torch.load(run.state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        run.history = list(state["history"])
+        start_epoch = state["epoch"] + 1
+        log.info("%s: resuming from %s after epoch %d of %d", name, run.state_path, state["epoch"], epochs)
+        if start_epoch > epochs:
+            log.info("%s: state file already holds all %d epochs", name, epochs)
+
+    device = train_tensors[0].device
+    for epoch in range(start_epoch, epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=generator).to(device)
+        sums: dict[str, float] = {}
+        seen = 0
+        stop = n - (n % batch_size) if (drop_last and n >= batch_size) else n
+        for step, start in enumerate(range(0, stop, batch_size), 1):
+            idx = order[start : start + batch_size]
+            batch = [t[idx] for t in train_tensors]
+            loss, metrics = objective(batch, generator)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"{name}: loss is {loss.item()} at epoch {epoch}, step {step}; "
+                    f"no checkpoint was written for this epoch (lower the learning rate or add warm-up)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            seen += len(idx)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row.update({f"train_{k}": v / seen for k, v in sums.items()})
+        row["train_seconds"] = round(train_seconds, 3)
+        row["train_images_per_s"] = round(seen / train_seconds, 1) if train_seconds > 0 else float("nan")
+        if evaluate is not None:
+            model.eval()
+            row.update(evaluate())
+        run.history.append(row)
+        _save_state(run, model, optimizer, scheduler, generator, epoch)
+        _write_log(run.log_path, run.history)
+        log.info("%s epoch %d/%d: %s", name, epoch, epochs,
+                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
+    _write_log(run.log_path, run.history)
+    model.eval()
+    return run.history
+
+
+def _save_state(run, model, optimizer, scheduler, generator, epoch) -> None:
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "generator": generator.get_state(),
+        "history": run.history,
+    }
+    with atomic_path(run.state_path) as tmp:
+        torch.save(state, tmp)
+
+
+# ----------------------------------------------------------------------------- evaluation helpers
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """Class predictions for uint8 or float images (float images must be in [0, 1])."""
+    model.eval()
+    device = device or next(model.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_float_pixels(images[start : start + batch_size].to(device))
+        out.append(model(x).argmax(1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def to_float_pixels(x: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 -> float32 in [0, 1]; float input is returned as float32 unchanged."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x.float()

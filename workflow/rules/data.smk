@@ -1,0 +1,15 @@
+rule dataset:
+    output:
+        "results/data/{dataset}.h5",
+    log:
+        "logs/data/{dataset}.log",
+    params:
+        dataset=config["dataset"],
+        seed=config["seed"],
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/make_dataset.py"

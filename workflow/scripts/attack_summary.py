@@ -1,0 +1,13 @@
+"""Rule `attack_summary`: one row per (attack, epsilon, split) -> summary.csv."""
+from advdefense.attacks import summarize_attack_files
+from advdefense.h5io import atomic_path
+from advdefense.workflow_support import run_script
+
+
+def main(smk):
+    table = summarize_attack_files(smk.input)
+    with atomic_path(smk.output[0]) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+run_script(snakemake, main)  # noqa: F821

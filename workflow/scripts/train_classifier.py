@@ -1,0 +1,14 @@
+"""Rule `train_classifier`: train the ResNet (resuming from its state file) and report accuracy."""
+import torch
+
+from advdefense.classifier import train_classifier
+from advdefense.workflow_support import run_script
+
+
+def main(smk):
+    torch.set_num_threads(smk.threads)
+    train_classifier(smk.input.data, smk.config, smk.output.model, smk.output.metrics, smk.output.epochs,
+                     smk.params.state)
+
+
+run_script(snakemake, main)  # noqa: F821
