@@ -64,6 +64,12 @@ def check_attack_spec(name: str, spec: dict) -> None:
     if unknown:
         raise ConfigError(f"{key}.params: {', '.join(unknown)} not accepted by foolbox.attacks.{spec['class']} "
                           f"(it takes {', '.join(accepted) or 'no parameters'})")
+    signature = inspect.signature(cls.__init__).parameters
+    for pname, value in params.items():
+        default = signature[pname].default
+        if not _same_kind(value, default):
+            raise ConfigError(f"{key}.params.{pname}: {value!r} is not a valid value "
+                              f"(foolbox.attacks.{spec['class']} expects a {type(default).__name__}, default {default!r})")
     norm = spec["norm"]
     if norm not in NORM_P:
         raise ConfigError(f"{key}.norm: {norm!r} is not one of {sorted(NORM_P)}")
@@ -81,6 +87,21 @@ def check_attack_spec(name: str, spec: dict) -> None:
     for e in eps:
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0:
             raise ConfigError(f"{key}.epsilons: {e!r} is not a positive number")
+
+
+def _same_kind(value, default) -> bool:
+    """Is `value` an acceptable replacement for a constructor default (None/empty: anything)?"""
+    if default is None or default is inspect.Parameter.empty:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, type(default))
 
 
 def build_attack(spec: dict):

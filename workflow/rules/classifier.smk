@@ -8,7 +8,7 @@ rule train_classifier:
     log:
         "logs/classifier/{dataset}.log",
     params:
-        classifier={k: v for k, v in config["classifier"].items() if k != "resources"},
+        classifier=canonical({k: v for k, v in config["classifier"].items() if k != "resources"}),
         seed=config["seed"],
         # per-epoch resumable state: a killed job continues from its last finished epoch
         state="results/classifier/{dataset}/train_state.pt",

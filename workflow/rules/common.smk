@@ -1,14 +1,12 @@
 # Helpers shared by the rules: config validation, paths, parameters. No rules here.
-import os
+import json
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-SRC_DIR = Path(workflow.basedir) / "src"
-# The scripts import the project's package; make it importable in every job (local, conda, SLURM).
-sys.path.insert(0, str(SRC_DIR))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p)
+# The project's package lives in src/; the scripts put it on sys.path the same way (see their first lines).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from advdefense.config import ConfigError, eps_tag, validate_config
 
@@ -63,6 +61,12 @@ def all_targets():
     return targets
 
 
+def canonical(obj):
+    """A key-sorted copy of a config value. Snakemake compares params by their text, so rule params
+    go through this: re-ordering keys in a YAML file must not re-run anything."""
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
 def resources_of(section):
     """Cluster-neutral resources (runtime in minutes, mem_mb) of a config section."""
     res = config[section]["resources"]
@@ -87,11 +91,11 @@ def attack_job_params(wildcards):
     spec = ATTACKS.get(wildcards.attack)
     if spec is None:
         raise WorkflowError(f"attacks.{wildcards.attack}: no such attack in the configuration (have {sorted(ATTACKS)})")
-    return {
+    return canonical({
         "class": spec["class"],
         "norm": spec["norm"],
         "params": spec.get("params", {}),
         "epsilon": attack_epsilon(wildcards),
         "images": config["attack_defaults"]["images"][wildcards.split],
         "seed": config["seed"],
-    }
+    })

@@ -4,7 +4,7 @@ rule dataset:
     log:
         "logs/data/{dataset}.log",
     params:
-        dataset=config["dataset"],
+        dataset=canonical(config["dataset"]),
         seed=config["seed"],
     resources:
         runtime=30,

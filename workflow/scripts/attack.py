@@ -1,4 +1,8 @@
 """Rule `attack`: one Foolbox attack at one epsilon on one split -> one HDF5 file."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
 import torch
 
 from advdefense.attacks import generate_attack_file

@@ -1,4 +1,8 @@
 """Rule `train_classifier`: train the ResNet (resuming from its state file) and report accuracy."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
 import torch
 
 from advdefense.classifier import train_classifier

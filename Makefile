@@ -1,0 +1,33 @@
+# One command to set up and run the tests, one to set up and run the pipeline.
+#   make test    create .venv, install the project with its test extra, run the test suite
+#   make run     create .venv, install, run the paper-scale pipeline (downloads CIFAR-10)
+#   make smoke   the whole DAG small and fast on CPU (synthetic data, no internet)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 8
+
+.PHONY: install test run smoke mini clean-results
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[test,slurm]"
+	touch $@
+
+install: $(BIN)/.installed
+
+test: install
+	$(BIN)/pytest -ra
+
+run: install
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=1
+
+smoke: install
+	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/smoke.yaml
+
+mini: install
+	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-mini.yaml
+
+clean-results:
+	rm -rf results/data results/classifier results/attacks logs

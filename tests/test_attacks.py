@@ -1,0 +1,192 @@
+import copy
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from advdefense.attacks import (AttackFileError, attack_indices, generate_attack_file, read_attack_file,
+                                run_attack, summarize_attack_files)
+from advdefense.classifier import load_classifier
+from advdefense.config import ConfigError, load_yaml, validate_config
+from advdefense.data import read_dataset_h5
+from advdefense.models import CheckpointError
+from conftest import REPO
+
+SMOKE = "synthetic-smoke"
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run):
+    cfg = validate_config(load_yaml(REPO / "config" / "smoke.yaml"))
+    return {
+        "dir": smoke_run,
+        "cfg": cfg,
+        "data": smoke_run / f"results/data/{SMOKE}.h5",
+        "model": smoke_run / f"results/classifier/{SMOKE}/model.pt",
+        "attacks": smoke_run / f"results/attacks/{SMOKE}",
+    }
+
+
+def _files(smoke):
+    return sorted(smoke["attacks"].glob("*/eps*/*.h5"))
+
+
+def test_attack_files_match_the_config(smoke):
+    names = {(p.parts[-3], p.parts[-2], p.stem) for p in _files(smoke)}
+    expected = {(a, "eps0.03", s) for a in ("fgsm", "pgd", "deepfool") for s in ("train", "test")}
+    assert names == expected
+    for path in _files(smoke):
+        f = read_attack_file(path)
+        assert f["adv"].dtype == np.float32 and f["adv"].shape == (200, 3, 32, 32)
+        attrs = f["attrs"]
+        assert attrs["attack"] == path.parts[-3] and attrs["epsilon"] == pytest.approx(0.03)
+        assert attrs["norm"] == "linf" and len(attrs["classifier_sha256"]) == 64
+        assert "foolbox" in attrs["versions"] and attrs["split"] == path.stem
+
+
+def test_stored_predictions_equal_a_fresh_forward_pass(smoke):
+    model = load_classifier(smoke["model"], smoke["cfg"])
+    ds = read_dataset_h5(smoke["data"])
+    for path in _files(smoke):
+        f = read_attack_file(path)
+        split = ds.split(path.stem)
+        with torch.inference_mode():
+            pred_adv = model(torch.from_numpy(f["adv"])).argmax(1).numpy()
+            clean = torch.from_numpy(split.images[f["index"]]).float() / 255
+            pred_clean = model(clean).argmax(1).numpy()
+        assert np.array_equal(pred_adv, f["pred_adv"]), path
+        assert np.array_equal(pred_clean, f["pred_clean"]), path
+        assert np.array_equal(f["label"], split.labels[f["index"]])
+        assert np.array_equal(f["success"], f["pred_adv"] != f["label"])
+
+
+def test_linf_attacks_stay_within_epsilon(smoke):
+    ds = read_dataset_h5(smoke["data"])
+    for path in _files(smoke):
+        f = read_attack_file(path)
+        clean = ds.split(path.stem).images[f["index"]].astype(np.float32) / 255
+        delta = np.abs(f["adv"] - clean).reshape(len(clean), -1).max(1)
+        assert delta.max() <= 0.03 + 1e-6, path
+        assert np.allclose(delta, f["linf"], atol=1e-6)
+        assert 0.0 <= f["adv"].min() and f["adv"].max() <= 1.0
+
+
+def test_pgd_succeeds_at_least_as_often_as_fgsm_and_attacks_work(smoke):
+    table = summarize_attack_files(_files(smoke)).set_index(["attack", "split"])
+    for split in ("train", "test"):
+        assert table.loc[("pgd", split), "success_rate"] >= table.loc[("fgsm", split), "success_rate"]
+        assert table.loc[("pgd", split), "success_rate"] > 1.5 * (1 - table.loc[("pgd", split), "clean_accuracy"])
+
+
+def test_summary_csv_has_one_row_per_file(smoke):
+    import pandas as pd
+
+    table = pd.read_csv(smoke["attacks"] / "summary.csv")
+    assert len(table) == 6
+    assert {"n", "clean_accuracy", "robust_accuracy", "success_rate", "success_rate_on_correct",
+            "mean_linf", "max_l2", "seconds", "images_per_s"} <= set(table.columns)
+    assert (table["n"] == 200).all() and (table["max_linf"] <= 0.03 + 1e-6).all()
+    assert (table["robust_accuracy"] <= table["clean_accuracy"] + 1e-9).all()
+
+
+def test_fixed_seed_gives_identical_files(smoke, tmp_path):
+    cfg = copy.deepcopy(smoke["cfg"])
+    cfg["attack_defaults"]["images"]["test"] = 40
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"pgd{i}.h5"
+        generate_attack_file(smoke["data"], smoke["model"], cfg, "pgd", 0.03, "test", out)
+        outs.append(read_attack_file(out))
+    for key in ("adv", "index", "pred_adv", "success", "linf", "l2"):
+        assert np.array_equal(outs[0][key], outs[1][key]), key
+    assert outs[0]["attrs"]["seed"] == outs[1]["attrs"]["seed"]
+
+
+L2_AND_MORE = {
+    "pgd_l2": {"class": "L2PGD", "norm": "l2", "params": {"steps": 10}, "epsilons": [0.5]},
+    "deepfool_l2": {"class": "L2DeepFoolAttack", "norm": "l2", "params": {"steps": 10}, "epsilons": [0.5]},
+    "cw_l2": {"class": "L2CarliniWagnerAttack", "norm": "l2",
+              "params": {"steps": 20, "binary_search_steps": 2, "stepsize": 0.05}, "epsilons": [0.5]},
+    "bim": {"class": "LinfBasicIterativeAttack", "norm": "linf", "params": {"steps": 5}, "epsilons": [0.03]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(L2_AND_MORE))
+def test_other_attacks_work_from_config_alone(smoke, tmp_path, name):
+    cfg = copy.deepcopy(smoke["cfg"])
+    cfg["attacks"] = {name: L2_AND_MORE[name]}
+    cfg["attack_defaults"]["images"]["test"] = 30
+    cfg = validate_config(cfg)
+    eps = L2_AND_MORE[name]["epsilons"][0]
+    out = tmp_path / f"{name}.h5"
+    summary = generate_attack_file(smoke["data"], smoke["model"], cfg, name, eps, "test", out)
+    f = read_attack_file(out)
+    ds = read_dataset_h5(smoke["data"])
+    clean = ds.test.images[f["index"]].astype(np.float32) / 255
+    delta = (f["adv"] - clean).reshape(len(clean), -1)
+    if L2_AND_MORE[name]["norm"] == "l2":
+        assert np.linalg.norm(delta, axis=1).max() <= eps * (1 + 1e-5)
+    else:
+        assert np.abs(delta).max() <= eps + 1e-6
+    assert summary["success_rate"] > 0  # every one of them fools some images at this budget
+    assert f["success"].sum() == (f["pred_adv"] != f["label"]).sum()
+
+
+def test_attack_bad_inputs_name_the_cause(smoke, tmp_path):
+    cfg = copy.deepcopy(smoke["cfg"])
+    with pytest.raises(ConfigError, match=r"attacks\.nope: no such attack"):
+        generate_attack_file(smoke["data"], smoke["model"], cfg, "nope", 0.03, "test", tmp_path / "x.h5")
+    with pytest.raises(ConfigError, match=r"attacks\.pgd\.epsilons: 0.5 is not in the configured list"):
+        generate_attack_file(smoke["data"], smoke["model"], cfg, "pgd", 0.5, "test", tmp_path / "x.h5")
+    cfg["attack_defaults"]["images"]["test"] = 501
+    with pytest.raises(ConfigError, match=r"attack_defaults\.images\.test: asked for 501 images but the split has only 500"):
+        generate_attack_file(smoke["data"], smoke["model"], cfg, "pgd", 0.03, "test", tmp_path / "x.h5")
+    cfg = copy.deepcopy(smoke["cfg"])
+    cfg["classifier"]["depth"] = 20
+    with pytest.raises(CheckpointError, match=r"model\.pt: architecture does not match the configuration \(depth: file has 8"):
+        generate_attack_file(smoke["data"], smoke["model"], cfg, "pgd", 0.03, "test", tmp_path / "x.h5")
+    assert not list(tmp_path.iterdir()), "a failed attack left a file behind"
+
+
+def test_reading_bad_attack_files(tmp_path):
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f["adv"] = np.full((2, 3, 32, 32), 1.5, np.float32)
+    with pytest.raises(AttackFileError, match=r"a\.h5: missing dataset\(s\) index, label"):
+        read_attack_file(path)
+    with pytest.raises(AttackFileError, match=r"a\.h5: 'adv' holds values outside \[0, 1\]"):
+        read_attack_file(path, require=("adv",))
+    with pytest.raises(AttackFileError, match="does not exist"):
+        read_attack_file(tmp_path / "none.h5")
+
+
+def test_attack_indices_are_shared_and_bounded():
+    a = attack_indices(1000, 100, seed=0, key="k")
+    assert np.array_equal(a, attack_indices(1000, 100, seed=0, key="k"))
+    assert len(np.unique(a)) == 100 and np.all(np.diff(a) > 0)
+    assert np.array_equal(attack_indices(50, None, 0, "k"), np.arange(50))
+
+
+def test_interrupted_attack_leaves_no_file(smoke, tmp_path):
+    """An exception mid-way (here: a model that breaks on the second batch) leaves nothing behind."""
+    model = load_classifier(smoke["model"], smoke["cfg"])
+    calls = {"n": 0}
+
+    class Breaking(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise RuntimeError("device lost")
+            return self.inner(x)
+
+    ds = read_dataset_h5(smoke["data"])
+    spec = {"class": "FGSM", "norm": "linf", "epsilons": [0.03]}
+    with pytest.raises(RuntimeError, match="device lost"):
+        run_attack(Breaking(), ds.test.images, ds.test.labels, np.arange(20), "fgsm", spec, 0.03,
+                   tmp_path / "out.h5", batch_size=10, seed=0, device=torch.device("cpu"), attrs={})
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,97 @@
+import copy
+
+import pytest
+
+from advdefense.config import ConfigError, eps_tag, load_yaml, resolve_device, validate_config
+from conftest import REPO
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+def test_shipped_configs_validate_and_get_defaults(name):
+    cfg = validate_config(load_yaml(REPO / "config" / name))
+    assert cfg["classifier"]["depth"] in (8, 20)
+    assert cfg["classifier"]["augment"] == {"crop_padding": 4, "flip": True}
+    assert set(cfg["attacks"]) == {"fgsm", "pgd", "deepfool"}
+
+
+def test_paper_config_has_paper_settings():
+    cfg = validate_config(load_yaml(REPO / "config" / "config.yaml"))
+    assert cfg["dataset"]["source"] == "cifar10" and cfg["dataset"]["train_size"] is None
+    assert cfg["classifier"]["depth"] == 20 and cfg["classifier"]["epochs"] == 200
+    assert cfg["classifier"]["batch_size"] == 128
+    assert all(spec["epsilons"] == [0.02] for spec in cfg["attacks"].values())
+    assert cfg["attack_defaults"]["images"] == {"train": 5000, "test": 5000}
+
+
+def test_defaults_fill_an_empty_config():
+    cfg = validate_config({})
+    assert cfg["device"] == "auto" and cfg["classifier"]["optimizer"]["lr"] == 0.1
+    assert cfg["attacks"] == {}
+
+
+BAD = [
+    ({"classifier": {"epochs": 0}}, r"classifier\.epochs: 0 is less than the minimum of 1"),
+    ({"classifier": {"epochs": -3}}, r"classifier\.epochs"),
+    ({"classifier": {"batch_size": 0}}, r"classifier\.batch_size"),
+    ({"classifier": {"optimizer": {"lr": 0}}}, r"classifier\.optimizer\.lr: 0 is less than or equal to the minimum"),
+    ({"classifier": {"optimizer": {"lr": -0.1}}}, r"classifier\.optimizer\.lr"),
+    ({"classifier": {"depth": 21}}, r"classifier\.depth: 21 is not of the form 6n\+2"),
+    ({"device": "tpu"}, r"device: 'tpu' does not match"),
+    ({"dataset": {"source": "imagenet"}}, r"dataset\.source: 'imagenet' is not one of"),
+    ({"dataset": {"source": "local"}}, r"dataset\.path: required when dataset\.source is 'local'"),
+    ({"dataset": {"source": "local", "path": "/no/such/dir"}}, r"dataset\.path: directory /no/such/dir does not exist"),
+    ({"dataset": {"train_size": 0}}, r"dataset\.train_size"),
+    ({"classifer": {}}, r"Additional properties are not allowed \('classifer' was unexpected\)"),
+    ({"classifier": {"schedule": {"name": "exponential"}}}, r"classifier\.schedule\.name"),
+]
+
+
+@pytest.mark.parametrize("patch,message", BAD)
+def test_bad_values_name_their_key(patch, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(patch)
+
+
+def test_unknown_or_unavailable_device(monkeypatch):
+    import torch
+
+    with pytest.raises(ConfigError, match="device: unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device: 'cuda:1' requested but CUDA is not available"):
+        resolve_device("cuda:1")
+    assert resolve_device("auto").type == "cpu"
+    assert resolve_device("cpu").type == "cpu"
+
+
+ATTACK_OK = {"class": "LinfPGD", "norm": "linf", "params": {"steps": 5}, "epsilons": [0.02]}
+BAD_ATTACKS = [
+    ({"class": "NoSuchAttack"}, r"attacks\.a\.class: 'NoSuchAttack' is not a Foolbox attack class"),
+    ({"params": {"stepz": 5}}, r"attacks\.a\.params: stepz not accepted by foolbox\.attacks\.LinfPGD"),
+    ({"norm": "l2"}, r"attacks\.a\.norm: 'l2' does not match foolbox\.attacks\.LinfPGD, which bounds the Linf norm"),
+    ({"norm": "l1"}, r"attacks\.a\.norm: 'l1' is not one of"),
+    ({"epsilons": []}, r"attacks\.a\.epsilons: \[\] should be non-empty"),
+    ({"epsilons": [0]}, r"attacks\.a\.epsilons\.0: 0 is less than or equal to the minimum of 0"),
+    ({"epsilons": [-0.1]}, r"attacks\.a\.epsilons\.0"),
+    ({"epsilons": ["big"]}, r"attacks\.a\.epsilons\.0: 'big' is not of type 'number'"),
+    ({"params": {"steps": "many"}}, r"attacks\.a\.params"),
+]
+
+
+@pytest.mark.parametrize("patch,message", BAD_ATTACKS)
+def test_bad_attack_entries_name_their_key(patch, message):
+    spec = {**copy.deepcopy(ATTACK_OK), **patch}
+    with pytest.raises(ConfigError, match=message):
+        validate_config({"attacks": {"a": spec}})
+
+
+def test_attack_without_class_is_refused():
+    with pytest.raises(ConfigError, match=r"attacks\.a: 'class' is a required property"):
+        validate_config({"attacks": {"a": {"norm": "linf", "epsilons": [0.1]}}})
+
+
+def test_eps_tag_is_stable_and_readable():
+    assert eps_tag(0.02) == "0.02"
+    assert eps_tag(8 / 255) == "0.03137255"
+    assert eps_tag(0.5) == "0.5" and eps_tag(1) == "1"
+    assert eps_tag(1e-5) == "0.00001"

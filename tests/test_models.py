@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from advdefense.models import CheckpointError, CifarResNet, load_checkpoint, save_checkpoint
+
+
+@pytest.mark.parametrize("depth,params", [(20, 269_722), (32, 464_154), (8, 75_290)])
+def test_resnet_parameter_count_matches_he_et_al(depth, params):
+    model = CifarResNet(depth)
+    assert sum(p.numel() for p in model.parameters()) == params
+    # convolutions are bias-free; only the final linear layer has a bias
+    biases = [n for n, _ in model.named_parameters() if n.endswith(".bias") and "bn" not in n]
+    assert biases == ["fc.bias"]
+
+
+def test_resnet20_structure_and_output_shape():
+    model = CifarResNet(20).eval()
+    assert [len(s) for s in (model.layer1, model.layer2, model.layer3)] == [3, 3, 3]
+    assert [s[0].conv1.out_channels for s in (model.layer1, model.layer2, model.layer3)] == [16, 32, 64]
+    out = model(torch.rand(5, 3, 32, 32))
+    assert out.shape == (5, 10)
+    assert torch.isfinite(out).all()
+
+
+def test_normalisation_is_inside_the_model():
+    model = CifarResNet(8)
+    x = torch.full((1, 3, 32, 32), 0.5)
+    normed = model.normalize(x)
+    expected = (0.5 - torch.tensor([0.4914, 0.4822, 0.4465])) / torch.tensor([0.2470, 0.2435, 0.2616])
+    assert torch.allclose(normed[0, :, 0, 0], expected, atol=1e-6)
+    assert "normalize.mean" in model.state_dict()
+
+
+@pytest.mark.parametrize("depth", [7, 10, 21, 0])
+def test_depth_not_6n_plus_2_is_refused(depth):
+    with pytest.raises(ValueError, match="6n\\+2"):
+        CifarResNet(depth)
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path):
+    model = CifarResNet(8).eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, "classifier", model, {"test_accuracy": 0.5})
+    raw = torch.load(path, weights_only=True)  # must not need pickle of arbitrary objects
+    assert raw["arch"] == {"name": "resnet", "depth": 8, "num_classes": 10, "width": 16}
+    loaded, meta = load_checkpoint(path, "classifier")
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x))
+    assert meta["test_accuracy"] == 0.5
+
+
+def test_checkpoint_of_wrong_architecture_is_refused(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, "classifier", CifarResNet(8))
+    with pytest.raises(CheckpointError, match=r"m\.pt.*depth: file has 8, config wants 20"):
+        load_checkpoint(path, "classifier", {"depth": 20})
+    with pytest.raises(CheckpointError, match="expected a 'autoencoder' model"):
+        load_checkpoint(path, "autoencoder")
+    # weights that do not fit the declared architecture
+    payload = torch.load(path, weights_only=True)
+    payload["arch"]["width"] = 32
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load_checkpoint(path, "classifier")
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        load_checkpoint(path, "classifier")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt", "classifier")
