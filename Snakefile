@@ -11,6 +11,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/attacks.smk"
+include: "workflow/rules/flow.smk"
 
 
 rule all:

@@ -43,6 +43,10 @@ BAD = [
     ({"dataset": {"train_size": 0}}, r"dataset\.train_size"),
     ({"classifer": {}}, r"Additional properties are not allowed \('classifer' was unexpected\)"),
     ({"classifier": {"schedule": {"name": "exponential"}}}, r"classifier\.schedule\.name"),
+    ({"flow": {"source": "pretrained"}}, r"flow\.pretrained\.checkpoint: required when flow\.source is 'pretrained'"),
+    ({"flow": {"K": 0}}, r"flow\.K: 0 is less than the minimum of 1"),
+    ({"flow": {"coupling": "spline"}}, r"flow\.coupling: 'spline' is not one of"),
+    ({"attacks": {"clean": {"class": "FGSM", "norm": "linf", "epsilons": [0.1]}}}, r"attacks\.clean: 'clean' is reserved"),
 ]
 
 

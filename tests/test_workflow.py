@@ -36,7 +36,7 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
     configfile.write_text(yaml.safe_dump(cfg))
     proc = run_snakemake(smoke_run, configfile, "-n")
     assert proc.returncode == 0, proc.stderr
-    assert job_counts(proc.stdout + proc.stderr) == {"attack": 2, "attack_summary": 1, "all": 1}
+    assert job_counts(proc.stdout + proc.stderr) == {"attack": 2, "attack_summary": 1, "latents_attack": 2, "all": 1}
     assert "results/attacks/synthetic-smoke/pgd/eps0.05/train.h5" in proc.stdout + proc.stderr
 
 
@@ -45,7 +45,22 @@ def test_dry_run_lists_the_jobs(tmp_path, config):
     proc = run_snakemake(tmp_path, REPO / "config" / config, "-n")
     assert proc.returncode == 0, proc.stderr
     assert job_counts(proc.stdout + proc.stderr) == {"dataset": 1, "train_classifier": 1, "attack": 6,
-                                                     "attack_summary": 1, "all": 1}
+                                                     "attack_summary": 1, "train_flow": 1, "latents_clean": 2,
+                                                     "latents_attack": 6, "all": 1}
+
+
+def test_pretrained_flow_replaces_training(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    (tmp_path / "glow.pt").write_bytes(b"")
+    (tmp_path / "hparams.json").write_text("{}")
+    cfg["flow"]["source"] = "pretrained"
+    cfg["flow"]["pretrained"] = {"checkpoint": str(tmp_path / "glow.pt"), "hparams": str(tmp_path / "hparams.json")}
+    configfile = tmp_path / "pre.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(tmp_path, configfile, "-n")
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["import_flow"] == 1 and "train_flow" not in counts
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

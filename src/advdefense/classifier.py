@@ -5,7 +5,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -14,15 +13,9 @@ from .config import ConfigError, resolve_device
 from .data import Dataset, read_dataset_h5
 from .h5io import write_json
 from .models import CifarResNet, load_checkpoint, save_checkpoint
-from .training import TrainingRun, fit, lr_lambda, predict, to_float_pixels
+from .training import TrainingRun, fit, lr_lambda, predict, seed_everything, to_float_pixels
 
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
-    return torch.Generator().manual_seed(seed)
 
 
 def classifier_arch(cfg: dict, num_classes: int = 10) -> dict:

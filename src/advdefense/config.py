@@ -87,6 +87,13 @@ def check_semantics(cfg: dict) -> None:
         from .data import check_cifar_batches_dir  # local import: keeps config light
 
         check_cifar_batches_dir(data["path"], key="dataset.path")
+    flow = cfg["flow"]
+    if flow["source"] == "pretrained":
+        for key in ("checkpoint", "hparams"):
+            if not flow["pretrained"][key]:
+                raise ConfigError(f"flow.pretrained.{key}: required when flow.source is 'pretrained'")
+    if "clean" in cfg.get("attacks", {}):
+        raise ConfigError("attacks.clean: 'clean' is reserved for the unattacked images; choose another name")
     for name, spec in cfg.get("attacks", {}).items():
         from .attacks import check_attack_spec  # foolbox is only needed when attacks are configured
 

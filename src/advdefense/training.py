@@ -92,11 +92,13 @@ def fit(
     evaluate: Callable[[], dict[str, float]] | None = None,
     drop_last: bool = False,
     name: str = "model",
+    max_grad_norm: float | None = None,
 ) -> list[dict]:
     """Train `model` for `epochs` epochs, resuming from `run.state_path` when it exists.
 
     `train_tensors` are indexed together along dim 0 (e.g. images and labels, already on the
-    training device). The scheduler, if any, steps once per batch. Returns the history: one
+    training device). The scheduler, if any, steps once per batch; `max_grad_norm` clips the
+    global gradient norm. Returns the history: one
     dict per epoch with mean training metrics, evaluation metrics, lr and seconds.
     """
     if epochs < 1:
@@ -142,6 +144,8 @@ def fit(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -179,6 +183,15 @@ def _save_state(run, model, optimizer, scheduler, generator, epoch) -> None:
     }
     with atomic_path(run.state_path) as tmp:
         torch.save(state, tmp)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's and numpy's global generators; return the loop's own CPU generator."""
+    import numpy as np
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- evaluation helpers

@@ -54,10 +54,18 @@ def attack_summary_file(dataset=DATASET):
     return f"results/attacks/{dataset}/summary.csv"
 
 
+def latent_files(dataset=DATASET):
+    clean = [f"results/latents/{dataset}/clean/{split}.h5" for split in SPLITS]
+    return clean + [path.replace("results/attacks/", "results/latents/", 1) for path in attack_files(dataset)]
+
+
 def all_targets():
     targets = [dataset_file(), classifier_file(name="metrics.json")]
     if ATTACKS:
         targets.append(attack_summary_file())
+    if config["latents"]["enabled"]:
+        targets.append(f"results/flow/{DATASET}/metrics.json")
+        targets += latent_files()
     return targets
 
 

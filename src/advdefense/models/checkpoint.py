@@ -22,9 +22,10 @@ class CheckpointError(ValueError):
 
 
 def _builders() -> dict[str, Callable[..., nn.Module]]:
+    from .glow import Glow
     from .resnet import CifarResNet
 
-    return {"resnet": CifarResNet}
+    return {"resnet": CifarResNet, "glow": Glow}
 
 
 def build_model(arch: dict) -> nn.Module:

@@ -1,0 +1,284 @@
+"""Flow stage: train a Glow or import the published checkpoint, and extract latents.
+
+Latent files (`results/latents/<dataset>/clean/<split>.h5` and
+`results/latents/<dataset>/<attack>/eps<eps>/<split>.h5`)::
+
+    z      float32 N x C x H x W   top latent (48 x 4 x 4 for the paper's L=3 Glow on 32x32)
+    bpd    float32 N               bits/dim of each image, deterministic (no dequantisation noise)
+    index  int64 N                 image index in the dataset split (lines clean and attacked up)
+    label  int64 N
+    success, pred_adv              (attack files only) copied from the attack file
+    attrs: kind (clean|attack), source file, flow_sha256, split, [attack, epsilon]
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .attacks import attack_indices, read_attack_file
+from .config import ConfigError, resolve_device
+from .data import read_dataset_h5
+from .h5io import atomic_h5, file_sha256, library_versions, write_json
+from .models import CheckpointError, load_checkpoint, save_checkpoint
+from .models.glow import Glow
+from .training import TrainingDiverged, TrainingRun, fit, lr_lambda, seed_everything, to_float_pixels
+
+log = logging.getLogger(__name__)
+LATENT_FORMAT = "advdefense-latents-v1"
+
+
+def glow_arch(flow_cfg: dict, seed: int) -> dict:
+    return {"name": "glow", "hidden_channels": flow_cfg["hidden_channels"], "K": flow_cfg["K"], "L": flow_cfg["L"],
+            "actnorm_scale": flow_cfg["actnorm_scale"], "flow_permutation": flow_cfg["permutation"],
+            "flow_coupling": flow_cfg["coupling"], "learn_top": flow_cfg["learn_top"], "image_shape": [3, 32, 32],
+            "n_bits": 8, "seed": seed}
+
+
+def build_glow(flow_cfg: dict, seed: int) -> Glow:
+    arch = glow_arch(flow_cfg, seed)
+    arch.pop("name")
+    return Glow(**arch)
+
+
+# ----------------------------------------------------------------------------- published checkpoint
+def load_published_glow(checkpoint: str | Path, hparams: str | Path) -> Glow:
+    """Map the published `glow_affine_coupling.pt` (+ `hparams.json`) onto our Glow module."""
+    checkpoint, hparams = Path(checkpoint), Path(hparams)
+    for key, path in (("flow.pretrained.checkpoint", checkpoint), ("flow.pretrained.hparams", hparams)):
+        if not path.is_file():
+            raise ConfigError(f"{key}: file {path} does not exist")
+    try:
+        hp = json.loads(hparams.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{hparams}: not valid JSON ({exc})") from exc
+    needed = ("hidden_channels", "K", "L", "flow_permutation", "flow_coupling", "learn_top")
+    missing = [k for k in needed if k not in hp]
+    if missing:
+        raise CheckpointError(f"{hparams}: missing hyper-parameter(s) {', '.join(missing)}")
+    if hp.get("y_condition"):
+        raise CheckpointError(f"{hparams}: class-conditional Glow (y_condition true) is not supported")
+    if hp["flow_permutation"] == "invconv" and not hp.get("LU_decomposed", True):
+        raise CheckpointError(f"{hparams}: only the LU-decomposed invertible 1x1 convolution is supported")
+    shape = hp.get("image_shape", [32, 32, 3])
+    image_shape = (shape[2], shape[0], shape[1])  # published as H, W, C
+    model = Glow(hidden_channels=hp["hidden_channels"], K=hp["K"], L=hp["L"],
+                 actnorm_scale=hp.get("actnorm_scale", 1.0), flow_permutation=hp["flow_permutation"],
+                 flow_coupling=hp["flow_coupling"], learn_top=hp["learn_top"], image_shape=image_shape)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{checkpoint}: not loadable with weights_only=True ({type(exc).__name__}: {exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{checkpoint}: expected a state_dict (a mapping of names to tensors)")
+    check_state_dict(model, state, checkpoint)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def check_state_dict(model: torch.nn.Module, state: dict, source: Path) -> None:
+    """Missing, unexpected or mis-shaped keys -> one CheckpointError that lists them."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            problems.append(f"{len(items)} {label} ({', '.join(items[:4])}{', ...' if len(items) > 4 else ''})")
+    if problems:
+        raise CheckpointError(f"{source}: does not match the Glow configuration: " + "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------- training
+class FlowObjective:
+    """Mean bits/dim of dequantised training images (uniform noise from the loop's generator)."""
+
+    def __init__(self, model: Glow):
+        self.model = model
+
+    def __call__(self, batch, generator):
+        (images,) = batch
+        x = self.model.preprocess(to_float_pixels(images))
+        noise = torch.rand(x.shape, generator=generator).to(x.device) / self.model.n_bins
+        _, bpd = self.model(x, noise)
+        loss = bpd.mean()
+        return loss, {"bpd": bpd.sum().item()}
+
+
+@torch.no_grad()
+def mean_bpd(model: Glow, images: torch.Tensor, batch_size: int, device, seed: int | None = 0) -> float:
+    """Mean bits/dim over uint8 `images`; with dequantisation noise from `seed` (None: no noise)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        x = model.preprocess(to_float_pixels(images[start : start + batch_size].to(device)))
+        noise = None
+        if generator is not None:
+            noise = torch.rand(x.shape, generator=generator).to(device) / model.n_bins
+        total += model(x, noise)[1].sum().item()
+    return total / len(images)
+
+
+def train_flow(dataset_path, cfg: dict, model_path, metrics_path, log_path, state_path) -> dict:
+    f = cfg["flow"]
+    device = resolve_device(cfg["device"])
+    generator = seed_everything(cfg["seed"] + 1)
+    ds = read_dataset_h5(dataset_path)
+    train_x = torch.from_numpy(ds.train.images).to(device)
+    test_x = torch.from_numpy(ds.test.images)
+    model = build_glow(f, cfg["seed"]).to(device)
+    run = TrainingRun(Path(state_path), Path(log_path))
+    if not run.state_path.exists():  # data-dependent ActNorm initialisation on a fixed batch
+        init = train_x[: f["init_images"]]
+        model.train()
+        with torch.no_grad():
+            x = model.preprocess(to_float_pixels(init))
+            model(x, torch.rand(x.shape, generator=generator).to(device) / model.n_bins)
+    model.mark_initialized()
+    optimizer = torch.optim.Adamax(model.parameters(), lr=f["optimizer"]["lr"])
+    steps = -(-len(train_x) // f["batch_size"])
+    schedule = {"name": "constant", "warmup_epochs": f["optimizer"]["warmup_epochs"]}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, f["epochs"], steps))
+
+    def evaluate():
+        return {"test_bpd": mean_bpd(model, test_x, f["eval_batch_size"], device)}
+
+    params = sum(p.numel() for p in model.parameters())
+    log.info("training Glow (hidden %d, K %d, L %d, %d parameters) on %d images, %s",
+             f["hidden_channels"], f["K"], f["L"], params, len(train_x), device)
+    t0 = time.perf_counter()
+    history = fit(model, FlowObjective(model), (train_x,), optimizer, scheduler, f["epochs"], f["batch_size"],
+                  generator, run, evaluate=evaluate, name="flow", max_grad_norm=f["optimizer"]["max_grad_norm"])
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise TrainingDiverged(f"flow: non-finite weights after training ({', '.join(bad[:3])}); checkpoint not written")
+    train_seconds = sum(r["train_seconds"] for r in history)
+    metrics = {
+        "source": "train",
+        "test_bpd": history[-1]["test_bpd"],
+        "train_bpd_last_epoch": history[-1]["train_bpd"],
+        "test_bpd_per_epoch": [r["test_bpd"] for r in history],
+        "epochs": f["epochs"], "parameters": params, "architecture": model.arch,
+        "top_latent_shape": list(model.top_shape), "device": str(device),
+        "wall_seconds_this_run": round(time.perf_counter() - t0, 2),
+        "train_seconds_all_epochs": round(train_seconds, 2),
+        "train_images_per_s": round(len(train_x) * len(history) / train_seconds, 1),
+    }
+    save_checkpoint(model_path, "flow", model, {"test_bpd": metrics["test_bpd"], "seed": cfg["seed"]})
+    write_json(metrics_path, metrics)
+    run.state_path.unlink(missing_ok=True)
+    return metrics
+
+
+def import_published_flow(checkpoint, hparams, dataset_path, cfg: dict, model_path, metrics_path) -> dict:
+    """Convert the published checkpoint into this pipeline's format; report its test bits/dim here."""
+    device = resolve_device(cfg["device"])
+    model = load_published_glow(checkpoint, hparams).to(device)
+    ds = read_dataset_h5(dataset_path)
+    bpd = mean_bpd(model, torch.from_numpy(ds.test.images), cfg["flow"]["eval_batch_size"], device)
+    metrics = {"source": "pretrained", "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+               "test_bpd": bpd, "parameters": sum(p.numel() for p in model.parameters()),
+               "architecture": model.arch, "top_latent_shape": list(model.top_shape), "device": str(device)}
+    save_checkpoint(model_path, "flow", model, {"test_bpd": bpd, "imported_from": str(checkpoint)})
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def load_flow(path, device="cpu") -> Glow:
+    model, _ = load_checkpoint(path, "flow", map_location=device)
+    model.mark_initialized()
+    return model
+
+
+# ----------------------------------------------------------------------------- latents
+@torch.inference_mode()
+def _latent_batches(model: Glow, batches, device):
+    for pixels01 in batches:
+        x = model.preprocess(torch.as_tensor(pixels01).to(device).float())
+        z, bpd = model(x)
+        yield z.float().cpu().numpy(), bpd.float().cpu().numpy()
+
+
+def _write_latents(out_path, model: Glow, n: int, batches, device, arrays: dict, attrs: dict) -> dict:
+    c, h, w = model.top_shape
+    t0 = time.perf_counter()
+    with atomic_h5(out_path) as f:
+        z_ds = f.create_dataset("z", (n, c, h, w), np.float32, chunks=(min(n, 256), c, h, w),
+                                compression="gzip", compression_opts=4)
+        bpd_ds = f.create_dataset("bpd", (n,), np.float32)
+        for name, values in arrays.items():
+            f.create_dataset(name, data=values)
+        start = 0
+        for z, bpd in _latent_batches(model, batches, device):
+            if not (np.isfinite(z).all() and np.isfinite(bpd).all()):
+                raise TrainingDiverged(f"{out_path}: the flow produced non-finite latents for images {start}..")
+            z_ds[start : start + len(z)] = z
+            bpd_ds[start : start + len(z)] = bpd
+            start += len(z)
+        if start != n:
+            raise RuntimeError(f"{out_path}: wrote {start} latents for {n} images")
+        seconds = time.perf_counter() - t0
+        f.attrs.update({"format": LATENT_FORMAT, "versions": json.dumps(library_versions(), sort_keys=True),
+                        "seconds": seconds, "images_per_s": n / seconds, **attrs})
+        mean_bpd_value = float(bpd_ds[()].mean())
+    log.info("%s: %d latents (%dx%dx%d), mean %.3f bits/dim, %.0f images/s", out_path, n, c, h, w, mean_bpd_value,
+             n / seconds)
+    return {"n": n, "mean_bpd": mean_bpd_value, "seconds": seconds}
+
+
+def clean_latents(dataset_path, flow_path, cfg: dict, split: str, out_path) -> dict:
+    """Latents of the clean images that the attacks use (same seeded subset), so they line up."""
+    device = resolve_device(cfg["device"])
+    model = load_flow(flow_path, device)
+    data = read_dataset_h5(dataset_path).split(split)
+    index = attack_indices(len(data), cfg["attack_defaults"]["images"][split], cfg["seed"],
+                           f"attack_defaults.images.{split}")
+    bs = cfg["latents"]["batch_size"]
+    batches = (data.images[index[s : s + bs]].astype(np.float32) / 255.0 for s in range(0, len(index), bs))
+    attrs = {"kind": "clean", "source": str(dataset_path), "split": split, "flow_sha256": file_sha256(flow_path)}
+    return _write_latents(out_path, model, len(index), batches, device,
+                          {"index": index, "label": data.labels[index]}, attrs)
+
+
+def attack_latents(attack_path, flow_path, cfg: dict, out_path) -> dict:
+    device = resolve_device(cfg["device"])
+    model = load_flow(flow_path, device)
+    meta = read_attack_file(attack_path, require=("index", "label", "success", "pred_adv"))
+    n, bs = len(meta["index"]), cfg["latents"]["batch_size"]
+
+    def batches():
+        with h5py.File(attack_path, "r") as f:
+            for s in range(0, n, bs):
+                adv = f["adv"][s : s + bs]
+                if adv.min() < 0 or adv.max() > 1:
+                    raise ConfigError(f"{attack_path}: 'adv' holds values outside [0, 1]")
+                yield adv
+
+    a = meta["attrs"]
+    attrs = {"kind": "attack", "source": str(attack_path), "split": a.get("split", ""), "attack": a["attack"],
+             "epsilon": float(a["epsilon"]), "flow_sha256": file_sha256(flow_path)}
+    arrays = {k: meta[k] for k in ("index", "label", "success", "pred_adv")}
+    return _write_latents(out_path, model, n, batches(), device, arrays, attrs)
+
+
+def read_latents(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"latent file {path} does not exist")
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != LATENT_FORMAT:
+            raise ConfigError(f"{path}: not a latent file of this pipeline")
+        out = {k: f[k][()] for k in f}
+        out["attrs"] = dict(f.attrs)
+    return out
