@@ -4,7 +4,12 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml (paper settings) unless --configfile names another complete config: files
+# given on the command line replace it instead of being merged into it, so a custom config never
+# inherits the paper's attacks by accident. Missing keys take the schema's defaults.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -12,6 +17,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/attacks.smk"
 include: "workflow/rules/flow.smk"
+include: "workflow/rules/purification.smk"
+include: "workflow/rules/detection.smk"
 
 
 rule all:

@@ -38,7 +38,7 @@ def test_attack_files_match_the_config(smoke):
     assert names == expected
     for path in _files(smoke):
         f = read_attack_file(path)
-        assert f["adv"].dtype == np.float32 and f["adv"].shape == (200, 3, 32, 32)
+        assert f["adv"].dtype == np.float32 and f["adv"].shape == (500, 3, 32, 32)
         attrs = f["attrs"]
         assert attrs["attack"] == path.parts[-3] and attrs["epsilon"] == pytest.approx(0.03)
         assert attrs["norm"] == "linf" and len(attrs["classifier_sha256"]) == 64
@@ -86,7 +86,7 @@ def test_summary_csv_has_one_row_per_file(smoke):
     assert len(table) == 6
     assert {"n", "clean_accuracy", "robust_accuracy", "success_rate", "success_rate_on_correct",
             "mean_linf", "max_l2", "seconds", "images_per_s"} <= set(table.columns)
-    assert (table["n"] == 200).all() and (table["max_linf"] <= 0.03 + 1e-6).all()
+    assert (table["n"] == 500).all() and (table["max_linf"] <= 0.03 + 1e-6).all()
     assert (table["robust_accuracy"] <= table["clean_accuracy"] + 1e-9).all()
 
 

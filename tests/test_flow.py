@@ -166,8 +166,8 @@ def test_latent_files_match_the_config(smoke_run):
     assert files == expected
     for split in ("train", "test"):
         clean = read_latents(root / f"clean/{split}.h5")
-        assert clean["z"].shape == (200, 48, 4, 4) and clean["z"].dtype == np.float32
-        assert clean["bpd"].shape == (200,) and np.isfinite(clean["bpd"]).all()
+        assert clean["z"].shape == (500, 48, 4, 4) and clean["z"].dtype == np.float32
+        assert clean["bpd"].shape == (500,) and np.isfinite(clean["bpd"]).all()
         for attack in ("fgsm", "pgd", "deepfool"):
             adv = read_latents(root / f"{attack}/eps0.03/{split}.h5")
             assert np.array_equal(adv["index"], clean["index"])  # attacked and clean images line up

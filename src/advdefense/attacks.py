@@ -237,7 +237,7 @@ def summarize_attack_file(f: h5py.File) -> dict:
     }
 
 
-def summarize_attack_files(paths) -> "pandas.DataFrame":
+def summarize_attack_files(paths):
     import pandas as pd
 
     rows = []
@@ -252,26 +252,42 @@ def summarize_attack_files(paths) -> "pandas.DataFrame":
     return df.sort_values(["attack", "epsilon", "split"]).reset_index(drop=True)
 
 
-def generate_attack_file(dataset_path: str | Path, classifier_path: str | Path, cfg: dict, name: str, eps: float,
-                         split: str, out_path: str | Path) -> dict:
-    """Stage entry point: attack `split` of the dataset file with attack `name` at `eps`."""
-    from .classifier import load_classifier
-    from .config import resolve_device
-    from .data import read_dataset_h5
-
+def configured_attack(cfg: dict, name: str, eps: float) -> dict:
+    """The spec of attack `name`, checking that `eps` is one of its configured epsilons."""
     if name not in cfg["attacks"]:
         raise ConfigError(f"attacks.{name}: no such attack in the configuration (have {sorted(cfg['attacks'])})")
     spec = cfg["attacks"][name]
     if not any(math.isclose(eps, e, rel_tol=1e-9) for e in spec["epsilons"]):
         raise ConfigError(f"attacks.{name}.epsilons: {eps} is not in the configured list {spec['epsilons']}")
+    return spec
+
+
+def attack_split(model: torch.nn.Module, dataset_path, cfg: dict, name: str, eps: float, split: str, out_path,
+                 *, images: int | None = None, attrs: dict | None = None) -> dict:
+    """Attack the configured image subset of `split` with `model` (any differentiable classifier on [0, 1])."""
+    from .config import resolve_device
+    from .data import read_dataset_h5
+
+    spec = configured_attack(cfg, name, eps)
     defaults = cfg["attack_defaults"]
     device = resolve_device(cfg["device"])
-    model = load_classifier(classifier_path, cfg, device)
-    ds = read_dataset_h5(dataset_path)
-    data = ds.split(split)
+    data = read_dataset_h5(dataset_path).split(split)
     index = attack_indices(len(data), defaults["images"][split], cfg["seed"], f"attack_defaults.images.{split}")
+    if images is not None:
+        index = index[:images]
     seed = job_seed(cfg["seed"], name, float(eps), split)
-    attrs = {"classifier_sha256": file_sha256(classifier_path), "dataset": str(dataset_path), "split": split,
-             "device": str(device)}
+    attrs = {"dataset": str(dataset_path), "split": split, "device": str(device), **(attrs or {})}
     return run_attack(model, data.images, data.labels, index, name, spec, float(eps), out_path,
                       batch_size=defaults["batch_size"], seed=seed, device=device, attrs=attrs)
+
+
+def generate_attack_file(dataset_path: str | Path, classifier_path: str | Path, cfg: dict, name: str, eps: float,
+                         split: str, out_path: str | Path) -> dict:
+    """Stage entry point: attack `split` of the dataset file with attack `name` at `eps`."""
+    from .classifier import load_classifier
+    from .config import resolve_device
+
+    configured_attack(cfg, name, eps)
+    model = load_classifier(classifier_path, cfg, resolve_device(cfg["device"]))
+    return attack_split(model, dataset_path, cfg, name, eps, split, out_path,
+                        attrs={"classifier_sha256": file_sha256(classifier_path)})

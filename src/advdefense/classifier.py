@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from .augment import RandomCropFlip
-from .config import ConfigError, resolve_device
-from .data import Dataset, read_dataset_h5
+from .config import ConfigError
 from .h5io import write_json
 from .models import CifarResNet, load_checkpoint, save_checkpoint
-from .training import TrainingRun, fit, lr_lambda, predict, seed_everything, to_float_pixels
+from .training import TrainingRun, fit, lr_lambda, predict, prepare_training, to_float_pixels
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +57,10 @@ def train_classifier(dataset_path: str | Path, cfg: dict, model_path: str | Path
             raise ConfigError(f"classifier.{key}: must be a positive integer, got {c[key]!r}")
     if not c["optimizer"]["lr"] > 0:
         raise ConfigError(f"classifier.optimizer.lr: must be positive, got {c['optimizer']['lr']!r}")
-    device = resolve_device(cfg["device"])
-    generator = seed_everything(cfg["seed"])
-    ds: Dataset = read_dataset_h5(dataset_path)
-    num_classes = len(ds.class_names)
-    train_x = torch.from_numpy(ds.train.images).to(device)
-    train_y = torch.from_numpy(ds.train.labels).to(device)
-    test_x = torch.from_numpy(ds.test.images)
-    test_y = torch.from_numpy(ds.test.labels)
+    data = prepare_training(dataset_path, cfg, seed_offset=0)
+    device, generator = data.device, data.generator
+    train_x, train_y, test_x, test_y = data.train_x, data.train_y, data.test_x, data.test_y
+    num_classes = len(data.class_names)
 
     model = CifarResNet(c["depth"], num_classes, c["width"]).to(device)
     opt_cfg = c["optimizer"]
@@ -89,7 +84,7 @@ def train_classifier(dataset_path: str | Path, cfg: dict, model_path: str | Path
     wall = time.perf_counter() - t0
 
     pred = predict(model, test_x, c["eval_batch_size"], device)
-    report = accuracy_report(pred, test_y, ds.class_names)
+    report = accuracy_report(pred, test_y, data.class_names)
     train_seconds = sum(row["train_seconds"] for row in history)
     metrics = {
         "test_accuracy": report["accuracy"],

@@ -92,7 +92,30 @@ def check_semantics(cfg: dict) -> None:
         for key in ("checkpoint", "hparams"):
             if not flow["pretrained"][key]:
                 raise ConfigError(f"flow.pretrained.{key}: required when flow.source is 'pretrained'")
-    if "clean" in cfg.get("attacks", {}):
+    attacks = cfg.get("attacks", {})
+    for name in cfg["tables"]["table3"]["attacks"] or []:
+        if name not in attacks:
+            raise ConfigError(f"tables.table3.attacks: {name!r} is not generated (configured attacks: {sorted(attacks)})")
+    splits = cfg["purification"]["splits"] or []
+    for split in splits:
+        if split not in cfg["attack_defaults"]["splits"]:
+            raise ConfigError(f"purification.splits: {split!r} is not attacked (attack_defaults.splits is "
+                              f"{cfg['attack_defaults']['splits']})")
+    if cfg["purification"]["enabled"] and "test" not in cfg["attack_defaults"]["splits"]:
+        raise ConfigError("attack_defaults.splits: purification (Table 3) needs the test split attacked")
+    det = cfg["detection"]
+    if det["enabled"] and attacks:
+        if set(cfg["attack_defaults"]["splits"]) != {"train", "test"}:
+            raise ConfigError("attack_defaults.splits: detection trains on attacked train images and tests on "
+                              "attacked test images; attack both splits or set detection.enabled: false")
+        if "latent_mlp" not in det["methods"]:
+            raise ConfigError("detection.methods: must include latent_mlp (the paper's detector; Tables 4 and 5 use it)")
+        if not cfg["latents"]["enabled"]:
+            raise ConfigError("detection.methods: latent_mlp needs latents.enabled: true")
+        if det["mmd"]["enabled"] and det["mmd"]["table_batch_size"] not in det["mmd"]["batch_sizes"]:
+            raise ConfigError(f"detection.mmd.table_batch_size: {det['mmd']['table_batch_size']} is not one of "
+                              f"detection.mmd.batch_sizes {det['mmd']['batch_sizes']}")
+    if "clean" in attacks:
         raise ConfigError("attacks.clean: 'clean' is reserved for the unattacked images; choose another name")
     for name, spec in cfg.get("attacks", {}).items():
         from .attacks import check_attack_spec  # foolbox is only needed when attacks are configured

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -25,10 +24,10 @@ import torch
 from .attacks import attack_indices, read_attack_file
 from .config import ConfigError, resolve_device
 from .data import read_dataset_h5
-from .h5io import atomic_h5, file_sha256, library_versions, write_json
+from .h5io import atomic_h5, file_sha256, library_versions, read_h5, write_json
 from .models import CheckpointError, load_checkpoint, save_checkpoint
 from .models.glow import Glow
-from .training import TrainingDiverged, TrainingRun, fit, lr_lambda, seed_everything, to_float_pixels
+from .training import TrainingDiverged, TrainingRun, fit, lr_lambda, prepare_training, to_float_pixels
 
 log = logging.getLogger(__name__)
 LATENT_FORMAT = "advdefense-latents-v1"
@@ -132,11 +131,8 @@ def mean_bpd(model: Glow, images: torch.Tensor, batch_size: int, device, seed: i
 
 def train_flow(dataset_path, cfg: dict, model_path, metrics_path, log_path, state_path) -> dict:
     f = cfg["flow"]
-    device = resolve_device(cfg["device"])
-    generator = seed_everything(cfg["seed"] + 1)
-    ds = read_dataset_h5(dataset_path)
-    train_x = torch.from_numpy(ds.train.images).to(device)
-    test_x = torch.from_numpy(ds.test.images)
+    data = prepare_training(dataset_path, cfg, seed_offset=1)
+    device, generator, train_x, test_x = data.device, data.generator, data.train_x, data.test_x
     model = build_glow(f, cfg["seed"]).to(device)
     run = TrainingRun(Path(state_path), Path(log_path))
     if not run.state_path.exists():  # data-dependent ActNorm initialisation on a fixed batch
@@ -273,12 +269,4 @@ def attack_latents(attack_path, flow_path, cfg: dict, out_path) -> dict:
 
 
 def read_latents(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"latent file {path} does not exist")
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != LATENT_FORMAT:
-            raise ConfigError(f"{path}: not a latent file of this pipeline")
-        out = {k: f[k][()] for k in f}
-        out["attrs"] = dict(f.attrs)
-    return out
+    return read_h5(path, LATENT_FORMAT, "latent")

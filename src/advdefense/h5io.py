@@ -63,3 +63,19 @@ def library_versions() -> dict[str, str]:
     except ImportError:
         pass
     return versions
+
+
+def read_h5(path: str | Path, fmt: str, what: str, skip: tuple[str, ...] = ()) -> dict:
+    """All top-level datasets (except `skip`) and the attributes ('attrs') of a pipeline HDF5 file,
+    after checking that it exists and carries the expected `format` attribute."""
+    from .config import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != fmt:
+            raise ConfigError(f"{path}: not a {what} file of this pipeline (format {f.attrs.get('format')!r})")
+        out = {k: f[k][()] for k in f if k not in skip}
+        out["attrs"] = dict(f.attrs)
+    return out

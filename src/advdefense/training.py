@@ -194,6 +194,33 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@dataclass
+class TrainingData:
+    """What every training stage starts from: device, the loop's generator and the dataset tensors
+    (uint8; the training split already on the device)."""
+
+    device: torch.device
+    generator: torch.Generator
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    class_names: tuple
+
+
+def prepare_training(dataset_path, cfg: dict, seed_offset: int) -> TrainingData:
+    """Resolve the device, seed everything (master seed + a per-model offset) and load the data."""
+    from .config import resolve_device
+    from .data import read_dataset_h5
+
+    device = resolve_device(cfg["device"])
+    generator = seed_everything(cfg["seed"] + seed_offset)
+    ds = read_dataset_h5(dataset_path)
+    return TrainingData(device, generator, torch.from_numpy(ds.train.images).to(device),
+                        torch.from_numpy(ds.train.labels).to(device), torch.from_numpy(ds.test.images),
+                        torch.from_numpy(ds.test.labels), ds.class_names)
+
+
 # ----------------------------------------------------------------------------- evaluation helpers
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | None = None) -> torch.Tensor:

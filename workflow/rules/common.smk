@@ -59,6 +59,72 @@ def latent_files(dataset=DATASET):
     return clean + [path.replace("results/attacks/", "results/latents/", 1) for path in attack_files(dataset)]
 
 
+def purification_splits():
+    return config["purification"]["splits"] or SPLITS
+
+
+def table3_columns():
+    names = config["tables"]["table3"]["attacks"] or list(ATTACKS)
+    return [[name, float(eps)] for name in names for eps in ATTACKS[name]["epsilons"]]
+
+
+def table3_inputs(dataset=DATASET):
+    """{'purified': {(attack, eps): path}, 'adaptive': {...}} for the columns of Table 3 (test split)."""
+    purified, adaptive = {}, {}
+    for name, eps in table3_columns():
+        purified[(name, eps)] = f"results/purified/{dataset}/{name}/eps{eps_tag(eps)}/test.h5"
+        if config["purification"]["adaptive"]["enabled"]:
+            adaptive[(name, eps)] = f"results/adaptive/{dataset}/{name}/eps{eps_tag(eps)}/test.h5"
+    return {"purified": purified, "adaptive": adaptive}
+
+
+def purification_targets(dataset=DATASET):
+    if not (config["purification"]["enabled"] and ATTACKS):
+        return []
+    files = [
+        f"results/purified/{dataset}/{name}/eps{eps_tag(eps)}/{split}.h5"
+        for name, spec in ATTACKS.items()
+        for eps in spec["epsilons"]
+        for split in purification_splits()
+    ]
+    return files + [f"results/tables/{dataset}/table3_purification.md"]
+
+
+def detection_keys():
+    """[[attack, eps, key], ...] for every configured attack and epsilon."""
+    from advdefense.detection import attack_key
+
+    return [[name, float(eps), attack_key(name, eps)] for name, spec in ATTACKS.items() for eps in spec["epsilons"]]
+
+
+def detection_inputs(wildcards, method=None):
+    """Named inputs of a detector job: latents for latent_mlp, images (+ autoencoder) otherwise."""
+    method = method or wildcards.method
+    d = wildcards.dataset
+    inputs = {}
+    for name, eps, key in detection_keys():
+        tag = eps_tag(eps)
+        for split in ("train", "test"):
+            if method == "latent_mlp":
+                inputs[f"{key}__{split}"] = f"results/latents/{d}/{name}/eps{tag}/{split}.h5"
+            else:
+                inputs[f"{key}__{split}"] = f"results/attacks/{d}/{name}/eps{tag}/{split}.h5"
+    for split in ("train", "test"):
+        if method == "latent_mlp":
+            inputs[f"clean__{split}"] = f"results/latents/{d}/clean/{split}.h5"
+    if method != "latent_mlp":
+        inputs["data"] = f"results/data/{d}.h5"
+    if method == "magnet":
+        inputs["autoencoder"] = f"results/autoencoder/{d}/model.pt"
+    return inputs
+
+
+def detection_targets(dataset=DATASET):
+    if not (config["detection"]["enabled"] and ATTACKS):
+        return []
+    return [f"results/tables/{dataset}/table4_detection.md", f"results/tables/{dataset}/table5_comparison.md"]
+
+
 def all_targets():
     targets = [dataset_file(), classifier_file(name="metrics.json")]
     if ATTACKS:
@@ -66,6 +132,8 @@ def all_targets():
     if config["latents"]["enabled"]:
         targets.append(f"results/flow/{DATASET}/metrics.json")
         targets += latent_files()
+    targets += purification_targets()
+    targets += detection_targets()
     return targets
 
 
@@ -93,7 +161,7 @@ def attack_epsilon(wildcards):
     )
 
 
-def attack_job_params(wildcards):
+def attack_job_params(wildcards, split=None):
     """Everything that determines one attack file; the other epsilons of the list are not in it,
     so adding an epsilon does not re-run the files of the existing ones."""
     spec = ATTACKS.get(wildcards.attack)
@@ -104,6 +172,6 @@ def attack_job_params(wildcards):
         "norm": spec["norm"],
         "params": spec.get("params", {}),
         "epsilon": attack_epsilon(wildcards),
-        "images": config["attack_defaults"]["images"][wildcards.split],
+        "images": config["attack_defaults"]["images"][split or wildcards.split],
         "seed": config["seed"],
     })

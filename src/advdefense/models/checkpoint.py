@@ -22,10 +22,11 @@ class CheckpointError(ValueError):
 
 
 def _builders() -> dict[str, Callable[..., nn.Module]]:
+    from .autoencoder import ConvAutoencoder
     from .glow import Glow
     from .resnet import CifarResNet
 
-    return {"resnet": CifarResNet, "glow": Glow}
+    return {"resnet": CifarResNet, "glow": Glow, "autoencoder": ConvAutoencoder}
 
 
 def build_model(arch: dict) -> nn.Module:

@@ -1,0 +1,118 @@
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from advdefense.attacks import AttackFileError
+from advdefense.config import ConfigError, load_yaml, validate_config
+from advdefense.data import read_dataset_h5
+from advdefense.models import CheckpointError, save_checkpoint
+from advdefense.models.autoencoder import ConvAutoencoder
+from advdefense.purification import (TABLE3_ROWS, load_autoencoder, psnr, purify_attack_file, read_purified,
+                                     table3)
+from conftest import REPO
+
+D = "synthetic-smoke"
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run):
+    return {"dir": smoke_run, "cfg": validate_config(load_yaml(REPO / "config/smoke.yaml")),
+            "ae": smoke_run / f"results/autoencoder/{D}/model.pt", "model": smoke_run / f"results/classifier/{D}/model.pt",
+            "table": smoke_run / f"results/tables/{D}/table3_purification.csv"}
+
+
+def test_autoencoder_shape_follows_figure_2():
+    model = ConvAutoencoder([32, 64])
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert [type(c).__name__ for c in convs] == ["Conv2d", "Conv2d", "ConvTranspose2d", "ConvTranspose2d"]
+    x = torch.rand(2, 3, 32, 32)
+    assert model.encoder(x).shape == (2, 64, 8, 8)
+    out = model(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_reconstruction_beats_the_mean_image_by_a_margin(smoke):
+    """Floor: the autoencoder must reconstruct clearly better (>= 3 dB PSNR) than predicting the
+    training-set mean image for every test image, the best input-independent reconstruction."""
+    metrics = json.loads((smoke["dir"] / f"results/autoencoder/{D}/metrics.json").read_text())
+    ds = read_dataset_h5(smoke["dir"] / f"results/data/{D}.h5")
+    mean_image = ds.train.images.astype(np.float64).mean(0) / 255
+    baseline = ((ds.test.images / 255 - mean_image) ** 2).mean()
+    assert metrics["test_psnr"] >= psnr(baseline) + 3.0
+    assert metrics["test_psnr"] == pytest.approx(psnr(metrics["test_mse"]))
+
+
+def test_purification_helps_and_adaptive_attack_hurts(smoke):
+    table = pd.read_csv(smoke["table"], index_col=0)
+    for column in ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)", "overall"]:
+        col = table[column]
+        assert col[TABLE3_ROWS[0]] == 0.0  # successful adversarials fool the undefended classifier by definition
+        assert col[TABLE3_ROWS[1]] > 20.0  # ... and the autoencoder recovers a good share of them
+        assert col[TABLE3_ROWS[4]] > col[TABLE3_ROWS[3]]  # all attacked images: after > before
+        assert col[TABLE3_ROWS[5]] < col[TABLE3_ROWS[4]]  # adaptive < oblivious purified accuracy
+    assert table.loc[TABLE3_ROWS[6]].nunique() == 1  # clean accuracy is one number for every column
+
+
+def test_table3_layout_matches_config(smoke):
+    table = pd.read_csv(smoke["table"], index_col=0)
+    assert list(table.index) == TABLE3_ROWS
+    assert list(table.columns) == ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)", "overall"]
+    assert table.loc["Successful adversarials: count", "overall"] == sum(
+        table.loc["Successful adversarials: count", c] for c in table.columns[:3])
+    md = (smoke["table"].with_suffix(".md")).read_text()
+    assert md.startswith("## Table 3") and "| Successful adversarials: count | " in md and "47.92" in md
+
+
+def test_purified_files_are_consistent(smoke):
+    root = smoke["dir"] / f"results/purified/{D}"
+    p = read_purified(root / "pgd/eps0.03/test.h5")
+    with h5py.File(root / "pgd/eps0.03/test.h5", "r") as f:
+        images = f["purified"][()]
+    assert images.shape == (500, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
+    classifier = torch.load(smoke["model"], weights_only=True)
+    from advdefense.classifier import load_classifier
+
+    model = load_classifier(smoke["model"], smoke["cfg"])
+    with torch.inference_mode():
+        pred = model(torch.from_numpy(images)).argmax(1).numpy()
+    assert np.array_equal(pred, p["pred_purified"]) and classifier["kind"] == "classifier"
+
+
+def test_wrong_autoencoder_checkpoint_is_refused(smoke, tmp_path):
+    path = tmp_path / "ae.pt"
+    save_checkpoint(path, "autoencoder", ConvAutoencoder([16, 16]))
+    with pytest.raises(CheckpointError, match=r"ae\.pt: architecture does not match the configuration \(widths: file has \[16, 16\]"):
+        load_autoencoder(path, smoke["cfg"])
+    with pytest.raises(CheckpointError, match="holds a 'classifier' model, expected a 'autoencoder' model"):
+        load_autoencoder(smoke["model"], smoke["cfg"])
+
+
+def test_bad_attack_files_are_refused(smoke, tmp_path):
+    src = smoke["dir"] / f"results/attacks/{D}/fgsm/eps0.03/test.h5"
+    broken = tmp_path / "broken.h5"
+    with h5py.File(src, "r") as f, h5py.File(broken, "w") as g:
+        for k in ("index", "label", "pred_clean", "pred_adv"):
+            g[k] = f[k][()]
+        g.attrs.update(dict(f.attrs))
+    with pytest.raises(AttackFileError, match=r"broken\.h5: missing dataset\(s\) success"):
+        purify_attack_file(broken, smoke["ae"], smoke["model"], smoke["cfg"], tmp_path / "out.h5")
+    outside = tmp_path / "outside.h5"
+    with h5py.File(src, "r") as f, h5py.File(outside, "w") as g:
+        for k in f:
+            g[k] = f[k][()]
+        g["adv"][0, 0, 0, 0] = 1.5
+        g.attrs.update(dict(f.attrs))
+    with pytest.raises(ConfigError, match=r"outside\.h5: 'adv' holds values outside \[0, 1\]"):
+        purify_attack_file(outside, smoke["ae"], smoke["model"], smoke["cfg"], tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_table_for_an_attack_that_was_not_generated(smoke):
+    with pytest.raises(ConfigError, match=r"tables\.table3\.attacks: 'cw' is not generated"):
+        validate_config({**load_yaml(REPO / "config/smoke.yaml"), "tables": {"table3": {"attacks": ["cw"]}}})
+    with pytest.raises(ConfigError, match=r"no purified test file for cw at eps 0.1"):
+        table3([("cw", 0.1)], {}, {}, smoke["dir"] / f"results/purified/{D}/clean/test.h5")
