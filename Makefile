@@ -2,17 +2,18 @@
 #   make test    create .venv, install the project with its test extra, run the test suite
 #   make run     create .venv, install, run the paper-scale pipeline (downloads CIFAR-10)
 #   make smoke   the whole DAG small and fast on CPU (synthetic data, no internet)
+#   make bench   benchmarks against the usual alternatives (benchmarks/README.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: install test run smoke mini clean-results
+.PHONY: install test run smoke mini bench clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[test,slurm]"
+	$(BIN)/pip install -e ".[test,slurm,bench]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -28,6 +29,9 @@ smoke: install
 
 mini: install
 	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-mini.yaml
+
+bench: install
+	$(BIN)/python benchmarks/run.py
 
 clean-results:
 	rm -rf results/data results/classifier results/attacks logs

@@ -12,6 +12,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/classifier.smk"
@@ -19,6 +22,7 @@ include: "workflow/rules/attacks.smk"
 include: "workflow/rules/flow.smk"
 include: "workflow/rules/purification.smk"
 include: "workflow/rules/detection.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

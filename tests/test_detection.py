@@ -123,3 +123,19 @@ def test_mmd_test_level_and_power():
                       [5, 10], trials=10, permutations=50, alpha=0.05, seed=0)
     power = table.set_index(["test", "batch_size"])["rejection_rate"]
     assert power[("shift", 10)] >= 0.9 and power[("clean", 10)] <= 0.3
+
+
+def test_detector_training_does_not_depend_on_process_state(smoke, tmp_path):
+    """Each detector's initial weights come from the configured seed, not from whatever ran before."""
+    sets = {"pgd_eps0.03": smoke["sets"]["train"]["pgd_eps0.03"]}
+    test = {"pgd_eps0.03": smoke["sets"]["test"]["pgd_eps0.03"]}
+    cfg = dict(smoke["cfg"])
+    cfg["detection"] = {**cfg["detection"], "latent_mlp": {**cfg["detection"]["latent_mlp"], "epochs": 2}}
+    import torch
+
+    torch.manual_seed(1)
+    first = run_detection_method("latent_mlp", cfg, sets, test, tmp_path / "a")
+    torch.rand(1000)  # disturb the global generator
+    torch.manual_seed(12345)
+    second = run_detection_method("latent_mlp", cfg, sets, test, tmp_path / "b")
+    pd.testing.assert_frame_equal(first, second)

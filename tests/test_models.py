@@ -67,3 +67,24 @@ def test_checkpoint_of_wrong_architecture_is_refused(tmp_path):
         load_checkpoint(path, "classifier")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt", "classifier")
+
+
+def test_folded_batchnorm_is_the_same_function():
+    from advdefense.models.resnet import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = CifarResNet(20)
+    model.train()
+    with torch.no_grad():  # give the batch norms non-trivial running statistics
+        for _ in range(3):
+            model(torch.rand(64, 3, 32, 32))
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(16, 3, 32, 32, requires_grad=True)
+    out, out_f = model(x), folded(x)
+    assert torch.allclose(out, out_f, atol=1e-4, rtol=1e-4)
+    g = torch.autograd.grad(out[:, 3].sum(), x)[0]
+    g_f = torch.autograd.grad(folded(x)[:, 3].sum(), x)[0]
+    assert torch.allclose(g, g_f, atol=1e-5, rtol=1e-3)
+    assert all(p.requires_grad for p in model.parameters())  # the original is untouched

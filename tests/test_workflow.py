@@ -1,5 +1,7 @@
 """Integration: the Snakemake DAG itself, on the smoke config (synthetic data, CPU)."""
 import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -29,6 +31,8 @@ def test_complete_run_has_nothing_left_to_do(smoke_run):
 
 
 def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
+    # work on a copy (mtimes and Snakemake's metadata included) so other tests keep the original run
+    smoke_run = Path(shutil.copytree(smoke_run, tmp_path / "run", symlinks=True))
     cfg = yaml.safe_load((smoke_run / "smoke.yaml").read_text())
     cfg["attacks"]["pgd"]["epsilons"].append(0.05)
     configfile = tmp_path / "more.yaml"
@@ -39,8 +43,24 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
     # and the aggregates that include it; nothing else
     assert job_counts(proc.stdout + proc.stderr) == {"attack": 2, "attack_summary": 1, "latents_attack": 2,
                                                      "purify_attack": 1, "adaptive_attack": 1, "table3": 1,
-                                                     "detect": 4, "mmd_test": 1, "detection_tables": 1, "all": 1}
+                                                     "detect": 4, "mmd_test": 1, "detection_tables": 1,
+                                                     "figure_accuracy_eps": 1, "figure_detection": 1, "all": 1}
     assert "results/attacks/synthetic-smoke/pgd/eps0.05/train.h5" in proc.stdout + proc.stderr
+
+    # run it: the new files appear, and nothing that existed before is rewritten
+    before = {p: p.stat().st_mtime_ns for p in (smoke_run / "results").rglob("*")
+              if p.is_file() and "benchmarks" not in p.parts}
+    proc = run_snakemake(smoke_run, configfile)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (smoke_run / "results/attacks/synthetic-smoke/pgd/eps0.05/test.h5").is_file()
+    assert (smoke_run / "results/latents/synthetic-smoke/pgd/eps0.05/test.h5").is_file()
+    aggregates = ("summary.csv", "table3_purification", "table4_detection", "table5_comparison",
+                  "detection_generalisation", "evaluation.csv", "power.csv")
+    rewritten = [p for p, mtime in before.items() if p.exists() and p.stat().st_mtime_ns != mtime
+                 and not any(a in p.name for a in aggregates) and "models" not in p.parts]
+    assert rewritten == []
+    table = pd.read_csv(smoke_run / "results/attacks/synthetic-smoke/summary.csv")
+    assert sorted(table.loc[table.attack == "pgd", "epsilon"].unique()) == [0.03, 0.05]
 
 
 @pytest.mark.parametrize("config", ["config.yaml", "smoke.yaml"])
@@ -52,7 +72,9 @@ def test_dry_run_lists_the_jobs(tmp_path, config):
                                                      "latents_attack": 6, "train_autoencoder": 1, "purify_clean": 1,
                                                      "purify_attack": 3 if config == "smoke.yaml" else 6,
                                                      "adaptive_attack": 3, "table3": 1, "detect": 4, "mmd_test": 1,
-                                                     "detection_tables": 1, "all": 1}
+                                                     "detection_tables": 1, "figure_examples": 1,
+                                                     "figure_accuracy_eps": 1, "figure_detection": 1,
+                                                     "figure_training": 1, "all": 1}
 
 
 def test_pretrained_flow_replaces_training(tmp_path):
@@ -87,3 +109,20 @@ def test_lint_is_clean(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Lints for" not in out, out
+
+
+def test_figures_and_report(smoke_run, tmp_path):
+    figures = smoke_run / "results/figures/synthetic-smoke"
+    names = ["figure1_examples.png", "accuracy_vs_epsilon.png", "roc_latent_detector.png",
+             "scores_latent_detector.png", "training_curves.png"]
+    for name in names:
+        data = (figures / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+    report = tmp_path / "report.html"
+    proc = run_snakemake(smoke_run, smoke_run / "smoke.yaml", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for name in names + ["table3_purification.csv", "table4_detection.csv", "table5_comparison.csv",
+                         "detection_generalisation.csv", "summary.csv"]:
+        assert name in html, name
+    assert "Figure 1." in html and "ROC curves of the latent detector" in html

@@ -209,14 +209,17 @@ def fit_neural_threshold(detector: TrainedDetector, x, y) -> None:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate_detector(detector, test_sets: dict[str, DetectionSet]) -> list[dict]:
-    """Metrics of one trained detector on every test key and on all keys pooled."""
+def evaluate_detector(detector, test_sets: dict[str, DetectionSet], scores: dict | None = None) -> list[dict]:
+    """Metrics of one trained detector on every test key and on all keys pooled; the raw scores
+    go into `scores` (clean, and each key) when given."""
     rows, pooled_adv, pooled_success = [], [], []
     clean_scores = None
     for key in sorted(test_sets):
         s = test_sets[key]
         clean_scores = detector.score(s.clean) if clean_scores is None else clean_scores
         adv_scores = detector.score(s.attacked)
+        if scores is not None:
+            scores["clean"], scores[key] = clean_scores, adv_scores
         pooled_adv.append(adv_scores)
         pooled_success.append(s.success)
         rows.append({"test": key, **detection_metrics(clean_scores, adv_scores, detector.threshold, s.success)})
@@ -236,6 +239,7 @@ def run_detection_method(method: str, cfg: dict, train_sets: dict[str, Detection
     for key in sorted(train_sets) + [POOLED]:
         check_training_set(train_sets, key)
         x, y = training_arrays(train_sets, key)
+        seed_everything(cfg["seed"])  # before building the model: its initial weights come from this seed
         if method == "latent_mlp":
             s = d["latent_mlp"]
             model = LatentMLP(int(np.prod(x.shape[1:])), s["widths"], s["dropout"])
@@ -254,7 +258,10 @@ def run_detection_method(method: str, cfg: dict, train_sets: dict[str, Detection
         detector.fit(x, y)
         if isinstance(detector, TrainedDetector):
             save_checkpoint(workdir / f"{key}.pt", "detector", detector.model, {"trained_on": key, "method": method})
-        for row in evaluate_detector(detector, test_sets):
+        scores: dict[str, np.ndarray] = {}
+        evaluated = evaluate_detector(detector, test_sets, scores)
+        np.savez(workdir / f"scores_{key}.npz", threshold=detector.threshold, **scores)
+        for row in evaluated:
             rows.append({"method": method, "train": key, **row})
         log.info("%s trained on %s: %s", method, key,
                  ", ".join(f"{r['test']} acc {100 * r['accuracy']:.1f}% auroc {r['auroc']:.3f}" for r in rows[-len(test_sets) - 1:]))

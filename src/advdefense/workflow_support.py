@@ -19,8 +19,14 @@ def setup_logging(log_path: str | Path | None) -> None:
 
 def run_script(smk: Any, main: Callable[[Any], Any]) -> None:
     """Run `main(snakemake)` with logging to `snakemake.log[0]`; a failure is logged with its traceback."""
+    import os
+    import platform
+
     setup_logging(smk.log[0] if len(smk.log) else None)
     logger = logging.getLogger(f"rule.{smk.rule}")
+    # where the job ran: SLURM sets SLURM_JOB_ID in every batch job (the cluster test relies on this line)
+    logger.info("host %s, slurm job id %s, threads %s", platform.node(), os.environ.get("SLURM_JOB_ID", "none"),
+                smk.threads)
     try:
         main(smk)
     except Exception as exc:

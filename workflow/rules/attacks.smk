@@ -6,6 +6,8 @@ rule attack:
         "results/attacks/{dataset}/{attack}/eps{eps}/{split}.h5",
     log:
         "logs/attacks/{dataset}/{attack}/eps{eps}/{split}.log",
+    benchmark:
+        "results/benchmarks/attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
     params:
         job=attack_job_params,
         epsilon=attack_epsilon,
@@ -23,9 +25,11 @@ rule attack_summary:
     input:
         attack_files(),
     output:
-        "results/attacks/{dataset}/summary.csv",
+        report("results/attacks/{dataset}/summary.csv", caption="../report/table.rst", category="Tables", subcategory="Attacks"),
     log:
         "logs/attacks/{dataset}/summary.log",
+    benchmark:
+        "results/benchmarks/attack_summary/{dataset}/summary.tsv"
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -7,6 +7,8 @@ rule train_classifier:
         epochs="results/classifier/{dataset}/epochs.csv",
     log:
         "logs/classifier/{dataset}.log",
+    benchmark:
+        "results/benchmarks/train_classifier/{dataset}.tsv"
     params:
         classifier=canonical({k: v for k, v in config["classifier"].items() if k != "resources"}),
         seed=config["seed"],

@@ -125,6 +125,40 @@ def detection_targets(dataset=DATASET):
     return [f"results/tables/{dataset}/table4_detection.md", f"results/tables/{dataset}/table5_comparison.md"]
 
 
+def figure1_attack_files(dataset=DATASET):
+    """Test files of up to three attacks at their first epsilon (the paper shows FGSM, PGD, DeepFool)."""
+    return [attack_file(name, spec["epsilons"][0], "test", dataset) for name, spec in list(ATTACKS.items())[:3]]
+
+
+def purified_test_files(dataset=DATASET):
+    if not config["purification"]["enabled"]:
+        return []
+    return [
+        f"results/purified/{dataset}/{name}/eps{eps_tag(eps)}/test.h5"
+        for name, spec in ATTACKS.items()
+        for eps in spec["epsilons"]
+    ]
+
+
+def training_logs(wildcards):
+    d = wildcards.dataset
+    logs = {"classifier": f"results/classifier/{d}/epochs.csv"}
+    if config["latents"]["enabled"] and config["flow"]["source"] == "train":
+        logs["flow"] = f"results/flow/{d}/epochs.csv"
+    if config["purification"]["enabled"] or "magnet" in config["detection"]["methods"]:
+        logs["autoencoder"] = f"results/autoencoder/{d}/epochs.csv"
+    return logs
+
+
+def figure_targets(dataset=DATASET):
+    targets = [f"results/figures/{dataset}/training_curves.png"]
+    if ATTACKS:
+        targets += [f"results/figures/{dataset}/figure1_examples.png", f"results/figures/{dataset}/accuracy_vs_epsilon.png"]
+    if detection_targets(dataset):
+        targets.append(f"results/figures/{dataset}/roc_latent_detector.png")
+    return targets
+
+
 def all_targets():
     targets = [dataset_file(), classifier_file(name="metrics.json")]
     if ATTACKS:
@@ -134,6 +168,7 @@ def all_targets():
         targets += latent_files()
     targets += purification_targets()
     targets += detection_targets()
+    targets += figure_targets()
     return targets
 
 

@@ -3,6 +3,8 @@ rule dataset:
         "results/data/{dataset}.h5",
     log:
         "logs/data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/dataset/{dataset}.tsv"
     params:
         dataset=canonical(config["dataset"]),
         seed=config["seed"],

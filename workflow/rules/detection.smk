@@ -6,6 +6,8 @@ rule detect:
         models=directory("results/detection/{dataset}/{method}/models"),
     log:
         "logs/detection/{dataset}/{method}.log",
+    benchmark:
+        "results/benchmarks/detect/{dataset}/{method}.tsv"
     params:
         attack_keys=detection_keys(),
         settings=lambda w: canonical(config["detection"].get(w.method, {})),
@@ -29,6 +31,8 @@ rule mmd_test:
         "results/detection/{dataset}/mmd/power.csv",
     log:
         "logs/detection/{dataset}/mmd.log",
+    benchmark:
+        "results/benchmarks/mmd_test/{dataset}/mmd.tsv"
     params:
         attack_keys=detection_keys(),
         settings=canonical(config["detection"]["mmd"]),
@@ -54,14 +58,16 @@ rule detection_tables:
             else []
         ),
     output:
-        table4_csv="results/tables/{dataset}/table4_detection.csv",
+        table4_csv=report("results/tables/{dataset}/table4_detection.csv", caption="../report/table.rst", category="Tables", subcategory="Table 4"),
         table4_md="results/tables/{dataset}/table4_detection.md",
-        table5_csv="results/tables/{dataset}/table5_comparison.csv",
+        table5_csv=report("results/tables/{dataset}/table5_comparison.csv", caption="../report/table.rst", category="Tables", subcategory="Table 5"),
         table5_md="results/tables/{dataset}/table5_comparison.md",
-        general_csv="results/tables/{dataset}/detection_generalisation.csv",
+        general_csv=report("results/tables/{dataset}/detection_generalisation.csv", caption="../report/table.rst", category="Tables", subcategory="Generalisation"),
         general_md="results/tables/{dataset}/detection_generalisation.md",
     log:
         "logs/tables/{dataset}/detection.log",
+    benchmark:
+        "results/benchmarks/detection_tables/{dataset}/detection.tsv"
     params:
         attack_keys=detection_keys(),
         mmd_batch=config["detection"]["mmd"]["table_batch_size"],

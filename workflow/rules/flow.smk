@@ -9,6 +9,8 @@ if config["flow"]["source"] == "train":
             epochs="results/flow/{dataset}/epochs.csv",
         log:
             "logs/flow/{dataset}.log",
+        benchmark:
+            "results/benchmarks/train_flow/{dataset}.tsv"
         params:
             flow=canonical({k: v for k, v in config["flow"].items() if k not in ("resources", "eval_batch_size")}),
             seed=config["seed"],
@@ -34,6 +36,8 @@ else:
             metrics="results/flow/{dataset}/metrics.json",
         log:
             "logs/flow/{dataset}.log",
+        benchmark:
+            "results/benchmarks/import_flow/{dataset}.tsv"
         threads: config["flow"]["resources"]["threads"]
         resources:
             gpu=1,
@@ -53,6 +57,8 @@ rule latents_clean:
         "results/latents/{dataset}/clean/{split}.h5",
     log:
         "logs/latents/{dataset}/clean/{split}.log",
+    benchmark:
+        "results/benchmarks/latents_clean/{dataset}/clean/{split}.tsv"
     params:
         images=lambda w: config["attack_defaults"]["images"][w.split],
         seed=config["seed"],
@@ -74,6 +80,8 @@ rule latents_attack:
         "results/latents/{dataset}/{attack}/eps{eps}/{split}.h5",
     log:
         "logs/latents/{dataset}/{attack}/eps{eps}/{split}.log",
+    benchmark:
+        "results/benchmarks/latents_attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
     threads: config["latents"]["resources"]["threads"]
     resources:
         gpu=1,

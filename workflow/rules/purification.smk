@@ -7,6 +7,8 @@ rule train_autoencoder:
         epochs="results/autoencoder/{dataset}/epochs.csv",
     log:
         "logs/autoencoder/{dataset}.log",
+    benchmark:
+        "results/benchmarks/train_autoencoder/{dataset}.tsv"
     params:
         autoencoder=canonical({k: v for k, v in config["autoencoder"].items() if k != "resources"}),
         seed=config["seed"],
@@ -30,6 +32,8 @@ rule purify_attack:
         "results/purified/{dataset}/{attack}/eps{eps}/{split}.h5",
     log:
         "logs/purified/{dataset}/{attack}/eps{eps}/{split}.log",
+    benchmark:
+        "results/benchmarks/purify_attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
     threads: config["attack_defaults"]["resources"]["threads"]
     resources:
         gpu=1,
@@ -50,6 +54,8 @@ rule purify_clean:
         "results/purified/{dataset}/clean/{split}.h5",
     log:
         "logs/purified/{dataset}/clean/{split}.log",
+    benchmark:
+        "results/benchmarks/purify_clean/{dataset}/clean/{split}.tsv"
     params:
         images=lambda w: config["attack_defaults"]["images"][w.split],
         seed=config["seed"],
@@ -73,6 +79,8 @@ rule adaptive_attack:
         "results/adaptive/{dataset}/{attack}/eps{eps}/test.h5",
     log:
         "logs/adaptive/{dataset}/{attack}/eps{eps}.log",
+    benchmark:
+        "results/benchmarks/adaptive_attack/{dataset}/{attack}/eps{eps}.tsv"
     params:
         job=lambda w: attack_job_params(w, "test"),
         images=config["purification"]["adaptive"]["images"],
@@ -93,10 +101,12 @@ rule table3:
         adaptive=lambda w: list(table3_inputs(w.dataset)["adaptive"].values()),
         clean="results/purified/{dataset}/clean/test.h5",
     output:
-        csv="results/tables/{dataset}/table3_purification.csv",
+        csv=report("results/tables/{dataset}/table3_purification.csv", caption="../report/table.rst", category="Tables", subcategory="Table 3"),
         md="results/tables/{dataset}/table3_purification.md",
     log:
         "logs/tables/{dataset}/table3.log",
+    benchmark:
+        "results/benchmarks/table3/{dataset}/table3.tsv"
     params:
         columns=table3_columns(),
     conda:

@@ -23,10 +23,12 @@ class CheckpointError(ValueError):
 
 def _builders() -> dict[str, Callable[..., nn.Module]]:
     from .autoencoder import ConvAutoencoder
+    from .detectors import LatentMLP, PixelCNNDetector
     from .glow import Glow
     from .resnet import CifarResNet
 
-    return {"resnet": CifarResNet, "glow": Glow, "autoencoder": ConvAutoencoder}
+    return {"resnet": CifarResNet, "glow": Glow, "autoencoder": ConvAutoencoder, "latent_mlp": LatentMLP,
+            "pixel_cnn": PixelCNNDetector}
 
 
 def build_model(arch: dict) -> nn.Module:

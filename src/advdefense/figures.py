@@ -1,0 +1,140 @@
+"""Figures of the report: Figure 1 (examples), accuracy vs epsilon, ROC curves, score histograms,
+training curves. Each function reads pipeline outputs and writes one PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .data import read_dataset_h5  # noqa: E402
+from .h5io import atomic_path  # noqa: E402
+from .metrics import auroc, roc_curve  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_images: int = 6) -> None:
+    """Rows: clean image, then each attack's adversarial (same images); titles: true / predicted class.
+    Images where every attack succeeded are preferred, as in the paper's Figure 1."""
+    ds = read_dataset_h5(dataset_path)
+    names = ds.class_names
+    files = {k: h5py.File(p, "r") for k, p in attack_files.items()}
+    try:
+        first = next(iter(files.values()))
+        index = first["index"][()]
+        all_success = np.all([f["success"][()] for f in files.values()], axis=0)
+        order = np.concatenate([np.flatnonzero(all_success), np.flatnonzero(~all_success)])[:n_images]
+        rows = 1 + len(files)
+        fig, axes = plt.subplots(rows, len(order), figsize=(1.8 * len(order), 2.0 * rows), squeeze=False)
+        for j, i in enumerate(order):
+            label = int(first["label"][i])
+            clean = ds.test.images[index[i]].transpose(1, 2, 0)
+            axes[0, j].imshow(clean)
+            axes[0, j].set_title(f"{names[label]}\npred {names[int(first['pred_clean'][i])]}", fontsize=7)
+            for r, (key, f) in enumerate(files.items(), start=1):
+                axes[r, j].imshow(np.clip(f["adv"][i].transpose(1, 2, 0), 0, 1))
+                axes[r, j].set_title(f"pred {names[int(f['pred_adv'][i])]}", fontsize=7,
+                                     color="red" if f["success"][i] else "black")
+        for r, key in enumerate(["clean", *files], start=0):
+            axes[r, 0].set_ylabel(key, fontsize=8)
+        for ax in axes.ravel():
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle("Figure 1: clean test images and their adversarial versions (red: classifier fooled)", fontsize=9)
+        _save(fig, out_path)
+    finally:
+        for f in files.values():
+            f.close()
+
+
+def accuracy_vs_epsilon(summary_csv, out_path, purified: pd.DataFrame | None = None) -> None:
+    table = pd.read_csv(summary_csv)
+    table = table[table["split"] == "test"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for attack, rows in table.groupby("attack"):
+        rows = rows.sort_values("epsilon")
+        eps = np.concatenate([[0.0], rows["epsilon"]])
+        acc = np.concatenate([[rows["clean_accuracy"].iloc[0]], rows["robust_accuracy"]])
+        line = ax.plot(eps, 100 * acc, marker="o", label=f"{attack}")[0]
+        if purified is not None and attack in set(purified["attack"]):
+            p = purified[purified["attack"] == attack].sort_values("epsilon")
+            ax.plot(p["epsilon"], 100 * p["accuracy_after"], marker="s", linestyle="--", color=line.get_color(),
+                    label=f"{attack} + autoencoder")
+    ax.set_xlabel("epsilon (L-inf or L2, pixels in [0, 1])")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Accuracy under attack versus epsilon", fontsize=9)
+    _save(fig, out_path)
+
+
+def _detector_scores(models_dir) -> dict[str, dict]:
+    if not list(Path(models_dir).glob("scores_*.npz")):
+        raise FileNotFoundError(f"{models_dir}: no detector scores (scores_*.npz); re-run the detect rule")
+    out = {}
+    for path in sorted(Path(models_dir).glob("scores_*.npz")):
+        key = path.stem[len("scores_"):]
+        with np.load(path) as data:
+            out[key] = {k: data[k] for k in data.files}
+    return out
+
+
+def roc_curves(models_dir, out_path, title: str) -> None:
+    scores = _detector_scores(models_dir)
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for key, s in scores.items():
+        if key == "all" or key not in s:
+            continue
+        fpr, tpr = roc_curve(s["clean"], s[key])
+        ax.plot(fpr, tpr, label=f"{key} (AUROC {auroc(s['clean'], s[key]):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_xlabel("false-positive rate (clean flagged)")
+    ax.set_ylabel("true-positive rate (attacked flagged)")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    _save(fig, out_path)
+
+
+def score_histograms(models_dir, out_path, title: str) -> None:
+    scores = {k: v for k, v in _detector_scores(models_dir).items() if k != "all"}
+    fig, axes = plt.subplots(1, max(1, len(scores)), figsize=(3.6 * max(1, len(scores)), 3.0), squeeze=False)
+    for ax, (key, s) in zip(axes[0], scores.items()):
+        bins = np.histogram_bin_edges(np.concatenate([s["clean"], s[key]]), bins=40)
+        ax.hist(s["clean"], bins=bins, alpha=0.6, label="clean")
+        ax.hist(s[key], bins=bins, alpha=0.6, label="attacked")
+        ax.axvline(float(s["threshold"]), color="black", linestyle="--", linewidth=1)
+        ax.set_title(key, fontsize=8)
+        ax.set_xlabel("detector score (logit)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, out_path)
+
+
+def training_curves(logs: dict[str, str], out_path) -> None:
+    """One panel per trained model: its training loss and its test metric per epoch."""
+    panels = [(name, pd.read_csv(path)) for name, path in logs.items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    for ax, (name, log) in zip(axes[0], panels):
+        train = next(c for c in ("train_loss", "train_bpd", "train_mse") if c in log.columns)
+        ax.plot(log["epoch"], log[train], color="tab:blue")
+        ax.set_ylabel(train, color="tab:blue", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=9)
+        test = next((c for c in ("test_accuracy", "test_bpd", "test_psnr") if c in log.columns), None)
+        if test:
+            twin = ax.twinx()
+            twin.plot(log["epoch"], log[test], linestyle="--", color="tab:red")
+            twin.set_ylabel(test, color="tab:red", fontsize=8)
+    fig.tight_layout()
+    _save(fig, out_path)

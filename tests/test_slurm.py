@@ -1,0 +1,92 @@
+"""The smoke DAG through a real one-node SLURM cluster with the project's SLURM profile.
+
+Needs root (the cluster is installed and started by ../shared/slurm/start_local_slurm.sh);
+skipped otherwise. `.ci/run` runs as root, so CI runs it.
+"""
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, SNAKEMAKE
+
+pytestmark = pytest.mark.slow
+SLURM_DIR = REPO.parent / "shared/slurm"
+D = "synthetic-smoke"
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    if os.geteuid() != 0:
+        pytest.skip("starting the local SLURM cluster needs root")
+    if not (SLURM_DIR / "start_local_slurm.sh").is_file():
+        pytest.skip(f"no SLURM start script at {SLURM_DIR}")
+    env = {**os.environ, "FAKE_GPUS": "1", "PARTITION": "debug"}
+    start = subprocess.run(["bash", str(SLURM_DIR / "start_local_slurm.sh")], capture_output=True, text=True,
+                           timeout=900, env=env)
+    if "SLURM_READY" not in start.stdout:
+        pytest.fail(f"SLURM did not start:\n{start.stdout[-3000:]}\n{start.stderr[-3000:]}")
+    yield
+    subprocess.run(["bash", str(SLURM_DIR / "stop_local_slurm.sh")], capture_output=True, text=True, timeout=300)
+
+
+def _test_profile(tmp_path):
+    """profiles/slurm with its documented placeholders filled in for the local cluster."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    profile["default-resources"]["slurm_partition"] = "debug"
+    profile["default-resources"].pop("slurm_account", None)  # the local cluster has no accounts
+    profile["latency-wait"] = 10
+    profile["slurm-init-seconds-before-status-checks"] = 2
+    profile["seconds-between-status-checks"] = 3  # 38 short jobs: poll more often than the default 10 s
+    profile["jobs"] = 4
+    target = tmp_path / "profile"
+    target.mkdir()
+    (target / "config.yaml").write_text(yaml.safe_dump(profile))
+    return target
+
+
+def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path):
+    workdir = tmp_path / "slurm-run"
+    workdir.mkdir()
+    shutil.copy(REPO / "config/smoke.yaml", workdir / "smoke.yaml")
+    cmd = ["timeout", "-s", "KILL", "1800", str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(workdir / "smoke.yaml"),
+           "--profile", str(_test_profile(tmp_path))]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.monotonic() - t0
+    assert proc.returncode == 0, f"SLURM run failed after {seconds:.0f} s:\n{proc.stderr[-5000:]}"
+    print(f"\nsmoke DAG through SLURM: {seconds:.0f} s")
+
+    # every job ran as a SLURM batch job: its log names the SLURM job id it ran under
+    logs = sorted((workdir / "logs").rglob("*.log"))
+    local_logs = sorted((smoke_run / "logs").rglob("*.log"))
+    assert [p.relative_to(workdir) for p in logs] == [p.relative_to(smoke_run) for p in local_logs]
+    job_ids = set()
+    for log in logs:
+        match = re.search(r"slurm job id (\d+)", log.read_text())
+        assert match, f"{log} did not run inside a SLURM job"
+        job_ids.add(match.group(1))
+    assert len(job_ids) == len(logs)  # one SLURM job per Snakemake job
+    for log in local_logs:
+        assert "slurm job id none" in log.read_text()
+
+    # and it computed the same results as the local run
+    for table in sorted((smoke_run / f"results/tables/{D}").glob("*.csv")) + [
+            smoke_run / f"results/attacks/{D}/summary.csv"]:
+        ours = pd.read_csv(workdir / table.relative_to(smoke_run))
+        theirs = pd.read_csv(table)
+        drop = [c for c in ("seconds", "images_per_s") if c in ours.columns]
+        pd.testing.assert_frame_equal(ours.drop(columns=drop), theirs.drop(columns=drop))
+    import h5py
+
+    for rel in (f"results/attacks/{D}/pgd/eps0.03/test.h5", f"results/latents/{D}/clean/test.h5"):
+        with h5py.File(workdir / rel, "r") as a, h5py.File(smoke_run / rel, "r") as b:
+            key = "adv" if "adv" in a else "z"
+            assert np.array_equal(a[key][()], b[key][()]), rel

@@ -1,0 +1,81 @@
+rule figure_examples:
+    input:
+        data="results/data/{dataset}.h5",
+        attacks=lambda w: figure1_attack_files(w.dataset),
+    output:
+        report(
+            "results/figures/{dataset}/figure1_examples.png",
+            caption="../report/figure1.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/{dataset}/figure1.log",
+    benchmark:
+        "results/benchmarks/figure_examples/{dataset}/figure1.tsv"
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/figures.py"
+
+
+rule figure_accuracy_eps:
+    input:
+        summary="results/attacks/{dataset}/summary.csv",
+        purified=lambda w: purified_test_files(w.dataset),
+    output:
+        report(
+            "results/figures/{dataset}/accuracy_vs_epsilon.png",
+            caption="../report/accuracy_eps.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/{dataset}/accuracy_vs_epsilon.log",
+    benchmark:
+        "results/benchmarks/figure_accuracy_eps/{dataset}/accuracy_vs_epsilon.tsv"
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/figures.py"
+
+
+rule figure_detection:
+    input:
+        models="results/detection/{dataset}/latent_mlp/models",
+    output:
+        roc=report(
+            "results/figures/{dataset}/roc_latent_detector.png",
+            caption="../report/roc.rst",
+            category="Figures",
+        ),
+        histograms=report(
+            "results/figures/{dataset}/scores_latent_detector.png",
+            caption="../report/histograms.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/{dataset}/detection.log",
+    benchmark:
+        "results/benchmarks/figure_detection/{dataset}/detection.tsv"
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/figures.py"
+
+
+rule figure_training:
+    input:
+        unpack(training_logs),
+    output:
+        report(
+            "results/figures/{dataset}/training_curves.png",
+            caption="../report/training.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/{dataset}/training.log",
+    benchmark:
+        "results/benchmarks/figure_training/{dataset}/training.tsv"
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/figures.py"
