@@ -136,7 +136,10 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
     model = model.to(device).eval()
     # the attack's inner loop runs on an inference copy (batch norm folded, no parameter gradients);
     # stored predictions come from `model` itself, so they equal a fresh forward pass of the checkpoint
-    fmodel = foolbox.PyTorchModel(inference_copy(model), bounds=(0.0, 1.0), device=device)
+    from .training import channels_last_on_cuda
+
+    fmodel = foolbox.PyTorchModel(channels_last_on_cuda(inference_copy(model), device), bounds=(0.0, 1.0),
+                                  device=device)
     n = len(index)
     if n == 0:
         raise ConfigError(f"attacks.{name}: no images to attack")

@@ -12,7 +12,7 @@ from .augment import RandomCropFlip
 from .config import ConfigError
 from .h5io import write_json
 from .models import CifarResNet, load_checkpoint, save_checkpoint
-from .training import TrainingRun, fit, lr_lambda, predict, prepare_training, to_float_pixels
+from .training import TrainingRun, channels_last_on_cuda, fit, lr_lambda, predict, prepare_training, to_float_pixels
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def train_classifier(dataset_path: str | Path, cfg: dict, model_path: str | Path
     train_x, train_y, test_x, test_y = data.train_x, data.train_y, data.test_x, data.test_y
     num_classes = len(data.class_names)
 
-    model = CifarResNet(c["depth"], num_classes, c["width"]).to(device)
+    model = channels_last_on_cuda(CifarResNet(c["depth"], num_classes, c["width"]).to(device), device)
     opt_cfg = c["optimizer"]
     optimizer = torch.optim.SGD(model.parameters(), lr=opt_cfg["lr"], momentum=opt_cfg["momentum"],
                                 nesterov=opt_cfg["nesterov"] and opt_cfg["momentum"] > 0,
