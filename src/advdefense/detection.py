@@ -123,7 +123,7 @@ class TrainedDetector:
         self.seed = seed
         self.workdir = Path(workdir)
         self.name = name
-        self.threshold = 0.0
+        self.threshold = 0.0  # decide at logit 0, the decision the (class-balanced) loss trains for
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> list[dict]:
         s = self.settings
@@ -201,11 +201,6 @@ class ReconstructionErrorDetector:
             xb = torch.from_numpy(np.ascontiguousarray(x[start : start + self.batch_size])).to(self.device).float()
             out.append(((self.autoencoder(xb) - xb) ** 2).flatten(1).mean(1).cpu().numpy())
         return np.concatenate(out)
-
-
-def fit_neural_threshold(detector: TrainedDetector, x, y) -> None:
-    """Neural detectors use logit > 0, the decision their loss trained for."""
-    detector.threshold = 0.0
 
 
 # ----------------------------------------------------------------------------- evaluation
