@@ -22,6 +22,11 @@ def test_benchmark_quick_mode_produces_every_measurement(smoke_run, tmp_path):
     assert {"train ResNet-20", "latent extraction", "purification", "peak memory, attack stage",
             "peak memory, latents stage", "smoke DAG"} <= benchmarks
     assert any(b.startswith("PGD-") for b in benchmarks)
+    training = table[table["benchmark"] == "train ResNet-20"].set_index("variant")
+    assert len(training) == 5 and training.filter(like="ablation", axis=0).shape[0] == 2
+    assert training["ratio_vs_best_alternative"].notna().sum() == 3  # ours and its two ablations
+    memory = table[table["benchmark"].str.startswith("peak memory")]
+    assert len(memory) == 4 and (memory["stage_peak_mb"] > 0).all() and (memory["peak_rss_mb"] > 0).all()
     speed = table.dropna(subset=["images_per_s"])
     assert (speed["images_per_s"] > 0).all()
     ratios = table.dropna(subset=["ratio_vs_best_alternative"])

@@ -9,6 +9,7 @@ import torch
 from advdefense.attacks import AttackFileError
 from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.data import read_dataset_h5
+from advdefense.inference import predict
 from advdefense.models import CheckpointError, save_checkpoint
 from advdefense.models.autoencoder import ConvAutoencoder
 from advdefense.purification import (TABLE3_ROWS, load_autoencoder, psnr, purify_attack_file, read_purified,
@@ -77,8 +78,7 @@ def test_purified_files_are_consistent(smoke):
     from advdefense.classifier import load_classifier
 
     model = load_classifier(smoke["model"], smoke["cfg"])
-    with torch.inference_mode():
-        pred = model(torch.from_numpy(images)).argmax(1).numpy()
+    pred = predict(model, torch.from_numpy(images), smoke["cfg"]["purification"]["batch_size"]).numpy()
     assert np.array_equal(pred, p["pred_purified"]) and classifier["kind"] == "classifier"
 
 

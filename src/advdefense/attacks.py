@@ -5,8 +5,8 @@ File layout (`results/attacks/<dataset>/<attack>/eps<eps>/<split>.h5`)::
     adv         float32 N x 3 x 32 x 32 in [0, 1] (Foolbox's clipped output, never rounded)
     index       int64 N   position of each image in the split of the dataset file
     label       int64 N   true class
-    pred_clean  int64 N   classifier prediction on the clean image
-    pred_adv    int64 N   classifier prediction on `adv` (fresh forward pass)
+    pred_clean  int64 N   classifier prediction on the clean image   } the classifier's evaluation copy
+    pred_adv    int64 N   classifier prediction on `adv`             } (`inference.predict` at the same batch size)
     success     bool  N   pred_adv != label
     linf, l2    float32 N norms of adv - clean
     attrs: attack, foolbox_class, params (JSON), epsilon, norm, seed, versions (JSON),
@@ -14,6 +14,7 @@ File layout (`results/attacks/<dataset>/<attack>/eps<eps>/<split>.h5`)::
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -28,7 +29,7 @@ import torch
 
 from .config import ConfigError
 from .h5io import atomic_h5, file_sha256, library_versions
-from .training import to_float_pixels
+from .inference import LogitRecorder, evaluation_model, to_float_pixels
 
 log = logging.getLogger(__name__)
 ATTACK_FORMAT = "advdefense-attack-v1"
@@ -133,23 +134,21 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
 
     check_attack_spec(name, spec)
     attack = build_attack(spec)
-    model = model.to(device).eval()
-    # the attack's inner loop runs on an inference copy (batch norm folded, no parameter gradients);
-    # stored predictions come from `model` itself, so they equal a fresh forward pass of the checkpoint
-    from .training import channels_last_on_cuda
-
-    fmodel = foolbox.PyTorchModel(channels_last_on_cuda(inference_copy(model), device), bounds=(0.0, 1.0),
-                                  device=device)
+    # the attack and the stored predictions run the evaluation copy (batch norm folded, channels-last,
+    # parameters frozen): the same network every other stage evaluates (`inference.predict`)
+    net = LogitRecorder(evaluation_model(model, device)).eval()
+    fmodel = foolbox.PyTorchModel(net, bounds=(0.0, 1.0), device=device)
     n = len(index)
     if n == 0:
         raise ConfigError(f"attacks.{name}: no images to attack")
     torch.manual_seed(seed)
-    chunk = (min(n, 128), 3, 32, 32)
     t0 = time.perf_counter()
+    reused = 0
     with atomic_h5(out_path) as f:
+        # float32 adversarials barely compress (about 20 % with gzip) and compressing costs more than
+        # the attack itself on a GPU: chunked, uncompressed
         ds = {
-            "adv": f.create_dataset("adv", (n, 3, 32, 32), np.float32, chunks=chunk, compression="gzip",
-                                    compression_opts=1, shuffle=True),
+            "adv": f.create_dataset("adv", (n, 3, 32, 32), np.float32, chunks=(min(n, 128), 3, 32, 32)),
             "index": f.create_dataset("index", data=index),
             "label": f.create_dataset("label", data=labels[index].astype(np.int64)),
             "pred_clean": f.create_dataset("pred_clean", (n,), np.int64),
@@ -163,11 +162,18 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             idx = index[start : start + batch_size]
             x = to_float_pixels(torch.from_numpy(images[idx]).to(device))
             y = torch.from_numpy(labels[idx].astype(np.int64)).to(device)
+            net.reset()
             _, clipped, _ = attack(fmodel, x, y, epsilons=float(eps))
-            adv = clipped.detach().float().clamp_(0.0, 1.0)
+            adv = clipped.detach().float().clamp(0.0, 1.0)
+            # predictions from the attack's own forward passes where they saw exactly these inputs
+            pred_clean, pred_adv = net.recorded_predictions(x), net.recorded_predictions(adv)
+            reused += (pred_clean is not None) + (pred_adv is not None)
+            net.reset()
             with torch.inference_mode():
-                pred_clean = model(x).argmax(1)
-                pred_adv = model(adv).argmax(1)
+                if pred_clean is None:
+                    pred_clean = net.model(x).argmax(1)
+                if pred_adv is None:
+                    pred_adv = net.model(adv).argmax(1)
             delta = (adv - x).flatten(1)
             sl = slice(start, start + len(idx))
             ds["adv"][sl] = adv.cpu().numpy()
@@ -179,6 +185,9 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             done += len(idx)
             del x, y, clipped, adv, pred_clean, pred_adv, delta  # free this batch before the next one runs
             log.info("%s eps=%g: %d/%d images, %.1f images/s", name, eps, done, n, done / (time.perf_counter() - t0))
+        batches = -(-n // batch_size)
+        log.info("%s eps=%g: %d of %d stored predictions taken from the attack's own forward passes",
+                 name, eps, reused, 2 * batches)
         seconds = time.perf_counter() - t0
         f.attrs.update({
             "format": ATTACK_FORMAT,
@@ -198,33 +207,9 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
     return summary
 
 
-def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """The model an attack differentiates through: BatchNorm folded into the convolutions where the
-    model is (or wraps) a CIFAR ResNet, parameters frozen. Same function, fewer memory passes."""
-    import copy
-
-    from .models.autoencoder import Purified
-    from .models.resnet import CifarResNet, fold_batchnorm
-
-    if isinstance(model, CifarResNet):
-        return fold_batchnorm(model)
-    if isinstance(model, Purified) and isinstance(model.classifier, CifarResNet):
-        folded = Purified(copy.deepcopy(model.autoencoder), fold_batchnorm(model.classifier)).eval()
-        for p in folded.parameters():
-            p.requires_grad_(False)
-        return folded
-    return model
-
-
 def read_attack_file(path: str | Path, require: tuple[str, ...] = ATTACK_DATASETS) -> dict:
     """Load an attack file into arrays (+ 'attrs'); checks datasets and the [0, 1] range."""
-    path = Path(path)
-    if not path.is_file():
-        raise AttackFileError(f"attack file {path} does not exist")
-    with h5py.File(path, "r") as f:
-        missing = [k for k in require if k not in f]
-        if missing:
-            raise AttackFileError(f"{path}: missing dataset(s) {', '.join(missing)}")
+    with _open_attack_file(path, require) as f:
         out = {k: f[k][()] for k in require}
         out["attrs"] = dict(f.attrs)
     if "adv" in out:
@@ -234,6 +219,22 @@ def read_attack_file(path: str | Path, require: tuple[str, ...] = ATTACK_DATASET
         if adv.size and (not np.isfinite(adv).all() or adv.min() < 0.0 or adv.max() > 1.0):
             raise AttackFileError(f"{path}: 'adv' holds values outside [0, 1] (min {adv.min()}, max {adv.max()})")
     return out
+
+
+SUMMARY_DATASETS = ("label", "pred_clean", "pred_adv", "success", "linf", "l2")
+
+
+@contextlib.contextmanager
+def _open_attack_file(path, require: tuple[str, ...]):
+    """Open an attack file for reading, with a clear error if it or one of `require` is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise AttackFileError(f"attack file {path} does not exist")
+    with h5py.File(path, "r") as f:
+        missing = [k for k in require if k not in f]
+        if missing:
+            raise AttackFileError(f"{path}: missing dataset(s) {', '.join(missing)}")
+        yield f
 
 
 def summarize_attack_file(f: h5py.File) -> dict:
@@ -266,8 +267,7 @@ def summarize_attack_files(paths):
 
     rows = []
     for path in paths:
-        read_attack_file(path, require=("label",))  # existence + format check with a clear message
-        with h5py.File(path, "r") as f:
+        with _open_attack_file(path, SUMMARY_DATASETS) as f:
             rows.append(summarize_attack_file(f))
     columns = ["attack", "epsilon", "split", "norm", "foolbox_class", "n", "clean_accuracy", "robust_accuracy",
                "success_rate", "success_rate_on_correct", "mean_linf", "max_linf", "mean_l2", "max_l2",

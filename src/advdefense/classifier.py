@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from .augment import RandomCropFlip
 from .config import ConfigError
-from .h5io import write_json
-from .models import CifarResNet, load_checkpoint, save_checkpoint
-from .training import TrainingRun, channels_last_on_cuda, fit, lr_lambda, predict, prepare_training, to_float_pixels
+from .models import CifarResNet, load_checkpoint
+from .inference import channels_last, predict, to_float_pixels
+from .training import TrainingRun, finish_training, fit, lr_lambda, prepare_training
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ class ClassificationObjective:
         logits = self.model(x)
         loss = F.cross_entropy(logits, labels)
         with torch.no_grad():
-            correct = (logits.argmax(1) == labels).sum().item()
-        return loss, {"loss": loss.item() * len(labels), "accuracy": correct}
+            correct = (logits.argmax(1) == labels).sum()
+        return loss, {"loss": loss.detach() * len(labels), "accuracy": correct}
 
 
 def accuracy_report(pred: torch.Tensor, labels: torch.Tensor, class_names) -> dict:
@@ -62,7 +62,7 @@ def train_classifier(dataset_path: str | Path, cfg: dict, model_path: str | Path
     train_x, train_y, test_x, test_y = data.train_x, data.train_y, data.test_x, data.test_y
     num_classes = len(data.class_names)
 
-    model = channels_last_on_cuda(CifarResNet(c["depth"], num_classes, c["width"]).to(device), device)
+    model = channels_last(CifarResNet(c["depth"], num_classes, c["width"]).to(device))
     opt_cfg = c["optimizer"]
     optimizer = torch.optim.SGD(model.parameters(), lr=opt_cfg["lr"], momentum=opt_cfg["momentum"],
                                 nesterov=opt_cfg["nesterov"] and opt_cfg["momentum"] > 0,
@@ -81,33 +81,17 @@ def train_classifier(dataset_path: str | Path, cfg: dict, model_path: str | Path
     run = TrainingRun(Path(state_path), Path(log_path))
     history = fit(model, objective, (train_x, train_y), optimizer, scheduler, c["epochs"], c["batch_size"],
                   generator, run, evaluate=evaluate, name="classifier")
-    wall = time.perf_counter() - t0
-
-    pred = predict(model, test_x, c["eval_batch_size"], device)
-    report = accuracy_report(pred, test_y, data.class_names)
-    train_seconds = sum(row["train_seconds"] for row in history)
+    report = accuracy_report(predict(model, test_x, c["eval_batch_size"], device), test_y, data.class_names)
     metrics = {
         "test_accuracy": report["accuracy"],
         "per_class_accuracy": report["per_class_accuracy"],
         "test_images": report["n"],
         "train_images": int(len(train_y)),
-        "epochs": c["epochs"],
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "architecture": model.arch,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "wall_seconds_this_run": round(wall, 2),
-        "train_seconds_all_epochs": round(train_seconds, 2),
-        "mean_epoch_seconds": round(train_seconds / len(history), 3),
-        "train_images_per_s": round(len(train_y) * len(history) / train_seconds, 1),
         "dataset": str(dataset_path),
         "seed": cfg["seed"],
     }
-    save_checkpoint(model_path, "classifier", model, {"test_accuracy": report["accuracy"], "seed": cfg["seed"],
-                                                      "dataset": str(dataset_path)})
-    write_json(metrics_path, metrics)
-    Path(state_path).unlink(missing_ok=True)
-    return metrics
+    return finish_training("classifier", model, history, run, device, len(train_y), t0, model_path, metrics_path,
+                           metrics, {"test_accuracy": report["accuracy"], "seed": cfg["seed"], "dataset": str(dataset_path)})
 
 
 def load_classifier(path: str | Path, cfg: dict | None = None, device: str | torch.device = "cpu"):

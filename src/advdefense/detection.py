@@ -109,8 +109,8 @@ class BinaryObjective:
         logits = self.model(x)
         weight = torch.where(y > 0.5, torch.full_like(y, self.pos_weight), torch.ones_like(y))
         loss = F.binary_cross_entropy_with_logits(logits, y, weight=weight)
-        correct = ((logits > 0).float() == y).sum().item()
-        return loss, {"loss": loss.item() * len(y), "accuracy": correct}
+        correct = ((logits.detach() > 0).float() == y).sum()
+        return loss, {"loss": loss.detach() * len(y), "accuracy": correct}
 
 
 class TrainedDetector:

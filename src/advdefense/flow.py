@@ -27,7 +27,8 @@ from .data import read_dataset_h5
 from .h5io import atomic_h5, file_sha256, library_versions, read_h5, write_json
 from .models import CheckpointError, load_checkpoint, save_checkpoint
 from .models.glow import Glow
-from .training import TrainingDiverged, TrainingRun, fit, lr_lambda, prepare_training, to_float_pixels
+from .inference import to_float_pixels
+from .training import TrainingDiverged, TrainingRun, finish_training, fit, lr_lambda, prepare_training
 
 log = logging.getLogger(__name__)
 LATENT_FORMAT = "advdefense-latents-v1"
@@ -111,7 +112,7 @@ class FlowObjective:
         noise = torch.rand(x.shape, generator=generator).to(x.device) / self.model.n_bins
         _, bpd = self.model(x, noise)
         loss = bpd.mean()
-        return loss, {"bpd": bpd.sum().item()}
+        return loss, {"bpd": bpd.detach().sum()}
 
 
 @torch.no_grad()
@@ -159,22 +160,15 @@ def train_flow(dataset_path, cfg: dict, model_path, metrics_path, log_path, stat
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise TrainingDiverged(f"flow: non-finite weights after training ({', '.join(bad[:3])}); checkpoint not written")
-    train_seconds = sum(r["train_seconds"] for r in history)
     metrics = {
         "source": "train",
         "test_bpd": history[-1]["test_bpd"],
         "train_bpd_last_epoch": history[-1]["train_bpd"],
         "test_bpd_per_epoch": [r["test_bpd"] for r in history],
-        "epochs": f["epochs"], "parameters": params, "architecture": model.arch,
-        "top_latent_shape": list(model.top_shape), "device": str(device),
-        "wall_seconds_this_run": round(time.perf_counter() - t0, 2),
-        "train_seconds_all_epochs": round(train_seconds, 2),
-        "train_images_per_s": round(len(train_x) * len(history) / train_seconds, 1),
+        "top_latent_shape": list(model.top_shape),
     }
-    save_checkpoint(model_path, "flow", model, {"test_bpd": metrics["test_bpd"], "seed": cfg["seed"]})
-    write_json(metrics_path, metrics)
-    run.state_path.unlink(missing_ok=True)
-    return metrics
+    return finish_training("flow", model, history, run, device, len(train_x), t0, model_path, metrics_path, metrics,
+                           {"test_bpd": metrics["test_bpd"], "seed": cfg["seed"]})
 
 
 def import_published_flow(checkpoint, hparams, dataset_path, cfg: dict, model_path, metrics_path) -> dict:

@@ -25,10 +25,11 @@ from .attacks import attack_indices, attack_split, read_attack_file
 from .classifier import load_classifier
 from .config import ConfigError, resolve_device
 from .data import read_dataset_h5
-from .h5io import atomic_h5, file_sha256, library_versions, read_h5, write_json
-from .models import load_checkpoint, save_checkpoint
+from .h5io import atomic_h5, file_sha256, library_versions, read_h5
+from .models import load_checkpoint
 from .models.autoencoder import ConvAutoencoder, Purified
-from .training import TrainingRun, fit, lr_lambda, prepare_training, to_float_pixels
+from .inference import evaluation_model, to_float_pixels
+from .training import TrainingRun, finish_training, fit, lr_lambda, prepare_training
 
 log = logging.getLogger(__name__)
 PURIFIED_FORMAT = "advdefense-purified-v1"
@@ -64,7 +65,7 @@ class ReconstructionObjective:
         if self.noise_std > 0:
             inp = (x + self.noise_std * torch.randn(x.shape, generator=generator).to(x.device)).clamp(0, 1)
         loss = F.mse_loss(self.model(inp), x)
-        return loss, {"mse": loss.item() * len(x)}
+        return loss, {"mse": loss.detach() * len(x)}
 
 
 @torch.inference_mode()
@@ -96,25 +97,17 @@ def train_autoencoder(dataset_path, cfg: dict, model_path, metrics_path, log_pat
     run = TrainingRun(Path(state_path), Path(log_path))
     history = fit(model, ReconstructionObjective(model, a["noise_std"]), (train_x,), optimizer, scheduler,
                   a["epochs"], a["batch_size"], generator, run, evaluate=evaluate, name="autoencoder")
-    train_seconds = sum(r["train_seconds"] for r in history)
-    metrics = {
-        "test_mse": history[-1]["test_mse"], "test_psnr": history[-1]["test_psnr"],
-        "epochs": a["epochs"], "parameters": sum(p.numel() for p in model.parameters()),
-        "architecture": model.arch, "device": str(device), "noise_std": a["noise_std"],
-        "wall_seconds_this_run": round(time.perf_counter() - t0, 2),
-        "train_images_per_s": round(len(train_x) * len(history) / train_seconds, 1),
-    }
-    save_checkpoint(model_path, "autoencoder", model, {"test_psnr": metrics["test_psnr"], "seed": cfg["seed"]})
-    write_json(metrics_path, metrics)
-    run.state_path.unlink(missing_ok=True)
-    return metrics
+    metrics = {"test_mse": history[-1]["test_mse"], "test_psnr": history[-1]["test_psnr"], "noise_std": a["noise_std"]}
+    return finish_training("autoencoder", model, history, run, device, len(train_x), t0, model_path, metrics_path,
+                           metrics, {"test_psnr": metrics["test_psnr"], "seed": cfg["seed"]})
 
 
 # ----------------------------------------------------------------------------- purify jobs
 @torch.inference_mode()
 def _purify_into(f: h5py.File, autoencoder, classifier, batches, n: int, device) -> None:
-    out = f.create_dataset("purified", (n, 3, 32, 32), np.float32, chunks=(min(n, 128), 3, 32, 32),
-                           compression="gzip", compression_opts=4, shuffle=True)
+    # uncompressed like the attack files' images: float32 pixels barely compress, and gzip would be
+    # slower than the autoencoder + classifier themselves
+    out = f.create_dataset("purified", (n, 3, 32, 32), np.float32, chunks=(min(n, 128), 3, 32, 32))
     pred = f.create_dataset("pred_purified", (n,), np.int64)
     start = 0
     for x in batches:
@@ -134,8 +127,14 @@ def _models(ae_path, classifier_path, cfg):
     return autoencoder, classifier, device
 
 
-def purify_attack_file(attack_path, ae_path, classifier_path, cfg: dict, out_path) -> dict:
+def _evaluation_models(ae_path, classifier_path, cfg):
+    """The evaluation copies (`inference.evaluation_model`) of the autoencoder and the classifier."""
     autoencoder, classifier, device = _models(ae_path, classifier_path, cfg)
+    return evaluation_model(autoencoder, device), evaluation_model(classifier, device), device
+
+
+def purify_attack_file(attack_path, ae_path, classifier_path, cfg: dict, out_path) -> dict:
+    autoencoder, classifier, device = _evaluation_models(ae_path, classifier_path, cfg)
     meta = read_attack_file(attack_path, require=("index", "label", "pred_clean", "pred_adv", "success"))
     n, bs = len(meta["index"]), cfg["purification"]["batch_size"]
 
@@ -166,7 +165,7 @@ def purify_attack_file(attack_path, ae_path, classifier_path, cfg: dict, out_pat
 
 def purify_clean(dataset_path, ae_path, classifier_path, cfg: dict, split: str, out_path) -> dict:
     """The clean images the attacks used, through the autoencoder: the defence's clean-accuracy cost."""
-    autoencoder, classifier, device = _models(ae_path, classifier_path, cfg)
+    autoencoder, classifier, device = _evaluation_models(ae_path, classifier_path, cfg)
     data = read_dataset_h5(dataset_path).split(split)
     index = attack_indices(len(data), cfg["attack_defaults"]["images"][split], cfg["seed"],
                            f"attack_defaults.images.{split}")

@@ -24,13 +24,17 @@ from .h5io import atomic_path
 log = logging.getLogger(__name__)
 
 
+CUDA_CHECK_EVERY = 25  # steps between read-backs of the losses on a GPU (non-finite check)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; nothing was saved for the failing epoch."""
 
 
 class Objective(Protocol):
     def __call__(self, batch: Sequence[torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        """Return (mean loss to back-propagate, {metric: batch sum}) for one batch."""
+        """Return (mean loss to back-propagate, {metric: batch sum}) for one batch. Metric values may
+        be tensors on the training device (the loop sums them there, without a host sync per step)."""
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -130,18 +134,19 @@ def fit(
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor | float] = {}
         seen = 0
         stop = n - (n % batch_size) if (drop_last and n >= batch_size) else n
-        for step, start in enumerate(range(0, stop, batch_size), 1):
+        starts = range(0, stop, batch_size)
+        # on a GPU the losses stay on the device and are read back every CUDA_CHECK_EVERY steps (one
+        # host sync instead of one per step); either way no epoch with a non-finite loss is saved
+        losses = torch.empty(len(starts), device=device)
+        check_every = CUDA_CHECK_EVERY if device.type == "cuda" else 1
+        for step, start in enumerate(starts, 1):
             idx = order[start : start + batch_size]
             batch = [t[idx] for t in train_tensors]
             loss, metrics = objective(batch, generator)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"{name}: loss is {loss.item()} at epoch {epoch}, step {step}; "
-                    f"no checkpoint was written for this epoch (lower the learning rate or add warm-up)"
-                )
+            losses[step - 1] = loss.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if max_grad_norm is not None:
@@ -151,12 +156,14 @@ def fit(
                 scheduler.step()
             seen += len(idx)
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + (v.detach().double() if torch.is_tensor(v) else float(v))
+            if step % check_every == 0 or step == len(starts):
+                _check_finite(losses[:step], name, epoch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row.update({f"train_{k}": v / seen for k, v in sums.items()})
+        row.update({f"train_{k}": float(v) / seen for k, v in sums.items()})
         row["train_seconds"] = round(train_seconds, 3)
         row["train_images_per_s"] = round(seen / train_seconds, 1) if train_seconds > 0 else float("nan")
         if evaluate is not None:
@@ -170,6 +177,16 @@ def fit(
     _write_log(run.log_path, run.history)
     model.eval()
     return run.history
+
+
+def _check_finite(losses: torch.Tensor, name: str, epoch: int) -> None:
+    bad = ~torch.isfinite(losses)
+    if bad.any():
+        step = int(bad.nonzero()[0, 0]) + 1
+        raise TrainingDiverged(
+            f"{name}: loss is {losses[step - 1].item()} at epoch {epoch}, step {step}; "
+            f"no checkpoint was written for this epoch (lower the learning rate or add warm-up)"
+        )
 
 
 def _save_state(run, model, optimizer, scheduler, generator, epoch) -> None:
@@ -221,31 +238,28 @@ def prepare_training(dataset_path, cfg: dict, seed_offset: int) -> TrainingData:
                         torch.from_numpy(ds.test.labels), ds.class_names)
 
 
-# ----------------------------------------------------------------------------- evaluation helpers
-def channels_last_on_cuda(model: nn.Module, device: torch.device) -> nn.Module:
-    """NHWC memory layout for convolutions on CUDA (faster kernels, same arithmetic); a no-op elsewhere."""
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+def finish_training(kind: str, model: nn.Module, history: list[dict], run: TrainingRun, device: torch.device,
+                    train_images: int, started: float, model_path, metrics_path, metrics: dict,
+                    checkpoint_meta: dict) -> dict:
+    """The common end of every training stage: add the run's statistics to the stage's `metrics`, write
+    the checkpoint and the metrics JSON, then remove the resumable state (the run is complete)."""
+    from .h5io import write_json
+    from .models import save_checkpoint
 
-
-@torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | None = None) -> torch.Tensor:
-    """Class predictions for uint8 or float images (float images must be in [0, 1]). CIFAR ResNets are
-    evaluated through a batch-norm-folded copy (same function, fewer memory passes)."""
-    from .models.resnet import CifarResNet, fold_batchnorm
-
-    model.eval()
-    device = device or next(model.parameters()).device
-    if isinstance(model, CifarResNet):
-        model = channels_last_on_cuda(fold_batchnorm(model), device)
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = to_float_pixels(images[start : start + batch_size].to(device))
-        out.append(model(x).argmax(1).cpu())
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
-
-
-def to_float_pixels(x: torch.Tensor) -> torch.Tensor:
-    """uint8 0..255 -> float32 in [0, 1]; float input is returned as float32 unchanged."""
-    if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
-    return x.float()
+    train_seconds = sum(row["train_seconds"] for row in history)
+    metrics = {
+        **metrics,
+        "epochs": len(history),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "architecture": model.arch,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "wall_seconds_this_run": round(time.perf_counter() - started, 2),
+        "train_seconds_all_epochs": round(train_seconds, 2),
+        "mean_epoch_seconds": round(train_seconds / len(history), 3),
+        "train_images_per_s": round(train_images * len(history) / train_seconds, 1) if train_seconds > 0 else None,
+    }
+    save_checkpoint(model_path, kind, model, checkpoint_meta)
+    write_json(metrics_path, metrics)
+    Path(run.state_path).unlink(missing_ok=True)
+    return metrics

@@ -17,6 +17,30 @@ def setup_logging(log_path: str | Path | None) -> None:
                         handlers=handlers, force=True)
 
 
+def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
+    """Let glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
+
+    A training or attack step allocates and frees the same multi-megabyte activations every step.
+    By default glibc serves such blocks with fresh mmaps or trims them off the heap once freed, so
+    every step page-faults (and zeroes) them anew: about 5000 page faults per ResNet-20 training
+    step of 128 images on the CPU. With both thresholds raised, freed blocks are reused; the
+    process keeps its high-water mark, which it reaches every step anyway. Returns whether the
+    settings were applied (only with glibc; elsewhere this does nothing)."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, min(threshold_bytes, 1 << 30))) and bool(
+        libc.mallopt(m_trim_threshold, threshold_bytes))
+
+
 def run_script(smk: Any, main: Callable[[Any], Any]) -> None:
     """Run `main(snakemake)` with logging to `snakemake.log[0]`; a failure is logged with its traceback."""
     import os
@@ -24,6 +48,8 @@ def run_script(smk: Any, main: Callable[[Any], Any]) -> None:
 
     setup_logging(smk.log[0] if len(smk.log) else None)
     logger = logging.getLogger(f"rule.{smk.rule}")
+    if keep_freed_memory():
+        logger.info("glibc malloc keeps freed memory for reuse (no page faults per step)")
     # where the job ran: SLURM sets SLURM_JOB_ID in every batch job (the cluster test relies on this line)
     logger.info("host %s, slurm job id %s, threads %s", platform.node(), os.environ.get("SLURM_JOB_ID", "none"),
                 smk.threads)
