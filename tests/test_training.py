@@ -67,7 +67,8 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
     assert lines[0].startswith("epoch,lr,train_loss,train_accuracy") and len(lines) == 5
 
 
-def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
+@pytest.mark.parametrize("check_every", [None, 2, 25])  # every step (CPU default); deferred, as on a GPU
+def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, check_every):
     model, opt, sched, gen, data, epochs, bs = _setup()
     steps = {"n": 0}
 
@@ -79,8 +80,10 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
 
     run = TrainingRun(tmp_path / "s.pt", tmp_path / "l.csv")
     with pytest.raises(TrainingDiverged, match="loss is nan at epoch 2, step 2"):
-        fit(model, exploding, data, opt, sched, epochs, bs, gen, run)
+        fit(model, exploding, data, opt, sched, epochs, bs, gen, run, check_every=check_every)
     assert torch.load(run.state_path, weights_only=True)["epoch"] == 1  # only the good epoch was saved
+    # with a deferred check the loop may run on to the check, never past the epoch's end
+    assert steps["n"] == (6 if check_every == 25 else 5)  # 3 steps per epoch: 25 defers to the end
 
 
 @pytest.mark.parametrize("kwargs,message", [({"epochs": 0}, "epochs must be positive"),

@@ -97,12 +97,15 @@ def fit(
     drop_last: bool = False,
     name: str = "model",
     max_grad_norm: float | None = None,
+    check_every: int | None = None,
 ) -> list[dict]:
     """Train `model` for `epochs` epochs, resuming from `run.state_path` when it exists.
 
     `train_tensors` are indexed together along dim 0 (e.g. images and labels, already on the
     training device). The scheduler, if any, steps once per batch; `max_grad_norm` clips the
-    global gradient norm. Returns the history: one
+    global gradient norm. Losses are checked for non-finite values every `check_every` steps and at
+    the end of each epoch (default: every step on the CPU, every CUDA_CHECK_EVERY steps on a GPU,
+    where each check is a host sync); an epoch with one is never saved. Returns the history: one
     dict per epoch with mean training metrics, evaluation metrics, lr and seconds.
     """
     if epochs < 1:
@@ -141,7 +144,7 @@ def fit(
         # on a GPU the losses stay on the device and are read back every CUDA_CHECK_EVERY steps (one
         # host sync instead of one per step); either way no epoch with a non-finite loss is saved
         losses = torch.empty(len(starts), device=device)
-        check_every = CUDA_CHECK_EVERY if device.type == "cuda" else 1
+        every = check_every or (CUDA_CHECK_EVERY if device.type == "cuda" else 1)
         for step, start in enumerate(starts, 1):
             idx = order[start : start + batch_size]
             batch = [t[idx] for t in train_tensors]
@@ -157,7 +160,7 @@ def fit(
             seen += len(idx)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + (v.detach().double() if torch.is_tensor(v) else float(v))
-            if step % check_every == 0 or step == len(starts):
+            if step % every == 0 or step == len(starts):
                 _check_finite(losses[:step], name, epoch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
