@@ -88,3 +88,42 @@ def test_folded_batchnorm_is_the_same_function():
     g_f = torch.autograd.grad(folded(x)[:, 3].sum(), x)[0]
     assert torch.allclose(g, g_f, atol=1e-5, rtol=1e-3)
     assert all(p.requires_grad for p in model.parameters())  # the original is untouched
+
+
+def _reference_forward(model, x):
+    """The ResNet written out of place (no in-place ReLU or residual add), as a reference."""
+    import torch.nn.functional as F
+
+    def block(b, h):
+        out = F.relu(b.bn1(b.conv1(h)))
+        return F.relu(b.bn2(b.conv2(out)) + b.shortcut(h))
+
+    h = F.relu(model.bn1(model.conv1(model.normalize(x))))
+    for stage in (model.layer1, model.layer2, model.layer3):
+        for b in stage:
+            h = block(b, h)
+    return model.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_in_place_training_step_gives_the_reference_gradients(layout):
+    """In-place ReLU / residual add and channels-last change no value: same loss, same parameter
+    gradients and same batch-norm statistics updates as the out-of-place formulation."""
+    import copy
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = CifarResNet(8).train()
+    reference = copy.deepcopy(model)
+    model = model.to(memory_format=layout)
+    x, y = torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    loss = F.cross_entropy(model(x), y)
+    loss_ref = F.cross_entropy(_reference_forward(reference, x), y)
+    loss.backward()
+    loss_ref.backward()
+    assert torch.allclose(loss, loss_ref, atol=1e-6)
+    for (name, p), p_ref in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, p_ref.grad, atol=1e-5, rtol=1e-4), name
+    for (name, b), b_ref in zip(model.named_buffers(), reference.buffers()):
+        assert torch.allclose(b.float(), b_ref.float(), atol=1e-6), name
