@@ -89,6 +89,6 @@ class LogitRecorder(nn.Module):
     def recorded_predictions(self, x: torch.Tensor) -> torch.Tensor | None:
         """argmax of the recorded logits for exactly this input, or None if no pass saw it."""
         for record in (self.latest, self.first):
-            if record is not None and record[0].shape == x.shape and torch.equal(record[0], x):
+            if record is not None and torch.equal(record[0], x):  # False for another shape too
                 return record[1].argmax(1)
         return None

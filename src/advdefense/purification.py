@@ -28,7 +28,7 @@ from .data import read_dataset_h5
 from .h5io import atomic_h5, file_sha256, library_versions, read_h5
 from .models import load_checkpoint
 from .models.autoencoder import ConvAutoencoder, Purified
-from .inference import evaluation_model, to_float_pixels
+from .inference import evaluation_model, predict, to_float_pixels
 from .training import TrainingRun, finish_training, fit, lr_lambda, prepare_training
 
 log = logging.getLogger(__name__)
@@ -170,14 +170,13 @@ def purify_clean(dataset_path, ae_path, classifier_path, cfg: dict, split: str, 
     index = attack_indices(len(data), cfg["attack_defaults"]["images"][split], cfg["seed"],
                            f"attack_defaults.images.{split}")
     bs = cfg["purification"]["batch_size"]
-    batches = [data.images[index[s : s + bs]].astype(np.float32) / 255.0 for s in range(0, len(index), bs)]
-    with torch.inference_mode():
-        pred_clean = np.concatenate([classifier(torch.from_numpy(b).to(device)).argmax(1).cpu().numpy() for b in batches])
+    batches = (data.images[index[s : s + bs]].astype(np.float32) / 255.0 for s in range(0, len(index), bs))
+    pred_clean = predict(classifier, torch.from_numpy(data.images[index]), bs, device).numpy()
     with atomic_h5(out_path) as f:
         f.create_dataset("index", data=index)
         f.create_dataset("label", data=data.labels[index])
         f.create_dataset("pred_clean", data=pred_clean)
-        _purify_into(f, autoencoder, classifier, iter(batches), len(index), device)
+        _purify_into(f, autoencoder, classifier, batches, len(index), device)
         f.attrs.update({"format": PURIFIED_FORMAT, "kind": "clean", "split": split, "source": str(dataset_path),
                         "autoencoder_sha256": file_sha256(ae_path),
                         "versions": json.dumps(library_versions(), sort_keys=True)})

@@ -145,6 +145,7 @@ def fit(
         # host sync instead of one per step); either way no epoch with a non-finite loss is saved
         losses = torch.empty(len(starts), device=device)
         every = check_every or (CUDA_CHECK_EVERY if device.type == "cuda" else 1)
+        checked = 0  # losses[:checked] are known to be finite
         for step, start in enumerate(starts, 1):
             idx = order[start : start + batch_size]
             batch = [t[idx] for t in train_tensors]
@@ -161,7 +162,8 @@ def fit(
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + (v.detach().double() if torch.is_tensor(v) else float(v))
             if step % every == 0 or step == len(starts):
-                _check_finite(losses[:step], name, epoch)
+                _check_finite(losses[checked:step], checked, name, epoch)
+                checked = step
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
@@ -182,12 +184,13 @@ def fit(
     return run.history
 
 
-def _check_finite(losses: torch.Tensor, name: str, epoch: int) -> None:
+def _check_finite(losses: torch.Tensor, first_step: int, name: str, epoch: int) -> None:
+    """Raise TrainingDiverged at the first non-finite loss; `losses[0]` is step `first_step + 1`."""
     bad = ~torch.isfinite(losses)
     if bad.any():
-        step = int(bad.nonzero()[0, 0]) + 1
+        i = int(bad.nonzero()[0, 0])
         raise TrainingDiverged(
-            f"{name}: loss is {losses[step - 1].item()} at epoch {epoch}, step {step}; "
+            f"{name}: loss is {losses[i].item()} at epoch {epoch}, step {first_step + i + 1}; "
             f"no checkpoint was written for this epoch (lower the learning rate or add warm-up)"
         )
 

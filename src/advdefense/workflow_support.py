@@ -22,8 +22,8 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
 
     A training or attack step allocates and frees the same multi-megabyte activations every step.
     By default glibc serves such blocks with fresh mmaps or trims them off the heap once freed, so
-    every step page-faults (and zeroes) them anew: about 5000 page faults per ResNet-20 training
-    step of 128 images on the CPU. With both thresholds raised, freed blocks are reused; the
+    every step page-faults (and zeroes) them anew: about 4600 page faults per ResNet-20 training
+    step of 128 images on the CPU (measured: 138 504 in 30 steps; about none with this setting). With both thresholds raised, freed blocks are reused; the
     process keeps its high-water mark, which it reaches every step anyway. Returns whether the
     settings were applied (only with glibc; elsewhere this does nothing)."""
     import ctypes
@@ -37,8 +37,7 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, min(threshold_bytes, 1 << 30))) and bool(
-        libc.mallopt(m_trim_threshold, threshold_bytes))
+    return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(libc.mallopt(m_trim_threshold, threshold_bytes))
 
 
 def run_script(smk: Any, main: Callable[[Any], Any]) -> None:
