@@ -21,13 +21,18 @@ install: $(BIN)/.installed
 test: install
 	$(BIN)/pytest -ra
 
+# each config is checked first: Snakemake reads --configfile files before any project code runs, and
+# reports a YAML syntax error there without file or line (advdefense-check-config names both)
 run: install
+	$(BIN)/advdefense-check-config config/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=1
 
 smoke: install
+	$(BIN)/advdefense-check-config config/smoke.yaml
 	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/smoke.yaml
 
 mini: install
+	$(BIN)/advdefense-check-config config/cifar10-mini.yaml
 	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-mini.yaml
 
 bench: install

@@ -22,14 +22,18 @@ import math
 import time
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
 import torch
 
-from .config import ConfigError
-from .h5io import atomic_h5, file_sha256, library_versions
+from .classifier import load_classifier
+from .data import read_dataset_h5
+from .errors import ConfigError, PipelineFileError
+from .h5io import atomic_h5, file_sha256, library_versions, open_h5
 from .inference import LogitRecorder, evaluation_model, to_float_pixels
+from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
 ATTACK_FORMAT = "advdefense-attack-v1"
@@ -37,8 +41,16 @@ ATTACK_DATASETS = ("adv", "index", "label", "pred_clean", "pred_adv", "success",
 NORM_P = {"linf": math.inf, "l2": 2.0}
 
 
-class AttackFileError(ValueError):
+class AttackFileError(PipelineFileError):
     """An attack file is missing, incomplete or holds invalid images."""
+
+
+def eps_tag(eps: float) -> str:
+    """Canonical text of an epsilon used in file names: 0.02 -> '0.02', 8/255 -> '0.0313725'."""
+    text = f"{float(eps):.7g}"
+    if "e" in text:
+        text = f"{float(eps):.10f}".rstrip("0").rstrip(".")
+    return text
 
 
 def foolbox_class(name: str, key: str):
@@ -71,6 +83,7 @@ def check_attack_spec(name: str, spec: dict) -> None:
         if not _same_kind(value, default):
             raise ConfigError(f"{key}.params.{pname}: {value!r} is not a valid value "
                               f"(foolbox.attacks.{spec['class']} expects a {type(default).__name__}, default {default!r})")
+        check_param_range(f"{key}.params", pname, value)
     norm = spec["norm"]
     if norm not in NORM_P:
         raise ConfigError(f"{key}.norm: {norm!r} is not one of {sorted(NORM_P)}")
@@ -82,12 +95,52 @@ def check_attack_spec(name: str, spec: dict) -> None:
     if p != NORM_P[norm]:
         raise ConfigError(f"{key}.norm: {norm!r} does not match foolbox.attacks.{spec['class']}, "
                           f"which bounds the L{'inf' if p == math.inf else p} norm")
-    eps = spec["epsilons"]
-    if not isinstance(eps, (list, tuple)) or not eps:
-        raise ConfigError(f"{key}.epsilons: must be a non-empty list of positive numbers")
-    for e in eps:
+    check_epsilons(f"{key}.epsilons", spec["epsilons"])
+
+
+# Ranges of Foolbox constructor parameters (by name, across its attacks): a value outside makes no attack
+# (`steps: -5` runs zero steps and stores the clean images as "adversarials") or is rejected by Foolbox late.
+POSITIVE_INT_PARAMS = {"steps", "candidates", "binary_search_steps", "directions", "population", "repeats",
+                       "random_steps", "num_rotations", "num_translations", "lr_num_decay", "max_gradient_eval_steps",
+                       "initial_gradient_eval_steps", "update_stats_every_k"}
+POSITIVE_PARAMS = {"rel_stepsize", "abs_stepsize", "stepsize", "initial_stepsize", "max_stepsize", "min_stepsize",
+                   "lr", "init_epsilon", "spherical_step", "source_step", "step_adaptation", "sampling_temperature",
+                   "max_sigma", "adam_epsilon"}
+NONNEGATIVE_PARAMS = {"overshoot", "confidence", "initial_const", "regularization", "momentum", "max_rotation",
+                      "max_translation", "xi", "gamma", "mutation_range", "source_step_convergance"}
+UNIT_INTERVAL_PARAMS = {"quantile", "mutation_probability", "lr_decay", "adam_beta1", "adam_beta2"}
+
+
+def check_param_range(key: str, name: str, value) -> None:
+    """Refuse a numeric attack parameter outside its meaningful range (None keeps Foolbox's default)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if name in POSITIVE_INT_PARAMS and value < 1:
+        raise ConfigError(f"{key}.{name}: must be a positive integer, got {value!r}")
+    if name in POSITIVE_PARAMS and not value > 0:
+        raise ConfigError(f"{key}.{name}: must be positive, got {value!r}")
+    if name in NONNEGATIVE_PARAMS and value < 0:
+        raise ConfigError(f"{key}.{name}: must be 0 or more, got {value!r}")
+    if name in UNIT_INTERVAL_PARAMS and not 0 <= value <= 1:
+        raise ConfigError(f"{key}.{name}: must lie in [0, 1], got {value!r}")
+
+
+def check_epsilons(key: str, epsilons) -> None:
+    """Positive, finite epsilons whose file-name tags (`eps_tag`) are distinct and non-zero: two values with
+    one tag would be one job writing one file."""
+    if not isinstance(epsilons, (list, tuple)) or not epsilons:
+        raise ConfigError(f"{key}: must be a non-empty list of positive numbers")
+    tags = {}
+    for e in epsilons:
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0:
-            raise ConfigError(f"{key}.epsilons: {e!r} is not a positive number")
+            raise ConfigError(f"{key}: {e!r} is not a positive number")
+        tag = eps_tag(e)
+        if float(tag) == 0.0:
+            raise ConfigError(f"{key}: {e!r} is too small to name a file (it would be tagged {tag!r}); use 1e-10 or more")
+        if tag in tags:
+            raise ConfigError(f"{key}: {tags[tag]!r} and {e!r} are the same epsilon to 7 significant digits (both "
+                              f"name the file eps{tag}); remove one")
+        tags[tag] = e
 
 
 def _same_kind(value, default) -> bool:
@@ -207,34 +260,63 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
     return summary
 
 
-def read_attack_file(path: str | Path, require: tuple[str, ...] = ATTACK_DATASETS) -> dict:
-    """Load an attack file into arrays (+ 'attrs'); checks datasets and the [0, 1] range."""
-    with _open_attack_file(path, require) as f:
-        out = {k: f[k][()] for k in require}
-        out["attrs"] = dict(f.attrs)
-    if "adv" in out:
-        adv = out["adv"]
-        if adv.ndim != 4 or adv.shape[1:] != (3, 32, 32):
-            raise AttackFileError(f"{path}: 'adv' must be N x 3 x 32 x 32, found {adv.shape}")
-        if adv.size and (not np.isfinite(adv).all() or adv.min() < 0.0 or adv.max() > 1.0):
-            raise AttackFileError(f"{path}: 'adv' holds values outside [0, 1] (min {adv.min()}, max {adv.max()})")
-    return out
-
-
-SUMMARY_DATASETS = ("label", "pred_clean", "pred_adv", "success", "linf", "l2")
+def check_adversarials(adv: np.ndarray, path, first: int = 0) -> None:
+    """Shape, finiteness and the [0, 1] range of a block of stored adversarials; `first` is the position
+    of `adv[0]` in the file. The error names the file and the first bad image."""
+    if adv.ndim != 4 or adv.shape[1:] != (3, 32, 32):
+        raise AttackFileError(f"{path}: 'adv' must be N x 3 x 32 x 32, found {adv.shape}")
+    flat = adv.reshape(len(adv), -1)
+    finite = np.isfinite(flat).all(1)
+    with np.errstate(invalid="ignore"):
+        in_range = finite & (flat.min(1, initial=0.0) >= 0.0) & (flat.max(1, initial=1.0) <= 1.0)
+    if not in_range.all():
+        i = int(np.flatnonzero(~in_range)[0])
+        img = adv[i]
+        what = "non-finite values (NaN or inf)" if not finite[i] else \
+            f"values outside [0, 1] (min {img.min():.6g}, max {img.max():.6g})"
+        raise AttackFileError(f"{path}: adversarial image {first + i} (of 'adv') holds {what}; "
+                              f"{int((~in_range).sum())} bad image(s) in images {first}..{first + len(adv) - 1}")
 
 
 @contextlib.contextmanager
-def _open_attack_file(path, require: tuple[str, ...]):
-    """Open an attack file for reading, with a clear error if it or one of `require` is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise AttackFileError(f"attack file {path} does not exist")
-    with h5py.File(path, "r") as f:
+def open_attack_file(path, require: tuple[str, ...] = ATTACK_DATASETS) -> Iterator[h5py.File]:
+    """Open an attack file for reading: it must exist, be readable HDF5, carry this pipeline's attack
+    format and the datasets `require`, all of one length. Errors name the file."""
+    with open_h5(path, "attack") as f:
+        if f.attrs.get("format") != ATTACK_FORMAT:
+            raise AttackFileError(f"{path}: not an attack file of this pipeline (format {f.attrs.get('format')!r})")
         missing = [k for k in require if k not in f]
         if missing:
             raise AttackFileError(f"{path}: missing dataset(s) {', '.join(missing)}")
+        lengths = {k: len(f[k]) for k in require}
+        if len(set(lengths.values())) > 1:
+            raise AttackFileError(f"{path}: datasets differ in length ({lengths})")
         yield f
+
+
+def read_attack_file(path: str | Path, require: tuple[str, ...] = ATTACK_DATASETS) -> dict:
+    """Load an attack file into arrays (+ 'attrs'); `adv`, when required, is checked image by image
+    (finite, in [0, 1]) as every stage needs it. The one reader of attack files."""
+    with open_attack_file(path, require) as f:
+        out = {k: f[k][()] for k in require}
+        out["attrs"] = dict(f.attrs)
+    if "adv" in out:
+        check_adversarials(out["adv"], path)
+    return out
+
+
+def iter_adversarial_batches(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
+    """The stored adversarials of an attack file in batches of `batch_size` (float32 N x 3 x 32 x 32),
+    each checked like `read_attack_file` checks them: for stages that stream instead of loading all."""
+    with open_attack_file(path, ("adv",)) as f:
+        adv = f["adv"]
+        for start in range(0, len(adv), batch_size):
+            block = adv[start : start + batch_size]
+            check_adversarials(block, path, start)
+            yield block
+
+
+SUMMARY_DATASETS = ("label", "pred_clean", "pred_adv", "success", "linf", "l2")
 
 
 def summarize_attack_file(f: h5py.File) -> dict:
@@ -267,7 +349,7 @@ def summarize_attack_files(paths):
 
     rows = []
     for path in paths:
-        with _open_attack_file(path, SUMMARY_DATASETS) as f:
+        with open_attack_file(path, SUMMARY_DATASETS) as f:
             rows.append(summarize_attack_file(f))
     columns = ["attack", "epsilon", "split", "norm", "foolbox_class", "n", "clean_accuracy", "robust_accuracy",
                "success_rate", "success_rate_on_correct", "mean_linf", "max_linf", "mean_l2", "max_l2",
@@ -289,15 +371,15 @@ def configured_attack(cfg: dict, name: str, eps: float) -> dict:
 def attack_split(model: torch.nn.Module, dataset_path, cfg: dict, name: str, eps: float, split: str, out_path,
                  *, images: int | None = None, attrs: dict | None = None) -> dict:
     """Attack the configured image subset of `split` with `model` (any differentiable classifier on [0, 1])."""
-    from .config import resolve_device
-    from .data import read_dataset_h5
-
     spec = configured_attack(cfg, name, eps)
     defaults = cfg["attack_defaults"]
     device = resolve_device(cfg["device"])
     data = read_dataset_h5(dataset_path).split(split)
     index = attack_indices(len(data), defaults["images"][split], cfg["seed"], f"attack_defaults.images.{split}")
     if images is not None:
+        if images > len(index):
+            raise ConfigError(f"attack_split: {images} images asked for, but only {len(index)} are attacked "
+                              f"(attack_defaults.images.{split})")
         index = index[:images]
     seed = job_seed(cfg["seed"], name, float(eps), split)
     attrs = {"dataset": str(dataset_path), "split": split, "device": str(device), **(attrs or {})}
@@ -308,9 +390,6 @@ def attack_split(model: torch.nn.Module, dataset_path, cfg: dict, name: str, eps
 def generate_attack_file(dataset_path: str | Path, classifier_path: str | Path, cfg: dict, name: str, eps: float,
                          split: str, out_path: str | Path) -> dict:
     """Stage entry point: attack `split` of the dataset file with attack `name` at `eps`."""
-    from .classifier import load_classifier
-    from .config import resolve_device
-
     configured_attack(cfg, name, eps)
     model = load_classifier(classifier_path, cfg, resolve_device(cfg["device"]))
     return attack_split(model, dataset_path, cfg, name, eps, split, out_path,

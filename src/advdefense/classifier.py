@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from .augment import RandomCropFlip
-from .config import ConfigError
+from .errors import ConfigError
 from .models import CifarResNet, load_checkpoint
 from .inference import channels_last, predict, to_float_pixels
-from .training import TrainingRun, finish_training, fit, lr_lambda, prepare_training
+from .training import TrainingRun, finish_training, fit, lr_lambda, prepare_training, run_settings
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def train_classifier(dataset_path: str | Path, cfg: dict, model_path: str | Path
     log.info("training ResNet-%d (%d parameters) on %d images, %s, %d epochs",
              c["depth"], sum(p.numel() for p in model.parameters()), len(train_y), device, c["epochs"])
     t0 = time.perf_counter()
-    run = TrainingRun(Path(state_path), Path(log_path))
+    run = TrainingRun(Path(state_path), Path(log_path), run_settings(c, cfg["seed"], data.dataset_sha256))
     history = fit(model, objective, (train_x, train_y), optimizer, scheduler, c["epochs"], c["batch_size"],
                   generator, run, evaluate=evaluate, name="classifier")
     report = accuracy_report(predict(model, test_x, c["eval_batch_size"], device), test_y, data.class_names)

@@ -6,16 +6,18 @@ so that a user knows which line of the YAML file to change.
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import jsonschema
 import yaml
 
+from .attacks import check_attack_spec, eps_tag
+from .data import check_cifar_batches_dir, split_sizes
+from .errors import ConfigError
+from .runtime import resolve_device
 
-class ConfigError(ValueError):
-    """A configuration value is missing, malformed or inconsistent."""
+__all__ = ["ConfigError", "eps_tag", "load_yaml", "resolve_device", "validate_config"]
 
 
 def _extend_with_defaults(validator_class):
@@ -36,11 +38,19 @@ _DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft7Validator)
 
 
 def load_yaml(path: str | Path) -> dict:
+    """A YAML mapping from `path`; a missing file, a syntax error (with its line and column) or a
+    non-mapping top level is a ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    with path.open() as fh:
-        data = yaml.safe_load(fh)
+    try:
+        with path.open() as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path}: YAML syntax error at {where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -84,8 +94,6 @@ def check_semantics(cfg: dict) -> None:
     if data["source"] == "local":
         if not data.get("path"):
             raise ConfigError("dataset.path: required when dataset.source is 'local'")
-        from .data import check_cifar_batches_dir  # local import: keeps config light
-
         check_cifar_batches_dir(data["path"], key="dataset.path")
     flow = cfg["flow"]
     if flow["source"] == "pretrained":
@@ -118,33 +126,74 @@ def check_semantics(cfg: dict) -> None:
     if "clean" in attacks:
         raise ConfigError("attacks.clean: 'clean' is reserved for the unattacked images; choose another name")
     for name, spec in cfg.get("attacks", {}).items():
-        from .attacks import check_attack_spec  # foolbox is only needed when attacks are configured
-
         check_attack_spec(name, spec)
+    check_sizes(cfg)
 
 
-def resolve_device(name: str):
-    """Map the `device` config value to a torch.device; unknown or unavailable devices raise ConfigError."""
-    import torch
+def check_sizes(cfg: dict) -> None:
+    """Every count that the configuration and the data source fix, checked before any job runs (a job
+    that found them wrong would fail after Snakemake had already deleted its old output)."""
+    sizes = split_sizes(cfg["dataset"])
+    attacked = {}
+    for split in ("train", "test"):
+        n = cfg["attack_defaults"]["images"][split]
+        if n is not None and n > sizes[split]:
+            raise ConfigError(f"attack_defaults.images.{split}: asked for {n} images but the {split} split has only "
+                              f"{sizes[split]}")
+        attacked[split] = sizes[split] if n is None else n
+    adaptive = cfg["purification"]["adaptive"]
+    if cfg["purification"]["enabled"] and adaptive["enabled"] and adaptive["images"] is not None \
+            and adaptive["images"] > attacked["test"]:
+        raise ConfigError(f"purification.adaptive.images: {adaptive['images']} is more than the {attacked['test']} "
+                          f"test images that are attacked (attack_defaults.images.test); the adaptive attack runs "
+                          f"on a subset of those")
+    flow = cfg["flow"]
+    if cfg["latents"]["enabled"] and flow["source"] == "train" and flow["init_images"] > sizes["train"]:
+        raise ConfigError(f"flow.init_images: {flow['init_images']} is more than the {sizes['train']} training images")
+    mmd = cfg["detection"]["mmd"]
+    if cfg["detection"]["enabled"] and cfg.get("attacks") and mmd["enabled"]:
+        available = min(attacked["test"], sizes["train"])
+        for b in mmd["batch_sizes"]:
+            if b > available:
+                raise ConfigError(f"detection.mmd.batch_sizes: {b} is more than the {available} images a batch is "
+                                  f"drawn from (attacked test images, and training images as reference)")
 
-    if not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+|mps", name):
-        raise ConfigError(f"device: unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} requested but CUDA is not available on this machine")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ConfigError("device: 'mps' requested but MPS is not available on this machine")
-    return torch.device(name)
+
+def check_config_files(paths: list[str | Path], schema_path: str | Path | None = None) -> dict:
+    """What `snakemake --configfile A B ...` would run with, checked before Snakemake reads the files
+    (Snakemake itself reports a YAML syntax error without file or line, and a missing file with a
+    traceback): each file must exist and parse; later files update earlier ones key by key, as in Snakemake."""
+    merged: dict = {}
+    for path in paths:
+        _update(merged, load_yaml(path))
+    return validate_config(merged, schema_path)
 
 
-def eps_tag(eps: float) -> str:
-    """Canonical text of an epsilon used in file names: 0.02 -> '0.02', 8/255 -> '0.0313725'."""
-    text = f"{float(eps):.7g}"
-    if "e" in text:
-        text = f"{float(eps):.10f}".rstrip("0").rstrip(".")
-    return text
+def _update(base: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _update(base[k], v)
+        else:
+            base[k] = v
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`advdefense-check-config FILE [FILE ...]`: check config files as the pipeline will (exit 1 with the
+    reason on the first problem). `make run|smoke|mini` run it before Snakemake."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="advdefense-check-config", description=main.__doc__)
+    parser.add_argument("files", nargs="+", help="config files, in the order given to --configfile")
+    args = parser.parse_args(argv)
+    try:
+        cfg = check_config_files(args.files)
+    except (ConfigError, ValueError) as exc:
+        print(f"advdefense-check-config: {exc}", file=sys.stderr)
+        return 1
+    print(f"{' + '.join(args.files)}: valid ({len(cfg.get('attacks', {}))} attack(s), dataset {cfg['dataset']['name']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ Pixels stay uint8 in the file; the models take float pixels in [0, 1].
 """
 from __future__ import annotations
 
+import codecs
 import json
 import pickle
 from dataclasses import dataclass, field, replace
@@ -21,8 +22,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .config import ConfigError
-from .h5io import atomic_h5, library_versions
+from .errors import ConfigError, PipelineFileError
+from .h5io import atomic_h5, library_versions, open_h5
+
+try:  # numpy >= 2
+    from numpy._core.multiarray import _reconstruct as _np_reconstruct, scalar as _np_scalar
+    from numpy._core.numeric import _frombuffer as _np_frombuffer
+except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct, scalar as _np_scalar
+    from numpy.core.numeric import _frombuffer as _np_frombuffer
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -34,7 +42,7 @@ SPLITS = ("train", "test")
 DATASET_FORMAT = "advdefense-dataset-v1"
 
 
-class DataError(ValueError):
+class DataError(PipelineFileError):
     """A data file or directory is missing or malformed."""
 
 
@@ -88,10 +96,57 @@ def check_cifar_batches_dir(path: str | Path, key: str = "dataset.path") -> Path
     return path
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what the official CIFAR pickles hold: dicts, lists, str/bytes, numbers and numpy
+    arrays of numbers (rebuilt through numpy's array reconstructor and `_codecs.encode` for the
+    latin-1 byte strings of Python 2 pickles). Any other global, an object dtype or another codec
+    is refused, so a crafted batch file cannot run code."""
+
+    def __init__(self, fh, path: Path):
+        super().__init__(fh, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ARRAY_GLOBALS:
+            return _ARRAY_GLOBALS[(module, name)]
+        if (module, name) == ("numpy", "dtype"):
+            return self._dtype
+        if (module, name) == ("_codecs", "encode"):
+            return self._encode
+        raise DataError(f"{self.path}: refused to load: the pickle asks for {module}.{name}, which the official "
+                        "CIFAR files never contain (it could run code)")
+
+    def _dtype(self, spec, *args):
+        dtype = np.dtype(spec, *args)
+        if dtype.hasobject:
+            raise DataError(f"{self.path}: refused to load: the pickle holds an object array")
+        return dtype
+
+    def _encode(self, text, encoding="utf-8", errors="strict"):
+        if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
+            raise DataError(f"{self.path}: refused to load: the pickle asks for the {encoding!r} codec")
+        return codecs.encode(text, encoding, errors)
+
+
+_ARRAY_GLOBALS = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _np_scalar,  # numpy integers in a label list
+    ("numpy._core.multiarray", "scalar"): _np_scalar,
+    # pickle protocol 5 (Python 3's default) rebuilds arrays from a buffer
+    ("numpy.core.numeric", "_frombuffer"): _np_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _np_frombuffer,
+}
+
+
 def _read_pickle(path: Path) -> dict:
+    """One CIFAR pickle through the restricted unpickler; any failure names the file."""
     try:
         with path.open("rb") as fh:
-            obj = pickle.load(fh, encoding="latin1")
+            obj = _CifarUnpickler(fh, path).load()
+    except DataError:
+        raise
     except Exception as exc:  # pickle raises many types on garbage
         raise DataError(f"{path}: not a readable CIFAR-10 pickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
@@ -210,6 +265,46 @@ def take_subset(ds: Dataset, train_size: int | None, test_size: int | None, seed
     return replace(ds, train=splits["train"], test=splits["test"], provenance=prov)
 
 
+CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
+
+
+def _count_labels(path: Path) -> int:
+    obj = _read_pickle(path)
+    if "labels" not in obj:
+        raise DataError(f"{path}: missing key 'labels' (found {sorted(obj)})")
+    return len(obj["labels"])
+
+
+def source_sizes(data_cfg: dict) -> dict[str, int]:
+    """Images per split of the configured source, without building the data set: the official sizes for
+    the download, the configured ones for synthetic data, the batch files' label counts for a local
+    directory (read with the restricted unpickler)."""
+    source = data_cfg["source"]
+    if source == "cifar10":
+        return dict(CIFAR10_SIZES)
+    if source == "synthetic":
+        syn = data_cfg.get("synthetic", {})
+        return {"train": syn.get("train_images", 2000), "test": syn.get("test_images", 500)}
+    if source == "local":
+        path = check_cifar_batches_dir(data_cfg["path"])
+        return {"train": sum(_count_labels(path / n) for n in TRAIN_BATCHES), "test": _count_labels(path / TEST_BATCH)}
+    raise ConfigError(f"dataset.source: unknown source {source!r} (use cifar10, local or synthetic)")
+
+
+def split_sizes(data_cfg: dict) -> dict[str, int]:
+    """Images per split of the dataset file this configuration writes (after `train_size`/`test_size`);
+    a subset larger than its split is a ConfigError naming the key."""
+    sizes = source_sizes(data_cfg)
+    for name in SPLITS:
+        size = data_cfg.get(f"{name}_size")
+        if size is not None:
+            if size > sizes[name]:
+                raise ConfigError(f"dataset.{name}_size: asked for {size} images but the {name} split of the "
+                                  f"{data_cfg['source']} source has only {sizes[name]}")
+            sizes[name] = size
+    return sizes
+
+
 def build_dataset(data_cfg: dict, seed: int) -> Dataset:
     """Dispatch on `dataset.source` and apply the optional subsets."""
     source = data_cfg["source"]
@@ -246,9 +341,7 @@ def write_dataset_h5(ds: Dataset, path: str | Path) -> None:
 
 def read_dataset_h5(path: str | Path) -> Dataset:
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"dataset file {path} does not exist")
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "dataset") as f:
         if f.attrs.get("format") != DATASET_FORMAT:
             raise DataError(f"{path}: not a dataset file of this pipeline (format attribute {f.attrs.get('format')!r})")
         splits = {}
@@ -257,7 +350,10 @@ def read_dataset_h5(path: str | Path) -> Dataset:
                 raise DataError(f"{path}: missing /{name}/images or /{name}/labels")
             g = f[name]
             index = g["source_index"][()] if "source_index" in g else None
-            splits[name] = Split(g["images"][()], g["labels"][()], index)
+            try:
+                splits[name] = Split(g["images"][()], g["labels"][()], index)
+            except DataError as exc:
+                raise DataError(f"{path}: /{name}: {exc}") from None
         names = tuple(str(n) for n in f.attrs["class_names"])
         prov = json.loads(f.attrs.get("provenance", "{}"))
     return Dataset(splits["train"], splits["test"], names, prov)

@@ -19,19 +19,20 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, eps_tag, resolve_device
+from .attacks import eps_tag, read_attack_file
+from .errors import ConfigError, PipelineFileError
+from .runtime import resolve_device
 from .data import read_dataset_h5
 from .flow import read_latents
 from .metrics import best_threshold, detection_metrics
 from .models import save_checkpoint
 from .models.detectors import LatentMLP, PixelCNNDetector
-from .training import TrainingRun, fit, lr_lambda, seed_everything
+from .training import TrainingRun, fit, lr_lambda, run_settings, seed_everything
 
 log = logging.getLogger(__name__)
 POOLED = "all"
@@ -58,10 +59,10 @@ def load_latent_sets(clean_path, attack_paths: dict[str, str]) -> dict[str, Dete
     for key, path in attack_paths.items():
         adv = read_latents(path)
         if adv["z"].shape[1:] != clean["z"].shape[1:]:
-            raise ConfigError(f"{path}: latents of shape {adv['z'].shape[1:]} cannot be mixed with "
+            raise PipelineFileError(f"{path}: latents of shape {adv['z'].shape[1:]} cannot be mixed with "
                               f"{clean_path}'s {clean['z'].shape[1:]}")
         if not np.array_equal(adv["index"], clean["index"]):
-            raise ConfigError(f"{path}: its images do not line up with {clean_path} (different index)")
+            raise PipelineFileError(f"{path}: its images do not line up with {clean_path} (different index)")
         sets[key] = DetectionSet(clean["z"], adv["z"], adv["success"].astype(bool))
     return sets
 
@@ -70,12 +71,8 @@ def load_pixel_sets(dataset_path, split: str, attack_paths: dict[str, str]) -> d
     data = read_dataset_h5(dataset_path).split(split)
     sets = {}
     for key, path in attack_paths.items():
-        with h5py.File(path, "r") as f:
-            for k in ("adv", "index", "success"):
-                if k not in f:
-                    raise ConfigError(f"{path}: missing dataset {k!r}")
-            index = f["index"][()]
-            sets[key] = DetectionSet(data.images[index].astype(np.float32) / 255.0, f["adv"][()], f["success"][()])
+        a = read_attack_file(path, require=("adv", "index", "success"))
+        sets[key] = DetectionSet(data.images[a["index"]].astype(np.float32) / 255.0, a["adv"], a["success"])
     return sets
 
 
@@ -137,7 +134,8 @@ class TrainedDetector:
         optimizer = torch.optim.Adam(self.model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
         steps = -(-len(y) // s["batch_size"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda({"name": "cosine"}, s["epochs"], steps))
-        run = TrainingRun(self.workdir / f"{self.name}.state.pt", self.workdir / f"{self.name}.epochs.csv")
+        run = TrainingRun(self.workdir / f"{self.name}.state.pt", self.workdir / f"{self.name}.epochs.csv",
+                          {**run_settings(s, self.seed), "examples": len(y)})
         history = fit(self.model, BinaryObjective(self.model, pos_weight), (xt, yt), optimizer, scheduler,
                       s["epochs"], s["batch_size"], generator, run, name=self.name)
         run.state_path.unlink(missing_ok=True)

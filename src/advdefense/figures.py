@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .attacks import read_attack_file  # noqa: E402
 from .data import read_dataset_h5  # noqa: E402
 from .h5io import atomic_path  # noqa: E402
 from .metrics import auroc, roc_curve  # noqa: E402
@@ -28,33 +28,30 @@ def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_ima
     Images where every attack succeeded are preferred, as in the paper's Figure 1."""
     ds = read_dataset_h5(dataset_path)
     names = ds.class_names
-    files = {k: h5py.File(p, "r") for k, p in attack_files.items()}
-    try:
-        first = next(iter(files.values()))
-        index = first["index"][()]
-        all_success = np.all([f["success"][()] for f in files.values()], axis=0)
-        order = np.concatenate([np.flatnonzero(all_success), np.flatnonzero(~all_success)])[:n_images]
-        rows = 1 + len(files)
-        fig, axes = plt.subplots(rows, len(order), figsize=(1.8 * len(order), 2.0 * rows), squeeze=False)
-        for j, i in enumerate(order):
-            label = int(first["label"][i])
-            clean = ds.test.images[index[i]].transpose(1, 2, 0)
-            axes[0, j].imshow(clean)
-            axes[0, j].set_title(f"{names[label]}\npred {names[int(first['pred_clean'][i])]}", fontsize=7)
-            for r, (key, f) in enumerate(files.items(), start=1):
-                axes[r, j].imshow(np.clip(f["adv"][i].transpose(1, 2, 0), 0, 1))
-                axes[r, j].set_title(f"pred {names[int(f['pred_adv'][i])]}", fontsize=7,
-                                     color="red" if f["success"][i] else "black")
-        for r, key in enumerate(["clean", *files], start=0):
-            axes[r, 0].set_ylabel(key, fontsize=8)
-        for ax in axes.ravel():
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle("Figure 1: clean test images and their adversarial versions (red: classifier fooled)", fontsize=9)
-        _save(fig, out_path)
-    finally:
-        for f in files.values():
-            f.close()
+    files = {k: read_attack_file(p, require=("adv", "index", "label", "pred_clean", "pred_adv", "success"))
+             for k, p in attack_files.items()}
+    first = next(iter(files.values()))
+    index = first["index"]
+    all_success = np.all([f["success"] for f in files.values()], axis=0)
+    order = np.concatenate([np.flatnonzero(all_success), np.flatnonzero(~all_success)])[:n_images]
+    rows = 1 + len(files)
+    fig, axes = plt.subplots(rows, len(order), figsize=(1.8 * len(order), 2.0 * rows), squeeze=False)
+    for j, i in enumerate(order):
+        label = int(first["label"][i])
+        clean = ds.test.images[index[i]].transpose(1, 2, 0)
+        axes[0, j].imshow(clean)
+        axes[0, j].set_title(f"{names[label]}\npred {names[int(first['pred_clean'][i])]}", fontsize=7)
+        for r, (key, f) in enumerate(files.items(), start=1):
+            axes[r, j].imshow(np.clip(f["adv"][i].transpose(1, 2, 0), 0, 1))
+            axes[r, j].set_title(f"pred {names[int(f['pred_adv'][i])]}", fontsize=7,
+                                 color="red" if f["success"][i] else "black")
+    for r, key in enumerate(["clean", *files], start=0):
+        axes[r, 0].set_ylabel(key, fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Figure 1: clean test images and their adversarial versions (red: classifier fooled)", fontsize=9)
+    _save(fig, out_path)
 
 
 def accuracy_vs_epsilon(summary_csv, out_path, purified: pd.DataFrame | None = None) -> None:

@@ -21,14 +21,15 @@ import h5py
 import numpy as np
 import torch
 
-from .attacks import attack_indices, read_attack_file
-from .config import ConfigError, resolve_device
+from .attacks import attack_indices, iter_adversarial_batches, read_attack_file
+from .errors import ConfigError
+from .runtime import resolve_device
 from .data import read_dataset_h5
 from .h5io import atomic_h5, file_sha256, library_versions, read_h5, write_json
 from .models import CheckpointError, load_checkpoint, save_checkpoint
 from .models.glow import Glow
 from .inference import to_float_pixels
-from .training import TrainingDiverged, TrainingRun, finish_training, fit, lr_lambda, prepare_training
+from .training import TrainingDiverged, TrainingRun, finish_training, fit, lr_lambda, prepare_training, run_settings
 
 log = logging.getLogger(__name__)
 LATENT_FORMAT = "advdefense-latents-v1"
@@ -135,8 +136,8 @@ def train_flow(dataset_path, cfg: dict, model_path, metrics_path, log_path, stat
     data = prepare_training(dataset_path, cfg, seed_offset=1)
     device, generator, train_x, test_x = data.device, data.generator, data.train_x, data.test_x
     model = build_glow(f, cfg["seed"]).to(device)
-    run = TrainingRun(Path(state_path), Path(log_path))
-    if not run.state_path.exists():  # data-dependent ActNorm initialisation on a fixed batch
+    run = TrainingRun(Path(state_path), Path(log_path), run_settings(f, cfg["seed"], data.dataset_sha256))
+    if run.load_state() is None:  # no state to resume: data-dependent ActNorm initialisation on a fixed batch
         init = train_x[: f["init_images"]]
         model.train()
         with torch.no_grad():
@@ -247,19 +248,11 @@ def attack_latents(attack_path, flow_path, cfg: dict, out_path) -> dict:
     meta = read_attack_file(attack_path, require=("index", "label", "success", "pred_adv"))
     n, bs = len(meta["index"]), cfg["latents"]["batch_size"]
 
-    def batches():
-        with h5py.File(attack_path, "r") as f:
-            for s in range(0, n, bs):
-                adv = f["adv"][s : s + bs]
-                if adv.min() < 0 or adv.max() > 1:
-                    raise ConfigError(f"{attack_path}: 'adv' holds values outside [0, 1]")
-                yield adv
-
     a = meta["attrs"]
     attrs = {"kind": "attack", "source": str(attack_path), "split": a.get("split", ""), "attack": a["attack"],
              "epsilon": float(a["epsilon"]), "flow_sha256": file_sha256(flow_path)}
     arrays = {k: meta[k] for k in ("index", "label", "success", "pred_adv")}
-    return _write_latents(out_path, model, n, batches(), device, arrays, attrs)
+    return _write_latents(out_path, model, n, iter_adversarial_batches(attack_path, bs), device, arrays, attrs)
 
 
 def read_latents(path) -> dict:

@@ -2,25 +2,74 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
+import logging
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 import h5py
+
+from .errors import PipelineFileError
+
+log = logging.getLogger(__name__)
+
+
+TMP_MARK = ".tmp-"
+
+
+def _temporary_name(path: Path) -> Path:
+    """`<name>.tmp-<host>-<pid>`: the writer's host and process, so a later job can tell a dead
+    writer's leftover from a live writer's file (on a shared cluster file system too)."""
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", platform.node()) or "host"
+    return path.with_name(f"{path.name}{TMP_MARK}{host}-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporaries of `path` left by writers that died on this host (a killed job), and
+    those of the naming before the host was part of it (`<name>.tmp-<pid>`) whose process is gone.
+    A live writer's temporary, or one written on another host, is left alone. Returns what was removed."""
+    path = Path(path)
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", platform.node()) or "host"
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}{TMP_MARK}*"):
+        tail = tmp.name[len(path.name) + len(TMP_MARK):]
+        owner, _, pid = tail.rpartition("-") if "-" in tail else (host, "", tail)
+        if not pid.isdigit() or owner != host or _pid_alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+        log.warning("removed %s, left behind by a writer that no longer runs (process %s)", tmp, pid)
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    A crash or exception leaves no half-written file under the final name.
+    A crash or exception leaves no half-written file under the final name; the temporaries that a
+    killed writer could not remove are removed by the next writer of the same file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path)
+    tmp = _temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -65,17 +114,31 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+@contextlib.contextmanager
+def open_h5(path: str | Path, what: str = "HDF5") -> Iterator[h5py.File]:
+    """Open a pipeline HDF5 file for reading. A missing, truncated or corrupt file, or a read that
+    fails inside the block, raises PipelineFileError naming the file (h5py's own messages do not)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineFileError(f"{what} file {path} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise PipelineFileError(f"{path}: cannot be read as an HDF5 file, truncated or corrupt? ({exc})") from exc
+    try:
+        with f:
+            yield f
+    except OSError as exc:
+        raise PipelineFileError(f"{path}: read failed, truncated or corrupt? ({exc})") from exc
+
+
 def read_h5(path: str | Path, fmt: str, what: str, skip: tuple[str, ...] = ()) -> dict:
     """All top-level datasets (except `skip`) and the attributes ('attrs') of a pipeline HDF5 file,
     after checking that it exists and carries the expected `format` attribute."""
-    from .config import ConfigError
-
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} file {path} does not exist")
-    with h5py.File(path, "r") as f:
+    with open_h5(path, what) as f:
         if f.attrs.get("format") != fmt:
-            raise ConfigError(f"{path}: not a {what} file of this pipeline (format {f.attrs.get('format')!r})")
+            raise PipelineFileError(f"{path}: not a {what} file of this pipeline (format {f.attrs.get('format')!r})")
         out = {k: f[k][()] for k in f if k not in skip}
         out["attrs"] = dict(f.attrs)
     return out

@@ -13,6 +13,9 @@ import copy
 import torch
 from torch import nn
 
+from .models.autoencoder import ConvAutoencoder, Purified
+from .models.resnet import CifarResNet, fold_batchnorm
+
 
 def to_float_pixels(x: torch.Tensor) -> torch.Tensor:
     """uint8 0..255 -> float32 in [0, 1]; float input is returned as float32 unchanged."""
@@ -31,9 +34,6 @@ def evaluation_model(model: nn.Module, device: torch.device | str | None = None)
     """The evaluation copy of `model`, on `device`: CIFAR ResNets with batch norm folded, ResNets and
     autoencoders (also inside `Purified`) channels-last, anything else copied as it is; eval mode,
     parameters frozen. `model` itself is never changed; an evaluation copy passed in is returned as is."""
-    from .models.autoencoder import ConvAutoencoder, Purified
-    from .models.resnet import CifarResNet, fold_batchnorm
-
     if getattr(model, "is_evaluation_copy", False):
         return model.to(device) if device is not None else model
     if isinstance(model, CifarResNet):

@@ -21,15 +21,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .attacks import attack_indices, attack_split, read_attack_file
+from .attacks import attack_indices, attack_split, eps_tag, iter_adversarial_batches, read_attack_file
 from .classifier import load_classifier
-from .config import ConfigError, resolve_device
+from .errors import ConfigError
+from .runtime import resolve_device
 from .data import read_dataset_h5
 from .h5io import atomic_h5, file_sha256, library_versions, read_h5
 from .models import load_checkpoint
 from .models.autoencoder import ConvAutoencoder, Purified
 from .inference import evaluation_model, predict, to_float_pixels
-from .training import TrainingRun, finish_training, fit, lr_lambda, prepare_training
+from .training import TrainingRun, finish_training, fit, lr_lambda, prepare_training, run_settings
 
 log = logging.getLogger(__name__)
 PURIFIED_FORMAT = "advdefense-purified-v1"
@@ -94,7 +95,7 @@ def train_autoencoder(dataset_path, cfg: dict, model_path, metrics_path, log_pat
         return {"test_mse": mse, "test_psnr": psnr(mse)}
 
     t0 = time.perf_counter()
-    run = TrainingRun(Path(state_path), Path(log_path))
+    run = TrainingRun(Path(state_path), Path(log_path), run_settings(a, cfg["seed"], data.dataset_sha256))
     history = fit(model, ReconstructionObjective(model, a["noise_std"]), (train_x,), optimizer, scheduler,
                   a["epochs"], a["batch_size"], generator, run, evaluate=evaluate, name="autoencoder")
     metrics = {"test_mse": history[-1]["test_mse"], "test_psnr": history[-1]["test_psnr"], "noise_std": a["noise_std"]}
@@ -138,21 +139,11 @@ def purify_attack_file(attack_path, ae_path, classifier_path, cfg: dict, out_pat
     meta = read_attack_file(attack_path, require=("index", "label", "pred_clean", "pred_adv", "success"))
     n, bs = len(meta["index"]), cfg["purification"]["batch_size"]
 
-    def batches():
-        with h5py.File(attack_path, "r") as f:
-            if "adv" not in f:
-                raise ConfigError(f"{attack_path}: missing dataset 'adv'")
-            for s in range(0, n, bs):
-                adv = f["adv"][s : s + bs]
-                if not np.isfinite(adv).all() or adv.min() < 0 or adv.max() > 1:
-                    raise ConfigError(f"{attack_path}: 'adv' holds values outside [0, 1] (images {s}..{s + len(adv)})")
-                yield adv
-
     t0 = time.perf_counter()
     with atomic_h5(out_path) as f:
         for k in ("index", "label", "pred_clean", "pred_adv", "success"):
             f.create_dataset(k, data=meta[k])
-        _purify_into(f, autoencoder, classifier, batches(), n, device)
+        _purify_into(f, autoencoder, classifier, iter_adversarial_batches(attack_path, bs), n, device)
         a = meta["attrs"]
         f.attrs.update({"format": PURIFIED_FORMAT, "kind": "attack", "attack": a["attack"],
                         "epsilon": float(a["epsilon"]), "split": a.get("split", ""), "source": str(attack_path),
@@ -267,6 +258,5 @@ def table3(columns: list[tuple[str, float]], purified: dict, adaptive: dict, cle
 
 
 def column_name(attack: str, eps: float) -> str:
-    from .config import eps_tag
 
     return f"{attack} (eps={eps_tag(eps)})"

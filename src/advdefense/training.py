@@ -9,6 +9,7 @@ epoch and resumed gives bit-identical final weights to an uninterrupted run.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import time
@@ -16,10 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from .h5io import atomic_path
+from .data import read_dataset_h5
+from .h5io import atomic_path, file_sha256, write_json
+from .models import save_checkpoint
+from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +68,82 @@ def lr_lambda(schedule: dict, epochs: int, steps_per_epoch: int) -> Callable[[in
 
 
 # ----------------------------------------------------------------------------- loop
+RUNTIME_KEYS = ("resources", "eval_batch_size")  # settings of a config section that never change a result
+
+
+def run_settings(section: dict, seed: int, dataset_sha256: str | None = None) -> dict:
+    """What a training run's result depends on: its config section (runtime-only keys left out), the
+    seed and the training data file. A resume state records it and is used only by a run with the same."""
+    return {"config": {k: v for k, v in section.items() if k not in RUNTIME_KEYS}, "seed": seed,
+            "dataset_sha256": dataset_sha256}
+
+
+def _flatten(obj, prefix: str = "") -> dict:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): obj}
+
+
+def changed_settings(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two settings dicts (a key on one side only counts)."""
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def _settings_text(settings: dict) -> str:
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
 @dataclass
 class TrainingRun:
-    """Where a run keeps its resumable state and its per-epoch log."""
+    """Where a run keeps its resumable state and its per-epoch log, and the settings (`run_settings`)
+    that a state must have been made with to be resumed."""
 
     state_path: Path
     log_path: Path
+    settings: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+
+    def load_state(self) -> dict | None:
+        """The resume state, if there is one that was made with this run's settings. A state that
+        cannot be read, or was made with other settings (a changed learning rate, depth, data ...), is
+        deleted with a log line that says why and names the file: training then starts from epoch 1."""
+        if not self.state_path.exists():
+            return None
+        try:
+            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, corrupt, or not a torch file
+            return self._discard(f"it cannot be read ({type(exc).__name__}: {str(exc)[:200]})")
+        needed = ("epoch", "model", "optimizer", "generator", "history")
+        if not isinstance(state, dict) or any(k not in state for k in needed):
+            return self._discard("it is not a training state of this pipeline")
+        if state.get("settings") != _settings_text(self.settings):
+            old = json.loads(state["settings"]) if isinstance(state.get("settings"), str) else {}
+            changed = changed_settings(old, json.loads(_settings_text(self.settings)))
+            return self._discard("it was made with other settings (changed: " + ", ".join(changed[:8])
+                                 + (" ..." if len(changed) > 8 else "") + ")")
+        return state
+
+    def _discard(self, why: str) -> None:
+        log.warning("discarding the resume state %s: %s; training starts again from epoch 1", self.state_path, why)
+        self.state_path.unlink(missing_ok=True)
+        return None
+
+
+def _state_fits(model: nn.Module, weights: dict) -> str | None:
+    """Why the saved `weights` cannot be loaded into `model` (None if they can), checked before any
+    tensor is copied, so that a mismatch never leaves a half-loaded model."""
+    own = model.state_dict()
+    if set(own) != set(weights):
+        missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+        return f"parameter names differ (missing {missing[:3]}, unexpected {extra[:3]})"
+    for k, v in own.items():
+        if tuple(weights[k].shape) != tuple(v.shape):
+            return f"{k} has shape {tuple(weights[k].shape)} in the state, {tuple(v.shape)} in the model"
+    return None
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
@@ -119,8 +193,10 @@ def fit(
         raise ValueError("the training set is empty")
 
     start_epoch = 1
-    if run.state_path.exists():
-        state = torch.load(run.state_path, map_location="cpu", weights_only=True)
+    state = run.load_state()
+    if state is not None and (why := _state_fits(model, state["model"])) is not None:
+        state = run._discard(why)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler") is not None:
@@ -131,6 +207,8 @@ def fit(
         log.info("%s: resuming from %s after epoch %d of %d", name, run.state_path, state["epoch"], epochs)
         if start_epoch > epochs:
             log.info("%s: state file already holds all %d epochs", name, epochs)
+    else:
+        run.history = []
 
     device = train_tensors[0].device
     for epoch in range(start_epoch, epochs + 1):
@@ -203,6 +281,7 @@ def _save_state(run, model, optimizer, scheduler, generator, epoch) -> None:
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generator": generator.get_state(),
         "history": run.history,
+        "settings": _settings_text(run.settings),
     }
     with atomic_path(run.state_path) as tmp:
         torch.save(state, tmp)
@@ -210,8 +289,6 @@ def _save_state(run, model, optimizer, scheduler, generator, epoch) -> None:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's and numpy's global generators; return the loop's own CPU generator."""
-    import numpy as np
-
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
     return torch.Generator().manual_seed(seed)
@@ -229,19 +306,17 @@ class TrainingData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     class_names: tuple
+    dataset_sha256: str
 
 
 def prepare_training(dataset_path, cfg: dict, seed_offset: int) -> TrainingData:
     """Resolve the device, seed everything (master seed + a per-model offset) and load the data."""
-    from .config import resolve_device
-    from .data import read_dataset_h5
-
     device = resolve_device(cfg["device"])
     generator = seed_everything(cfg["seed"] + seed_offset)
     ds = read_dataset_h5(dataset_path)
     return TrainingData(device, generator, torch.from_numpy(ds.train.images).to(device),
                         torch.from_numpy(ds.train.labels).to(device), torch.from_numpy(ds.test.images),
-                        torch.from_numpy(ds.test.labels), ds.class_names)
+                        torch.from_numpy(ds.test.labels), ds.class_names, file_sha256(dataset_path))
 
 
 def finish_training(kind: str, model: nn.Module, history: list[dict], run: TrainingRun, device: torch.device,
@@ -249,9 +324,6 @@ def finish_training(kind: str, model: nn.Module, history: list[dict], run: Train
                     checkpoint_meta: dict) -> dict:
     """The common end of every training stage: add the run's statistics to the stage's `metrics`, write
     the checkpoint and the metrics JSON, then remove the resumable state (the run is complete)."""
-    from .h5io import write_json
-    from .models import save_checkpoint
-
     train_seconds = sum(row["train_seconds"] for row in history)
     metrics = {
         **metrics,

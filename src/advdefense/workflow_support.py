@@ -45,8 +45,14 @@ def run_script(smk: Any, main: Callable[[Any], Any]) -> None:
     import os
     import platform
 
+    import torch
+
+    import advdefense
+
     setup_logging(smk.log[0] if len(smk.log) else None)
     logger = logging.getLogger(f"rule.{smk.rule}")
+    torch.set_num_threads(max(1, int(smk.threads)))
+    logger.info("advdefense %s from %s", advdefense.__version__, Path(advdefense.__file__).resolve().parent)
     if keep_freed_memory():
         logger.info("glibc malloc keeps freed memory for reuse (no page faults per step)")
     # where the job ran: SLURM sets SLURM_JOB_ID in every batch job (the cluster test relies on this line)

@@ -1,8 +1,6 @@
 """Rule `attack_summary`: one row per (attack, epsilon, split) -> summary.csv."""
-import sys
-from pathlib import Path
+import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
 from advdefense.attacks import summarize_attack_files
 from advdefense.h5io import atomic_path
 from advdefense.workflow_support import run_script

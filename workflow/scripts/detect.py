@@ -1,9 +1,5 @@
 """Rule `detect`: train one detector per (attack, eps) and one pooled; evaluate each on every key."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
-import torch
+import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
 from advdefense.config import resolve_device
 from advdefense.detection import load_latent_sets, load_pixel_sets, run_detection_method
@@ -13,7 +9,6 @@ from advdefense.workflow_support import run_script
 
 
 def main(smk):
-    torch.set_num_threads(smk.threads)
     method = smk.wildcards.method
     keys = [key for _, _, key in smk.params.attack_keys]
     sets = {}

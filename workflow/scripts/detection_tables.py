@@ -1,8 +1,6 @@
 """Rule `detection_tables`: Table 4 (latent detector), Table 5 (all methods) and the generalisation matrix."""
-import sys
-from pathlib import Path
+import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
 import pandas as pd
 
 from advdefense.detection import PAPER_TABLE4, generalisation_matrix, table4, table5

@@ -1,8 +1,7 @@
 """Rules `figure_*`: the report's figures (see advdefense.figures)."""
-import sys
+import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
 import pandas as pd
 
 from advdefense import figures

@@ -1,16 +1,11 @@
 """Rules `latents_clean` / `latents_attack`: top Glow latents and bits/dim of images."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
-import torch
+import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
 from advdefense.flow import attack_latents, clean_latents
 from advdefense.workflow_support import run_script
 
 
 def main(smk):
-    torch.set_num_threads(smk.threads)
     if smk.rule == "latents_clean":
         clean_latents(smk.input.data, smk.input.flow, smk.config, smk.wildcards.split, smk.output[0])
     else:

@@ -1,8 +1,6 @@
 """Rule `dataset`: build the configured dataset and write results/data/<name>.h5."""
-import sys
-from pathlib import Path
+import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
 from advdefense.data import build_dataset, write_dataset_h5
 from advdefense.workflow_support import run_script
 

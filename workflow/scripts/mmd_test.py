@@ -1,10 +1,7 @@
 """Rule `mmd_test`: kernel MMD two-sample test on batches of clean / attacked test images."""
-import sys
-from pathlib import Path
+import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
 import numpy as np
-import torch
 
 from advdefense.data import read_dataset_h5
 from advdefense.detection import load_pixel_sets, mmd_power
@@ -13,7 +10,6 @@ from advdefense.workflow_support import run_script
 
 
 def main(smk):
-    torch.set_num_threads(smk.threads)
     m = smk.params.settings
     keys = [key for _, _, key in smk.params.attack_keys]
     test = load_pixel_sets(smk.input.data, "test", {k: smk.input[f"{k}__test"] for k in keys})

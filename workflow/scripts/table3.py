@@ -1,8 +1,6 @@
 """Rule `table3`: the paper's Table 3 (purification), plus all-image, adaptive and clean-cost rows."""
-import sys
-from pathlib import Path
+import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821 (the checkout's package)
 from advdefense.purification import PAPER_TABLE3, table3
 from advdefense.tables import write_table
 from advdefense.workflow_support import run_script

@@ -12,21 +12,21 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..errors import PipelineFileError
 from ..h5io import atomic_path
+from .autoencoder import ConvAutoencoder
+from .detectors import LatentMLP, PixelCNNDetector
+from .glow import Glow
+from .resnet import CifarResNet
 
 CHECKPOINT_FORMAT = "advdefense-checkpoint-v1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PipelineFileError):
     """A checkpoint file is missing, of another kind, or does not match the expected model."""
 
 
 def _builders() -> dict[str, Callable[..., nn.Module]]:
-    from .autoencoder import ConvAutoencoder
-    from .detectors import LatentMLP, PixelCNNDetector
-    from .glow import Glow
-    from .resnet import CifarResNet
-
     return {"resnet": CifarResNet, "glow": Glow, "autoencoder": ConvAutoencoder, "latent_mlp": LatentMLP,
             "pixel_cnn": PixelCNNDetector}
 
