@@ -104,11 +104,12 @@ def train_child(variant: str, data_path: str, batch: int, device: str, threads: 
 
     from advdefense.config import validate_config
     from advdefense.data import read_dataset_h5
-    from advdefense.workflow_support import keep_freed_memory
+    from advdefense.snakemake_job import keep_freed_memory
 
     if threads:
         torch.set_num_threads(threads)
     cfg = validate_config({"device": device, "dataset": {"source": "synthetic"},
+                           "attack_defaults": {"images": {"train": None, "test": None}},
                            "classifier": {"depth": 20, "epochs": 2, "batch_size": batch, "eval_batch_size": 500}})
     c = cfg["classifier"]
     if variant.startswith("ours"):
@@ -116,11 +117,12 @@ def train_child(variant: str, data_path: str, batch: int, device: str, threads: 
         from advdefense.classifier import train_classifier
 
         if variant != "ours-no-malloc":
-            keep_freed_memory()  # what workflow_support.run_script does for every pipeline job
+            keep_freed_memory()  # what snakemake_job.run_script does for every pipeline job
         if variant == "ours-no-cl":
             stage.channels_last = lambda model: model
         tmp = Path(tempfile.mkdtemp())
-        train_classifier(data_path, cfg, tmp / "model.pt", tmp / "metrics.json", tmp / "epochs.csv", tmp / "state.pt")
+        train_classifier(data_path, c, cfg["seed"], tmp / "model.pt", tmp / "metrics.json", tmp / "epochs.csv",
+                         tmp / "state.pt", device=device, eval_batch_size=c["eval_batch_size"])
         with open(tmp / "epochs.csv") as fh:
             return {"images_per_s": float(list(csv.DictReader(fh))[-1]["train_images_per_s"])}
 
@@ -243,30 +245,26 @@ def bench_inference(images, device, n: int, batch: int, glow_size: dict) -> list
 MEMORY_CHILD = r"""
 import json, resource, sys, torch
 sys.path.insert(0, sys.argv[1])
-from advdefense.config import validate_config
-stage, data, model, n, out = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
-cfg = validate_config({"device": sys.argv[7], "dataset": {"source": "synthetic"}, "classifier": {"depth": 20},
-    "attack_defaults": {"images": {"train": n, "test": n}, "batch_size": 250},
-    "attacks": {"fgsm": {"class": "FGSM", "norm": "linf", "epsilons": [0.02]}},
-    "latents": {"batch_size": 250}})
-if torch.cuda.is_available() and cfg["device"] != "cpu":
+stage, data, model, n, out, device = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7]
+if torch.cuda.is_available() and device != "cpu":
     torch.cuda.reset_peak_memory_stats()
 def rss_mb(field):
     with open("/proc/self/status") as fh:
         return next(int(l.split()[1]) for l in fh if l.startswith(field + ":")) / 1024
 import foolbox, h5py  # imported before the reset: library code is not the stage's memory
-from advdefense.workflow_support import keep_freed_memory
+from advdefense.snakemake_job import keep_freed_memory
 keep_freed_memory()  # as every pipeline job runs
 with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to the current RSS
     fh.write("5")
 start = rss_mb("VmRSS")
 if stage == "attack":
     from advdefense.attacks import generate_attack_file
-    generate_attack_file(data, model, cfg, "fgsm", 0.02, "train", out)
+    generate_attack_file(data, model, "fgsm", {"class": "FGSM", "norm": "linf", "params": {}}, 0.02, "train", out,
+                         images=n, seed=0, device=device, batch_size=250)
 else:
     from advdefense.flow import clean_latents
-    clean_latents(data, model, cfg, "train", out)
-gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and cfg["device"] != "cpu" else None
+    clean_latents(data, model, "train", out, images=n, seed=0, device=device, batch_size=250)
+gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and device != "cpu" else None
 print(json.dumps({"peak_rss_mb": rss_mb("VmHWM"), "stage_peak_mb": rss_mb("VmHWM") - start, "peak_gpu_mb": gpu,
                   "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -12,7 +12,7 @@ from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.data import read_dataset_h5
 from advdefense.inference import predict
 from advdefense.models import CheckpointError
-from conftest import REPO
+from conftest import REPO, attack_job
 
 SMOKE = "synthetic-smoke"
 
@@ -50,7 +50,7 @@ def test_stored_predictions_equal_a_fresh_forward_pass(smoke):
     """Stored predictions are exactly what `predict` (the evaluation copy every stage uses) gives at the
     attack's batch size, even where they were read from the attack's own forward passes; the raw
     checkpoint model (batch norm unfolded) agrees except on near-ties of its top two logits."""
-    model = load_classifier(smoke["model"], smoke["cfg"])
+    model = load_classifier(smoke["model"])
     ds = read_dataset_h5(smoke["data"])
     bs = smoke["cfg"]["attack_defaults"]["batch_size"]
     for path in _files(smoke):
@@ -103,7 +103,7 @@ def test_fixed_seed_gives_identical_files(smoke, tmp_path):
     outs = []
     for i in range(2):
         out = tmp_path / f"pgd{i}.h5"
-        generate_attack_file(smoke["data"], smoke["model"], cfg, "pgd", 0.03, "test", out)
+        generate_attack_file(smoke["data"], smoke["model"], out_path=out, **attack_job(cfg, "pgd", 0.03, "test"))
         outs.append(read_attack_file(out))
     for key in ("adv", "index", "pred_adv", "success", "linf", "l2"):
         assert np.array_equal(outs[0][key], outs[1][key]), key
@@ -124,10 +124,11 @@ def test_other_attacks_work_from_config_alone(smoke, tmp_path, name):
     cfg = copy.deepcopy(smoke["cfg"])
     cfg["attacks"] = {name: L2_AND_MORE[name]}
     cfg["attack_defaults"]["images"]["test"] = 30
+    cfg["purification"]["adaptive"]["images"] = None
     cfg = validate_config(cfg)
     eps = L2_AND_MORE[name]["epsilons"][0]
     out = tmp_path / f"{name}.h5"
-    summary = generate_attack_file(smoke["data"], smoke["model"], cfg, name, eps, "test", out)
+    summary = generate_attack_file(smoke["data"], smoke["model"], out_path=out, **attack_job(cfg, name, eps, "test"))
     f = read_attack_file(out)
     ds = read_dataset_h5(smoke["data"])
     clean = ds.test.images[f["index"]].astype(np.float32) / 255
@@ -142,17 +143,16 @@ def test_other_attacks_work_from_config_alone(smoke, tmp_path, name):
 
 def test_attack_bad_inputs_name_the_cause(smoke, tmp_path):
     cfg = copy.deepcopy(smoke["cfg"])
-    with pytest.raises(ConfigError, match=r"attacks\.nope: no such attack"):
-        generate_attack_file(smoke["data"], smoke["model"], cfg, "nope", 0.03, "test", tmp_path / "x.h5")
-    with pytest.raises(ConfigError, match=r"attacks\.pgd\.epsilons: 0.5 is not in the configured list"):
-        generate_attack_file(smoke["data"], smoke["model"], cfg, "pgd", 0.5, "test", tmp_path / "x.h5")
     cfg["attack_defaults"]["images"]["test"] = 501
     with pytest.raises(ConfigError, match=r"attack_defaults\.images\.test: asked for 501 images but the split has only 500"):
-        generate_attack_file(smoke["data"], smoke["model"], cfg, "pgd", 0.03, "test", tmp_path / "x.h5")
-    cfg = copy.deepcopy(smoke["cfg"])
-    cfg["classifier"]["depth"] = 20
+        generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "x.h5", **attack_job(cfg, "pgd", 0.03, "test"))
+    job = attack_job(smoke["cfg"], "pgd", 0.03, "test")
+    job["spec"]["params"]["steps"] = -5
+    with pytest.raises(ConfigError, match=r"attacks\.pgd\.params\.steps: must be a positive integer"):
+        generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "x.h5", **job)
+    deeper = {**smoke["cfg"]["classifier"], "depth": 20}
     with pytest.raises(CheckpointError, match=r"model\.pt: architecture does not match the configuration \(depth: file has 8"):
-        generate_attack_file(smoke["data"], smoke["model"], cfg, "pgd", 0.03, "test", tmp_path / "x.h5")
+        load_classifier(smoke["model"], settings=deeper)
     assert not list(tmp_path.iterdir()), "a failed attack left a file behind"
 
 
@@ -160,9 +160,13 @@ def test_reading_bad_attack_files(tmp_path):
     path = tmp_path / "a.h5"
     with h5py.File(path, "w") as f:
         f["adv"] = np.full((2, 3, 32, 32), 1.5, np.float32)
+    with pytest.raises(AttackFileError, match=r"a\.h5: not an attack file of this pipeline \(format None\)"):
+        read_attack_file(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["format"] = "advdefense-attack-v1"
     with pytest.raises(AttackFileError, match=r"a\.h5: missing dataset\(s\) index, label"):
         read_attack_file(path)
-    with pytest.raises(AttackFileError, match=r"a\.h5: 'adv' holds values outside \[0, 1\]"):
+    with pytest.raises(AttackFileError, match=r"a\.h5: adversarial image 0 \(of 'adv'\) holds values outside \[0, 1\]"):
         read_attack_file(path, require=("adv",))
     with pytest.raises(AttackFileError, match="does not exist"):
         read_attack_file(tmp_path / "none.h5")
@@ -179,7 +183,7 @@ def test_attack_indices_are_shared_and_bounded():
 
 def test_interrupted_attack_leaves_no_file(smoke, tmp_path):
     """An exception mid-way (here: a model that breaks on the second batch) leaves nothing behind."""
-    model = load_classifier(smoke["model"], smoke["cfg"])
+    model = load_classifier(smoke["model"])
     calls = {"n": 0}
 
     class Breaking(torch.nn.Module):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from advdefense.config import ConfigError, load_yaml, validate_config
+from advdefense.errors import PipelineFileError
 from advdefense.detection import (POOLED, DetectionSet, load_latent_sets, mmd_power, mmd_test, run_detection_method,
                                   training_arrays)
 from advdefense.metrics import auroc, best_threshold, detection_metrics, roc_curve, tpr_at_fpr
@@ -66,22 +67,22 @@ def test_shuffled_labels_give_chance_auroc(smoke, tmp_path):
     perm = rng.permutation(len(both))
     shuffled = {"pgd_eps0.03": DetectionSet(both[perm[: len(train.clean)]], both[perm[len(train.clean):]],
                                             train.success)}
-    cfg = dict(smoke["cfg"])
-    table = run_detection_method("latent_mlp", cfg, shuffled, {"pgd_eps0.03": smoke["sets"]["test"]["pgd_eps0.03"]},
-                                 tmp_path)
+    cfg = smoke["cfg"]
+    table = run_detection_method("latent_mlp", cfg["detection"]["latent_mlp"], cfg["seed"], shuffled,
+                                 {"pgd_eps0.03": smoke["sets"]["test"]["pgd_eps0.03"]}, tmp_path, device="cpu")
     row = table[(table["train"] == "pgd_eps0.03") & (table["test"] == "pgd_eps0.03")].iloc[0]
     assert abs(row["auroc"] - 0.5) < 0.08
 
 
 def test_tables_have_configured_rows_and_columns(smoke):
     t4 = pd.read_csv(smoke["tables"] / "table4_detection.csv", index_col=0)
-    assert list(t4.index) == KEYS + ["overall"]
+    assert list(t4.index) == KEYS + [POOLED] and POOLED == "overall"
     assert list(t4.columns) == ["accuracy (%)", "AUROC", "TPR at 5% FPR (%)", "FPR on clean (%)",
                                 "detected, successful adv. (%)", "detected, failed adv. (%)", "attacked test images"]
-    assert t4.loc["overall", "attacked test images"] == 1500
+    assert t4.loc[POOLED, "attacked test images"] == 1500
     t5 = pd.read_csv(smoke["tables"] / "table5_comparison.csv", index_col=0)
     assert len(t5) == 5 and t5.index[0].startswith("Glow latent") and "Kernel MMD" in t5.index[-1]
-    assert list(t5.columns) == [f"{k} {m}" for k in KEYS + ["overall"] for m in ("acc (%)", "AUROC")]
+    assert list(t5.columns) == [f"{k} {m}" for k in KEYS + [POOLED] for m in ("acc (%)", "AUROC")]
     gen = pd.read_csv(smoke["tables"] / "detection_generalisation.csv", index_col=0)
     assert sorted(gen.index) == sorted(KEYS + [POOLED]) and sorted(gen.columns) == sorted(KEYS + [POOLED])
     evaluation = pd.read_csv(smoke["dir"] / f"results/detection/{D}/latent_mlp/evaluation.csv")
@@ -99,13 +100,13 @@ def test_bad_detection_inputs(smoke, tmp_path):
         del g["z"]
         g["z"] = np.zeros((500, 24, 8, 8), np.float32)
         g.attrs.update(dict(f.attrs))
-    with pytest.raises(ConfigError, match=r"odd\.h5: latents of shape \(24, 8, 8\) cannot be mixed with"):
+    with pytest.raises(PipelineFileError, match=r"odd\.h5: latents of shape \(24, 8, 8\) cannot be mixed with"):
         load_latent_sets(root / "clean/test.h5", {"pgd_eps0.03": odd})
-    with pytest.raises(ConfigError, match=r"latent file .*cw/eps0\.5/test\.h5 does not exist"):
+    with pytest.raises(PipelineFileError, match=r"latent file .*cw/eps0\.5/test\.h5 does not exist"):
         load_latent_sets(root / "clean/test.h5", {"cw_eps0.5": root / "cw/eps0.5/test.h5"})
     empty = {"pgd_eps0.03": DetectionSet(np.zeros((0, 48, 4, 4)), np.zeros((0, 48, 4, 4)), np.zeros(0, bool))}
     with pytest.raises(ConfigError, match="training set for pgd_eps0.03 is empty or has one class"):
-        run_detection_method("latent_mlp", smoke["cfg"], empty, empty, tmp_path)
+        run_detection_method("latent_mlp", smoke["cfg"]["detection"]["latent_mlp"], 0, empty, empty, tmp_path)
     x, y = training_arrays(smoke["sets"]["train"], POOLED)
     assert len(x) == 4 * 500 and y.sum() == 3 * 500
 
@@ -129,13 +130,12 @@ def test_detector_training_does_not_depend_on_process_state(smoke, tmp_path):
     """Each detector's initial weights come from the configured seed, not from whatever ran before."""
     sets = {"pgd_eps0.03": smoke["sets"]["train"]["pgd_eps0.03"]}
     test = {"pgd_eps0.03": smoke["sets"]["test"]["pgd_eps0.03"]}
-    cfg = dict(smoke["cfg"])
-    cfg["detection"] = {**cfg["detection"], "latent_mlp": {**cfg["detection"]["latent_mlp"], "epochs": 2}}
+    settings = {**smoke["cfg"]["detection"]["latent_mlp"], "epochs": 2}
     import torch
 
     torch.manual_seed(1)
-    first = run_detection_method("latent_mlp", cfg, sets, test, tmp_path / "a")
+    first = run_detection_method("latent_mlp", settings, 0, sets, test, tmp_path / "a", device="cpu")
     torch.rand(1000)  # disturb the global generator
     torch.manual_seed(12345)
-    second = run_detection_method("latent_mlp", cfg, sets, test, tmp_path / "b")
+    second = run_detection_method("latent_mlp", settings, 0, sets, test, tmp_path / "b", device="cpu")
     pd.testing.assert_frame_equal(first, second)

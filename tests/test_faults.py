@@ -48,6 +48,11 @@ def _tiny_classifier_config(**classifier):
     return validate_config(cfg)
 
 
+def _run_classifier(data_path, cfg, out: Path):
+    return train_classifier(data_path, cfg["classifier"], cfg["seed"], out / "model.pt", out / "metrics.json",
+                            out / "epochs.csv", out / "train_state.pt", device="cpu")
+
+
 def _train(data_path, cfg, out: Path, kill_after_epoch: int | None = None, monkeypatch=None):
     """Train the classifier stage; with `kill_after_epoch`, die right after that epoch's state is saved."""
     if kill_after_epoch is not None:
@@ -61,12 +66,10 @@ def _train(data_path, cfg, out: Path, kill_after_epoch: int | None = None, monke
 
         monkeypatch.setattr(classifier_module, "predict", predict)
         with pytest.raises(Killed):
-            train_classifier(data_path, cfg, out / "model.pt", out / "metrics.json", out / "epochs.csv",
-                             out / "train_state.pt")
+            _run_classifier(data_path, cfg, out)
         monkeypatch.setattr(classifier_module, "predict", real_predict)
         return None
-    return train_classifier(data_path, cfg, out / "model.pt", out / "metrics.json", out / "epochs.csv",
-                            out / "train_state.pt")
+    return _run_classifier(data_path, cfg, out)
 
 
 @pytest.fixture(scope="module")
@@ -206,12 +209,11 @@ def test_a_bad_adversarial_is_named_by_every_stage(smoke_run, tmp_path, value, w
     # pixel detectors and the MMD test, latents, purification: all through the one reader
     with pytest.raises(AttackFileError, match=expected):
         load_pixel_sets(results / f"data/{DATASET}.h5", "test", {"pgd": bad})
-    cfg = validate_config(load_yaml(REPO / "config/smoke.yaml"))
     with pytest.raises(AttackFileError, match=expected):
-        attack_latents(bad, results / f"flow/{DATASET}/model.pt", cfg, tmp_path / "latents.h5")
+        attack_latents(bad, results / f"flow/{DATASET}/model.pt", tmp_path / "latents.h5", device="cpu")
     with pytest.raises(AttackFileError, match=expected):
         purify_attack_file(bad, results / f"autoencoder/{DATASET}/model.pt", results / f"classifier/{DATASET}/model.pt",
-                           cfg, tmp_path / "purified.h5")
+                           tmp_path / "purified.h5", device="cpu")
     assert not (tmp_path / "latents.h5").exists() and not (tmp_path / "purified.h5").exists()
     assert not list(tmp_path.glob("*.tmp-*"))
     # the untouched file passes the same reader

@@ -138,9 +138,8 @@ def test_wrong_hparams_and_files_are_refused(reference, tmp_path):
 
 def test_import_published_flow_writes_our_checkpoint(reference, smoke_run, tmp_path):
     ckpt, hp = _published_files(tmp_path, reference["state"], reference["hparams"])
-    cfg = {"device": "cpu", "flow": {"eval_batch_size": 250}}
-    metrics = import_published_flow(ckpt, hp, smoke_run / "results/data/synthetic-smoke.h5", cfg,
-                                     tmp_path / "model.pt", tmp_path / "metrics.json")
+    metrics = import_published_flow(ckpt, hp, smoke_run / "results/data/synthetic-smoke.h5", tmp_path / "model.pt",
+                                     tmp_path / "metrics.json", device="cpu", eval_batch_size=250)
     assert metrics["source"] == "pretrained" and np.isfinite(metrics["test_bpd"])
     model = load_flow(tmp_path / "model.pt")
     with torch.no_grad():
@@ -183,7 +182,8 @@ def test_latents_are_deterministic(smoke_run, tmp_path):
     cfg = validate_config(load_yaml(REPO / "config/smoke.yaml"))
     out = tmp_path / "again.h5"
     clean_latents(smoke_run / "results/data/synthetic-smoke.h5", smoke_run / "results/flow/synthetic-smoke/model.pt",
-                  cfg, "test", out)
+                  "test", out, images=cfg["attack_defaults"]["images"]["test"], seed=cfg["seed"], device="cpu",
+                  batch_size=cfg["latents"]["batch_size"])
     first = read_latents(smoke_run / "results/latents/synthetic-smoke/clean/test.h5")
     again = read_latents(out)
     assert np.array_equal(first["z"], again["z"]) and np.array_equal(first["bpd"], again["bpd"])

@@ -12,8 +12,8 @@ from advdefense.data import read_dataset_h5
 from advdefense.inference import predict
 from advdefense.models import CheckpointError, save_checkpoint
 from advdefense.models.autoencoder import ConvAutoencoder
-from advdefense.purification import (TABLE3_ROWS, load_autoencoder, psnr, purify_attack_file, read_purified,
-                                     table3)
+from advdefense.purification import load_autoencoder, psnr, purify_attack_file, read_purified
+from advdefense.tables import POOLED, TABLE3_ROWS, table3
 from conftest import REPO
 
 D = "synthetic-smoke"
@@ -49,7 +49,7 @@ def test_reconstruction_beats_the_mean_image_by_a_margin(smoke):
 
 def test_purification_helps_and_adaptive_attack_hurts(smoke):
     table = pd.read_csv(smoke["table"], index_col=0)
-    for column in ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)", "overall"]:
+    for column in ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)", POOLED]:
         col = table[column]
         assert col[TABLE3_ROWS[0]] == 0.0  # successful adversarials fool the undefended classifier by definition
         assert col[TABLE3_ROWS[1]] > 20.0  # ... and the autoencoder recovers a good share of them
@@ -77,7 +77,7 @@ def test_purified_files_are_consistent(smoke):
     classifier = torch.load(smoke["model"], weights_only=True)
     from advdefense.classifier import load_classifier
 
-    model = load_classifier(smoke["model"], smoke["cfg"])
+    model = load_classifier(smoke["model"])
     pred = predict(model, torch.from_numpy(images), smoke["cfg"]["purification"]["batch_size"]).numpy()
     assert np.array_equal(pred, p["pred_purified"]) and classifier["kind"] == "classifier"
 
@@ -86,9 +86,9 @@ def test_wrong_autoencoder_checkpoint_is_refused(smoke, tmp_path):
     path = tmp_path / "ae.pt"
     save_checkpoint(path, "autoencoder", ConvAutoencoder([16, 16]))
     with pytest.raises(CheckpointError, match=r"ae\.pt: architecture does not match the configuration \(widths: file has \[16, 16\]"):
-        load_autoencoder(path, smoke["cfg"])
+        load_autoencoder(path, settings=smoke["cfg"]["autoencoder"])
     with pytest.raises(CheckpointError, match="holds a 'classifier' model, expected a 'autoencoder' model"):
-        load_autoencoder(smoke["model"], smoke["cfg"])
+        load_autoencoder(smoke["model"])
 
 
 def test_bad_attack_files_are_refused(smoke, tmp_path):
@@ -99,15 +99,15 @@ def test_bad_attack_files_are_refused(smoke, tmp_path):
             g[k] = f[k][()]
         g.attrs.update(dict(f.attrs))
     with pytest.raises(AttackFileError, match=r"broken\.h5: missing dataset\(s\) success"):
-        purify_attack_file(broken, smoke["ae"], smoke["model"], smoke["cfg"], tmp_path / "out.h5")
+        purify_attack_file(broken, smoke["ae"], smoke["model"], tmp_path / "out.h5", device="cpu")
     outside = tmp_path / "outside.h5"
     with h5py.File(src, "r") as f, h5py.File(outside, "w") as g:
         for k in f:
             g[k] = f[k][()]
         g["adv"][0, 0, 0, 0] = 1.5
         g.attrs.update(dict(f.attrs))
-    with pytest.raises(ConfigError, match=r"outside\.h5: 'adv' holds values outside \[0, 1\]"):
-        purify_attack_file(outside, smoke["ae"], smoke["model"], smoke["cfg"], tmp_path / "out.h5")
+    with pytest.raises(AttackFileError, match=r"outside\.h5: adversarial image 0 \(of 'adv'\) holds values outside \[0, 1\]"):
+        purify_attack_file(outside, smoke["ae"], smoke["model"], tmp_path / "out.h5", device="cpu")
     assert not (tmp_path / "out.h5").exists()
 
 

@@ -19,7 +19,7 @@ def _setup(seed=0):
     model = CifarResNet(8)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     epochs, bs, n = 4, 32, 96
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda({"name": "cosine", "warmup_epochs": 1}, epochs, -(-n // bs)))
+    sched = {"name": "cosine", "warmup_epochs": 1}  # the loop builds the per-step schedule from it
     gen = torch.Generator().manual_seed(seed)
     data_gen = torch.Generator().manual_seed(123)
     x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=data_gen)
@@ -126,7 +126,7 @@ FAULTS_CHILD = r"""
 import resource, sys
 sys.path.insert(0, sys.argv[1])
 if sys.argv[2] == "tuned":
-    from advdefense.workflow_support import keep_freed_memory
+    from advdefense.snakemake_job import keep_freed_memory
     assert keep_freed_memory()
 import torch
 import torch.nn.functional as F

@@ -26,12 +26,13 @@ from typing import Iterator
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 
 from .classifier import load_classifier
 from .data import read_dataset_h5
 from .errors import ConfigError, PipelineFileError
-from .h5io import atomic_h5, file_sha256, library_versions, open_h5
+from .h5io import atomic_h5, open_h5, provenance_attrs
 from .inference import LogitRecorder, evaluation_model, to_float_pixels
 from .runtime import resolve_device
 
@@ -70,6 +71,12 @@ def check_attack_spec(name: str, spec: dict) -> None:
     for required in ("class", "norm", "epsilons"):
         if required not in spec:
             raise ConfigError(f"{key}.{required}: missing")
+    check_attack_method(key, spec)
+    check_epsilons(f"{key}.epsilons", spec["epsilons"])
+
+
+def check_attack_method(key: str, spec: dict) -> None:
+    """The method part of an attack entry (`class`, `params`, `norm`): what one attack job needs."""
     cls = foolbox_class(spec["class"], f"{key}.class")
     params = spec.get("params") or {}
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
@@ -95,7 +102,6 @@ def check_attack_spec(name: str, spec: dict) -> None:
     if p != NORM_P[norm]:
         raise ConfigError(f"{key}.norm: {norm!r} does not match foolbox.attacks.{spec['class']}, "
                           f"which bounds the L{'inf' if p == math.inf else p} norm")
-    check_epsilons(f"{key}.epsilons", spec["epsilons"])
 
 
 # Ranges of Foolbox constructor parameters (by name, across its attacks): a value outside makes no attack
@@ -162,6 +168,14 @@ def build_attack(spec: dict):
     return foolbox_class(spec["class"], "attacks.<name>.class")(**(spec.get("params") or {}))
 
 
+def attacked_images(dataset_path, split: str, images: int | None, seed: int):
+    """The split of the dataset file and the positions of its images that every attack uses
+    (`attack_defaults.images.<split>` of them, seeded): attacks, clean latents and clean purification
+    all take their images from here, so they line up."""
+    data = read_dataset_h5(dataset_path).split(split)
+    return data, attack_indices(len(data), images, seed, f"attack_defaults.images.{split}")
+
+
 def attack_indices(split_size: int, n: int | None, seed: int, key: str) -> np.ndarray:
     """The images of a split that every attack uses: a seeded random subset, sorted.
 
@@ -185,7 +199,7 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
     """Attack `images[index]` batch by batch and stream the results into `out_path`."""
     import foolbox
 
-    check_attack_spec(name, spec)
+    check_attack_method(f"attacks.{name}", spec)
     attack = build_attack(spec)
     # the attack and the stored predictions run the evaluation copy (batch norm folded, channels-last,
     # parameters frozen): the same network every other stage evaluates (`inference.predict`)
@@ -250,7 +264,7 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             "epsilon": float(eps),
             "norm": spec["norm"],
             "seed": int(seed),
-            "versions": json.dumps(library_versions(), sort_keys=True),
+            **provenance_attrs(),
             "seconds": seconds,
             "images_per_s": n / seconds,
             **attrs,
@@ -282,6 +296,8 @@ def check_adversarials(adv: np.ndarray, path, first: int = 0) -> None:
 def open_attack_file(path, require: tuple[str, ...] = ATTACK_DATASETS) -> Iterator[h5py.File]:
     """Open an attack file for reading: it must exist, be readable HDF5, carry this pipeline's attack
     format and the datasets `require`, all of one length. Errors name the file."""
+    if not Path(path).is_file():
+        raise AttackFileError(f"attack file {path} does not exist")
     with open_h5(path, "attack") as f:
         if f.attrs.get("format") != ATTACK_FORMAT:
             raise AttackFileError(f"{path}: not an attack file of this pipeline (format {f.attrs.get('format')!r})")
@@ -345,8 +361,6 @@ def summarize_attack_file(f: h5py.File) -> dict:
 
 
 def summarize_attack_files(paths):
-    import pandas as pd
-
     rows = []
     for path in paths:
         with open_attack_file(path, SUMMARY_DATASETS) as f:
@@ -358,39 +372,29 @@ def summarize_attack_files(paths):
     return df.sort_values(["attack", "epsilon", "split"]).reset_index(drop=True)
 
 
-def configured_attack(cfg: dict, name: str, eps: float) -> dict:
-    """The spec of attack `name`, checking that `eps` is one of its configured epsilons."""
-    if name not in cfg["attacks"]:
-        raise ConfigError(f"attacks.{name}: no such attack in the configuration (have {sorted(cfg['attacks'])})")
-    spec = cfg["attacks"][name]
-    if not any(math.isclose(eps, e, rel_tol=1e-9) for e in spec["epsilons"]):
-        raise ConfigError(f"attacks.{name}.epsilons: {eps} is not in the configured list {spec['epsilons']}")
-    return spec
-
-
-def attack_split(model: torch.nn.Module, dataset_path, cfg: dict, name: str, eps: float, split: str, out_path,
-                 *, images: int | None = None, attrs: dict | None = None) -> dict:
-    """Attack the configured image subset of `split` with `model` (any differentiable classifier on [0, 1])."""
-    spec = configured_attack(cfg, name, eps)
-    defaults = cfg["attack_defaults"]
-    device = resolve_device(cfg["device"])
-    data = read_dataset_h5(dataset_path).split(split)
-    index = attack_indices(len(data), defaults["images"][split], cfg["seed"], f"attack_defaults.images.{split}")
-    if images is not None:
-        if images > len(index):
-            raise ConfigError(f"attack_split: {images} images asked for, but only {len(index)} are attacked "
-                              f"(attack_defaults.images.{split})")
-        index = index[:images]
-    seed = job_seed(cfg["seed"], name, float(eps), split)
+def attack_split(model: torch.nn.Module, dataset_path, split: str, name: str, spec: dict, eps: float, out_path, *,
+                 images: int | None, seed: int, device: str = "auto", batch_size: int = 500,
+                 limit: int | None = None, attrs: dict | None = None) -> dict:
+    """Attack the attacked subset of `split` (`images` of them, seeded by `seed`) with attack `name`
+    (`spec`: class, norm, params) at `eps`; `model` is any differentiable classifier on [0, 1].
+    `limit` keeps only the first that many of the subset (the adaptive attack); more than the
+    subset is an error."""
+    device = resolve_device(device)
+    data, index = attacked_images(dataset_path, split, images, seed)
+    if limit is not None:
+        if limit > len(index):
+            raise ConfigError(f"purification.adaptive.images: {limit} images asked for, but only {len(index)} are "
+                              f"attacked (attack_defaults.images.{split})")
+        index = index[:limit]
     attrs = {"dataset": str(dataset_path), "split": split, "device": str(device), **(attrs or {})}
     return run_attack(model, data.images, data.labels, index, name, spec, float(eps), out_path,
-                      batch_size=defaults["batch_size"], seed=seed, device=device, attrs=attrs)
+                      batch_size=batch_size, seed=job_seed(seed, name, float(eps), split), device=device, attrs=attrs)
 
 
-def generate_attack_file(dataset_path: str | Path, classifier_path: str | Path, cfg: dict, name: str, eps: float,
-                         split: str, out_path: str | Path) -> dict:
-    """Stage entry point: attack `split` of the dataset file with attack `name` at `eps`."""
-    configured_attack(cfg, name, eps)
-    model = load_classifier(classifier_path, cfg, resolve_device(cfg["device"]))
-    return attack_split(model, dataset_path, cfg, name, eps, split, out_path,
-                        attrs={"classifier_sha256": file_sha256(classifier_path)})
+def generate_attack_file(dataset_path: str | Path, classifier_path: str | Path, name: str, spec: dict, eps: float,
+                         split: str, out_path: str | Path, *, images: int | None, seed: int, device: str = "auto",
+                         batch_size: int = 500) -> dict:
+    """Stage entry point: attack `split` of the dataset file with attack `name` (`spec`) at `eps`."""
+    model = load_classifier(classifier_path, resolve_device(device))
+    return attack_split(model, dataset_path, split, name, spec, eps, out_path, images=images, seed=seed, device=device,
+                        batch_size=batch_size, attrs=provenance_attrs(classifier=classifier_path))

@@ -5,7 +5,9 @@ so that a user knows which line of the YAML file to change.
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -180,9 +182,6 @@ def _update(base: dict, new: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`advdefense-check-config FILE [FILE ...]`: check config files as the pipeline will (exit 1 with the
     reason on the first problem). `make run|smoke|mini` run it before Snakemake."""
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(prog="advdefense-check-config", description=main.__doc__)
     parser.add_argument("files", nargs="+", help="config files, in the order given to --configfile")
     args = parser.parse_args(argv)

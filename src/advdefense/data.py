@@ -19,11 +19,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from .errors import ConfigError, PipelineFileError
-from .h5io import atomic_h5, library_versions, open_h5
+from .h5io import atomic_h5, open_h5, provenance_attrs
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _np_reconstruct, scalar as _np_scalar
@@ -336,7 +335,7 @@ def write_dataset_h5(ds: Dataset, path: str | Path) -> None:
         f.attrs["class_names"] = list(ds.class_names)
         f.attrs["source"] = ds.provenance.get("source", "unknown")
         f.attrs["provenance"] = json.dumps(ds.provenance, sort_keys=True)
-        f.attrs["versions"] = json.dumps(library_versions(), sort_keys=True)
+        f.attrs.update(provenance_attrs())
 
 
 def read_dataset_h5(path: str | Path) -> Dataset:

@@ -32,10 +32,10 @@ from .flow import read_latents
 from .metrics import best_threshold, detection_metrics
 from .models import save_checkpoint
 from .models.detectors import LatentMLP, PixelCNNDetector
-from .training import TrainingRun, fit, lr_lambda, run_settings, seed_everything
+from .training import TrainingRun, fit, run_settings, seed_everything
 
 log = logging.getLogger(__name__)
-POOLED = "all"
+POOLED = "overall"  # the detector trained on all attacks pooled, and the pooled test set
 METHODS = ("latent_mlp", "pixel_cnn", "pca", "magnet")
 
 
@@ -123,7 +123,7 @@ class TrainedDetector:
         self.threshold = 0.0  # decide at logit 0, the decision the (class-balanced) loss trains for
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> list[dict]:
-        s = self.settings
+        settings = self.settings
         generator = seed_everything(self.seed)
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         yt = torch.from_numpy(y).to(self.device)
@@ -131,13 +131,11 @@ class TrainedDetector:
             self.model.standardize.fit(xt.flatten(1))
         n_pos = float(y.sum())
         pos_weight = (len(y) - n_pos) / n_pos
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-        steps = -(-len(y) // s["batch_size"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda({"name": "cosine"}, s["epochs"], steps))
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
         run = TrainingRun(self.workdir / f"{self.name}.state.pt", self.workdir / f"{self.name}.epochs.csv",
-                          {**run_settings(s, self.seed), "examples": len(y)})
-        history = fit(self.model, BinaryObjective(self.model, pos_weight), (xt, yt), optimizer, scheduler,
-                      s["epochs"], s["batch_size"], generator, run, name=self.name)
+                          {**run_settings(settings, self.seed), "examples": len(y)})
+        history = fit(self.model, BinaryObjective(self.model, pos_weight), (xt, yt), optimizer, {"name": "cosine"},
+                      settings["epochs"], settings["batch_size"], generator, run, name=self.name)
         run.state_path.unlink(missing_ok=True)
         return history
 
@@ -221,33 +219,37 @@ def evaluate_detector(detector, test_sets: dict[str, DetectionSet], scores: dict
     return rows
 
 
-def run_detection_method(method: str, cfg: dict, train_sets: dict[str, DetectionSet],
-                         test_sets: dict[str, DetectionSet], workdir, autoencoder=None) -> pd.DataFrame:
-    """Train one detector per key and one pooled; evaluate each on every key. Returns the long table."""
-    d = cfg["detection"]
-    device = resolve_device(cfg["device"])
+def build_detector(method: str, settings: dict, seed: int, x: np.ndarray, device, workdir: Path, key: str,
+                   autoencoder=None):
+    """The untrained detector `method` with its `detection.<method>` settings, for inputs like `x`."""
+    seed_everything(seed)  # before building the model: its initial weights come from this seed
+    if method == "latent_mlp":
+        model = LatentMLP(int(np.prod(x.shape[1:])), settings["widths"], settings["dropout"])
+        return TrainedDetector(model, settings, device, seed, workdir, key)
+    if method == "pixel_cnn":
+        return TrainedDetector(PixelCNNDetector(settings["width"]), settings, device, seed, workdir, key)
+    if method == "pca":
+        return PCADetector(settings["skip_components"])
+    if method == "magnet":
+        if autoencoder is None:
+            raise ConfigError("detection.methods: 'magnet' needs the purification autoencoder")
+        return ReconstructionErrorDetector(autoencoder, device)
+    raise ConfigError(f"detection.methods: unknown method {method!r} (use {', '.join(METHODS)} or mmd)")
+
+
+def run_detection_method(method: str, settings: dict, seed: int, train_sets: dict[str, DetectionSet],
+                         test_sets: dict[str, DetectionSet], workdir, autoencoder=None, *,
+                         device: str = "auto") -> pd.DataFrame:
+    """Train one detector `method` (with its `detection.<method>` settings) per key and one pooled;
+    evaluate each on every key. Returns the long table."""
+    device = resolve_device(device)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for key in sorted(train_sets) + [POOLED]:
         check_training_set(train_sets, key)
         x, y = training_arrays(train_sets, key)
-        seed_everything(cfg["seed"])  # before building the model: its initial weights come from this seed
-        if method == "latent_mlp":
-            s = d["latent_mlp"]
-            model = LatentMLP(int(np.prod(x.shape[1:])), s["widths"], s["dropout"])
-            detector = TrainedDetector(model, s, device, cfg["seed"], workdir, key)
-        elif method == "pixel_cnn":
-            detector = TrainedDetector(PixelCNNDetector(d["pixel_cnn"]["width"]), d["pixel_cnn"], device, cfg["seed"],
-                                       workdir, key)
-        elif method == "pca":
-            detector = PCADetector(d["pca"]["skip_components"])
-        elif method == "magnet":
-            if autoencoder is None:
-                raise ConfigError("detection.methods: 'magnet' needs the purification autoencoder")
-            detector = ReconstructionErrorDetector(autoencoder, device)
-        else:
-            raise ConfigError(f"detection.methods: unknown method {method!r} (use {', '.join(METHODS)} or mmd)")
+        detector = build_detector(method, settings, seed, x, device, workdir, key, autoencoder)
         detector.fit(x, y)
         if isinstance(detector, TrainedDetector):
             save_checkpoint(workdir / f"{key}.pt", "detector", detector.model, {"trained_on": key, "method": method})
@@ -308,70 +310,3 @@ def mmd_power(reference: np.ndarray, clean_test: np.ndarray, attacked: dict[str,
                 rejected += mmd_test(ref, batch, permutations, generator) < alpha
             rows.append({"test": name, "batch_size": b, "rejection_rate": rejected / trials, "trials": trials})
     return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------- tables
-PAPER_TABLE4 = {"fgsm": 97.12, "pgd": 97.07, "deepfool": 63.17, "overall": 83.6}
-TABLE4_COLUMNS = {"accuracy": "accuracy (%)", "auroc": "AUROC", "tpr_at_5fpr": "TPR at 5% FPR (%)",
-                  "fpr_clean": "FPR on clean (%)", "tpr_successful": "detected, successful adv. (%)",
-                  "tpr_failed": "detected, failed adv. (%)", "n_attacked": "attacked test images"}
-PERCENT = {"accuracy", "tpr_at_5fpr", "fpr_clean", "tpr_successful", "tpr_failed", "tpr"}
-
-
-def _present(row: pd.Series, columns: dict) -> dict:
-    return {label: (100 * row[k] if k in PERCENT else row[k]) for k, label in columns.items()}
-
-
-def table4(latent_eval: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Paper Table 4: the latent detector of each key on that key's test set, and the pooled one."""
-    rows = {}
-    for key in keys + [POOLED]:
-        sel = latent_eval[(latent_eval["train"] == key) & (latent_eval["test"] == key)]
-        if sel.empty:
-            raise ConfigError(f"tables: no latent-detector evaluation for {key}")
-        rows["overall" if key == POOLED else key] = _present(sel.iloc[0], TABLE4_COLUMNS)
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = "attack"
-    return table
-
-
-def table5(evaluations: pd.DataFrame, mmd: pd.DataFrame | None, keys: list[str], mmd_batch: int | None) -> pd.DataFrame:
-    """Methods x attacks, all measured here: balanced accuracy and AUROC of each detector on its own key."""
-    rows = {}
-    for method in evaluations["method"].unique():
-        ev = evaluations[evaluations["method"] == method]
-        row = {}
-        for key in keys + [POOLED]:
-            sel = ev[(ev["train"] == key) & (ev["test"] == key)]
-            label = "overall" if key == POOLED else key
-            row[f"{label} acc (%)"] = 100 * sel.iloc[0]["accuracy"] if not sel.empty else float("nan")
-            row[f"{label} AUROC"] = sel.iloc[0]["auroc"] if not sel.empty else float("nan")
-        rows[METHOD_LABELS.get(method, method)] = row
-    if mmd is not None and mmd_batch is not None:
-        sel = mmd[mmd["batch_size"] == mmd_batch]
-        power = {r["test"]: r["rejection_rate"] for _, r in sel.iterrows()}
-        row = {}
-        for key in keys:
-            row[f"{key} acc (%)"] = 100 * 0.5 * (power.get(key, float("nan")) + 1 - power.get("clean", float("nan")))
-            row[f"{key} AUROC"] = float("nan")
-        attacked = [power[k] for k in keys if k in power]
-        row["overall acc (%)"] = 100 * 0.5 * (np.mean(attacked) + 1 - power.get("clean", float("nan"))) if attacked else float("nan")
-        row["overall AUROC"] = float("nan")
-        rows[f"Kernel MMD test, batches of {mmd_batch} (Grosse et al. 2017)"] = row
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = "method"
-    return table
-
-
-METHOD_LABELS = {
-    "latent_mlp": "Glow latent + 5-layer MLP (paper)",
-    "pixel_cnn": "Binary CNN on pixels (Gong et al. 2017)",
-    "pca": "PCA trailing-component energy (Hendrycks & Gimpel 2016)",
-    "magnet": "Autoencoder reconstruction error (MagNet)",
-}
-
-
-def generalisation_matrix(evaluation: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
-    table = evaluation.pivot(index="train", columns="test", values=metric)
-    table.index.name = "trained on \\ tested on"
-    return table

@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 
 from .attacks import read_attack_file  # noqa: E402
 from .data import read_dataset_h5  # noqa: E402
+from .detection import POOLED  # noqa: E402
 from .h5io import atomic_path  # noqa: E402
 from .metrics import auroc, roc_curve  # noqa: E402
 
@@ -91,7 +92,7 @@ def roc_curves(models_dir, out_path, title: str) -> None:
     scores = _detector_scores(models_dir)
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
     for key, s in scores.items():
-        if key == "all" or key not in s:
+        if key == POOLED or key not in s:
             continue
         fpr, tpr = roc_curve(s["clean"], s[key])
         ax.plot(fpr, tpr, label=f"{key} (AUROC {auroc(s['clean'], s[key]):.3f})")
@@ -104,7 +105,7 @@ def roc_curves(models_dir, out_path, title: str) -> None:
 
 
 def score_histograms(models_dir, out_path, title: str) -> None:
-    scores = {k: v for k, v in _detector_scores(models_dir).items() if k != "all"}
+    scores = {k: v for k, v in _detector_scores(models_dir).items() if k != POOLED}
     fig, axes = plt.subplots(1, max(1, len(scores)), figsize=(3.6 * max(1, len(scores)), 3.0), squeeze=False)
     for ax, (key, s) in zip(axes[0], scores.items()):
         bins = np.histogram_bin_edges(np.concatenate([s["clean"], s[key]]), bins=40)

@@ -17,33 +17,32 @@ import logging
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-from .attacks import attack_indices, iter_adversarial_batches, read_attack_file
+from .attacks import attacked_images, iter_adversarial_batches, read_attack_file
 from .errors import ConfigError
 from .runtime import resolve_device
 from .data import read_dataset_h5
-from .h5io import atomic_h5, file_sha256, library_versions, read_h5, write_json
+from .h5io import atomic_h5, file_sha256, provenance_attrs, read_h5, write_json
 from .models import CheckpointError, load_checkpoint, save_checkpoint
 from .models.glow import Glow
 from .inference import to_float_pixels
-from .training import TrainingDiverged, TrainingRun, finish_training, fit, lr_lambda, prepare_training, run_settings
+from .training import TrainingDiverged, TrainingRun, finish_training, fit, prepare_training, run_settings
 
 log = logging.getLogger(__name__)
 LATENT_FORMAT = "advdefense-latents-v1"
 
 
-def glow_arch(flow_cfg: dict, seed: int) -> dict:
-    return {"name": "glow", "hidden_channels": flow_cfg["hidden_channels"], "K": flow_cfg["K"], "L": flow_cfg["L"],
-            "actnorm_scale": flow_cfg["actnorm_scale"], "flow_permutation": flow_cfg["permutation"],
-            "flow_coupling": flow_cfg["coupling"], "learn_top": flow_cfg["learn_top"], "image_shape": [3, 32, 32],
+def glow_arch(settings: dict, seed: int) -> dict:
+    return {"name": "glow", "hidden_channels": settings["hidden_channels"], "K": settings["K"], "L": settings["L"],
+            "actnorm_scale": settings["actnorm_scale"], "flow_permutation": settings["permutation"],
+            "flow_coupling": settings["coupling"], "learn_top": settings["learn_top"], "image_shape": [3, 32, 32],
             "n_bits": 8, "seed": seed}
 
 
-def build_glow(flow_cfg: dict, seed: int) -> Glow:
-    arch = glow_arch(flow_cfg, seed)
+def build_glow(settings: dict, seed: int) -> Glow:
+    arch = glow_arch(settings, seed)
     arch.pop("name")
     return Glow(**arch)
 
@@ -131,33 +130,35 @@ def mean_bpd(model: Glow, images: torch.Tensor, batch_size: int, device, seed: i
     return total / len(images)
 
 
-def train_flow(dataset_path, cfg: dict, model_path, metrics_path, log_path, state_path) -> dict:
-    f = cfg["flow"]
-    data = prepare_training(dataset_path, cfg, seed_offset=1)
+def train_flow(dataset_path, settings: dict, seed: int, model_path, metrics_path, log_path, state_path, *,
+               device: str = "auto", eval_batch_size: int = 256) -> dict:
+    """Train a Glow with the `flow` settings (architecture, epochs, batch size, ActNorm initialisation,
+    optimizer) on the training split; write checkpoint, metrics and log."""
+    data = prepare_training(dataset_path, device, seed + 1)
     device, generator, train_x, test_x = data.device, data.generator, data.train_x, data.test_x
-    model = build_glow(f, cfg["seed"]).to(device)
-    run = TrainingRun(Path(state_path), Path(log_path), run_settings(f, cfg["seed"], data.dataset_sha256))
+    model = build_glow(settings, seed).to(device)
+    run = TrainingRun(Path(state_path), Path(log_path), run_settings(settings, seed, data.dataset_sha256))
     if run.load_state() is None:  # no state to resume: data-dependent ActNorm initialisation on a fixed batch
-        init = train_x[: f["init_images"]]
+        init = train_x[: settings["init_images"]]
         model.train()
         with torch.no_grad():
             x = model.preprocess(to_float_pixels(init))
             model(x, torch.rand(x.shape, generator=generator).to(device) / model.n_bins)
     model.mark_initialized()
-    optimizer = torch.optim.Adamax(model.parameters(), lr=f["optimizer"]["lr"])
-    steps = -(-len(train_x) // f["batch_size"])
-    schedule = {"name": "constant", "warmup_epochs": f["optimizer"]["warmup_epochs"]}
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, f["epochs"], steps))
+    adamax = settings["optimizer"]
+    optimizer = torch.optim.Adamax(model.parameters(), lr=adamax["lr"])
+    schedule = {"name": "constant", "warmup_epochs": adamax["warmup_epochs"]}
 
     def evaluate():
-        return {"test_bpd": mean_bpd(model, test_x, f["eval_batch_size"], device)}
+        return {"test_bpd": mean_bpd(model, test_x, eval_batch_size, device)}
 
     params = sum(p.numel() for p in model.parameters())
     log.info("training Glow (hidden %d, K %d, L %d, %d parameters) on %d images, %s",
-             f["hidden_channels"], f["K"], f["L"], params, len(train_x), device)
+             settings["hidden_channels"], settings["K"], settings["L"], params, len(train_x), device)
     t0 = time.perf_counter()
-    history = fit(model, FlowObjective(model), (train_x,), optimizer, scheduler, f["epochs"], f["batch_size"],
-                  generator, run, evaluate=evaluate, name="flow", max_grad_norm=f["optimizer"]["max_grad_norm"])
+    history = fit(model, FlowObjective(model), (train_x,), optimizer, schedule, settings["epochs"],
+                  settings["batch_size"], generator, run, evaluate=evaluate, name="flow",
+                  max_grad_norm=adamax["max_grad_norm"])
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise TrainingDiverged(f"flow: non-finite weights after training ({', '.join(bad[:3])}); checkpoint not written")
@@ -169,15 +170,16 @@ def train_flow(dataset_path, cfg: dict, model_path, metrics_path, log_path, stat
         "top_latent_shape": list(model.top_shape),
     }
     return finish_training("flow", model, history, run, device, len(train_x), t0, model_path, metrics_path, metrics,
-                           {"test_bpd": metrics["test_bpd"], "seed": cfg["seed"]})
+                           {"test_bpd": metrics["test_bpd"], "seed": seed})
 
 
-def import_published_flow(checkpoint, hparams, dataset_path, cfg: dict, model_path, metrics_path) -> dict:
+def import_published_flow(checkpoint, hparams, dataset_path, model_path, metrics_path, *, device: str = "auto",
+                          eval_batch_size: int = 256) -> dict:
     """Convert the published checkpoint into this pipeline's format; report its test bits/dim here."""
-    device = resolve_device(cfg["device"])
+    device = resolve_device(device)
     model = load_published_glow(checkpoint, hparams).to(device)
     ds = read_dataset_h5(dataset_path)
-    bpd = mean_bpd(model, torch.from_numpy(ds.test.images), cfg["flow"]["eval_batch_size"], device)
+    bpd = mean_bpd(model, torch.from_numpy(ds.test.images), eval_batch_size, device)
     metrics = {"source": "pretrained", "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
                "test_bpd": bpd, "parameters": sum(p.numel() for p in model.parameters()),
                "architecture": model.arch, "top_latent_shape": list(model.top_shape), "device": str(device)}
@@ -220,39 +222,36 @@ def _write_latents(out_path, model: Glow, n: int, batches, device, arrays: dict,
         if start != n:
             raise RuntimeError(f"{out_path}: wrote {start} latents for {n} images")
         seconds = time.perf_counter() - t0
-        f.attrs.update({"format": LATENT_FORMAT, "versions": json.dumps(library_versions(), sort_keys=True),
-                        "seconds": seconds, "images_per_s": n / seconds, **attrs})
+        f.attrs.update({"format": LATENT_FORMAT, "seconds": seconds, "images_per_s": n / seconds, **attrs})
         mean_bpd_value = float(bpd_ds[()].mean())
     log.info("%s: %d latents (%dx%dx%d), mean %.3f bits/dim, %.0f images/s", out_path, n, c, h, w, mean_bpd_value,
              n / seconds)
     return {"n": n, "mean_bpd": mean_bpd_value, "seconds": seconds}
 
 
-def clean_latents(dataset_path, flow_path, cfg: dict, split: str, out_path) -> dict:
-    """Latents of the clean images that the attacks use (same seeded subset), so they line up."""
-    device = resolve_device(cfg["device"])
+def clean_latents(dataset_path, flow_path, split: str, out_path, *, images: int | None, seed: int,
+                  device: str = "auto", batch_size: int = 256) -> dict:
+    """Latents of the clean images that the attacks use (`attacks.attacked_images`), so they line up."""
+    device = resolve_device(device)
     model = load_flow(flow_path, device)
-    data = read_dataset_h5(dataset_path).split(split)
-    index = attack_indices(len(data), cfg["attack_defaults"]["images"][split], cfg["seed"],
-                           f"attack_defaults.images.{split}")
-    bs = cfg["latents"]["batch_size"]
-    batches = (data.images[index[s : s + bs]].astype(np.float32) / 255.0 for s in range(0, len(index), bs))
-    attrs = {"kind": "clean", "source": str(dataset_path), "split": split, "flow_sha256": file_sha256(flow_path)}
+    data, index = attacked_images(dataset_path, split, images, seed)
+    batches = (data.images[index[s : s + batch_size]].astype(np.float32) / 255.0 for s in range(0, len(index), batch_size))
+    attrs = {"kind": "clean", "source": str(dataset_path), "split": split, **provenance_attrs(flow=flow_path)}
     return _write_latents(out_path, model, len(index), batches, device,
                           {"index": index, "label": data.labels[index]}, attrs)
 
 
-def attack_latents(attack_path, flow_path, cfg: dict, out_path) -> dict:
-    device = resolve_device(cfg["device"])
+def attack_latents(attack_path, flow_path, out_path, *, device: str = "auto", batch_size: int = 256) -> dict:
+    """Latents of the adversarials of one attack file."""
+    device = resolve_device(device)
     model = load_flow(flow_path, device)
     meta = read_attack_file(attack_path, require=("index", "label", "success", "pred_adv"))
-    n, bs = len(meta["index"]), cfg["latents"]["batch_size"]
-
     a = meta["attrs"]
     attrs = {"kind": "attack", "source": str(attack_path), "split": a.get("split", ""), "attack": a["attack"],
-             "epsilon": float(a["epsilon"]), "flow_sha256": file_sha256(flow_path)}
+             "epsilon": float(a["epsilon"]), **provenance_attrs(flow=flow_path)}
     arrays = {k: meta[k] for k in ("index", "label", "success", "pred_adv")}
-    return _write_latents(out_path, model, n, iter_adversarial_batches(attack_path, bs), device, arrays, attrs)
+    return _write_latents(out_path, model, len(meta["index"]), iter_adversarial_batches(attack_path, batch_size),
+                          device, arrays, attrs)
 
 
 def read_latents(path) -> dict:

@@ -99,6 +99,14 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def provenance_attrs(**files: str | Path) -> dict[str, str]:
+    """The provenance attributes of an output file: library versions (JSON) and the sha256 of each
+    named input, e.g. ``provenance_attrs(classifier=path)`` -> {"versions": ..., "classifier_sha256": ...}."""
+    attrs = {"versions": json.dumps(library_versions(), sort_keys=True)}
+    attrs.update({f"{name}_sha256": file_sha256(path) for name, path in files.items()})
+    return attrs
+
+
 def library_versions() -> dict[str, str]:
     import numpy
     import torch

@@ -162,7 +162,7 @@ def fit(
     objective: Objective,
     train_tensors: Sequence[torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    schedule: dict | None,
     epochs: int,
     batch_size: int,
     generator: torch.Generator,
@@ -176,7 +176,8 @@ def fit(
     """Train `model` for `epochs` epochs, resuming from `run.state_path` when it exists.
 
     `train_tensors` are indexed together along dim 0 (e.g. images and labels, already on the
-    training device). The scheduler, if any, steps once per batch; `max_grad_norm` clips the
+    training device). `schedule` (see `lr_lambda`; None: constant) sets the learning rate of every
+    step from the optimizer's base rate; `max_grad_norm` clips the
     global gradient norm. Losses are checked for non-finite values every `check_every` steps and at
     the end of each epoch (default: every step on the CPU, every CUDA_CHECK_EVERY steps on a GPU,
     where each check is a host sync); an epoch with one is never saved. Returns the history: one
@@ -191,6 +192,9 @@ def fit(
         raise ValueError("training tensors differ in length: " + ", ".join(str(len(t)) for t in train_tensors))
     if n == 0:
         raise ValueError("the training set is empty")
+    steps_per_epoch = len(range(0, n - (n % batch_size) if (drop_last and n >= batch_size) else n, batch_size))
+    scheduler = None if schedule is None else \
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, epochs, steps_per_epoch))
 
     start_epoch = 1
     state = run.load_state()
@@ -309,10 +313,10 @@ class TrainingData:
     dataset_sha256: str
 
 
-def prepare_training(dataset_path, cfg: dict, seed_offset: int) -> TrainingData:
-    """Resolve the device, seed everything (master seed + a per-model offset) and load the data."""
-    device = resolve_device(cfg["device"])
-    generator = seed_everything(cfg["seed"] + seed_offset)
+def prepare_training(dataset_path, device: str, seed: int) -> TrainingData:
+    """Resolve the device, seed everything and load the data (training split on the device)."""
+    device = resolve_device(device)
+    generator = seed_everything(seed)
     ds = read_dataset_h5(dataset_path)
     return TrainingData(device, generator, torch.from_numpy(ds.train.images).to(device),
                         torch.from_numpy(ds.train.labels).to(device), torch.from_numpy(ds.test.images),

@@ -1,20 +1,22 @@
 rule attack:
     input:
-        data="results/data/{dataset}.h5",
-        model="results/classifier/{dataset}/model.pt",
+        data=DATA,
+        model=CLASSIFIER,
     output:
-        "results/attacks/{dataset}/{attack}/eps{eps}/{split}.h5",
+        ATTACK,
     log:
         "logs/attacks/{dataset}/{attack}/eps{eps}/{split}.log",
     benchmark:
         "results/benchmarks/attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
     params:
-        job=attack_job_params,
+        # only this file's epsilon: adding an epsilon to the list does not re-run the existing ones
+        attack=attack_method,
         epsilon=attack_epsilon,
-    threads: config["attack_defaults"]["resources"]["threads"]
+        images=attacked_images,
+        seed=config["seed"],
+    threads: threads_of("attack_defaults")
     resources:
-        gpu=1,
-        **resources_of("attack_defaults"),
+        **resources_of("attack_defaults", gpu=True),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -25,11 +27,14 @@ rule attack_summary:
     input:
         attack_files(),
     output:
-        report("results/attacks/{dataset}/summary.csv", caption="../report/table.rst", category="Tables", subcategory="Attacks"),
+        report(ATTACK_SUMMARY, caption="../report/table.rst", category="Tables", subcategory="Attacks"),
     log:
         "logs/attacks/{dataset}/summary.log",
     benchmark:
         "results/benchmarks/attack_summary/{dataset}/summary.tsv"
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -1,23 +1,22 @@
 rule train_classifier:
     input:
-        data="results/data/{dataset}.h5",
+        data=DATA,
     output:
-        model="results/classifier/{dataset}/model.pt",
-        metrics="results/classifier/{dataset}/metrics.json",
-        epochs="results/classifier/{dataset}/epochs.csv",
+        model=CLASSIFIER,
+        metrics=CLASSIFIER_METRICS,
+        epochs=CLASSIFIER_EPOCHS,
     log:
         "logs/classifier/{dataset}.log",
     benchmark:
         "results/benchmarks/train_classifier/{dataset}.tsv"
     params:
-        classifier=canonical({k: v for k, v in config["classifier"].items() if k != "resources"}),
+        classifier=result_settings("classifier"),
         seed=config["seed"],
         # per-epoch resumable state: a killed job continues from its last finished epoch
-        state="results/classifier/{dataset}/train_state.pt",
-    threads: config["classifier"]["resources"]["threads"]
+        state=CLASSIFIER_STATE,
+    threads: threads_of("classifier")
     resources:
-        gpu=1,
-        **resources_of("classifier"),
+        **resources_of("classifier", gpu=True),
     conda:
         "../../envs/pipeline.yaml"
     script:

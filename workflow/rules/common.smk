@@ -1,15 +1,21 @@
-# Helpers shared by the rules: config validation, paths, parameters. No rules here.
+# Shared by the rules: config validation, every file pattern (named once), input functions, params and
+# resources helpers. No rules here.
 import json
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The project's package lives in src/; the scripts put it on sys.path the same way (see their first lines).
+# The project's package lives in src/ (jobs find the same one through workflow/scripts/_checkout.py).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from advdefense.config import ConfigError, eps_tag, validate_config
+from advdefense.attacks import eps_tag
+from advdefense.config import ConfigError, validate_config
+from advdefense.detection import attack_key
+from advdefense.runtime import is_runtime_key
 
+# Schema, defaults and every check that the configuration and the data source allow (attack classes and
+# parameter ranges, epsilon tags, subset sizes ...) before any job runs or any output is deleted.
 try:
     _validated = validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 except ConfigError as exc:
@@ -29,34 +35,60 @@ wildcard_constraints:
     split=r"train|test",
 
 
-def dataset_file(dataset=DATASET):
-    return f"results/data/{dataset}.h5"
+# ----------------------------------------------------------------------------- file patterns
+DATA = "results/data/{dataset}.h5"
+CLASSIFIER = "results/classifier/{dataset}/model.pt"
+CLASSIFIER_METRICS = "results/classifier/{dataset}/metrics.json"
+CLASSIFIER_EPOCHS = "results/classifier/{dataset}/epochs.csv"
+CLASSIFIER_STATE = "results/classifier/{dataset}/train_state.pt"
+ATTACK = "results/attacks/{dataset}/{attack}/eps{eps}/{split}.h5"
+ATTACK_SUMMARY = "results/attacks/{dataset}/summary.csv"
+FLOW = "results/flow/{dataset}/model.pt"
+FLOW_METRICS = "results/flow/{dataset}/metrics.json"
+FLOW_EPOCHS = "results/flow/{dataset}/epochs.csv"
+FLOW_STATE = "results/flow/{dataset}/train_state.pt"
+LATENTS_CLEAN = "results/latents/{dataset}/clean/{split}.h5"
+LATENTS_ATTACK = "results/latents/{dataset}/{attack}/eps{eps}/{split}.h5"
+AUTOENCODER = "results/autoencoder/{dataset}/model.pt"
+AUTOENCODER_METRICS = "results/autoencoder/{dataset}/metrics.json"
+AUTOENCODER_EPOCHS = "results/autoencoder/{dataset}/epochs.csv"
+AUTOENCODER_STATE = "results/autoencoder/{dataset}/train_state.pt"
+PURIFIED_CLEAN = "results/purified/{dataset}/clean/{split}.h5"
+PURIFIED_ATTACK = "results/purified/{dataset}/{attack}/eps{eps}/{split}.h5"
+ADAPTIVE = "results/adaptive/{dataset}/{attack}/eps{eps}/test.h5"
+DETECTION_EVALUATION = "results/detection/{dataset}/{method}/evaluation.csv"
+DETECTION_MODELS = "results/detection/{dataset}/{method}/models"
+MMD_POWER = "results/detection/{dataset}/mmd/power.csv"
+TABLE = "results/tables/{dataset}/{table}"  # {table}: table3_purification.md, table4_detection.csv ...
+FIGURE = "results/figures/{dataset}/{figure}"  # {figure}: figure1_examples.png, training_curves.png ...
 
 
-def classifier_file(dataset=DATASET, name="model.pt"):
-    return f"results/classifier/{dataset}/{name}"
-
-
-def attack_file(attack, eps, split, dataset=DATASET):
-    return f"results/attacks/{dataset}/{attack}/eps{eps_tag(eps)}/{split}.h5"
+def path(pattern, **wildcards):
+    """`pattern` with the given wildcards filled in (an `eps` number becomes its file tag); the ones not
+    given stay wildcards, so `path(DATA)` is the pattern and `path(DATA, dataset="x")` one file."""
+    if "eps" in wildcards and not isinstance(wildcards["eps"], str):
+        wildcards["eps"] = eps_tag(wildcards["eps"])
+    keep = {name: f"{{{name}}}" for name in ("dataset", "attack", "eps", "split", "method", "table", "figure")}
+    return pattern.format(**{**keep, **wildcards})
 
 
 def attack_files(dataset=DATASET):
     return [
-        attack_file(name, eps, split, dataset)
+        path(ATTACK, dataset=dataset, attack=name, eps=eps, split=split)
         for name, spec in ATTACKS.items()
         for eps in spec["epsilons"]
         for split in SPLITS
     ]
 
 
-def attack_summary_file(dataset=DATASET):
-    return f"results/attacks/{dataset}/summary.csv"
-
-
 def latent_files(dataset=DATASET):
-    clean = [f"results/latents/{dataset}/clean/{split}.h5" for split in SPLITS]
-    return clean + [path.replace("results/attacks/", "results/latents/", 1) for path in attack_files(dataset)]
+    clean = [path(LATENTS_CLEAN, dataset=dataset, split=split) for split in SPLITS]
+    return clean + [
+        path(LATENTS_ATTACK, dataset=dataset, attack=name, eps=eps, split=split)
+        for name, spec in ATTACKS.items()
+        for eps in spec["epsilons"]
+        for split in SPLITS
+    ]
 
 
 def purification_splits():
@@ -69,31 +101,38 @@ def table3_columns():
 
 
 def table3_inputs(dataset=DATASET):
-    """{'purified': {(attack, eps): path}, 'adaptive': {...}} for the columns of Table 3 (test split)."""
-    purified, adaptive = {}, {}
-    for name, eps in table3_columns():
-        purified[(name, eps)] = f"results/purified/{dataset}/{name}/eps{eps_tag(eps)}/test.h5"
-        if config["purification"]["adaptive"]["enabled"]:
-            adaptive[(name, eps)] = f"results/adaptive/{dataset}/{name}/eps{eps_tag(eps)}/test.h5"
+    """{'purified': [...], 'adaptive': [...]}: the test files of Table 3's columns, in column order."""
+    purified = [path(PURIFIED_ATTACK, dataset=dataset, attack=name, eps=eps, split="test") for name, eps in table3_columns()]
+    adaptive = []
+    if config["purification"]["adaptive"]["enabled"]:
+        adaptive = [path(ADAPTIVE, dataset=dataset, attack=name, eps=eps) for name, eps in table3_columns()]
     return {"purified": purified, "adaptive": adaptive}
+
+
+def purified_test_files(dataset=DATASET):
+    if not config["purification"]["enabled"]:
+        return []
+    return [
+        path(PURIFIED_ATTACK, dataset=dataset, attack=name, eps=eps, split="test")
+        for name, spec in ATTACKS.items()
+        for eps in spec["epsilons"]
+    ]
 
 
 def purification_targets(dataset=DATASET):
     if not (config["purification"]["enabled"] and ATTACKS):
         return []
     files = [
-        f"results/purified/{dataset}/{name}/eps{eps_tag(eps)}/{split}.h5"
+        path(PURIFIED_ATTACK, dataset=dataset, attack=name, eps=eps, split=split)
         for name, spec in ATTACKS.items()
         for eps in spec["epsilons"]
         for split in purification_splits()
     ]
-    return files + [f"results/tables/{dataset}/table3_purification.md"]
+    return files + [path(TABLE, dataset=dataset, table="table3_purification.md")]
 
 
 def detection_keys():
     """[[attack, eps, key], ...] for every configured attack and epsilon."""
-    from advdefense.detection import attack_key
-
     return [[name, float(eps), attack_key(name, eps)] for name, spec in ATTACKS.items() for eps in spec["epsilons"]]
 
 
@@ -103,68 +142,56 @@ def detection_inputs(wildcards, method=None):
     d = wildcards.dataset
     inputs = {}
     for name, eps, key in detection_keys():
-        tag = eps_tag(eps)
         for split in ("train", "test"):
-            if method == "latent_mlp":
-                inputs[f"{key}__{split}"] = f"results/latents/{d}/{name}/eps{tag}/{split}.h5"
-            else:
-                inputs[f"{key}__{split}"] = f"results/attacks/{d}/{name}/eps{tag}/{split}.h5"
-    for split in ("train", "test"):
-        if method == "latent_mlp":
-            inputs[f"clean__{split}"] = f"results/latents/{d}/clean/{split}.h5"
-    if method != "latent_mlp":
-        inputs["data"] = f"results/data/{d}.h5"
+            pattern = LATENTS_ATTACK if method == "latent_mlp" else ATTACK
+            inputs[f"{key}__{split}"] = path(pattern, dataset=d, attack=name, eps=eps, split=split)
+    if method == "latent_mlp":
+        for split in ("train", "test"):
+            inputs[f"clean__{split}"] = path(LATENTS_CLEAN, dataset=d, split=split)
+    else:
+        inputs["data"] = path(DATA, dataset=d)
     if method == "magnet":
-        inputs["autoencoder"] = f"results/autoencoder/{d}/model.pt"
+        inputs["autoencoder"] = path(AUTOENCODER, dataset=d)
     return inputs
 
 
 def detection_targets(dataset=DATASET):
     if not (config["detection"]["enabled"] and ATTACKS):
         return []
-    return [f"results/tables/{dataset}/table4_detection.md", f"results/tables/{dataset}/table5_comparison.md"]
+    return [path(TABLE, dataset=dataset, table=name) for name in ("table4_detection.md", "table5_comparison.md")]
 
 
 def figure1_attack_files(dataset=DATASET):
     """Test files of up to three attacks at their first epsilon (the paper shows FGSM, PGD, DeepFool)."""
-    return [attack_file(name, spec["epsilons"][0], "test", dataset) for name, spec in list(ATTACKS.items())[:3]]
-
-
-def purified_test_files(dataset=DATASET):
-    if not config["purification"]["enabled"]:
-        return []
-    return [
-        f"results/purified/{dataset}/{name}/eps{eps_tag(eps)}/test.h5"
-        for name, spec in ATTACKS.items()
-        for eps in spec["epsilons"]
-    ]
+    return [path(ATTACK, dataset=dataset, attack=name, eps=spec["epsilons"][0], split="test")
+            for name, spec in list(ATTACKS.items())[:3]]
 
 
 def training_logs(wildcards):
     d = wildcards.dataset
-    logs = {"classifier": f"results/classifier/{d}/epochs.csv"}
+    logs = {"classifier": path(CLASSIFIER_EPOCHS, dataset=d)}
     if config["latents"]["enabled"] and config["flow"]["source"] == "train":
-        logs["flow"] = f"results/flow/{d}/epochs.csv"
+        logs["flow"] = path(FLOW_EPOCHS, dataset=d)
     if config["purification"]["enabled"] or "magnet" in config["detection"]["methods"]:
-        logs["autoencoder"] = f"results/autoencoder/{d}/epochs.csv"
+        logs["autoencoder"] = path(AUTOENCODER_EPOCHS, dataset=d)
     return logs
 
 
 def figure_targets(dataset=DATASET):
-    targets = [f"results/figures/{dataset}/training_curves.png"]
+    names = ["training_curves.png"]
     if ATTACKS:
-        targets += [f"results/figures/{dataset}/figure1_examples.png", f"results/figures/{dataset}/accuracy_vs_epsilon.png"]
+        names += ["figure1_examples.png", "accuracy_vs_epsilon.png"]
     if detection_targets(dataset):
-        targets.append(f"results/figures/{dataset}/roc_latent_detector.png")
-    return targets
+        names.append("roc_latent_detector.png")
+    return [path(FIGURE, dataset=dataset, figure=name) for name in names]
 
 
 def all_targets():
-    targets = [dataset_file(), classifier_file(name="metrics.json")]
+    targets = [path(DATA, dataset=DATASET), path(CLASSIFIER_METRICS, dataset=DATASET)]
     if ATTACKS:
-        targets.append(attack_summary_file())
+        targets.append(path(ATTACK_SUMMARY, dataset=DATASET))
     if config["latents"]["enabled"]:
-        targets.append(f"results/flow/{DATASET}/metrics.json")
+        targets.append(path(FLOW_METRICS, dataset=DATASET))
         targets += latent_files()
     targets += purification_targets()
     targets += detection_targets()
@@ -172,23 +199,47 @@ def all_targets():
     return targets
 
 
+# ----------------------------------------------------------------------------- params
 def canonical(obj):
     """A key-sorted copy of a config value. Snakemake compares params by their text, so rule params
     go through this: re-ordering keys in a YAML file must not re-run anything."""
     return json.loads(json.dumps(obj, sort_keys=True))
 
 
-def resources_of(section):
-    """Cluster-neutral resources (runtime in minutes, mem_mb) of a config section."""
-    res = config[section]["resources"]
-    return {"runtime": res["runtime"], "mem_mb": res["mem_mb"]}
+def result_settings(section, leave_out=()):
+    """The settings of a config section that change results (runtime-only keys and `leave_out` left out):
+    what a stage's rule passes as params, so that changing any of them re-runs the stage and nothing else does."""
+    def keep(prefix, value):
+        if isinstance(value, dict):
+            return {k: keep(f"{prefix}.{k}", v) for k, v in value.items()
+                    if not is_runtime_key(f"{prefix}.{k}") and f"{prefix}.{k}" not in leave_out}
+        return value
+
+    return canonical(keep(section, config[section]))
+
+
+def dataset_settings():
+    """The `dataset` keys that decide the dataset file: its source's own keys and the subset sizes."""
+    data = config["dataset"]
+    own = {"cifar10": ["root"], "local": ["path"], "synthetic": ["synthetic"]}[data["source"]]
+    return canonical({k: data[k] for k in ["source", "train_size", "test_size", *own]})
+
+
+def attack_method(wildcards):
+    """The method of an attack job: Foolbox class, norm and constructor parameters (not its epsilons)."""
+    spec = configured_attack(wildcards)
+    return canonical({"class": spec["class"], "norm": spec["norm"], "params": spec.get("params") or {}})
+
+
+def configured_attack(wildcards):
+    if wildcards.attack not in ATTACKS:
+        raise WorkflowError(f"attacks.{wildcards.attack}: no such attack in the configuration (have {sorted(ATTACKS)})")
+    return ATTACKS[wildcards.attack]
 
 
 def attack_epsilon(wildcards):
     """The configured epsilon whose file tag is the wildcard; unknown ones are a clear error."""
-    if wildcards.attack not in ATTACKS:
-        raise WorkflowError(f"attacks.{wildcards.attack}: no such attack in the configuration (have {sorted(ATTACKS)})")
-    for eps in ATTACKS[wildcards.attack]["epsilons"]:
+    for eps in configured_attack(wildcards)["epsilons"]:
         if eps_tag(eps) == wildcards.eps:
             return float(eps)
     raise WorkflowError(
@@ -196,17 +247,18 @@ def attack_epsilon(wildcards):
     )
 
 
-def attack_job_params(wildcards, split=None):
-    """Everything that determines one attack file; the other epsilons of the list are not in it,
-    so adding an epsilon does not re-run the files of the existing ones."""
-    spec = ATTACKS.get(wildcards.attack)
-    if spec is None:
-        raise WorkflowError(f"attacks.{wildcards.attack}: no such attack in the configuration (have {sorted(ATTACKS)})")
-    return canonical({
-        "class": spec["class"],
-        "norm": spec["norm"],
-        "params": spec.get("params", {}),
-        "epsilon": attack_epsilon(wildcards),
-        "images": config["attack_defaults"]["images"][split or wildcards.split],
-        "seed": config["seed"],
-    })
+def attacked_images(wildcards):
+    """`attack_defaults.images` of the job's split: how many of its images every attack uses."""
+    return config["attack_defaults"]["images"][wildcards.split]
+
+
+# ----------------------------------------------------------------------------- resources
+def threads_of(section):
+    return config[section]["resources"]["threads"]
+
+
+def resources_of(section, gpu=False):
+    """Cluster-neutral resources of a rule from its config section's `resources` (runtime in minutes,
+    mem_mb), plus one GPU token for jobs that use the device."""
+    res = config[section]["resources"]
+    return {"runtime": res["runtime"], "mem_mb": res["mem_mb"], **({"gpu": 1} if gpu else {})}

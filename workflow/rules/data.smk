@@ -1,16 +1,16 @@
 rule dataset:
     output:
-        "results/data/{dataset}.h5",
+        DATA,
     log:
         "logs/data/{dataset}.log",
     benchmark:
         "results/benchmarks/dataset/{dataset}.tsv"
     params:
-        dataset=canonical(config["dataset"]),
+        dataset=dataset_settings(),
         seed=config["seed"],
+    threads: threads_of("dataset")
     resources:
-        runtime=30,
-        mem_mb=4000,
+        **resources_of("dataset"),
     conda:
         "../../envs/pipeline.yaml"
     script:

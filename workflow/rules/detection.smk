@@ -2,22 +2,22 @@ rule detect:
     input:
         unpack(detection_inputs),
     output:
-        evaluation="results/detection/{dataset}/{method}/evaluation.csv",
-        models=directory("results/detection/{dataset}/{method}/models"),
+        evaluation=DETECTION_EVALUATION,
+        models=directory(DETECTION_MODELS),
     log:
         "logs/detection/{dataset}/{method}.log",
     benchmark:
         "results/benchmarks/detect/{dataset}/{method}.tsv"
     params:
-        attack_keys=detection_keys(),
+        # sorted: the order of attacks in the YAML file does not change what a detector learns
+        attack_keys=sorted(detection_keys()),
         settings=lambda w: canonical(config["detection"].get(w.method, {})),
         seed=config["seed"],
     wildcard_constraints:
         method="latent_mlp|pixel_cnn|pca|magnet",
-    threads: config["detection"]["resources"]["threads"]
+    threads: threads_of("detection")
     resources:
-        gpu=1,
-        **resources_of("detection"),
+        **resources_of("detection", gpu=True),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -28,19 +28,19 @@ rule mmd_test:
     input:
         unpack(lambda w: detection_inputs(w, method="mmd")),
     output:
-        "results/detection/{dataset}/mmd/power.csv",
+        MMD_POWER,
     log:
         "logs/detection/{dataset}/mmd.log",
     benchmark:
         "results/benchmarks/mmd_test/{dataset}/mmd.tsv"
     params:
-        attack_keys=detection_keys(),
-        settings=canonical(config["detection"]["mmd"]),
+        attack_keys=sorted(detection_keys()),
+        # which batch size Table 5 shows, and whether the test runs at all, do not change its numbers
+        settings=result_settings("detection", leave_out=("detection.mmd.enabled", "detection.mmd.table_batch_size"))["mmd"],
         seed=config["seed"],
-    threads: config["detection"]["resources"]["threads"]
+    threads: threads_of("detection")
     resources:
-        runtime=config["detection"]["resources"]["runtime"],
-        mem_mb=config["detection"]["resources"]["mem_mb"],
+        **resources_of("detection"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -49,28 +49,25 @@ rule mmd_test:
 
 rule detection_tables:
     input:
-        evaluations=expand(
-            "results/detection/{{dataset}}/{method}/evaluation.csv", method=config["detection"]["methods"]
-        ),
-        mmd=(
-            ["results/detection/{dataset}/mmd/power.csv"]
-            if config["detection"]["mmd"]["enabled"]
-            else []
-        ),
+        evaluations=[path(DETECTION_EVALUATION, method=m) for m in config["detection"]["methods"]],
+        mmd=[MMD_POWER] if config["detection"]["mmd"]["enabled"] else [],
     output:
-        table4_csv=report("results/tables/{dataset}/table4_detection.csv", caption="../report/table.rst", category="Tables", subcategory="Table 4"),
-        table4_md="results/tables/{dataset}/table4_detection.md",
-        table5_csv=report("results/tables/{dataset}/table5_comparison.csv", caption="../report/table.rst", category="Tables", subcategory="Table 5"),
-        table5_md="results/tables/{dataset}/table5_comparison.md",
-        general_csv=report("results/tables/{dataset}/detection_generalisation.csv", caption="../report/table.rst", category="Tables", subcategory="Generalisation"),
-        general_md="results/tables/{dataset}/detection_generalisation.md",
+        table4_csv=report(path(TABLE, table="table4_detection.csv"), caption="../report/table.rst", category="Tables", subcategory="Table 4"),
+        table4_md=path(TABLE, table="table4_detection.md"),
+        table5_csv=report(path(TABLE, table="table5_comparison.csv"), caption="../report/table.rst", category="Tables", subcategory="Table 5"),
+        table5_md=path(TABLE, table="table5_comparison.md"),
+        general_csv=report(path(TABLE, table="detection_generalisation.csv"), caption="../report/table.rst", category="Tables", subcategory="Generalisation"),
+        general_md=path(TABLE, table="detection_generalisation.md"),
     log:
         "logs/tables/{dataset}/detection.log",
     benchmark:
         "results/benchmarks/detection_tables/{dataset}/detection.tsv"
     params:
-        attack_keys=detection_keys(),
+        attack_keys=detection_keys(),  # in config order: the order of the tables' rows
         mmd_batch=config["detection"]["mmd"]["table_batch_size"],
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
     conda:
         "../../envs/pipeline.yaml"
     script:

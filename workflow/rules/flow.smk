@@ -2,23 +2,22 @@ if config["flow"]["source"] == "train":
 
     rule train_flow:
         input:
-            data="results/data/{dataset}.h5",
+            data=DATA,
         output:
-            model="results/flow/{dataset}/model.pt",
-            metrics="results/flow/{dataset}/metrics.json",
-            epochs="results/flow/{dataset}/epochs.csv",
+            model=FLOW,
+            metrics=FLOW_METRICS,
+            epochs=FLOW_EPOCHS,
         log:
             "logs/flow/{dataset}.log",
         benchmark:
             "results/benchmarks/train_flow/{dataset}.tsv"
         params:
-            flow=canonical({k: v for k, v in config["flow"].items() if k not in ("resources", "eval_batch_size")}),
+            flow=result_settings("flow", leave_out=("flow.source", "flow.pretrained")),
             seed=config["seed"],
-            state="results/flow/{dataset}/train_state.pt",
-        threads: config["flow"]["resources"]["threads"]
+            state=FLOW_STATE,
+        threads: threads_of("flow")
         resources:
-            gpu=1,
-            **resources_of("flow"),
+            **resources_of("flow", gpu=True),
         conda:
             "../../envs/pipeline.yaml"
         script:
@@ -30,19 +29,17 @@ else:
         input:
             checkpoint=config["flow"]["pretrained"]["checkpoint"],
             hparams=config["flow"]["pretrained"]["hparams"],
-            data="results/data/{dataset}.h5",
+            data=DATA,
         output:
-            model="results/flow/{dataset}/model.pt",
-            metrics="results/flow/{dataset}/metrics.json",
+            model=FLOW,
+            metrics=FLOW_METRICS,
         log:
             "logs/flow/{dataset}.log",
         benchmark:
             "results/benchmarks/import_flow/{dataset}.tsv"
-        threads: config["flow"]["resources"]["threads"]
+        threads: threads_of("flow")
         resources:
-            gpu=1,
-            runtime=60,
-            mem_mb=8000,
+            **resources_of("flow", gpu=True),
         conda:
             "../../envs/pipeline.yaml"
         script:
@@ -51,21 +48,20 @@ else:
 
 rule latents_clean:
     input:
-        data="results/data/{dataset}.h5",
-        flow="results/flow/{dataset}/model.pt",
+        data=DATA,
+        flow=FLOW,
     output:
-        "results/latents/{dataset}/clean/{split}.h5",
+        LATENTS_CLEAN,
     log:
         "logs/latents/{dataset}/clean/{split}.log",
     benchmark:
         "results/benchmarks/latents_clean/{dataset}/clean/{split}.tsv"
     params:
-        images=lambda w: config["attack_defaults"]["images"][w.split],
+        images=attacked_images,
         seed=config["seed"],
-    threads: config["latents"]["resources"]["threads"]
+    threads: threads_of("latents")
     resources:
-        gpu=1,
-        **resources_of("latents"),
+        **resources_of("latents", gpu=True),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -74,18 +70,17 @@ rule latents_clean:
 
 rule latents_attack:
     input:
-        attack="results/attacks/{dataset}/{attack}/eps{eps}/{split}.h5",
-        flow="results/flow/{dataset}/model.pt",
+        attack=ATTACK,
+        flow=FLOW,
     output:
-        "results/latents/{dataset}/{attack}/eps{eps}/{split}.h5",
+        LATENTS_ATTACK,
     log:
         "logs/latents/{dataset}/{attack}/eps{eps}/{split}.log",
     benchmark:
         "results/benchmarks/latents_attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
-    threads: config["latents"]["resources"]["threads"]
+    threads: threads_of("latents")
     resources:
-        gpu=1,
-        **resources_of("latents"),
+        **resources_of("latents", gpu=True),
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -1,22 +1,21 @@
 rule train_autoencoder:
     input:
-        data="results/data/{dataset}.h5",
+        data=DATA,
     output:
-        model="results/autoencoder/{dataset}/model.pt",
-        metrics="results/autoencoder/{dataset}/metrics.json",
-        epochs="results/autoencoder/{dataset}/epochs.csv",
+        model=AUTOENCODER,
+        metrics=AUTOENCODER_METRICS,
+        epochs=AUTOENCODER_EPOCHS,
     log:
         "logs/autoencoder/{dataset}.log",
     benchmark:
         "results/benchmarks/train_autoencoder/{dataset}.tsv"
     params:
-        autoencoder=canonical({k: v for k, v in config["autoencoder"].items() if k != "resources"}),
+        autoencoder=result_settings("autoencoder"),
         seed=config["seed"],
-        state="results/autoencoder/{dataset}/train_state.pt",
-    threads: config["autoencoder"]["resources"]["threads"]
+        state=AUTOENCODER_STATE,
+    threads: threads_of("autoencoder")
     resources:
-        gpu=1,
-        **resources_of("autoencoder"),
+        **resources_of("autoencoder", gpu=True),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -25,20 +24,18 @@ rule train_autoencoder:
 
 rule purify_attack:
     input:
-        attack="results/attacks/{dataset}/{attack}/eps{eps}/{split}.h5",
-        autoencoder="results/autoencoder/{dataset}/model.pt",
-        model="results/classifier/{dataset}/model.pt",
+        attack=ATTACK,
+        autoencoder=AUTOENCODER,
+        model=CLASSIFIER,
     output:
-        "results/purified/{dataset}/{attack}/eps{eps}/{split}.h5",
+        PURIFIED_ATTACK,
     log:
         "logs/purified/{dataset}/{attack}/eps{eps}/{split}.log",
     benchmark:
         "results/benchmarks/purify_attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
-    threads: config["attack_defaults"]["resources"]["threads"]
+    threads: threads_of("purification")
     resources:
-        gpu=1,
-        runtime=30,
-        mem_mb=4000,
+        **resources_of("purification", gpu=True),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -47,23 +44,21 @@ rule purify_attack:
 
 rule purify_clean:
     input:
-        data="results/data/{dataset}.h5",
-        autoencoder="results/autoencoder/{dataset}/model.pt",
-        model="results/classifier/{dataset}/model.pt",
+        data=DATA,
+        autoencoder=AUTOENCODER,
+        model=CLASSIFIER,
     output:
-        "results/purified/{dataset}/clean/{split}.h5",
+        PURIFIED_CLEAN,
     log:
         "logs/purified/{dataset}/clean/{split}.log",
     benchmark:
         "results/benchmarks/purify_clean/{dataset}/clean/{split}.tsv"
     params:
-        images=lambda w: config["attack_defaults"]["images"][w.split],
+        images=attacked_images,
         seed=config["seed"],
-    threads: config["attack_defaults"]["resources"]["threads"]
+    threads: threads_of("purification")
     resources:
-        gpu=1,
-        runtime=30,
-        mem_mb=4000,
+        **resources_of("purification", gpu=True),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -72,23 +67,24 @@ rule purify_clean:
 
 rule adaptive_attack:
     input:
-        data="results/data/{dataset}.h5",
-        autoencoder="results/autoencoder/{dataset}/model.pt",
-        model="results/classifier/{dataset}/model.pt",
+        data=DATA,
+        autoencoder=AUTOENCODER,
+        model=CLASSIFIER,
     output:
-        "results/adaptive/{dataset}/{attack}/eps{eps}/test.h5",
+        ADAPTIVE,
     log:
         "logs/adaptive/{dataset}/{attack}/eps{eps}.log",
     benchmark:
         "results/benchmarks/adaptive_attack/{dataset}/{attack}/eps{eps}.tsv"
     params:
-        job=lambda w: attack_job_params(w, "test"),
-        images=config["purification"]["adaptive"]["images"],
+        attack=attack_method,
         epsilon=attack_epsilon,
-    threads: config["attack_defaults"]["resources"]["threads"]
+        images=config["attack_defaults"]["images"]["test"],
+        adaptive_images=config["purification"]["adaptive"]["images"],
+        seed=config["seed"],
+    threads: threads_of("attack_defaults")
     resources:
-        gpu=1,
-        **resources_of("attack_defaults"),
+        **resources_of("attack_defaults", gpu=True),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -97,18 +93,21 @@ rule adaptive_attack:
 
 rule table3:
     input:
-        purified=lambda w: list(table3_inputs(w.dataset)["purified"].values()),
-        adaptive=lambda w: list(table3_inputs(w.dataset)["adaptive"].values()),
-        clean="results/purified/{dataset}/clean/test.h5",
+        purified=lambda w: table3_inputs(w.dataset)["purified"],
+        adaptive=lambda w: table3_inputs(w.dataset)["adaptive"],
+        clean=path(PURIFIED_CLEAN, split="test"),
     output:
-        csv=report("results/tables/{dataset}/table3_purification.csv", caption="../report/table.rst", category="Tables", subcategory="Table 3"),
-        md="results/tables/{dataset}/table3_purification.md",
+        csv=report(path(TABLE, table="table3_purification.csv"), caption="../report/table.rst", category="Tables", subcategory="Table 3"),
+        md=path(TABLE, table="table3_purification.md"),
     log:
         "logs/tables/{dataset}/table3.log",
     benchmark:
         "results/benchmarks/table3/{dataset}/table3.tsv"
     params:
         columns=table3_columns(),
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -1,10 +1,10 @@
 rule figure_examples:
     input:
-        data="results/data/{dataset}.h5",
+        data=DATA,
         attacks=lambda w: figure1_attack_files(w.dataset),
     output:
         report(
-            "results/figures/{dataset}/figure1_examples.png",
+            path(FIGURE, figure="figure1_examples.png"),
             caption="../report/figure1.rst",
             category="Figures",
         ),
@@ -12,6 +12,9 @@ rule figure_examples:
         "logs/figures/{dataset}/figure1.log",
     benchmark:
         "results/benchmarks/figure_examples/{dataset}/figure1.tsv"
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
     conda:
         "../../envs/report.yaml"
     script:
@@ -20,11 +23,11 @@ rule figure_examples:
 
 rule figure_accuracy_eps:
     input:
-        summary="results/attacks/{dataset}/summary.csv",
+        summary=ATTACK_SUMMARY,
         purified=lambda w: purified_test_files(w.dataset),
     output:
         report(
-            "results/figures/{dataset}/accuracy_vs_epsilon.png",
+            path(FIGURE, figure="accuracy_vs_epsilon.png"),
             caption="../report/accuracy_eps.rst",
             category="Figures",
         ),
@@ -32,6 +35,9 @@ rule figure_accuracy_eps:
         "logs/figures/{dataset}/accuracy_vs_epsilon.log",
     benchmark:
         "results/benchmarks/figure_accuracy_eps/{dataset}/accuracy_vs_epsilon.tsv"
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
     conda:
         "../../envs/report.yaml"
     script:
@@ -40,15 +46,15 @@ rule figure_accuracy_eps:
 
 rule figure_detection:
     input:
-        models="results/detection/{dataset}/latent_mlp/models",
+        models=path(DETECTION_MODELS, method="latent_mlp"),
     output:
         roc=report(
-            "results/figures/{dataset}/roc_latent_detector.png",
+            path(FIGURE, figure="roc_latent_detector.png"),
             caption="../report/roc.rst",
             category="Figures",
         ),
         histograms=report(
-            "results/figures/{dataset}/scores_latent_detector.png",
+            path(FIGURE, figure="scores_latent_detector.png"),
             caption="../report/histograms.rst",
             category="Figures",
         ),
@@ -56,6 +62,9 @@ rule figure_detection:
         "logs/figures/{dataset}/detection.log",
     benchmark:
         "results/benchmarks/figure_detection/{dataset}/detection.tsv"
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
     conda:
         "../../envs/report.yaml"
     script:
@@ -67,7 +76,7 @@ rule figure_training:
         unpack(training_logs),
     output:
         report(
-            "results/figures/{dataset}/training_curves.png",
+            path(FIGURE, figure="training_curves.png"),
             caption="../report/training.rst",
             category="Figures",
         ),
@@ -75,6 +84,9 @@ rule figure_training:
         "logs/figures/{dataset}/training.log",
     benchmark:
         "results/benchmarks/figure_training/{dataset}/training.tsv"
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
     conda:
         "../../envs/report.yaml"
     script:

@@ -2,12 +2,14 @@
 import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
 from advdefense.attacks import generate_attack_file
-from advdefense.workflow_support import run_script
+from advdefense.snakemake_job import run_script, runtime_setting
 
 
 def main(smk):
-    generate_attack_file(smk.input.data, smk.input.model, smk.config, smk.wildcards.attack, smk.params.epsilon,
-                         smk.wildcards.split, smk.output[0])
+    generate_attack_file(smk.input.data, smk.input.model, smk.wildcards.attack, smk.params.attack, smk.params.epsilon,
+                         smk.wildcards.split, smk.output[0], images=smk.params.images, seed=smk.params.seed,
+                         device=runtime_setting(smk, "device"),
+                         batch_size=runtime_setting(smk, "attack_defaults.batch_size"))
 
 
 run_script(snakemake, main)  # noqa: F821

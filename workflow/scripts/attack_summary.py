@@ -3,7 +3,7 @@ import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
 from advdefense.attacks import summarize_attack_files
 from advdefense.h5io import atomic_path
-from advdefense.workflow_support import run_script
+from advdefense.snakemake_job import run_script
 
 
 def main(smk):

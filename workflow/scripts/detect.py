@@ -1,15 +1,14 @@
 """Rule `detect`: train one detector per (attack, eps) and one pooled; evaluate each on every key."""
 import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-from advdefense.config import resolve_device
 from advdefense.detection import load_latent_sets, load_pixel_sets, run_detection_method
 from advdefense.h5io import atomic_path
 from advdefense.purification import load_autoencoder
-from advdefense.workflow_support import run_script
+from advdefense.snakemake_job import run_script, runtime_setting
 
 
 def main(smk):
-    method = smk.wildcards.method
+    method, device = smk.wildcards.method, runtime_setting(smk, "device")
     keys = [key for _, _, key in smk.params.attack_keys]
     sets = {}
     for split in ("train", "test"):
@@ -18,10 +17,9 @@ def main(smk):
             sets[split] = load_latent_sets(smk.input[f"clean__{split}"], files)
         else:
             sets[split] = load_pixel_sets(smk.input.data, split, files)
-    autoencoder = None
-    if method == "magnet":
-        autoencoder = load_autoencoder(smk.input.autoencoder, smk.config, resolve_device(smk.config["device"]))
-    table = run_detection_method(method, smk.config, sets["train"], sets["test"], smk.output.models, autoencoder)
+    autoencoder = load_autoencoder(smk.input.autoencoder) if method == "magnet" else None
+    table = run_detection_method(method, smk.params.settings, smk.params.seed, sets["train"], sets["test"],
+                                 smk.output.models, autoencoder, device=device)
     with atomic_path(smk.output.evaluation) as tmp:
         table.to_csv(tmp, index=False)
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from advdefense import figures
 from advdefense.purification import read_purified
-from advdefense.workflow_support import run_script
+from advdefense.snakemake_job import run_script
 
 
 def main(smk):

@@ -1,16 +1,17 @@
-"""Rules `purify_attack` / `purify_clean`: images through the autoencoder, then the classifier."""
+"""Rules `purify_attack` and `purify_clean`: images through the autoencoder, and the classifier on the result."""
 import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
 from advdefense.purification import purify_attack_file, purify_clean
-from advdefense.workflow_support import run_script
+from advdefense.snakemake_job import run_script, runtime_setting
 
 
 def main(smk):
+    runtime = {"device": runtime_setting(smk, "device"), "batch_size": runtime_setting(smk, "purification.batch_size")}
     if smk.rule == "purify_clean":
-        purify_clean(smk.input.data, smk.input.autoencoder, smk.input.model, smk.config, smk.wildcards.split,
-                     smk.output[0])
+        purify_clean(smk.input.data, smk.input.autoencoder, smk.input.model, smk.wildcards.split, smk.output[0],
+                     images=smk.params.images, seed=smk.params.seed, **runtime)
     else:
-        purify_attack_file(smk.input.attack, smk.input.autoencoder, smk.input.model, smk.config, smk.output[0])
+        purify_attack_file(smk.input.attack, smk.input.autoencoder, smk.input.model, smk.output[0], **runtime)
 
 
 run_script(snakemake, main)  # noqa: F821

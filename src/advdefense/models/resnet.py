@@ -7,6 +7,8 @@ model, so every caller passes pixels in [0, 1].
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -115,8 +117,6 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 def fold_batchnorm(model: CifarResNet) -> CifarResNet:
     """An inference copy of `model` with every BatchNorm folded into the convolution before it:
     the same function (up to float rounding) with fewer memory passes, for evaluation and attacks."""
-    import copy
-
     folded = copy.deepcopy(model).eval()
     folded.conv1, folded.bn1 = _fold(folded.conv1, folded.bn1), nn.Identity()
     for stage in (folded.layer1, folded.layer2, folded.layer3):

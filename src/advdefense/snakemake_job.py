@@ -1,11 +1,24 @@
-"""Glue for the thin scripts in workflow/scripts: log to the rule's log file, record failures."""
+"""The Snakemake-job runner: what every script in workflow/scripts does around its one library call.
+
+`run_script(snakemake, main)` logs to the rule's log file (host, SLURM job id, threads, which
+`advdefense` was imported), sets torch's threads to the rule's, keeps freed memory for reuse, and logs a
+failure with its traceback. A script passes its rule's `input`, `params` and `output` to the library;
+runtime-only settings (device, evaluation batch sizes) come from `runtime_setting`.
+"""
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .runtime import is_runtime_key
 
 
 def setup_logging(log_path: str | Path | None) -> None:
@@ -28,7 +41,6 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
     settings were applied (only with glibc; elsewhere this does nothing)."""
     import ctypes
     import ctypes.util
-    import platform
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
@@ -40,19 +52,24 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
     return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(libc.mallopt(m_trim_threshold, threshold_bytes))
 
 
+def runtime_setting(smk: Any, key: str) -> Any:
+    """A runtime-only config value (`runtime.RUNTIME_KEYS`, e.g. 'device' or 'latents.batch_size') for the
+    job. Settings that change results are not read here: they reach the job through its rule's params, so
+    that Snakemake re-runs the job when they change."""
+    if not is_runtime_key(key):
+        raise KeyError(f"{key} changes results: pass it through the rule's params, not the config")
+    value = smk.config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
 def run_script(smk: Any, main: Callable[[Any], Any]) -> None:
     """Run `main(snakemake)` with logging to `snakemake.log[0]`; a failure is logged with its traceback."""
-    import os
-    import platform
-
-    import torch
-
-    import advdefense
-
     setup_logging(smk.log[0] if len(smk.log) else None)
     logger = logging.getLogger(f"rule.{smk.rule}")
     torch.set_num_threads(max(1, int(smk.threads)))
-    logger.info("advdefense %s from %s", advdefense.__version__, Path(advdefense.__file__).resolve().parent)
+    logger.info("advdefense %s from %s", __version__, Path(__file__).resolve().parent)
     if keep_freed_memory():
         logger.info("glibc malloc keeps freed memory for reuse (no page faults per step)")
     # where the job ran: SLURM sets SLURM_JOB_ID in every batch job (the cluster test relies on this line)

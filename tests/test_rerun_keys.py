@@ -1,0 +1,204 @@
+"""Every key of the config schema, changed alone on a finished smoke run: a key that changes results
+schedules its stage; a runtime-only key (device, evaluation batch sizes, resources, threads) schedules
+nothing. Settings reach jobs through rule params only, so this holds by construction; the test keeps it so."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advdefense.runtime import is_runtime_key
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+NOTHING = frozenset()  # the change must schedule no job at all
+
+# key -> (new value, expectation). Expectation: a rule name (that stage must be scheduled), NOTHING, or a
+# frozenset of the only rules allowed (keys that add or remove targets: the aggregates that list them).
+# Runtime-only keys are not listed: each is changed and must schedule nothing.
+RESULT_KEYS = {
+    "seed": (1, "dataset"),
+    "dataset.name": ("other-name", "dataset"),
+    "dataset.source": ("cifar10", "dataset"),
+    "dataset.root": ("elsewhere", NOTHING),  # only read by the cifar10 source; smoke is synthetic
+    "dataset.path": ("elsewhere", NOTHING),  # only read by the local source
+    "dataset.train_size": (1500, "dataset"),
+    "dataset.test_size": (500, "dataset"),
+    "dataset.synthetic.train_images": (2100, "dataset"),
+    "dataset.synthetic.test_images": (600, "dataset"),
+    "dataset.synthetic.noise": (0.06, "dataset"),
+    "classifier.depth": (14, "train_classifier"),
+    "classifier.width": (8, "train_classifier"),
+    "classifier.epochs": (9, "train_classifier"),
+    "classifier.batch_size": (65, "train_classifier"),
+    "classifier.optimizer.lr": (0.04, "train_classifier"),
+    "classifier.optimizer.momentum": (0.8, "train_classifier"),
+    "classifier.optimizer.nesterov": (False, "train_classifier"),
+    "classifier.optimizer.weight_decay": (0.001, "train_classifier"),
+    "classifier.schedule.name": ("constant", "train_classifier"),
+    "classifier.schedule.warmup_epochs": (1, "train_classifier"),
+    "classifier.schedule.milestones": ([2, 4], "train_classifier"),
+    "classifier.schedule.gamma": (0.2, "train_classifier"),
+    "classifier.augment.crop_padding": (2, "train_classifier"),
+    "classifier.augment.flip": (False, "train_classifier"),
+    "attack_defaults.images.train": (400, "attack"),
+    "attack_defaults.images.test": (400, "attack"),
+    "attack_defaults.splits": (["test", "train"], NOTHING),  # the same splits in another order
+    "attacks": ({"bim": {"class": "LinfBasicIterativeAttack", "norm": "linf", "epsilons": [0.03]}}, "attack"),
+    "flow.source": ("pretrained", "import_flow"),
+    "flow.pretrained.checkpoint": ("elsewhere.pt", NOTHING),  # only read with source: pretrained
+    "flow.pretrained.hparams": ("elsewhere.json", NOTHING),
+    "flow.hidden_channels": (16, "train_flow"),
+    "flow.K": (3, "train_flow"),
+    "flow.L": (2, "train_flow"),
+    "flow.actnorm_scale": (0.9, "train_flow"),
+    "flow.permutation": ("shuffle", "train_flow"),
+    "flow.coupling": ("additive", "train_flow"),
+    "flow.learn_top": (False, "train_flow"),
+    "flow.epochs": (4, "train_flow"),
+    "flow.batch_size": (65, "train_flow"),
+    "flow.init_images": (300, "train_flow"),
+    "flow.optimizer.lr": (0.001, "train_flow"),
+    "flow.optimizer.warmup_epochs": (2, "train_flow"),
+    "flow.optimizer.max_grad_norm": (None, "train_flow"),
+    # no latents: only the figure that listed the flow's training curve is redrawn (detection needs latents)
+    "latents.enabled": (False, frozenset({"figure_training"})),
+    "autoencoder.widths": ([16, 32], "train_autoencoder"),
+    "autoencoder.kernel": (5, "train_autoencoder"),
+    "autoencoder.activation": ("elu", "train_autoencoder"),
+    "autoencoder.batch_norm": (True, "train_autoencoder"),
+    "autoencoder.noise_std": (0.05, "train_autoencoder"),
+    "autoencoder.epochs": (21, "train_autoencoder"),
+    "autoencoder.batch_size": (65, "train_autoencoder"),
+    "autoencoder.optimizer.lr": (0.001, "train_autoencoder"),
+    "autoencoder.optimizer.weight_decay": (0.0001, "train_autoencoder"),
+    "purification.enabled": (False, frozenset({"figure_accuracy_eps"})),
+    "purification.splits": (["train", "test"], "purify_attack"),
+    "purification.adaptive.enabled": (False, "table3"),
+    "purification.adaptive.images": (50, "adaptive_attack"),
+    "tables.table3.attacks": (["pgd"], "table3"),
+    "detection.enabled": (False, NOTHING),
+    "detection.methods": (["latent_mlp", "pca"], "detection_tables"),
+    "detection.latent_mlp.widths": ([128, 64, 32, 16], "detect"),
+    "detection.latent_mlp.dropout": (0.1, "detect"),
+    "detection.latent_mlp.epochs": (31, "detect"),
+    "detection.latent_mlp.batch_size": (65, "detect"),
+    "detection.latent_mlp.lr": (0.002, "detect"),
+    "detection.latent_mlp.weight_decay": (0.001, "detect"),
+    "detection.pixel_cnn.width": (8, "detect"),
+    "detection.pixel_cnn.epochs": (11, "detect"),
+    "detection.pixel_cnn.batch_size": (65, "detect"),
+    "detection.pixel_cnn.lr": (0.002, "detect"),
+    "detection.pixel_cnn.weight_decay": (0.001, "detect"),
+    "detection.pca.skip_components": (10, "detect"),
+    "detection.mmd.enabled": (False, frozenset({"detection_tables"})),
+    "detection.mmd.batch_sizes": ([5, 10], "mmd_test"),
+    "detection.mmd.trials": (21, "mmd_test"),
+    "detection.mmd.permutations": (101, "mmd_test"),
+    "detection.mmd.alpha": (0.01, "mmd_test"),
+    "detection.mmd.table_batch_size": (5, frozenset({"detection_tables"})),  # a table choice, not the test's
+}
+
+# changed together with the key, where the key alone would make an invalid config
+COMPANIONS = {
+    "latents.enabled": {"detection.enabled": False},
+    "flow.source": {"flow.pretrained.checkpoint": "{tmp}/glow.pt", "flow.pretrained.hparams": "{tmp}/hparams.json"},
+}
+
+RUNTIME_VALUES = {"device": "auto"}  # other runtime keys: numbers, changed by +1
+
+
+def schema_keys() -> list[str]:
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+    def walk(node, prefix):
+        props = node.get("properties")
+        if not props:
+            yield prefix
+            return
+        for name, sub in props.items():
+            yield from walk(sub, f"{prefix}.{name}" if prefix else name)
+
+    return list(walk(schema, ""))
+
+
+def _set(cfg: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+
+
+def _get(cfg: dict, key: str):
+    node = cfg
+    for p in key.split("."):
+        node = node[p]
+    return node
+
+
+def test_every_schema_key_is_classified():
+    keys = schema_keys()
+    unclassified = [k for k in keys if not is_runtime_key(k) and k not in RESULT_KEYS]
+    assert not unclassified, f"schema keys without an expectation in RESULT_KEYS: {unclassified}"
+    assert not [k for k in RESULT_KEYS if k not in keys], "RESULT_KEYS names keys the schema does not have"
+    assert not [k for k in RESULT_KEYS if is_runtime_key(k)]
+
+
+def test_result_keys_rerun_their_stage_and_runtime_keys_nothing(smoke_run, tmp_path):
+    from advdefense.config import load_yaml, validate_config
+
+    run = Path(shutil.copytree(smoke_run, tmp_path / "run", symlinks=True))
+    (tmp_path / "glow.pt").write_bytes(b"")
+    (tmp_path / "hparams.json").write_text("{}")
+    base = validate_config(load_yaml(run / "smoke.yaml"))  # every key present (schema defaults filled in)
+    configs, expectations = [], {}
+    for i, key in enumerate(schema_keys()):
+        cfg = copy.deepcopy(base)
+        if is_runtime_key(key):
+            old = _get(cfg, key)
+            value, expected = RUNTIME_VALUES.get(key, old + 1 if isinstance(old, int) else old), NOTHING
+        else:
+            value, expected = RESULT_KEYS[key]
+        if key == "attacks":
+            value = {**cfg["attacks"], **value}
+        _set(cfg, key, value)
+        for other, v in COMPANIONS.get(key, {}).items():
+            _set(cfg, other, v.format(tmp=tmp_path) if isinstance(v, str) else v)
+        path = tmp_path / f"k{i:03d}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        configs.append(path)
+        expectations[str(path)] = (key, value, expected)
+    # the unchanged config first: it must schedule nothing
+    unchanged = tmp_path / "unchanged.yaml"
+    unchanged.write_text(yaml.safe_dump(base, sort_keys=False))
+    # the same attacks listed in another order: only what shows them in that order (tables, figures) is redone
+    reordered = tmp_path / "reordered.yaml"
+    reordered.write_text(yaml.safe_dump({**base, "attacks": dict(reversed(list(base["attacks"].items())))},
+                                        sort_keys=False))
+    proc = subprocess.run([sys.executable, str(REPO / "tests/dryrun_probe.py"), str(REPO / "Snakefile"), str(run),
+                           str(unchanged), str(reordered), *map(str, configs)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scheduled = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert scheduled.pop(str(unchanged)) == []
+    assert set(scheduled.pop(str(reordered))) <= {"table3", "detection_tables", "figure_examples", "attack_summary",
+                                                  "figure_accuracy_eps", "figure_detection", "all"}
+    wrong = []
+    for path, rules in scheduled.items():
+        key, value, expected = expectations[path]
+        if isinstance(rules, str):
+            wrong.append(f"{key} = {value!r}: {rules}")
+        elif isinstance(expected, str) and expected not in rules:
+            wrong.append(f"{key} = {value!r}: expected {expected} to run, scheduled {sorted(set(rules))}")
+        elif isinstance(expected, frozenset) and not set(rules) <= expected | {"all"}:
+            wrong.append(f"{key} = {value!r}: expected only {sorted(expected) or 'nothing'}, "
+                         f"scheduled {sorted(set(rules))}")
+    assert not wrong, "\n".join(wrong)
+    assert len(scheduled) == len(schema_keys())
