@@ -23,8 +23,10 @@ test: install
 
 # each config is checked first: Snakemake reads --configfile files before any project code runs, and
 # reports a YAML syntax error there without file or line (advdefense-check-config names both)
+# `run` also says up front, on a machine without a GPU, how long the paper config takes there
 run: install
 	$(BIN)/advdefense-check-config config/config.yaml
+	$(BIN)/advdefense-estimate config/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=1
 
 smoke: install

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from advdefense.h5io import file_sha256
 from advdefense.runtime import is_runtime_key
 from conftest import REPO
 
@@ -29,11 +31,18 @@ RESULT_KEYS = {
     "dataset.source": ("cifar10", "dataset"),
     "dataset.root": ("elsewhere", NOTHING),  # only read by the cifar10 source; smoke is synthetic
     "dataset.path": ("elsewhere", NOTHING),  # only read by the local source
+    "dataset.labels": ("coarse", NOTHING),  # only read by CIFAR-100 sources
     "dataset.train_size": (1500, "dataset"),
     "dataset.test_size": (500, "dataset"),
     "dataset.synthetic.train_images": (2100, "dataset"),
     "dataset.synthetic.test_images": (600, "dataset"),
     "dataset.synthetic.noise": (0.06, "dataset"),
+    "classifier.source": ("checkpoint", "import_classifier"),
+    "classifier.checkpoint.path": ("elsewhere.pt", NOTHING),  # only read with source: checkpoint
+    "classifier.checkpoint.builder": ("models:build", NOTHING),
+    "classifier.checkpoint.sha256": ("0" * 64, NOTHING),
+    "classifier.checkpoint.mean": ([0.5, 0.5, 0.5], NOTHING),
+    "classifier.checkpoint.std": ([0.25, 0.25, 0.25], NOTHING),
     "classifier.depth": (14, "train_classifier"),
     "classifier.width": (8, "train_classifier"),
     "classifier.epochs": (9, "train_classifier"),
@@ -108,6 +117,7 @@ RESULT_KEYS = {
 
 # changed together with the key, where the key alone would make an invalid config
 COMPANIONS = {
+    "classifier.source": {"classifier.checkpoint.path": "{tmp}/classifier.pt", "classifier.checkpoint.sha256": "{sha}"},
     "latents.enabled": {"detection.enabled": False},
     "flow.source": {"flow.pretrained.checkpoint": "{tmp}/glow.pt", "flow.pretrained.hparams": "{tmp}/hparams.json"},
 }
@@ -157,6 +167,9 @@ def test_result_keys_rerun_their_stage_and_runtime_keys_nothing(smoke_run, tmp_p
 
     run = Path(shutil.copytree(smoke_run, tmp_path / "run", symlinks=True))
     (tmp_path / "glow.pt").write_bytes(b"")
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))),
+                   str(tmp_path / "classifier.pt"))
+    sha = file_sha256(tmp_path / "classifier.pt")
     (tmp_path / "hparams.json").write_text("{}")
     base = validate_config(load_yaml(run / "smoke.yaml"))  # every key present (schema defaults filled in)
     configs, expectations = [], {}
@@ -171,7 +184,7 @@ def test_result_keys_rerun_their_stage_and_runtime_keys_nothing(smoke_run, tmp_p
             value = {**cfg["attacks"], **value}
         _set(cfg, key, value)
         for other, v in COMPANIONS.get(key, {}).items():
-            _set(cfg, other, v.format(tmp=tmp_path) if isinstance(v, str) else v)
+            _set(cfg, other, v.format(tmp=tmp_path, sha=sha) if isinstance(v, str) else v)
         path = tmp_path / f"k{i:03d}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         configs.append(path)

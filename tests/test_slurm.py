@@ -36,6 +36,26 @@ def slurm_cluster():
     subprocess.run(["bash", str(SLURM_DIR / "stop_local_slurm.sh")], capture_output=True, text=True, timeout=300)
 
 
+GPU_RULES = {"train_classifier", "attack", "train_flow", "import_flow", "latents_clean", "latents_attack",
+             "train_autoencoder", "purify_attack", "purify_clean", "adaptive_attack", "detect"}
+
+
+def slurm_requests(logs) -> list[dict]:
+    """For each job log: its rule, the threads Snakemake gave it, and the CPUs and GPUs of its SLURM job
+    (`scontrol show job`; finished jobs stay visible for MinJobAge)."""
+    out = []
+    for log in logs:
+        text = log.read_text()
+        rule, job, threads = re.search(r"rule\.(\w+) INFO: host \S+, slurm job id (\d+), threads (\d+)", text).groups()
+        info = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60).stdout
+        cpus = re.search(r"CPUs/Task=(\d+)", info) or re.search(r"NumCPUs=(\d+)", info)
+        gpus = re.search(r"gres/gpu[:=](\d+)", info)
+        assert cpus, f"scontrol show job {job}: {info[:500]}"
+        out.append({"rule": rule, "job": job, "threads": int(threads), "cpus": int(cpus.group(1)),
+                    "gpus": int(gpus.group(1)) if gpus else 0})
+    return out
+
+
 def _test_profile(tmp_path):
     """profiles/slurm with its documented placeholders filled in for the local cluster."""
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
@@ -76,6 +96,15 @@ def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path)
     assert len(job_ids) == len(logs)  # one SLURM job per Snakemake job
     for log in local_logs:
         assert "slurm job id none" in log.read_text()
+
+    # what each job asked SLURM for: its rule's threads as CPUs, a GPU exactly for the rules that declare one
+    requests = slurm_requests(logs)
+    print("\n".join(f"{r['rule']:<20} job {r['job']:>4}: {r['cpus']} CPU(s), {r['gpus']} GPU(s)" for r in requests))
+    for r in requests:
+        assert r["cpus"] == r["threads"], r
+        assert r["gpus"] == (1 if r["rule"] in GPU_RULES else 0), r
+    by_rule = {r["rule"]: r for r in requests}
+    assert by_rule["dataset"]["cpus"] == 1 and by_rule["train_classifier"]["cpus"] == 2  # not one value for all
 
     # and it computed the same results as the local run
     for table in sorted((smoke_run / f"results/tables/{D}").glob("*.csv")) + [

@@ -127,3 +127,24 @@ def test_figures_and_report(smoke_run, tmp_path):
                          "detection_generalisation.csv", "summary.csv"]:
         assert name in html, name
     assert "Figure 1." in html and "ROC curves of the latent detector" in html
+
+
+def test_snakefmt_check_is_clean():
+    """The Snakefile and every rule file are as `snakefmt` formats them (what catalogue workflows follow)."""
+    import subprocess
+
+    snakefmt = SNAKEMAKE.with_name("snakefmt")
+    proc = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workflow_catalog_metadata_describes_standard_usage():
+    meta = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    usage = meta["usage"]
+    assert set(usage) == {"mandatory-flags", "software-stack-deployment", "report"}
+    flags = usage["mandatory-flags"]["flags"]
+    assert flags == "--resources gpu=1" and flags in (REPO / "README.md").read_text()  # the README's commands use it
+    assert usage["software-stack-deployment"]["conda"] is True and (REPO / "envs/pipeline.yaml").is_file()
+    assert usage["report"] is True and "report:" in (REPO / "Snakefile").read_text()
+    assert (REPO / "config/README.md").is_file() and (REPO / "config/config.yaml").is_file()

@@ -34,6 +34,7 @@ from .data import read_dataset_h5
 from .errors import ConfigError, PipelineFileError
 from .h5io import atomic_h5, open_h5, provenance_attrs
 from .inference import LogitRecorder, evaluation_model, to_float_pixels
+from .progress import ProgressLog
 from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,7 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     reused = 0
+    progress = ProgressLog(log, f"{name} eps={eps:g}", n)
     with atomic_h5(out_path) as f:
         # float32 adversarials barely compress (about 20 % with gzip) and compressing costs more than
         # the attack itself on a GPU: chunked, uncompressed
@@ -251,7 +253,7 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             ds["l2"][sl] = delta.norm(dim=1).cpu().numpy()
             done += len(idx)
             del x, y, clipped, adv, pred_clean, pred_adv, delta  # free this batch before the next one runs
-            log.info("%s eps=%g: %d/%d images, %.1f images/s", name, eps, done, n, done / (time.perf_counter() - t0))
+            progress.update(done)
         batches = -(-n // batch_size)
         log.info("%s eps=%g: %d of %d stored predictions taken from the attack's own forward passes",
                  name, eps, reused, 2 * batches)

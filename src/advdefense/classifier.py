@@ -9,8 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from .augment import RandomCropFlip
+from .data import read_dataset_h5
 from .errors import ConfigError
-from .models import CifarResNet, load_checkpoint
+from .h5io import file_sha256, write_json
+from .models import CifarResNet, load_checkpoint, save_checkpoint
+from .models.external import ExternalClassifier, check_classifier_model, load_user_model
+from .runtime import resolve_device
 from .inference import channels_last, predict, to_float_pixels
 from .training import TrainingRun, finish_training, fit, prepare_training, run_settings
 
@@ -94,10 +98,43 @@ def train_classifier(dataset_path: str | Path, settings: dict, seed: int, model_
                            metrics, {"test_accuracy": report["accuracy"], "seed": seed, "dataset": str(dataset_path)})
 
 
+def import_classifier(checkpoint: str | Path, dataset_path: str | Path, model_path: str | Path,
+                      metrics_path: str | Path, *, sha256: str, builder: str | None = None,
+                      mean: list[float] | None = None, std: list[float] | None = None, device: str = "auto",
+                      eval_batch_size: int = 1000) -> dict:
+    """Bring your own classifier (`classifier.source: checkpoint`): check its sha256 pin, load it
+    (TorchScript, or `builder` + a state dict with weights_only=True), check that it gives N x classes
+    logits in eval-safe form, store it in the pipeline's checkpoint format (every later stage loads it
+    like a trained ResNet) and measure its test accuracy."""
+    t0 = time.perf_counter()
+    found = file_sha256(checkpoint)
+    if found != sha256:
+        raise ConfigError(f"classifier.checkpoint.sha256: {checkpoint} has sha256 {found}, but the config pins "
+                          f"{sha256}; refusing a file that is not the one pinned")
+    data = read_dataset_h5(dataset_path)
+    num_classes = len(data.class_names)
+    model, fmt = load_user_model(checkpoint, builder)
+    wrapped = ExternalClassifier(model, num_classes, fmt, builder, mean, std).eval()
+    check_classifier_model(wrapped, num_classes)
+    save_checkpoint(model_path, "classifier", wrapped, {"imported_from": str(checkpoint), "sha256": found})
+    device = resolve_device(device)
+    model = load_classifier(model_path, device)  # exactly what the later stages will evaluate
+    test_x, test_y = torch.from_numpy(data.test.images), torch.from_numpy(data.test.labels)
+    report = accuracy_report(predict(model, test_x, eval_batch_size, device), test_y, data.class_names)
+    metrics = {"source": "checkpoint", "checkpoint": str(checkpoint), "checkpoint_sha256": found, "format": fmt,
+               "builder": builder, "test_accuracy": report["accuracy"], "per_class_accuracy": report["per_class_accuracy"],
+               "test_images": report["n"], "parameters": sum(p.numel() for p in wrapped.parameters()),
+               "device": str(device), "dataset": str(dataset_path), "wall_seconds_this_run": round(time.perf_counter() - t0, 2)}
+    write_json(metrics_path, metrics)
+    log.info("imported %s (%s): test accuracy %.2f%% over %d images", checkpoint, fmt, 100 * report["accuracy"],
+             report["n"])
+    return metrics
+
+
 def load_classifier(path: str | Path, device: str | torch.device = "cpu", settings: dict | None = None):
-    """Load a classifier checkpoint; with `settings` (the `classifier` section), refuse one whose
-    architecture differs from them."""
-    expected = classifier_arch(settings) if settings is not None else None
+    """Load a classifier checkpoint; with `settings` (the `classifier` section of a trained ResNet), refuse
+    one whose architecture differs from them."""
+    expected = classifier_arch(settings) if settings is not None and settings.get("source", "train") == "train" else None
     if expected is not None:
         expected.pop("num_classes")
     model, _ = load_checkpoint(path, "classifier", expected, map_location=device)

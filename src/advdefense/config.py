@@ -17,6 +17,7 @@ import yaml
 from .attacks import check_attack_spec, eps_tag
 from .data import check_cifar_batches_dir, split_sizes
 from .errors import ConfigError
+from .h5io import file_sha256
 from .runtime import resolve_device
 
 __all__ = ["ConfigError", "eps_tag", "load_yaml", "resolve_device", "validate_config"]
@@ -92,6 +93,7 @@ def check_semantics(cfg: dict) -> None:
         raise ConfigError(
             f"classifier.depth: {depth} is not of the form 6n+2 (CIFAR ResNets have depth 20, 32, 44, 56, 110 ...)"
         )
+    check_classifier_source(cfg["classifier"])
     data = cfg["dataset"]
     if data["source"] == "local":
         if not data.get("path"):
@@ -130,6 +132,27 @@ def check_semantics(cfg: dict) -> None:
     for name, spec in cfg.get("attacks", {}).items():
         check_attack_spec(name, spec)
     check_sizes(cfg)
+
+
+def check_classifier_source(classifier: dict) -> None:
+    """With `classifier.source: checkpoint`: the file exists and has the pinned sha256 (checked before any
+    job runs, and again by the job), mean and std come together."""
+    if classifier["source"] != "checkpoint":
+        return
+    ckpt = classifier["checkpoint"]
+    if not ckpt["path"]:
+        raise ConfigError("classifier.checkpoint.path: required when classifier.source is 'checkpoint'")
+    if not ckpt["sha256"]:
+        raise ConfigError("classifier.checkpoint.sha256: required when classifier.source is 'checkpoint' (the "
+                          "file's sha256, e.g. from `sha256sum`): the pipeline only runs the model it was told to")
+    if not Path(ckpt["path"]).is_file():
+        raise ConfigError(f"classifier.checkpoint.path: file {ckpt['path']} does not exist")
+    found = file_sha256(ckpt["path"])
+    if found != ckpt["sha256"]:
+        raise ConfigError(f"classifier.checkpoint.sha256: {ckpt['path']} has sha256 {found}, but the config pins "
+                          f"{ckpt['sha256']}; refusing a file that is not the one pinned")
+    if (ckpt["mean"] is None) != (ckpt["std"] is None):
+        raise ConfigError("classifier.checkpoint.mean, .std: give both (the input normalisation) or neither")
 
 
 def check_sizes(cfg: dict) -> None:
@@ -179,16 +202,27 @@ def _update(base: dict, new: dict) -> None:
             base[k] = v
 
 
+def config_from_command_line(prog: str, description: str, argv: list[str] | None,
+                             flags: dict[str, str] | None = None) -> tuple[argparse.Namespace, dict | None]:
+    """Parse `prog FILE [FILE ...] [--flag ...]` and check the config files; on a problem print it (naming
+    the file, line or key) and return None for the config."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("files", nargs="+", help="config files, in the order given to --configfile")
+    for flag, help_text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=help_text)
+    args = parser.parse_args(argv)
+    try:
+        return args, check_config_files(args.files)
+    except (ConfigError, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return args, None
+
+
 def main(argv: list[str] | None = None) -> int:
     """`advdefense-check-config FILE [FILE ...]`: check config files as the pipeline will (exit 1 with the
     reason on the first problem). `make run|smoke|mini` run it before Snakemake."""
-    parser = argparse.ArgumentParser(prog="advdefense-check-config", description=main.__doc__)
-    parser.add_argument("files", nargs="+", help="config files, in the order given to --configfile")
-    args = parser.parse_args(argv)
-    try:
-        cfg = check_config_files(args.files)
-    except (ConfigError, ValueError) as exc:
-        print(f"advdefense-check-config: {exc}", file=sys.stderr)
+    args, cfg = config_from_command_line("advdefense-check-config", main.__doc__, argv)
+    if cfg is None:
         return 1
     print(f"{' + '.join(args.files)}: valid ({len(cfg.get('attacks', {}))} attack(s), dataset {cfg['dataset']['name']})")
     return 0

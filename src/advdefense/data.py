@@ -82,17 +82,29 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- local batches
-def check_cifar_batches_dir(path: str | Path, key: str = "dataset.path") -> Path:
-    """Cheap structural check of a cifar-10-batches-py directory (existence of every file)."""
+CIFAR100_FILES = ("train", "test", "meta")
+CIFAR100_LABELS = {"fine": ("fine_labels", "fine_label_names", 100), "coarse": ("coarse_labels", "coarse_label_names", 20)}
+
+
+def cifar_dir_layout(path: str | Path, key: str = "dataset.path") -> str:
+    """'cifar10' for a cifar-10-batches-py directory, 'cifar100' for a cifar-100-python one (by the
+    files present); anything else is a ConfigError naming what is missing."""
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"{key}: directory {path} does not exist")
+    if all((path / n).is_file() for n in CIFAR100_FILES):
+        return "cifar100"
     missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META_FILE) if not (path / n).is_file()]
     if missing:
-        raise ConfigError(
-            f"{key}: {path} is not a cifar-10-batches-py directory; missing {', '.join(missing)}"
-        )
-    return path
+        raise ConfigError(f"{key}: {path} is neither a cifar-10-batches-py directory (missing {', '.join(missing)}) "
+                          f"nor a cifar-100-python one (train, test, meta)")
+    return "cifar10"
+
+
+def check_cifar_batches_dir(path: str | Path, key: str = "dataset.path") -> Path:
+    """Cheap structural check of a local CIFAR directory (either layout; existence of every file)."""
+    cifar_dir_layout(path, key)
+    return Path(path)
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -153,25 +165,30 @@ def _read_pickle(path: Path) -> dict:
     return obj
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: Path, label_key: str = "labels", classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     obj = _read_pickle(path)
-    for key in ("data", "labels"):
+    for key in ("data", label_key):
         if key not in obj:
-            raise DataError(f"{path}: missing key {key!r} (found {sorted(obj)})")
+            hint = " (is dataset.labels right for this directory?)" if key == label_key and label_key != "labels" else ""
+            raise DataError(f"{path}: missing key {key!r} (found {sorted(obj)}){hint}")
     data = np.asarray(obj["data"])
-    labels = np.asarray(obj["labels"], dtype=np.int64)
+    labels = np.asarray(obj[label_key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{path}: 'data' must be uint8 N x 3072, found {data.dtype} {data.shape}")
     if labels.shape != (data.shape[0],):
         raise DataError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(f"{path}: {label_key} must lie in 0..{classes - 1}, found {labels.min()}..{labels.max()}")
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar_batches_dir(path: str | Path) -> Dataset:
-    """Read the official python-pickle layout. No checksums: small or custom copies are fine."""
-    path = check_cifar_batches_dir(path)
+def load_cifar_batches_dir(path: str | Path, labels: str = "fine") -> Dataset:
+    """Read a local CIFAR directory in the official python-pickle layout: cifar-10-batches-py, or
+    cifar-100-python with its `labels` ('fine': 100 classes, 'coarse': 20). No checksums: small or
+    custom copies are fine."""
+    path = Path(path)
+    if cifar_dir_layout(path) == "cifar100":
+        return _load_cifar100_dir(path, labels)
     parts = [_read_batch(path / name) for name in TRAIN_BATCHES]
     train = Split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     test = Split(*_read_batch(path / TEST_BATCH))
@@ -180,6 +197,22 @@ def load_cifar_batches_dir(path: str | Path) -> Dataset:
     if len(names) != 10:
         raise DataError(f"{path / META_FILE}: 'label_names' must list 10 classes, found {names!r}")
     return Dataset(train, test, names, {"source": "local", "path": str(path.resolve())})
+
+
+def _load_cifar100_dir(path: Path, labels: str) -> Dataset:
+    if labels not in CIFAR100_LABELS:
+        raise ConfigError(f"dataset.labels: {labels!r} is not one of {sorted(CIFAR100_LABELS)}")
+    label_key, names_key, classes = CIFAR100_LABELS[labels]
+    train = Split(*_read_batch(path / "train", label_key, classes))
+    test = Split(*_read_batch(path / "test", label_key, classes))
+    meta = _read_pickle(path / "meta")
+    if names_key not in meta:
+        raise DataError(f"{path / 'meta'}: missing key {names_key!r} (found {sorted(meta)})")
+    names = tuple(str(n) for n in meta[names_key])
+    if len(names) != classes:
+        raise DataError(f"{path / 'meta'}: {names_key!r} must list {classes} classes, found {len(names)}")
+    return Dataset(train, test, names, {"source": "local", "layout": "cifar-100-python", "labels": labels,
+                                        "path": str(path.resolve())})
 
 
 # --------------------------------------------------------------------------- download
@@ -203,6 +236,26 @@ def download_cifar10(root: str | Path) -> Dataset:
         splits["train"], splits["test"], tuple(CIFAR10_CLASSES),
         {"source": "cifar10", "root": str(root.resolve()), "checksums": "verified by torchvision"},
     )
+
+
+def download_cifar100(root: str | Path, labels: str = "fine") -> Dataset:
+    """torchvision's CIFAR100 download (MD5-checked archive and files) into `root`, read back with the
+    restricted reader so that `labels` can be fine (100 classes) or coarse (20)."""
+    from torchvision.datasets import CIFAR100
+
+    root = Path(root)
+    for train in (True, False):
+        try:
+            CIFAR100(root=str(root), train=train, download=True)
+        except Exception as exc:
+            raise DataError(
+                f"dataset.root: could not download or verify CIFAR-100 into {root} ({exc}). "
+                "Without internet, use dataset.source: local with dataset.path pointing at an "
+                "extracted cifar-100-python directory."
+            ) from exc
+    ds = _load_cifar100_dir(root / "cifar-100-python", labels)
+    return replace(ds, provenance={"source": "cifar100", "labels": labels, "root": str(root.resolve()),
+                                   "checksums": "verified by torchvision"})
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -264,14 +317,15 @@ def take_subset(ds: Dataset, train_size: int | None, test_size: int | None, seed
     return replace(ds, train=splits["train"], test=splits["test"], provenance=prov)
 
 
-CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
+CIFAR_SIZES = {"train": 50_000, "test": 10_000}  # CIFAR-10 and CIFAR-100 alike
 
 
-def _count_labels(path: Path) -> int:
+def _count_labels(path: Path, label_key: str = "labels") -> int:
     obj = _read_pickle(path)
-    if "labels" not in obj:
-        raise DataError(f"{path}: missing key 'labels' (found {sorted(obj)})")
-    return len(obj["labels"])
+    if label_key not in obj:
+        hint = " (is dataset.labels right for this directory?)" if label_key != "labels" else ""
+        raise DataError(f"{path}: missing key {label_key!r} (found {sorted(obj)}){hint}")
+    return len(obj[label_key])
 
 
 def source_sizes(data_cfg: dict) -> dict[str, int]:
@@ -279,13 +333,16 @@ def source_sizes(data_cfg: dict) -> dict[str, int]:
     the download, the configured ones for synthetic data, the batch files' label counts for a local
     directory (read with the restricted unpickler)."""
     source = data_cfg["source"]
-    if source == "cifar10":
-        return dict(CIFAR10_SIZES)
+    if source in ("cifar10", "cifar100"):
+        return dict(CIFAR_SIZES)
     if source == "synthetic":
         syn = data_cfg.get("synthetic", {})
         return {"train": syn.get("train_images", 2000), "test": syn.get("test_images", 500)}
     if source == "local":
-        path = check_cifar_batches_dir(data_cfg["path"])
+        path = Path(data_cfg["path"])
+        if cifar_dir_layout(path) == "cifar100":
+            label_key = CIFAR100_LABELS.get(data_cfg.get("labels", "fine"), ("fine_labels",))[0]
+            return {"train": _count_labels(path / "train", label_key), "test": _count_labels(path / "test", label_key)}
         return {"train": sum(_count_labels(path / n) for n in TRAIN_BATCHES), "test": _count_labels(path / TEST_BATCH)}
     raise ConfigError(f"dataset.source: unknown source {source!r} (use cifar10, local or synthetic)")
 
@@ -309,15 +366,17 @@ def build_dataset(data_cfg: dict, seed: int) -> Dataset:
     source = data_cfg["source"]
     if source == "cifar10":
         ds = download_cifar10(data_cfg["root"])
+    elif source == "cifar100":
+        ds = download_cifar100(data_cfg["root"], data_cfg.get("labels", "fine"))
     elif source == "local":
         if not data_cfg.get("path"):
             raise ConfigError("dataset.path: required when dataset.source is 'local'")
-        ds = load_cifar_batches_dir(data_cfg["path"])
+        ds = load_cifar_batches_dir(data_cfg["path"], data_cfg.get("labels", "fine"))
     elif source == "synthetic":
         syn = data_cfg.get("synthetic", {})
         ds = make_synthetic(syn.get("train_images", 2000), syn.get("test_images", 500), seed, syn.get("noise", 0.15))
     else:
-        raise ConfigError(f"dataset.source: unknown source {source!r} (use cifar10, local or synthetic)")
+        raise ConfigError(f"dataset.source: unknown source {source!r} (use cifar10, cifar100, local or synthetic)")
     return take_subset(ds, data_cfg.get("train_size"), data_cfg.get("test_size"), seed)
 
 

@@ -28,6 +28,7 @@ from .h5io import atomic_h5, file_sha256, provenance_attrs, read_h5, write_json
 from .models import CheckpointError, load_checkpoint, save_checkpoint
 from .models.glow import Glow
 from .inference import to_float_pixels
+from .progress import ProgressLog
 from .training import TrainingDiverged, TrainingRun, finish_training, fit, prepare_training, run_settings
 
 log = logging.getLogger(__name__)
@@ -213,12 +214,14 @@ def _write_latents(out_path, model: Glow, n: int, batches, device, arrays: dict,
         for name, values in arrays.items():
             f.create_dataset(name, data=values)
         start = 0
+        progress = ProgressLog(log, f"latents {out_path}", n)
         for z, bpd in _latent_batches(model, batches, device):
             if not (np.isfinite(z).all() and np.isfinite(bpd).all()):
                 raise TrainingDiverged(f"{out_path}: the flow produced non-finite latents for images {start}..")
             z_ds[start : start + len(z)] = z
             bpd_ds[start : start + len(z)] = bpd
             start += len(z)
+            progress.update(start)
         if start != n:
             raise RuntimeError(f"{out_path}: wrote {start} latents for {n} images")
         seconds = time.perf_counter() - t0

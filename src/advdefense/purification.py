@@ -26,6 +26,7 @@ from .h5io import atomic_h5, provenance_attrs, read_h5
 from .models import load_checkpoint
 from .models.autoencoder import ConvAutoencoder, Purified
 from .inference import evaluation_model, predict, to_float_pixels
+from .progress import ProgressLog
 from .training import TrainingRun, finish_training, fit, prepare_training, run_settings
 
 log = logging.getLogger(__name__)
@@ -110,12 +111,14 @@ def _purify_into(f: h5py.File, autoencoder, classifier, batches, n: int, device)
     out = f.create_dataset("purified", (n, 3, 32, 32), np.float32, chunks=(min(n, 128), 3, 32, 32))
     pred = f.create_dataset("pred_purified", (n,), np.int64)
     start = 0
+    progress = ProgressLog(log, f"purify {f.filename}", n)
     for x in batches:
         x = torch.as_tensor(x).to(device).float()
         cleaned = autoencoder(x).clamp_(0, 1)
         out[start : start + len(x)] = cleaned.cpu().numpy()
         pred[start : start + len(x)] = classifier(cleaned).argmax(1).cpu().numpy()
         start += len(x)
+        progress.update(start)
     if start != n:
         raise RuntimeError(f"purified {start} of {n} images")
 

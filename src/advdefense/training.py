@@ -23,6 +23,7 @@ from torch import nn
 
 from .data import read_dataset_h5
 from .h5io import atomic_path, file_sha256, write_json
+from .progress import ProgressLog
 from .models import save_checkpoint
 from .runtime import resolve_device
 
@@ -215,6 +216,7 @@ def fit(
         run.history = []
 
     device = train_tensors[0].device
+    progress = ProgressLog(log, f"{name} training", epochs, unit="epochs")
     for epoch in range(start_epoch, epochs + 1):
         model.train()
         t0 = time.perf_counter()
@@ -261,6 +263,7 @@ def fit(
         _write_log(run.log_path, run.history)
         log.info("%s epoch %d/%d: %s", name, epoch, epochs,
                  ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
+        progress.update(epoch, start_done=start_epoch - 1)
     _write_log(run.log_path, run.history)
     model.eval()
     return run.history

@@ -8,17 +8,17 @@ rule attack:
         "logs/attacks/{dataset}/{attack}/eps{eps}/{split}.log",
     benchmark:
         "results/benchmarks/attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("attack_defaults")
+    resources:
+        **resources_of("attack_defaults", gpu=True),
     params:
         # only this file's epsilon: adding an epsilon to the list does not re-run the existing ones
         attack=attack_method,
         epsilon=attack_epsilon,
         images=attacked_images,
         seed=config["seed"],
-    threads: threads_of("attack_defaults")
-    resources:
-        **resources_of("attack_defaults", gpu=True),
-    conda:
-        "../../envs/pipeline.yaml"
     script:
         "../scripts/attack.py"
 
@@ -27,15 +27,20 @@ rule attack_summary:
     input:
         attack_files(),
     output:
-        report(ATTACK_SUMMARY, caption="../report/table.rst", category="Tables", subcategory="Attacks"),
+        report(
+            ATTACK_SUMMARY,
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="Attacks",
+        ),
     log:
         "logs/attacks/{dataset}/summary.log",
     benchmark:
         "results/benchmarks/attack_summary/{dataset}/summary.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
     threads: threads_of("tables")
     resources:
         **resources_of("tables"),
-    conda:
-        "../../envs/pipeline.yaml"
     script:
         "../scripts/attack_summary.py"

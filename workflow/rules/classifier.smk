@@ -1,23 +1,50 @@
-rule train_classifier:
-    input:
-        data=DATA,
-    output:
-        model=CLASSIFIER,
-        metrics=CLASSIFIER_METRICS,
-        epochs=CLASSIFIER_EPOCHS,
-    log:
-        "logs/classifier/{dataset}.log",
-    benchmark:
-        "results/benchmarks/train_classifier/{dataset}.tsv"
-    params:
-        classifier=result_settings("classifier"),
-        seed=config["seed"],
-        # per-epoch resumable state: a killed job continues from its last finished epoch
-        state=CLASSIFIER_STATE,
-    threads: threads_of("classifier")
-    resources:
-        **resources_of("classifier", gpu=True),
-    conda:
-        "../../envs/pipeline.yaml"
-    script:
-        "../scripts/train_classifier.py"
+if config["classifier"]["source"] == "train":
+
+    rule train_classifier:
+        input:
+            data=DATA,
+        output:
+            model=CLASSIFIER,
+            metrics=CLASSIFIER_METRICS,
+            epochs=CLASSIFIER_EPOCHS,
+        log:
+            "logs/classifier/{dataset}.log",
+        benchmark:
+            "results/benchmarks/train_classifier/{dataset}.tsv"
+        conda:
+            "../../envs/pipeline.yaml"
+        threads: threads_of("classifier")
+        resources:
+            **resources_of("classifier", gpu=True),
+        params:
+            classifier=result_settings(
+                "classifier", leave_out=("classifier.source", "classifier.checkpoint")
+            ),
+            seed=config["seed"],
+            # per-epoch resumable state: a killed job continues from its last finished epoch
+            state=CLASSIFIER_STATE,
+        script:
+            "../scripts/train_classifier.py"
+
+else:
+
+    rule import_classifier:
+        input:
+            checkpoint=config["classifier"]["checkpoint"]["path"],
+            data=DATA,
+        output:
+            model=CLASSIFIER,
+            metrics=CLASSIFIER_METRICS,
+        log:
+            "logs/classifier/{dataset}.log",
+        benchmark:
+            "results/benchmarks/import_classifier/{dataset}.tsv"
+        conda:
+            "../../envs/pipeline.yaml"
+        threads: threads_of("classifier")
+        resources:
+            **resources_of("classifier", gpu=True),
+        params:
+            checkpoint=result_settings("classifier")["checkpoint"],
+        script:
+            "../scripts/import_classifier.py"

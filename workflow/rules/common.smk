@@ -17,7 +17,9 @@ from advdefense.runtime import is_runtime_key
 # Schema, defaults and every check that the configuration and the data source allow (attack classes and
 # parameter ranges, epsilon tags, subset sizes ...) before any job runs or any output is deleted.
 try:
-    _validated = validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+    _validated = validate_config(
+        config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+    )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 config.clear()
@@ -65,10 +67,14 @@ FIGURE = "results/figures/{dataset}/{figure}"  # {figure}: figure1_examples.png,
 
 def path(pattern, **wildcards):
     """`pattern` with the given wildcards filled in (an `eps` number becomes its file tag); the ones not
-    given stay wildcards, so `path(DATA)` is the pattern and `path(DATA, dataset="x")` one file."""
+    given stay wildcards, so `path(DATA)` is the pattern and `path(DATA, dataset="x")` one file.
+    """
     if "eps" in wildcards and not isinstance(wildcards["eps"], str):
         wildcards["eps"] = eps_tag(wildcards["eps"])
-    keep = {name: f"{{{name}}}" for name in ("dataset", "attack", "eps", "split", "method", "table", "figure")}
+    keep = {
+        name: f"{{{name}}}"
+        for name in ("dataset", "attack", "eps", "split", "method", "table", "figure")
+    }
     return pattern.format(**{**keep, **wildcards})
 
 
@@ -102,10 +108,16 @@ def table3_columns():
 
 def table3_inputs(dataset=DATASET):
     """{'purified': [...], 'adaptive': [...]}: the test files of Table 3's columns, in column order."""
-    purified = [path(PURIFIED_ATTACK, dataset=dataset, attack=name, eps=eps, split="test") for name, eps in table3_columns()]
+    purified = [
+        path(PURIFIED_ATTACK, dataset=dataset, attack=name, eps=eps, split="test")
+        for name, eps in table3_columns()
+    ]
     adaptive = []
     if config["purification"]["adaptive"]["enabled"]:
-        adaptive = [path(ADAPTIVE, dataset=dataset, attack=name, eps=eps) for name, eps in table3_columns()]
+        adaptive = [
+            path(ADAPTIVE, dataset=dataset, attack=name, eps=eps)
+            for name, eps in table3_columns()
+        ]
     return {"purified": purified, "adaptive": adaptive}
 
 
@@ -133,7 +145,11 @@ def purification_targets(dataset=DATASET):
 
 def detection_keys():
     """[[attack, eps, key], ...] for every configured attack and epsilon."""
-    return [[name, float(eps), attack_key(name, eps)] for name, spec in ATTACKS.items() for eps in spec["epsilons"]]
+    return [
+        [name, float(eps), attack_key(name, eps)]
+        for name, spec in ATTACKS.items()
+        for eps in spec["epsilons"]
+    ]
 
 
 def detection_inputs(wildcards, method=None):
@@ -144,7 +160,9 @@ def detection_inputs(wildcards, method=None):
     for name, eps, key in detection_keys():
         for split in ("train", "test"):
             pattern = LATENTS_ATTACK if method == "latent_mlp" else ATTACK
-            inputs[f"{key}__{split}"] = path(pattern, dataset=d, attack=name, eps=eps, split=split)
+            inputs[f"{key}__{split}"] = path(
+                pattern, dataset=d, attack=name, eps=eps, split=split
+            )
     if method == "latent_mlp":
         for split in ("train", "test"):
             inputs[f"clean__{split}"] = path(LATENTS_CLEAN, dataset=d, split=split)
@@ -158,27 +176,40 @@ def detection_inputs(wildcards, method=None):
 def detection_targets(dataset=DATASET):
     if not (config["detection"]["enabled"] and ATTACKS):
         return []
-    return [path(TABLE, dataset=dataset, table=name) for name in ("table4_detection.md", "table5_comparison.md")]
+    return [
+        path(TABLE, dataset=dataset, table=name)
+        for name in ("table4_detection.md", "table5_comparison.md")
+    ]
 
 
 def figure1_attack_files(dataset=DATASET):
     """Test files of up to three attacks at their first epsilon (the paper shows FGSM, PGD, DeepFool)."""
-    return [path(ATTACK, dataset=dataset, attack=name, eps=spec["epsilons"][0], split="test")
-            for name, spec in list(ATTACKS.items())[:3]]
+    return [
+        path(
+            ATTACK, dataset=dataset, attack=name, eps=spec["epsilons"][0], split="test"
+        )
+        for name, spec in list(ATTACKS.items())[:3]
+    ]
 
 
-def training_logs(wildcards):
-    d = wildcards.dataset
-    logs = {"classifier": path(CLASSIFIER_EPOCHS, dataset=d)}
+def training_logs_of(dataset):
+    """{model: its per-epoch CSV} of every model trained here (none for a brought classifier)."""
+    logs = {}
+    if config["classifier"]["source"] == "train":
+        logs["classifier"] = path(CLASSIFIER_EPOCHS, dataset=dataset)
     if config["latents"]["enabled"] and config["flow"]["source"] == "train":
-        logs["flow"] = path(FLOW_EPOCHS, dataset=d)
+        logs["flow"] = path(FLOW_EPOCHS, dataset=dataset)
     if config["purification"]["enabled"] or "magnet" in config["detection"]["methods"]:
-        logs["autoencoder"] = path(AUTOENCODER_EPOCHS, dataset=d)
+        logs["autoencoder"] = path(AUTOENCODER_EPOCHS, dataset=dataset)
     return logs
 
 
+def training_logs(wildcards):
+    return training_logs_of(wildcards.dataset)
+
+
 def figure_targets(dataset=DATASET):
-    names = ["training_curves.png"]
+    names = ["training_curves.png"] if training_logs_of(dataset) else []
     if ATTACKS:
         names += ["figure1_examples.png", "accuracy_vs_epsilon.png"]
     if detection_targets(dataset):
@@ -208,11 +239,17 @@ def canonical(obj):
 
 def result_settings(section, leave_out=()):
     """The settings of a config section that change results (runtime-only keys and `leave_out` left out):
-    what a stage's rule passes as params, so that changing any of them re-runs the stage and nothing else does."""
+    what a stage's rule passes as params, so that changing any of them re-runs the stage and nothing else does.
+    """
+
     def keep(prefix, value):
         if isinstance(value, dict):
-            return {k: keep(f"{prefix}.{k}", v) for k, v in value.items()
-                    if not is_runtime_key(f"{prefix}.{k}") and f"{prefix}.{k}" not in leave_out}
+            return {
+                k: keep(f"{prefix}.{k}", v)
+                for k, v in value.items()
+                if not is_runtime_key(f"{prefix}.{k}")
+                and f"{prefix}.{k}" not in leave_out
+            }
         return value
 
     return canonical(keep(section, config[section]))
@@ -221,19 +258,32 @@ def result_settings(section, leave_out=()):
 def dataset_settings():
     """The `dataset` keys that decide the dataset file: its source's own keys and the subset sizes."""
     data = config["dataset"]
-    own = {"cifar10": ["root"], "local": ["path"], "synthetic": ["synthetic"]}[data["source"]]
+    own = {
+        "cifar10": ["root"],
+        "cifar100": ["root", "labels"],
+        "local": ["path", "labels"],
+        "synthetic": ["synthetic"],
+    }[data["source"]]
     return canonical({k: data[k] for k in ["source", "train_size", "test_size", *own]})
 
 
 def attack_method(wildcards):
     """The method of an attack job: Foolbox class, norm and constructor parameters (not its epsilons)."""
     spec = configured_attack(wildcards)
-    return canonical({"class": spec["class"], "norm": spec["norm"], "params": spec.get("params") or {}})
+    return canonical(
+        {
+            "class": spec["class"],
+            "norm": spec["norm"],
+            "params": spec.get("params") or {},
+        }
+    )
 
 
 def configured_attack(wildcards):
     if wildcards.attack not in ATTACKS:
-        raise WorkflowError(f"attacks.{wildcards.attack}: no such attack in the configuration (have {sorted(ATTACKS)})")
+        raise WorkflowError(
+            f"attacks.{wildcards.attack}: no such attack in the configuration (have {sorted(ATTACKS)})"
+        )
     return ATTACKS[wildcards.attack]
 
 
@@ -261,4 +311,8 @@ def resources_of(section, gpu=False):
     """Cluster-neutral resources of a rule from its config section's `resources` (runtime in minutes,
     mem_mb), plus one GPU token for jobs that use the device."""
     res = config[section]["resources"]
-    return {"runtime": res["runtime"], "mem_mb": res["mem_mb"], **({"gpu": 1} if gpu else {})}
+    return {
+        "runtime": res["runtime"],
+        "mem_mb": res["mem_mb"],
+        **({"gpu": 1} if gpu else {}),
+    }

@@ -5,13 +5,13 @@ rule dataset:
         "logs/data/{dataset}.log",
     benchmark:
         "results/benchmarks/dataset/{dataset}.tsv"
-    params:
-        dataset=dataset_settings(),
-        seed=config["seed"],
+    conda:
+        "../../envs/pipeline.yaml"
     threads: threads_of("dataset")
     resources:
         **resources_of("dataset"),
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        dataset=dataset_settings(),
+        seed=config["seed"],
     script:
         "../scripts/make_dataset.py"

@@ -8,18 +8,18 @@ rule detect:
         "logs/detection/{dataset}/{method}.log",
     benchmark:
         "results/benchmarks/detect/{dataset}/{method}.tsv"
+    wildcard_constraints:
+        method="latent_mlp|pixel_cnn|pca|magnet",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("detection")
+    resources:
+        **resources_of("detection", gpu=True),
     params:
         # sorted: the order of attacks in the YAML file does not change what a detector learns
         attack_keys=sorted(detection_keys()),
         settings=lambda w: canonical(config["detection"].get(w.method, {})),
         seed=config["seed"],
-    wildcard_constraints:
-        method="latent_mlp|pixel_cnn|pca|magnet",
-    threads: threads_of("detection")
-    resources:
-        **resources_of("detection", gpu=True),
-    conda:
-        "../../envs/pipeline.yaml"
     script:
         "../scripts/detect.py"
 
@@ -33,42 +33,63 @@ rule mmd_test:
         "logs/detection/{dataset}/mmd.log",
     benchmark:
         "results/benchmarks/mmd_test/{dataset}/mmd.tsv"
-    params:
-        attack_keys=sorted(detection_keys()),
-        # which batch size Table 5 shows, and whether the test runs at all, do not change its numbers
-        settings=result_settings("detection", leave_out=("detection.mmd.enabled", "detection.mmd.table_batch_size"))["mmd"],
-        seed=config["seed"],
+    conda:
+        "../../envs/pipeline.yaml"
     threads: threads_of("detection")
     resources:
         **resources_of("detection"),
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        attack_keys=sorted(detection_keys()),
+        # which batch size Table 5 shows, and whether the test runs at all, do not change its numbers
+        settings=result_settings(
+            "detection",
+            leave_out=("detection.mmd.enabled", "detection.mmd.table_batch_size"),
+        )["mmd"],
+        seed=config["seed"],
     script:
         "../scripts/mmd_test.py"
 
 
 rule detection_tables:
     input:
-        evaluations=[path(DETECTION_EVALUATION, method=m) for m in config["detection"]["methods"]],
+        evaluations=[
+            path(DETECTION_EVALUATION, method=m)
+            for m in config["detection"]["methods"]
+        ],
         mmd=[MMD_POWER] if config["detection"]["mmd"]["enabled"] else [],
     output:
-        table4_csv=report(path(TABLE, table="table4_detection.csv"), caption="../report/table.rst", category="Tables", subcategory="Table 4"),
+        table4_csv=report(
+            path(TABLE, table="table4_detection.csv"),
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="Table 4",
+        ),
         table4_md=path(TABLE, table="table4_detection.md"),
-        table5_csv=report(path(TABLE, table="table5_comparison.csv"), caption="../report/table.rst", category="Tables", subcategory="Table 5"),
+        table5_csv=report(
+            path(TABLE, table="table5_comparison.csv"),
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="Table 5",
+        ),
         table5_md=path(TABLE, table="table5_comparison.md"),
-        general_csv=report(path(TABLE, table="detection_generalisation.csv"), caption="../report/table.rst", category="Tables", subcategory="Generalisation"),
+        general_csv=report(
+            path(TABLE, table="detection_generalisation.csv"),
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="Generalisation",
+        ),
         general_md=path(TABLE, table="detection_generalisation.md"),
     log:
         "logs/tables/{dataset}/detection.log",
     benchmark:
         "results/benchmarks/detection_tables/{dataset}/detection.tsv"
-    params:
-        attack_keys=detection_keys(),  # in config order: the order of the tables' rows
-        mmd_batch=config["detection"]["mmd"]["table_batch_size"],
+    conda:
+        "../../envs/pipeline.yaml"
     threads: threads_of("tables")
     resources:
         **resources_of("tables"),
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        attack_keys=detection_keys(),  # in config order: the order of the tables' rows
+        mmd_batch=config["detection"]["mmd"]["table_batch_size"],
     script:
         "../scripts/detection_tables.py"

@@ -11,15 +11,15 @@ if config["flow"]["source"] == "train":
             "logs/flow/{dataset}.log",
         benchmark:
             "results/benchmarks/train_flow/{dataset}.tsv"
+        conda:
+            "../../envs/pipeline.yaml"
+        threads: threads_of("flow")
+        resources:
+            **resources_of("flow", gpu=True),
         params:
             flow=result_settings("flow", leave_out=("flow.source", "flow.pretrained")),
             seed=config["seed"],
             state=FLOW_STATE,
-        threads: threads_of("flow")
-        resources:
-            **resources_of("flow", gpu=True),
-        conda:
-            "../../envs/pipeline.yaml"
         script:
             "../scripts/train_flow.py"
 
@@ -37,11 +37,11 @@ else:
             "logs/flow/{dataset}.log",
         benchmark:
             "results/benchmarks/import_flow/{dataset}.tsv"
+        conda:
+            "../../envs/pipeline.yaml"
         threads: threads_of("flow")
         resources:
             **resources_of("flow", gpu=True),
-        conda:
-            "../../envs/pipeline.yaml"
         script:
             "../scripts/import_flow.py"
 
@@ -56,14 +56,14 @@ rule latents_clean:
         "logs/latents/{dataset}/clean/{split}.log",
     benchmark:
         "results/benchmarks/latents_clean/{dataset}/clean/{split}.tsv"
-    params:
-        images=attacked_images,
-        seed=config["seed"],
+    conda:
+        "../../envs/pipeline.yaml"
     threads: threads_of("latents")
     resources:
         **resources_of("latents", gpu=True),
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        images=attacked_images,
+        seed=config["seed"],
     script:
         "../scripts/latents.py"
 
@@ -78,10 +78,10 @@ rule latents_attack:
         "logs/latents/{dataset}/{attack}/eps{eps}/{split}.log",
     benchmark:
         "results/benchmarks/latents_attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
     threads: threads_of("latents")
     resources:
         **resources_of("latents", gpu=True),
-    conda:
-        "../../envs/pipeline.yaml"
     script:
         "../scripts/latents.py"

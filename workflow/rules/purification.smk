@@ -9,15 +9,15 @@ rule train_autoencoder:
         "logs/autoencoder/{dataset}.log",
     benchmark:
         "results/benchmarks/train_autoencoder/{dataset}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("autoencoder")
+    resources:
+        **resources_of("autoencoder", gpu=True),
     params:
         autoencoder=result_settings("autoencoder"),
         seed=config["seed"],
         state=AUTOENCODER_STATE,
-    threads: threads_of("autoencoder")
-    resources:
-        **resources_of("autoencoder", gpu=True),
-    conda:
-        "../../envs/pipeline.yaml"
     script:
         "../scripts/train_autoencoder.py"
 
@@ -33,11 +33,11 @@ rule purify_attack:
         "logs/purified/{dataset}/{attack}/eps{eps}/{split}.log",
     benchmark:
         "results/benchmarks/purify_attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
     threads: threads_of("purification")
     resources:
         **resources_of("purification", gpu=True),
-    conda:
-        "../../envs/pipeline.yaml"
     script:
         "../scripts/purify.py"
 
@@ -53,14 +53,14 @@ rule purify_clean:
         "logs/purified/{dataset}/clean/{split}.log",
     benchmark:
         "results/benchmarks/purify_clean/{dataset}/clean/{split}.tsv"
-    params:
-        images=attacked_images,
-        seed=config["seed"],
+    conda:
+        "../../envs/pipeline.yaml"
     threads: threads_of("purification")
     resources:
         **resources_of("purification", gpu=True),
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        images=attacked_images,
+        seed=config["seed"],
     script:
         "../scripts/purify.py"
 
@@ -76,17 +76,17 @@ rule adaptive_attack:
         "logs/adaptive/{dataset}/{attack}/eps{eps}.log",
     benchmark:
         "results/benchmarks/adaptive_attack/{dataset}/{attack}/eps{eps}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("attack_defaults")
+    resources:
+        **resources_of("attack_defaults", gpu=True),
     params:
         attack=attack_method,
         epsilon=attack_epsilon,
         images=config["attack_defaults"]["images"]["test"],
         adaptive_images=config["purification"]["adaptive"]["images"],
         seed=config["seed"],
-    threads: threads_of("attack_defaults")
-    resources:
-        **resources_of("attack_defaults", gpu=True),
-    conda:
-        "../../envs/pipeline.yaml"
     script:
         "../scripts/adaptive_attack.py"
 
@@ -97,18 +97,23 @@ rule table3:
         adaptive=lambda w: table3_inputs(w.dataset)["adaptive"],
         clean=path(PURIFIED_CLEAN, split="test"),
     output:
-        csv=report(path(TABLE, table="table3_purification.csv"), caption="../report/table.rst", category="Tables", subcategory="Table 3"),
+        csv=report(
+            path(TABLE, table="table3_purification.csv"),
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="Table 3",
+        ),
         md=path(TABLE, table="table3_purification.md"),
     log:
         "logs/tables/{dataset}/table3.log",
     benchmark:
         "results/benchmarks/table3/{dataset}/table3.tsv"
-    params:
-        columns=table3_columns(),
+    conda:
+        "../../envs/pipeline.yaml"
     threads: threads_of("tables")
     resources:
         **resources_of("tables"),
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        columns=table3_columns(),
     script:
         "../scripts/table3.py"

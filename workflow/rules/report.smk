@@ -12,11 +12,11 @@ rule figure_examples:
         "logs/figures/{dataset}/figure1.log",
     benchmark:
         "results/benchmarks/figure_examples/{dataset}/figure1.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: threads_of("tables")
     resources:
         **resources_of("tables"),
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/figures.py"
 
@@ -35,11 +35,11 @@ rule figure_accuracy_eps:
         "logs/figures/{dataset}/accuracy_vs_epsilon.log",
     benchmark:
         "results/benchmarks/figure_accuracy_eps/{dataset}/accuracy_vs_epsilon.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: threads_of("tables")
     resources:
         **resources_of("tables"),
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/figures.py"
 
@@ -62,11 +62,11 @@ rule figure_detection:
         "logs/figures/{dataset}/detection.log",
     benchmark:
         "results/benchmarks/figure_detection/{dataset}/detection.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: threads_of("tables")
     resources:
         **resources_of("tables"),
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/figures.py"
 
@@ -84,10 +84,10 @@ rule figure_training:
         "logs/figures/{dataset}/training.log",
     benchmark:
         "results/benchmarks/figure_training/{dataset}/training.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: threads_of("tables")
     resources:
         **resources_of("tables"),
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/figures.py"

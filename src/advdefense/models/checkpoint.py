@@ -16,6 +16,7 @@ from ..errors import PipelineFileError
 from ..h5io import atomic_path
 from .autoencoder import ConvAutoencoder
 from .detectors import LatentMLP, PixelCNNDetector
+from .external import ExternalClassifier
 from .glow import Glow
 from .resnet import CifarResNet
 
@@ -45,7 +46,8 @@ def save_checkpoint(path: str | Path, kind: str, model: nn.Module, metadata: dic
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
         "arch": dict(model.arch),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": model.checkpoint_state() if hasattr(model, "checkpoint_state")
+        else {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
     }
     with atomic_path(path) as tmp:
@@ -73,9 +75,12 @@ def load_checkpoint(
         if diff:
             detail = ", ".join(f"{k}: file has {a!r}, config wants {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(f"{path}: architecture does not match the configuration ({detail})")
-    model = build_model(arch)
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        if arch.get("name") == "external":  # a user's classifier: rebuilt from its own stored form
+            model = ExternalClassifier.from_checkpoint(arch, payload["state_dict"])
+        else:
+            model = build_model(arch)
+            model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit architecture {arch}: {exc}") from exc
     return model.to(map_location).eval(), payload.get("metadata", {})
