@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 test: install
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=15
 
 # each config is checked first: Snakemake reads --configfile files before any project code runs, and
 # reports a YAML syntax error there without file or line (advdefense-check-config names both)

@@ -99,7 +99,9 @@ def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path)
 
     # what each job asked SLURM for: its rule's threads as CPUs, a GPU exactly for the rules that declare one
     requests = slurm_requests(logs)
-    print("\n".join(f"{r['rule']:<20} job {r['job']:>4}: {r['cpus']} CPU(s), {r['gpus']} GPU(s)" for r in requests))
+    table = "\n".join(f"{r['rule']:<20} job {r['job']:>4}: {r['cpus']} CPU(s), {r['gpus']} GPU(s)" for r in requests)
+    (tmp_path / "slurm_requests.txt").write_text(table + "\n")  # kept by pytest for a look afterwards
+    print(table)
     for r in requests:
         assert r["cpus"] == r["threads"], r
         assert r["gpus"] == (1 if r["rule"] in GPU_RULES else 0), r
