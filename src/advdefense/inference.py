@@ -43,7 +43,8 @@ def evaluation_model(model: nn.Module, device: torch.device | str | None = None)
     elif isinstance(model, Purified):
         out = Purified(evaluation_model(model.autoencoder), evaluation_model(model.classifier))
     else:
-        out = copy.deepcopy(model)
+        with torch.no_grad():  # a TorchScript module's deepcopy clones its parameters through autograd
+            out = copy.deepcopy(model)
     out = (out.to(device) if device is not None else out).eval()
     for p in out.parameters():
         p.requires_grad_(False)
