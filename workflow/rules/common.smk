@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from advdefense.attacks import eps_tag
 from advdefense.config import ConfigError, validate_config
 from advdefense.detection import attack_key
+from advdefense.errors import PipelineFileError
 from advdefense.runtime import is_runtime_key
 
 # Schema, defaults and every check that the configuration and the data source allow (attack classes and
@@ -20,7 +21,8 @@ try:
     _validated = validate_config(
         config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
     )
-except ConfigError as exc:
+# a bad key, or a bad data file read to count its images
+except (ConfigError, PipelineFileError) as exc:
     raise WorkflowError(str(exc)) from None
 config.clear()
 config.update(_validated)
