@@ -82,7 +82,7 @@ def train_classifier(dataset_path: str | Path, settings: dict, seed: int, model_
     log.info("training ResNet-%d (%d parameters) on %d images, %s, %d epochs",
              settings["depth"], sum(p.numel() for p in model.parameters()), len(train_y), device, settings["epochs"])
     t0 = time.perf_counter()
-    run = TrainingRun(Path(state_path), Path(log_path), run_settings(settings, seed, data.dataset_sha256))
+    run = TrainingRun(Path(state_path), Path(log_path), run_settings("classifier", settings, seed, data.dataset_sha256))
     history = fit(model, objective, (train_x, train_y), optimizer, settings["schedule"], settings["epochs"],
                   settings["batch_size"], generator, run, evaluate=evaluate, name="classifier")
     report = accuracy_report(predict(model, test_x, eval_batch_size, device), test_y, data.class_names)

@@ -133,7 +133,7 @@ class TrainedDetector:
         pos_weight = (len(y) - n_pos) / n_pos
         optimizer = torch.optim.Adam(self.model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
         run = TrainingRun(self.workdir / f"{self.name}.state.pt", self.workdir / f"{self.name}.epochs.csv",
-                          {**run_settings(settings, self.seed), "examples": len(y)})
+                          {**run_settings("detection", settings, self.seed), "examples": len(y)})
         history = fit(self.model, BinaryObjective(self.model, pos_weight), (xt, yt), optimizer, {"name": "cosine"},
                       settings["epochs"], settings["batch_size"], generator, run, name=self.name)
         run.state_path.unlink(missing_ok=True)

@@ -138,7 +138,7 @@ def train_flow(dataset_path, settings: dict, seed: int, model_path, metrics_path
     data = prepare_training(dataset_path, device, seed + 1)
     device, generator, train_x, test_x = data.device, data.generator, data.train_x, data.test_x
     model = build_glow(settings, seed).to(device)
-    run = TrainingRun(Path(state_path), Path(log_path), run_settings(settings, seed, data.dataset_sha256))
+    run = TrainingRun(Path(state_path), Path(log_path), run_settings("flow", settings, seed, data.dataset_sha256))
     if run.load_state() is None:  # no state to resume: data-dependent ActNorm initialisation on a fixed batch
         init = train_x[: settings["init_images"]]
         model.train()

@@ -93,7 +93,7 @@ def train_autoencoder(dataset_path, settings: dict, seed: int, model_path, metri
         return {"test_mse": mse, "test_psnr": psnr(mse)}
 
     t0 = time.perf_counter()
-    run = TrainingRun(Path(state_path), Path(log_path), run_settings(settings, seed, data.dataset_sha256))
+    run = TrainingRun(Path(state_path), Path(log_path), run_settings("autoencoder", settings, seed, data.dataset_sha256))
     history = fit(model, ReconstructionObjective(model, settings["noise_std"]), (train_x,), optimizer,
                   {"name": "cosine"}, settings["epochs"], settings["batch_size"], generator, run, evaluate=evaluate,
                   name="autoencoder")

@@ -25,7 +25,7 @@ from .data import read_dataset_h5
 from .h5io import atomic_path, file_sha256, write_json
 from .progress import ProgressLog
 from .models import save_checkpoint
-from .runtime import resolve_device
+from .runtime import is_runtime_key, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,11 @@ def lr_lambda(schedule: dict, epochs: int, steps_per_epoch: int) -> Callable[[in
 
 
 # ----------------------------------------------------------------------------- loop
-RUNTIME_KEYS = ("resources", "eval_batch_size")  # settings of a config section that never change a result
-
-
-def run_settings(section: dict, seed: int, dataset_sha256: str | None = None) -> dict:
-    """What a training run's result depends on: its config section (runtime-only keys left out), the
-    seed and the training data file. A resume state records it and is used only by a run with the same."""
-    return {"config": {k: v for k, v in section.items() if k not in RUNTIME_KEYS}, "seed": seed,
+def run_settings(section: str, settings: dict, seed: int, dataset_sha256: str | None = None) -> dict:
+    """What a training run's result depends on: the settings of its config `section` (its runtime-only
+    keys, `runtime.is_runtime_key`, left out), the seed and the training data file. A resume state
+    records it and is used only by a run with the same."""
+    return {"config": {k: v for k, v in settings.items() if not is_runtime_key(f"{section}.{k}")}, "seed": seed,
             "dataset_sha256": dataset_sha256}
 
 
