@@ -33,9 +33,11 @@ def mini_cifar() -> Path:
     return MINI_CIFAR
 
 
-def run_snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile with `workdir` as working directory."""
-    cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+def run_snakemake(workdir: Path, configfile: Path, *args: str, targets: tuple[str, ...] = (),
+                  timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile with `workdir` as working directory (targets go before --configfile,
+    which takes several files)."""
+    cmd = [str(SNAKEMAKE), *targets, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(configfile), "--cores", "2", "--resources", "gpu=1", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 

@@ -139,7 +139,7 @@ def test_brought_classifier_runs_through_the_attack_stage(smoke_run, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     (work / "byo.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run_snakemake(work, work / "byo.yaml", f"results/attacks/{D}/summary.csv")
+    proc = run_snakemake(work, work / "byo.yaml", targets=(f"results/attacks/{D}/summary.csv",))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert "import_classifier" in out and "train_classifier" not in out

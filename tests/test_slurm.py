@@ -49,7 +49,7 @@ def slurm_requests(logs) -> list[dict]:
         rule, job, threads = re.search(r"rule\.(\w+) INFO: host \S+, slurm job id (\d+), threads (\d+)", text).groups()
         info = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60).stdout
         cpus = re.search(r"CPUs/Task=(\d+)", info) or re.search(r"NumCPUs=(\d+)", info)
-        gpus = re.search(r"gres/gpu[:=](\d+)", info)
+        gpus = re.search(r"gres[:/]gpu[:=](\d+)", info)  # e.g. TresPerJob=gres:gpu:1 for --gpus=1
         assert cpus, f"scontrol show job {job}: {info[:500]}"
         out.append({"rule": rule, "job": job, "threads": int(threads), "cpus": int(cpus.group(1)),
                     "gpus": int(gpus.group(1)) if gpus else 0})
