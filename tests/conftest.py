@@ -76,6 +76,7 @@ def attack_job(cfg: dict, name: str, eps: float, split: str) -> dict:
     """The keyword arguments the `attack` rule gives `generate_attack_file` for attack `name` at `eps`
     under the validated config `cfg` (its params, and the runtime settings the job reads)."""
     spec = copy.deepcopy(cfg["attacks"][name])
-    return {"name": name, "spec": {"class": spec["class"], "norm": spec["norm"], "params": spec.get("params") or {}},
+    return {"name": name, "spec": {"class": spec["class"], "norm": spec["norm"], "params": spec.get("params") or {},
+                                   "quantize": spec.get("quantize", "float")},
             "eps": eps, "split": split, "images": cfg["attack_defaults"]["images"][split], "seed": cfg["seed"],
             "device": cfg["device"], "batch_size": cfg["attack_defaults"]["batch_size"]}

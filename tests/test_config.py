@@ -11,7 +11,11 @@ def test_shipped_configs_validate_and_get_defaults(name):
     cfg = validate_config(load_yaml(REPO / "config" / name))
     assert cfg["classifier"]["depth"] in (8, 20)
     assert cfg["classifier"]["augment"] == {"crop_padding": 4, "flip": True}
-    assert set(cfg["attacks"]) == {"fgsm", "pgd", "deepfool"}
+    float_attacks = {name for name, spec in cfg["attacks"].items() if spec["quantize"] == "float"}
+    assert float_attacks == {"fgsm", "pgd", "deepfool"}
+    rounded = {name: spec for name, spec in cfg["attacks"].items() if spec["quantize"] == "8bit"}
+    assert rounded and all(name.endswith("_8bit") and name[:-5] in float_attacks for name in rounded)
+    assert cfg["dataset"]["calibration_size"] >= 100  # enough for thresholds at 1 % FPR
 
 
 def test_paper_config_has_paper_settings():
@@ -29,6 +33,7 @@ def test_defaults_fill_an_empty_config():
     assert cfg["attacks"] == {}
 
 
+FGSM = {"fgsm": {"class": "FGSM", "norm": "linf", "epsilons": [0.02]}}
 BAD = [
     ({"classifier": {"epochs": 0}}, r"classifier\.epochs: 0 is less than the minimum of 1"),
     ({"classifier": {"epochs": -3}}, r"classifier\.epochs"),
@@ -47,6 +52,22 @@ BAD = [
     ({"flow": {"K": 0}}, r"flow\.K: 0 is less than the minimum of 1"),
     ({"flow": {"coupling": "spline"}}, r"flow\.coupling: 'spline' is not one of"),
     ({"attacks": {"clean": {"class": "FGSM", "norm": "linf", "epsilons": [0.1]}}}, r"attacks\.clean: 'clean' is reserved"),
+    # detection (issue 13): the registry, the calibration split, thresholds, the detector-aware attack
+    ({"attacks": FGSM, "detection": {"methods": ["latent_mlp", "lid"]}},
+     r"detection\.methods: unknown detector 'lid' \(registered: latent_mlp, pixel_cnn, pca, magnet, magnet_jsd"),
+    ({"attacks": FGSM, "dataset": {"calibration_size": 0}}, r"dataset\.calibration_size: detection needs a calibration"),
+    ({"attacks": FGSM, "dataset": {"calibration_size": 50000}},
+     r"dataset\.calibration_size: 50000 calibration images are held out of the 50000 training images"),
+    ({"attacks": FGSM, "dataset": {"calibration_size": 50}}, r"detection\.fprs: 0\.01 is below 1/50"),
+    ({"attacks": FGSM, "detection": {"aware": {"methods": ["offgrid"]}}},
+     r"detection\.aware\.methods: 'offgrid' is not a configured detector with a differentiable score"),
+    ({"attacks": FGSM, "detection": {"aware": {"fpr": 0.1}}}, r"detection\.aware\.fpr: 0\.1 is not one of detection\.fprs"),
+    ({"attacks": {"p": {"class": "L2PGD", "norm": "l2", "quantize": "8bit", "epsilons": [0.5]}}},
+     r"attacks\.p\.quantize: 8bit rounding is kept inside an L-inf ball only"),
+    ({"attacks": FGSM, "purification": {"adaptive": {"params": {"pgd": {"steps": 5}}}}},
+     r"purification\.adaptive\.params\.pgd: no attack 'pgd' is configured"),
+    ({"attacks": FGSM, "purification": {"adaptive": {"params": {"fgsm": {"steps": 5}}}}},
+     r"purification\.adaptive\.params\.fgsm\.params: steps not accepted by foolbox\.attacks\.FGSM"),
 ]
 
 

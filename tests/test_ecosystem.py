@@ -136,6 +136,7 @@ def test_brought_classifier_runs_through_the_attack_stage(smoke_run, tmp_path):
     cfg["attack_defaults"]["images"] = {"train": 60, "test": 60}
     cfg["purification"]["adaptive"]["images"] = 30
     cfg["detection"]["mmd"]["batch_sizes"] = [5, 10]
+    cfg["detection"]["aware"]["images"] = 30
     work = tmp_path / "work"
     work.mkdir()
     (work / "byo.yaml").write_text(yaml.safe_dump(cfg))
@@ -148,7 +149,7 @@ def test_brought_classifier_runs_through_the_attack_stage(smoke_run, tmp_path):
     assert metrics["source"] == "checkpoint" and metrics["test_accuracy"] == pytest.approx(trained["test_accuracy"],
                                                                                           abs=0.004)
     summary = pd.read_csv(work / f"results/attacks/{D}/summary.csv")
-    assert len(summary) == 6 and (summary["n"] == 60).all()
+    assert len(summary) == 8 and (summary["n"] == 60).all()
     assert (summary["clean_accuracy"] > 0.8).all() and (summary["success_rate_on_correct"] > 0).all()
     model, _ = load_checkpoint(work / f"results/classifier/{D}/model.pt", "classifier")
     assert model.arch["format"] == "torchscript"

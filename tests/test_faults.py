@@ -25,7 +25,7 @@ from advdefense.classifier import train_classifier
 from advdefense.config import ConfigError, check_config_files, load_yaml, validate_config
 from advdefense.config import main as check_config_main
 from advdefense.data import DataError, load_cifar_batches_dir, make_synthetic, read_dataset_h5, write_dataset_h5
-from advdefense.detection import load_pixel_sets
+from advdefense.detection import load_pixel_inputs
 from advdefense.errors import PipelineFileError
 from advdefense.flow import attack_latents, read_latents
 from advdefense.h5io import atomic_h5, atomic_path, read_h5, remove_stale_temporaries
@@ -208,7 +208,7 @@ def test_a_bad_adversarial_is_named_by_every_stage(smoke_run, tmp_path, value, w
         list(iter_adversarial_batches(bad, 4))
     # pixel detectors and the MMD test, latents, purification: all through the one reader
     with pytest.raises(AttackFileError, match=expected):
-        load_pixel_sets(results / f"data/{DATASET}.h5", "test", {"pgd": bad})
+        load_pixel_inputs(results / f"data/{DATASET}.h5", "test", {"pgd": bad})
     with pytest.raises(AttackFileError, match=expected):
         attack_latents(bad, results / f"flow/{DATASET}/model.pt", tmp_path / "latents.h5", device="cpu")
     with pytest.raises(AttackFileError, match=expected):
@@ -280,7 +280,7 @@ def test_size_errors_stop_snakemake_before_it_deletes_anything(smoke_run, tmp_pa
     cfg = yaml.safe_load((run / "smoke.yaml").read_text())
     bad_cases = [
         (("dataset", "train_size"), 10**6, "dataset.train_size: asked for 1000000 images but the train split of the "
-                                            "synthetic source has only 2000"),
+                                            "synthetic source has only 3400"),
         (("attack_defaults", "images", "test"), 9999, "attack_defaults.images.test: asked for 9999 images"),
         (("purification", "adaptive", "images"), 100000, "purification.adaptive.images: 100000 is more than the"),
     ]
@@ -311,9 +311,9 @@ def test_size_checks_use_the_local_directory_counts(mini_cifar):
 
 
 @pytest.mark.parametrize("patch,message", [
-    ({"flow": {"init_images": 5000}}, "flow.init_images: 5000 is more than the 2000 training images"),
+    ({"flow": {"init_images": 5000}}, "flow.init_images: 5000 is more than the 3200 training images"),
     ({"detection": {"mmd": {"batch_sizes": [10, 900], "table_batch_size": 10}}},
-     "detection.mmd.batch_sizes: 900 is more than the 500 images"),
+     "detection.mmd.batch_sizes: 900 is more than the 200 images"),
 ])
 def test_other_counts_are_checked_against_the_data(smoke_config, patch, message):
     for section, values in patch.items():

@@ -116,3 +116,29 @@ def test_table_for_an_attack_that_was_not_generated(smoke):
         validate_config({**load_yaml(REPO / "config/smoke.yaml"), "tables": {"table3": {"attacks": ["cw"]}}})
     with pytest.raises(ConfigError, match=r"no purified test file for cw at eps 0.1"):
         table3([("cw", 0.1)], {}, {}, smoke["dir"] / f"results/purified/{D}/clean/test.h5")
+
+
+def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
+    """purification.adaptive.restarts: 2 (smoke): the stored file says so, records which run broke each image,
+    and merging keeps an image broken when any run broke it."""
+    from advdefense.attacks import merge_restarts, read_attack_file
+
+    stored = read_attack_file(smoke["dir"] / f"results/adaptive/{D}/pgd/eps0.03/test.h5", require=("restart",))
+    assert stored["attrs"]["restarts"] == 2 and set(np.unique(stored["restart"])) <= {0, 1}
+    source = smoke["dir"] / f"results/attacks/{D}/pgd/eps0.03/test.h5"
+    first, second = tmp_path / "r0.h5", tmp_path / "r1.h5"
+    with h5py.File(source, "r") as f:
+        for path, flip in ((first, slice(0, 50)), (second, slice(50, 100))):
+            with h5py.File(path, "w") as g:
+                for k in f:
+                    g[k] = f[k][()]
+                g.attrs.update(dict(f.attrs))
+                success = g["success"][()]
+                success[:] = False
+                success[flip] = True
+                g["success"][...] = success
+    merged = tmp_path / "merged.h5"
+    merge_restarts([first, second], merged)
+    out = read_attack_file(merged, require=("restart",))
+    assert out["success"][:100].all() and not out["success"][100:].any()
+    assert (out["restart"][50:100] == 1).all() and (out["restart"][:50] == 0).all()

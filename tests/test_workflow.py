@@ -43,7 +43,7 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
     # and the aggregates that include it; nothing else
     assert job_counts(proc.stdout + proc.stderr) == {"attack": 2, "attack_summary": 1, "latents_attack": 2,
                                                      "purify_attack": 1, "adaptive_attack": 1, "table3": 1,
-                                                     "detect": 4, "mmd_test": 1, "detection_tables": 1,
+                                                     "detect": 7, "mmd_test": 1, "detection_tables": 1,
                                                      "figure_accuracy_eps": 1, "figure_detection": 1, "all": 1}
     assert "results/attacks/synthetic-smoke/pgd/eps0.05/train.h5" in proc.stdout + proc.stderr
 
@@ -55,7 +55,8 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
     assert (smoke_run / "results/attacks/synthetic-smoke/pgd/eps0.05/test.h5").is_file()
     assert (smoke_run / "results/latents/synthetic-smoke/pgd/eps0.05/test.h5").is_file()
     aggregates = ("summary.csv", "table3_purification", "table4_detection", "table5_comparison",
-                  "detection_generalisation", "evaluation.csv", "power.csv",  # tables over all epsilons
+                  "detection_generalisation", "detection_defended", "evaluation.csv", "aware.csv",
+                  "power.csv",  # tables over all epsilons
                   "accuracy_vs_epsilon.png", "roc_latent_detector.png", "scores_latent_detector.png")  # figures
     rewritten = [p for p, mtime in before.items() if p.exists() and p.stat().st_mtime_ns != mtime
                  and not any(a in p.name for a in aggregates) and "models" not in p.parts]
@@ -68,12 +69,14 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
 def test_dry_run_lists_the_jobs(tmp_path, config):
     proc = run_snakemake(tmp_path, REPO / "config" / config, "-n")
     assert proc.returncode == 0, proc.stderr
-    assert job_counts(proc.stdout + proc.stderr) == {"dataset": 1, "train_classifier": 1, "attack": 6,
-                                                     "attack_summary": 1, "train_flow": 1, "latents_clean": 2,
-                                                     "latents_attack": 6, "train_autoencoder": 1, "purify_clean": 1,
-                                                     "purify_attack": 3 if config == "smoke.yaml" else 6,
-                                                     "adaptive_attack": 3, "table3": 1, "detect": 4, "mmd_test": 1,
-                                                     "detection_tables": 1, "figure_examples": 1,
+    paper = config == "config.yaml"  # 6 attacks (3 float, 3 rounded to 8 bits), Table 3 on the paper's 3
+    attacks = 12 if paper else 8  # smoke: 4 attacks; both splits
+    assert job_counts(proc.stdout + proc.stderr) == {"dataset": 1, "train_classifier": 1, "attack": attacks,
+                                                     "attack_summary": 1, "train_flow": 1, "latents_clean": 3,
+                                                     "latents_attack": attacks, "train_autoencoder": 1,
+                                                     "purify_clean": 1, "purify_attack": 12 if paper else 4,
+                                                     "adaptive_attack": 3 if paper else 4, "table3": 1, "detect": 7,
+                                                     "mmd_test": 1, "detection_tables": 1, "figure_examples": 1,
                                                      "figure_accuracy_eps": 1, "figure_detection": 1,
                                                      "figure_training": 1, "all": 1}
 

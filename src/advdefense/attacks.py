@@ -2,7 +2,8 @@
 
 File layout (`results/attacks/<dataset>/<attack>/eps<eps>/<split>.h5`)::
 
-    adv         float32 N x 3 x 32 x 32 in [0, 1] (Foolbox's clipped output, never rounded)
+    adv         float32 N x 3 x 32 x 32 in [0, 1] (Foolbox's clipped output; rounded to the 8-bit grid
+                inside the eps ball only for an attack with `quantize: 8bit`, attribute `quantize`)
     index       int64 N   position of each image in the split of the dataset file
     label       int64 N   true class
     pred_clean  int64 N   classifier prediction on the clean image   } the classifier's evaluation copy
@@ -10,7 +11,7 @@ File layout (`results/attacks/<dataset>/<attack>/eps<eps>/<split>.h5`)::
     success     bool  N   pred_adv != label
     linf, l2    float32 N norms of adv - clean
     attrs: attack, foolbox_class, params (JSON), epsilon, norm, seed, versions (JSON),
-           classifier_sha256, dataset, split, seconds, images_per_s, format
+           quantize (float | 8bit), classifier_sha256, dataset, split, seconds, images_per_s, format
 """
 from __future__ import annotations
 
@@ -74,6 +75,22 @@ def check_attack_spec(name: str, spec: dict) -> None:
             raise ConfigError(f"{key}.{required}: missing")
     check_attack_method(key, spec)
     check_epsilons(f"{key}.epsilons", spec["epsilons"])
+    if spec.get("quantize", "float") not in QUANTIZE:
+        raise ConfigError(f"{key}.quantize: {spec['quantize']!r} is not one of {', '.join(QUANTIZE)}")
+    if spec.get("quantize", "float") == "8bit" and spec["norm"] != "linf":
+        raise ConfigError(f"{key}.quantize: 8bit rounding is kept inside an L-inf ball only; use it with norm linf")
+
+
+QUANTIZE = ("float", "8bit")
+
+
+def quantize_8bit(adv: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
+    """`adv` rounded to the nearest 8-bit value k/255 that stays within `eps` (L-inf) of the clean image,
+    which lies on that grid. What a real image file of the adversarial would hold."""
+    q = torch.round(adv * 255.0)
+    c = torch.round(clean * 255.0)
+    reach = math.floor(eps * 255.0 + 1e-6)  # grid steps allowed each way
+    return (torch.minimum(torch.maximum(q, c - reach), c + reach).clamp(0, 255) / 255.0).float()
 
 
 def check_attack_method(key: str, spec: dict) -> None:
@@ -234,6 +251,8 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             net.reset()
             _, clipped, _ = attack(fmodel, x, y, epsilons=float(eps))
             adv = clipped.detach().float().clamp(0.0, 1.0)
+            if spec.get("quantize", "float") == "8bit":  # success is judged again on the rounded images
+                adv = quantize_8bit(adv, x, float(eps))
             # predictions from the attack's own forward passes where they saw exactly these inputs
             pred_clean, pred_adv = net.recorded_predictions(x), net.recorded_predictions(adv)
             reused += (pred_clean is not None) + (pred_adv is not None)
@@ -265,6 +284,7 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             "params": json.dumps(spec.get("params") or {}, sort_keys=True),
             "epsilon": float(eps),
             "norm": spec["norm"],
+            "quantize": spec.get("quantize", "float"),
             "seed": int(seed),
             **provenance_attrs(),
             "seconds": seconds,
@@ -348,7 +368,9 @@ def summarize_attack_file(f: h5py.File) -> dict:
         "split": f.attrs.get("split", ""),
         "norm": f.attrs["norm"],
         "foolbox_class": f.attrs["foolbox_class"],
+        "quantize": f.attrs.get("quantize", "float"),
         "n": n,
+        "unchanged": int((linf == 0).sum()),
         "clean_accuracy": float(correct.mean()) if n else float("nan"),
         "robust_accuracy": float((pred_adv == label).mean()) if n else float("nan"),
         "success_rate": float(success.mean()) if n else float("nan"),
@@ -367,7 +389,7 @@ def summarize_attack_files(paths):
     for path in paths:
         with open_attack_file(path, SUMMARY_DATASETS) as f:
             rows.append(summarize_attack_file(f))
-    columns = ["attack", "epsilon", "split", "norm", "foolbox_class", "n", "clean_accuracy", "robust_accuracy",
+    columns = ["attack", "epsilon", "split", "norm", "foolbox_class", "quantize", "n", "unchanged", "clean_accuracy", "robust_accuracy",
                "success_rate", "success_rate_on_correct", "mean_linf", "max_linf", "mean_l2", "max_l2",
                "seconds", "images_per_s"]
     df = pd.DataFrame(rows, columns=columns)
@@ -376,11 +398,12 @@ def summarize_attack_files(paths):
 
 def attack_split(model: torch.nn.Module, dataset_path, split: str, name: str, spec: dict, eps: float, out_path, *,
                  images: int | None, seed: int, device: str = "auto", batch_size: int = 500,
-                 limit: int | None = None, attrs: dict | None = None) -> dict:
+                 limit: int | None = None, attrs: dict | None = None, restart: int = 0) -> dict:
     """Attack the attacked subset of `split` (`images` of them, seeded by `seed`) with attack `name`
     (`spec`: class, norm, params) at `eps`; `model` is any differentiable classifier on [0, 1].
     `limit` keeps only the first that many of the subset (the adaptive attack); more than the
-    subset is an error."""
+    subset is an error. `restart` > 0 draws the attack's own randomness (random start) afresh; the images
+    stay the same."""
     device = resolve_device(device)
     data, index = attacked_images(dataset_path, split, images, seed)
     if limit is not None:
@@ -390,7 +413,35 @@ def attack_split(model: torch.nn.Module, dataset_path, split: str, name: str, sp
         index = index[:limit]
     attrs = {"dataset": str(dataset_path), "split": split, "device": str(device), **(attrs or {})}
     return run_attack(model, data.images, data.labels, index, name, spec, float(eps), out_path,
-                      batch_size=batch_size, seed=job_seed(seed, name, float(eps), split), device=device, attrs=attrs)
+                      batch_size=batch_size, seed=job_seed(seed, name if restart == 0 else f"{name}#restart{restart}",
+                                                           float(eps), split), device=device, attrs=attrs)
+
+
+def merge_restarts(paths: list, out_path) -> dict:
+    """One attack file from several runs on the same images: per image the first run that fooled the
+    classifier (the worst case for the defence), else the first run's result."""
+    with open_attack_file(paths[0]) as first:
+        index = first["index"][()]
+        attrs = dict(first.attrs)
+        arrays = {k: first[k][()] for k in ATTACK_DATASETS}
+    chosen = np.zeros(len(index), dtype=np.int64)
+    for r, path in enumerate(paths[1:], start=1):
+        with open_attack_file(path) as f:
+            if not np.array_equal(f["index"][()], index):
+                raise AttackFileError(f"{path}: its images differ from {paths[0]}'s; restarts cannot be merged")
+            better = ~arrays["success"] & f["success"][()]
+            for k in ("adv", "pred_adv", "success", "linf", "l2"):
+                arrays[k][better] = f[k][()][better]
+            chosen[better] = r
+    with atomic_h5(out_path) as f:
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v)
+        f.create_dataset("restart", data=chosen)
+        f.attrs.update({**attrs, "restarts": len(paths)})
+        summary = summarize_attack_file(f)
+    log.info("%s: %d restarts merged, success %.2f%% (%d images first broken by a later restart)", out_path,
+             len(paths), 100 * summary["success_rate"], int((chosen > 0).sum()))
+    return summary
 
 
 def generate_attack_file(dataset_path: str | Path, classifier_path: str | Path, name: str, spec: dict, eps: float,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,7 +15,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
-from .attacks import check_attack_spec, eps_tag
+from .attacks import check_attack_method, check_attack_spec, eps_tag
 from .data import check_cifar_batches_dir, split_sizes
 from .errors import ConfigError
 from .h5io import file_sha256
@@ -86,6 +87,9 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path | None = 
     return cfg
 
 
+DEFAULT_CALIBRATION = 1000  # dataset.calibration_size when null and detection runs
+
+
 def check_semantics(cfg: dict) -> None:
     """Checks that JSON schema cannot express; each error names its key."""
     depth = cfg["classifier"]["depth"]
@@ -95,6 +99,9 @@ def check_semantics(cfg: dict) -> None:
         )
     check_classifier_source(cfg["classifier"])
     data = cfg["dataset"]
+    if data["calibration_size"] is None:  # a calibration split only where detectors need thresholds
+        detects = cfg["detection"]["enabled"] and bool(cfg.get("attacks"))
+        data["calibration_size"] = DEFAULT_CALIBRATION if detects else 0
     if data["source"] == "local":
         if not data.get("path"):
             raise ConfigError("dataset.path: required when dataset.source is 'local'")
@@ -124,6 +131,7 @@ def check_semantics(cfg: dict) -> None:
             raise ConfigError("detection.methods: must include latent_mlp (the paper's detector; Tables 4 and 5 use it)")
         if not cfg["latents"]["enabled"]:
             raise ConfigError("detection.methods: latent_mlp needs latents.enabled: true")
+        check_detection(det, cfg)
         if det["mmd"]["enabled"] and det["mmd"]["table_batch_size"] not in det["mmd"]["batch_sizes"]:
             raise ConfigError(f"detection.mmd.table_batch_size: {det['mmd']['table_batch_size']} is not one of "
                               f"detection.mmd.batch_sizes {det['mmd']['batch_sizes']}")
@@ -131,6 +139,12 @@ def check_semantics(cfg: dict) -> None:
         raise ConfigError("attacks.clean: 'clean' is reserved for the unattacked images; choose another name")
     for name, spec in cfg.get("attacks", {}).items():
         check_attack_spec(name, spec)
+    for name, overrides in cfg["purification"]["adaptive"]["params"].items():
+        if name not in attacks:
+            raise ConfigError(f"purification.adaptive.params.{name}: no attack {name!r} is configured "
+                              f"(configured: {sorted(attacks)})")
+        check_attack_method(f"purification.adaptive.params.{name}",
+                            {**attacks[name], "params": {**(attacks[name].get("params") or {}), **overrides}})
     check_sizes(cfg)
 
 
@@ -155,6 +169,38 @@ def check_classifier_source(classifier: dict) -> None:
         raise ConfigError("classifier.checkpoint.mean, .std: give both (the input normalisation) or neither")
 
 
+def check_detection(det: dict, cfg: dict) -> None:
+    """Detection methods against the registry, the calibration split, the thresholds' FPRs and the
+    detector-aware attack's settings."""
+    from .detectors import REGISTRY
+
+    for name in det["methods"]:
+        if name not in REGISTRY:
+            raise ConfigError(f"detection.methods: unknown detector {name!r} (registered: {', '.join(REGISTRY)})")
+    if any(REGISTRY[m].inputs != "pixels" for m in det["methods"]) and not cfg["latents"]["enabled"]:
+        raise ConfigError("detection.methods: latent_mlp and bits_per_dim need latents.enabled: true")
+    calibration = cfg["dataset"]["calibration_size"]
+    if calibration < 1:
+        raise ConfigError("dataset.calibration_size: detection needs a calibration split (> 0 clean images held "
+                          "out of training) for its thresholds; set it or detection.enabled: false")
+    for fpr in det["fprs"]:
+        if fpr * calibration < 1 - 1e-9:
+            raise ConfigError(f"detection.fprs: {fpr} is below 1/{calibration}, the smallest false-positive rate "
+                              f"that {calibration} calibration images (dataset.calibration_size) can set a "
+                              f"threshold for; raise calibration_size to at least {math.ceil(1 / fpr)} or drop {fpr}")
+    aware = det["aware"]
+    if aware["enabled"]:
+        if aware["fpr"] not in det["fprs"]:
+            raise ConfigError(f"detection.aware.fpr: {aware['fpr']} is not one of detection.fprs {det['fprs']}")
+        differentiable = [m for m in det["methods"] if REGISTRY[m].differentiable]
+        if aware["methods"] is None:
+            aware["methods"] = differentiable
+        for name in aware["methods"]:
+            if name not in differentiable:
+                raise ConfigError(f"detection.aware.methods: {name!r} is not a configured detector with a "
+                                  f"differentiable score (those are: {', '.join(differentiable)})")
+
+
 def check_sizes(cfg: dict) -> None:
     """Every count that the configuration and the data source fix, checked before any job runs (a job
     that found them wrong would fail after Snakemake had already deleted its old output)."""
@@ -166,6 +212,11 @@ def check_sizes(cfg: dict) -> None:
             raise ConfigError(f"attack_defaults.images.{split}: asked for {n} images but the {split} split has only "
                               f"{sizes[split]}")
         attacked[split] = sizes[split] if n is None else n
+    aware = cfg["detection"]["aware"]
+    if cfg["detection"]["enabled"] and cfg.get("attacks") and aware["enabled"] and aware["images"] is not None \
+            and aware["images"] > attacked["test"]:
+        raise ConfigError(f"detection.aware.images: {aware['images']} is more than the {attacked['test']} test "
+                          f"images that are attacked (attack_defaults.images.test)")
     adaptive = cfg["purification"]["adaptive"]
     if cfg["purification"]["enabled"] and adaptive["enabled"] and adaptive["images"] is not None \
             and adaptive["images"] > attacked["test"]:
@@ -177,11 +228,11 @@ def check_sizes(cfg: dict) -> None:
         raise ConfigError(f"flow.init_images: {flow['init_images']} is more than the {sizes['train']} training images")
     mmd = cfg["detection"]["mmd"]
     if cfg["detection"]["enabled"] and cfg.get("attacks") and mmd["enabled"]:
-        available = min(attacked["test"], sizes["train"])
+        available = min(attacked["test"], sizes["calibration"])
         for b in mmd["batch_sizes"]:
             if b > available:
                 raise ConfigError(f"detection.mmd.batch_sizes: {b} is more than the {available} images a batch is "
-                                  f"drawn from (attacked test images, and training images as reference)")
+                                  f"drawn from (attacked test images, and calibration images as reference)")
 
 
 def check_config_files(paths: list[str | Path], schema_path: str | Path | None = None) -> dict:

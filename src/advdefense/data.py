@@ -6,6 +6,8 @@ HDF5 layout (`results/data/<name>.h5`)::
     /train/labels  int64  N
     /train/source_index int64 N   (index of each image in the source split)
     /test/...      the same for the test split
+    /calibration/... the same for the calibration split: clean images held out of the training pool
+                   (`dataset.calibration_size`), which no model trains on; detector thresholds come from it
     attrs: class_names (list of str), source, provenance (JSON), format
 
 Pixels stay uint8 in the file; the models take float pixels in [0, 1].
@@ -37,7 +39,8 @@ CIFAR10_CLASSES = (
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 META_FILE = "batches.meta"
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # the splits that are attacked
+ALL_SPLITS = ("train", "test", "calibration")
 DATASET_FORMAT = "advdefense-dataset-v1"
 
 
@@ -74,10 +77,13 @@ class Dataset:
     test: Split
     class_names: tuple[str, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
+    calibration: Split | None = None  # held out of the training pool; None in files without one
 
     def split(self, name: str) -> Split:
-        if name not in SPLITS:
-            raise DataError(f"unknown split {name!r} (use one of {SPLITS})")
+        if name not in ALL_SPLITS:
+            raise DataError(f"unknown split {name!r} (use one of {ALL_SPLITS})")
+        if getattr(self, name) is None:
+            raise DataError(f"this dataset file has no {name} split (set dataset.calibration_size > 0)")
         return getattr(self, name)
 
 
@@ -317,6 +323,22 @@ def take_subset(ds: Dataset, train_size: int | None, test_size: int | None, seed
     return replace(ds, train=splits["train"], test=splits["test"], provenance=prov)
 
 
+def hold_out_calibration(ds: Dataset, size: int, seed: int) -> Dataset:
+    """Move a seeded random `size` images of the training pool into the calibration split (both kept in
+    source order). No model trains on them; detector thresholds and score normalisation come from them."""
+    if size == 0:
+        return ds
+    if size >= len(ds.train):
+        raise ConfigError(f"dataset.calibration_size: {size} calibration images leave nothing to train on "
+                          f"(the training pool has {len(ds.train)})")
+    rng = np.random.default_rng([seed, 0xCA1])
+    held = np.zeros(len(ds.train), bool)
+    held[rng.choice(len(ds.train), size=size, replace=False)] = True
+    prov = dict(ds.provenance, calibration_size=size)
+    return replace(ds, train=ds.train.take(np.flatnonzero(~held)), calibration=ds.train.take(np.flatnonzero(held)),
+                   provenance=prov)
+
+
 CIFAR_SIZES = {"train": 50_000, "test": 10_000}  # CIFAR-10 and CIFAR-100 alike
 
 
@@ -358,6 +380,12 @@ def split_sizes(data_cfg: dict) -> dict[str, int]:
                 raise ConfigError(f"dataset.{name}_size: asked for {size} images but the {name} split of the "
                                   f"{data_cfg['source']} source has only {sizes[name]}")
             sizes[name] = size
+    calibration = data_cfg.get("calibration_size") or 0
+    if calibration >= sizes["train"]:
+        raise ConfigError(f"dataset.calibration_size: {calibration} calibration images are held out of the "
+                          f"{sizes['train']} training images, which leaves nothing to train on")
+    sizes["train"] -= calibration
+    sizes["calibration"] = calibration
     return sizes
 
 
@@ -377,14 +405,17 @@ def build_dataset(data_cfg: dict, seed: int) -> Dataset:
         ds = make_synthetic(syn.get("train_images", 2000), syn.get("test_images", 500), seed, syn.get("noise", 0.15))
     else:
         raise ConfigError(f"dataset.source: unknown source {source!r} (use cifar10, cifar100, local or synthetic)")
-    return take_subset(ds, data_cfg.get("train_size"), data_cfg.get("test_size"), seed)
+    ds = take_subset(ds, data_cfg.get("train_size"), data_cfg.get("test_size"), seed)
+    return hold_out_calibration(ds, data_cfg.get("calibration_size") or 0, seed)
 
 
 # --------------------------------------------------------------------------- HDF5
 def write_dataset_h5(ds: Dataset, path: str | Path) -> None:
     with atomic_h5(path) as f:
-        for name in SPLITS:
-            split = ds.split(name)
+        for name in ALL_SPLITS:
+            split = getattr(ds, name)
+            if split is None:
+                continue
             g = f.create_group(name)
             g.create_dataset("images", data=split.images, chunks=(min(len(split), 256), 3, 32, 32),
                              compression="gzip", compression_opts=4)
@@ -402,8 +433,10 @@ def read_dataset_h5(path: str | Path) -> Dataset:
     with open_h5(path, "dataset") as f:
         if f.attrs.get("format") != DATASET_FORMAT:
             raise DataError(f"{path}: not a dataset file of this pipeline (format attribute {f.attrs.get('format')!r})")
-        splits = {}
-        for name in SPLITS:
+        splits = {"calibration": None}
+        for name in ALL_SPLITS:
+            if name == "calibration" and name not in f:
+                continue
             if name not in f or any(k not in f[name] for k in ("images", "labels")):
                 raise DataError(f"{path}: missing /{name}/images or /{name}/labels")
             g = f[name]
@@ -414,4 +447,4 @@ def read_dataset_h5(path: str | Path) -> Dataset:
                 raise DataError(f"{path}: /{name}: {exc}") from None
         names = tuple(str(n) for n in f.attrs["class_names"])
         prov = json.loads(f.attrs.get("provenance", "{}"))
-    return Dataset(splits["train"], splits["test"], names, prov)
+    return Dataset(splits["train"], splits["test"], names, prov, splits["calibration"])

@@ -111,7 +111,8 @@ def score_histograms(models_dir, out_path, title: str) -> None:
         bins = np.histogram_bin_edges(np.concatenate([s["clean"], s[key]]), bins=40)
         ax.hist(s["clean"], bins=bins, alpha=0.6, label="clean")
         ax.hist(s[key], bins=bins, alpha=0.6, label="attacked")
-        ax.axvline(float(s["threshold"]), color="black", linestyle="--", linewidth=1)
+        threshold = min(float(v) for k, v in s.items() if k.startswith("threshold_fpr"))  # the largest FPR's
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
         ax.set_title(key, fontsize=8)
         ax.set_xlabel("detector score (logit)")
         ax.legend(fontsize=7)

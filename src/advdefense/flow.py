@@ -204,6 +204,13 @@ def _latent_batches(model: Glow, batches, device):
         yield z.float().cpu().numpy(), bpd.float().cpu().numpy()
 
 
+def latents_of(model: Glow, pixels01: np.ndarray, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
+    """(top latents, bits/dim) of images in memory, computed exactly as for the latents files."""
+    batches = (pixels01[s : s + batch_size] for s in range(0, len(pixels01), batch_size))
+    z, bpd = zip(*_latent_batches(model, batches, device))
+    return np.concatenate(z), np.concatenate(bpd)
+
+
 def _write_latents(out_path, model: Glow, n: int, batches, device, arrays: dict, attrs: dict) -> dict:
     c, h, w = model.top_shape
     t0 = time.perf_counter()
@@ -248,11 +255,11 @@ def attack_latents(attack_path, flow_path, out_path, *, device: str = "auto", ba
     """Latents of the adversarials of one attack file."""
     device = resolve_device(device)
     model = load_flow(flow_path, device)
-    meta = read_attack_file(attack_path, require=("index", "label", "success", "pred_adv"))
+    meta = read_attack_file(attack_path, require=("index", "label", "success", "pred_clean", "pred_adv", "linf"))
     a = meta["attrs"]
     attrs = {"kind": "attack", "source": str(attack_path), "split": a.get("split", ""), "attack": a["attack"],
              "epsilon": float(a["epsilon"]), **provenance_attrs(flow=flow_path)}
-    arrays = {k: meta[k] for k in ("index", "label", "success", "pred_adv")}
+    arrays = {k: meta[k] for k in ("index", "label", "success", "pred_clean", "pred_adv", "linf")}
     return _write_latents(out_path, model, len(meta["index"]), iter_adversarial_batches(attack_path, batch_size),
                           device, arrays, attrs)
 

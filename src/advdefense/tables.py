@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .attacks import eps_tag, read_attack_file
-from .detection import POOLED
+from .detection import POOLED, fpr_label
+from .detectors import REGISTRY
 from .errors import ConfigError
 from .h5io import atomic_path
 from .purification import read_purified
@@ -140,62 +141,108 @@ def write_table3(columns: list[tuple[str, float]], purified: dict, adaptive: dic
 
 # ----------------------------------------------------------------------------- Tables 4 and 5: detection
 PAPER_TABLE4 = {"fgsm": 97.12, "pgd": 97.07, "deepfool": 63.17, POOLED: 83.6}
-TABLE4_COLUMNS = {"accuracy": "accuracy (%)", "auroc": "AUROC", "tpr_at_5fpr": "TPR at 5% FPR (%)",
-                  "fpr_clean": "FPR on clean (%)", "tpr_successful": "detected, successful adv. (%)",
-                  "tpr_failed": "detected, failed adv. (%)", "n_attacked": "attacked test images"}
-PERCENT = {"accuracy", "tpr_at_5fpr", "fpr_clean", "tpr_successful", "tpr_failed", "tpr"}
+NOT_TRAINED = "did not train"
 
 
-def _present(row: pd.Series, columns: dict) -> dict:
-    return {label: (100 * row[k] if k in PERCENT else row[k]) for k, label in columns.items()}
+def _rate_columns(fprs) -> dict:
+    out = {}
+    for fpr in fprs:
+        label = fpr_label(fpr)
+        out[f"tpr_at_fpr{label}"] = f"TPR at {label}% FPR (%)"
+    for fpr in fprs:
+        label = fpr_label(fpr)
+        out[f"fpr_test_at_fpr{label}"] = f"test FPR at the {label}% threshold (%)"
+    return out
 
 
-def table4(latent_eval: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Paper Table 4: the latent detector of each key on that key's test set, and the pooled one."""
+def _cell(row: pd.Series, column: str):
+    value = row[column]
+    if column in ("n_clean", "n_attacked", "n_noop"):
+        return int(value)
+    if column == "auroc":
+        return float(value)
+    return 100.0 * float(value)
+
+
+def _select(evaluation: pd.DataFrame, train: str, test: str, which: str) -> pd.Series | None:
+    sel = evaluation[(evaluation["train"] == train) & (evaluation["test"] == test) & (evaluation["set"] == which)]
+    return None if sel.empty else sel.iloc[0]
+
+
+def _trained(row: pd.Series) -> bool:
+    return bool(row["trained"]) if "trained" in row else True
+
+
+def table4(latent_eval: pd.DataFrame, keys: list[str], fprs) -> pd.DataFrame:
+    """Paper Table 4: the latent detector of each key on that key's test set, and the pooled one; honest
+    sets first, then the paper's all-images sets."""
+    columns = {"auroc": "AUROC", **_rate_columns(fprs), "accuracy": f"accuracy at {fpr_label(max(fprs))}% FPR (%)",
+               "n_attacked": "attacked test images", "n_noop": "unchanged by the attack"}
     rows = {}
-    for key in keys + [POOLED]:
-        sel = latent_eval[(latent_eval["train"] == key) & (latent_eval["test"] == key)]
-        if sel.empty:
-            raise ConfigError(f"tables: no latent-detector evaluation for {key}")
-        rows[key] = _present(sel.iloc[0], TABLE4_COLUMNS)
+    for which, suffix in (("honest", ""), ("all", " (all images)")):
+        for key in keys + [POOLED]:
+            row = _select(latent_eval, key, key, which)
+            if row is None:
+                raise ConfigError(f"tables: no latent-detector evaluation for {key} ({which} set)")
+            label = key + suffix
+            if not _trained(row):
+                rows[label] = {title: NOT_TRAINED for title in columns.values()}
+                continue
+            rows[label] = {title: _cell(row, col) for col, title in columns.items()}
+            rows[label]["paper accuracy (%)"] = PAPER_TABLE4.get(key.split("_eps")[0], float("nan")) \
+                if which == "all" else float("nan")
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "attack"
     return table
 
 
-def table5(evaluations: pd.DataFrame, mmd: pd.DataFrame | None, keys: list[str], mmd_batch: int | None) -> pd.DataFrame:
-    """Methods x attacks, all measured here: balanced accuracy and AUROC of each detector on its own key."""
+def method_label(method: str) -> str:
+    cls = REGISTRY.get(method)
+    return cls.title if cls is not None else method
+
+
+def table5(evaluations: pd.DataFrame, mmd: pd.DataFrame | None, keys: list[str], mmd_batch: int | None,
+           fprs) -> pd.DataFrame:
+    """Methods x attacks, all measured here on the honest sets: AUROC and TPR at the largest calibrated FPR
+    of each detector on its own key, and each detector's flag rate on the noise controls."""
+    top = fpr_label(max(fprs))
     rows = {}
+    controls = sorted(t for t in evaluations["test"].unique() if str(t).startswith("noise_"))
     for method in evaluations["method"].unique():
         ev = evaluations[evaluations["method"] == method]
         row = {}
         for key in keys + [POOLED]:
-            sel = ev[(ev["train"] == key) & (ev["test"] == key)]
-            row[f"{key} acc (%)"] = 100 * sel.iloc[0]["accuracy"] if not sel.empty else float("nan")
-            row[f"{key} AUROC"] = sel.iloc[0]["auroc"] if not sel.empty else float("nan")
-        rows[METHOD_LABELS.get(method, method)] = row
+            sel = _select(ev, key, key, "honest")
+            if sel is None:
+                row[f"{key} AUROC"] = row[f"{key} TPR@{top}%"] = float("nan")
+            elif not _trained(sel):
+                row[f"{key} AUROC"] = row[f"{key} TPR@{top}%"] = NOT_TRAINED
+            else:
+                row[f"{key} AUROC"] = float(sel["auroc"])
+                row[f"{key} TPR@{top}%"] = 100 * float(sel[f"tpr_at_fpr{top}"])
+        for control in controls:
+            sel = _select(ev, POOLED, control, "control")
+            row[f"flags {control} (%)"] = float("nan") if sel is None else \
+                (NOT_TRAINED if not _trained(sel) else 100 * float(sel[f"tpr_at_fpr{top}"]))
+        label = method_label(method)
+        if method == "pca" and "fit_images" in ev.columns:
+            label += f", fitted on {int(ev['fit_images'].iloc[0])} clean images"
+        rows[label] = row
     if mmd is not None and mmd_batch is not None:
         sel = mmd[mmd["batch_size"] == mmd_batch]
         power = {r["test"]: r["rejection_rate"] for _, r in sel.iterrows()}
         row = {}
         for key in keys:
-            row[f"{key} acc (%)"] = 100 * 0.5 * (power.get(key, float("nan")) + 1 - power.get("clean", float("nan")))
             row[f"{key} AUROC"] = float("nan")
+            row[f"{key} TPR@{top}%"] = 100 * power.get(key, float("nan"))
         attacked = [power[k] for k in keys if k in power]
-        row[f"{POOLED} acc (%)"] = 100 * 0.5 * (np.mean(attacked) + 1 - power.get("clean", float("nan"))) if attacked else float("nan")
         row[f"{POOLED} AUROC"] = float("nan")
-        rows[f"Kernel MMD test, batches of {mmd_batch} (Grosse et al. 2017)"] = row
+        row[f"{POOLED} TPR@{top}%"] = 100 * float(np.mean(attacked)) if attacked else float("nan")
+        rows[f"Kernel MMD test, batches of {mmd_batch} (Grosse et al. 2017; power, clean rejection "
+             f"{100 * power.get('clean', float('nan')):.0f}%)"] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
     return table
-
-
-METHOD_LABELS = {
-    "latent_mlp": "Glow latent + 5-layer MLP (paper)",
-    "pixel_cnn": "Binary CNN on pixels (Gong et al. 2017)",
-    "pca": "PCA trailing-component energy (Hendrycks & Gimpel 2016)",
-    "magnet": "Autoencoder reconstruction error (MagNet)",
-}
 
 
 def _pooled_last(labels) -> list[str]:
@@ -203,34 +250,87 @@ def _pooled_last(labels) -> list[str]:
 
 
 def generalisation_matrix(evaluation: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
-    """`metric` of each detector (rows: trained on) on each test set (columns); the pooled one last."""
-    table = evaluation.pivot(index="train", columns="test", values=metric)
+    """`metric` of each detector (rows: trained on) on each attack's honest test set (columns); pooled last."""
+    honest = evaluation[evaluation["set"] == "honest"]
+    table = honest.pivot(index="train", columns="test", values=metric)
     table = table.loc[_pooled_last(table.index), _pooled_last(table.columns)]
     table.index.name = "trained on \\ tested on"
     return table
 
 
+DEFENDED_COLUMNS = {
+    "images": "images",
+    "clean_accepted_and_correct": "clean: accepted and correct (%)",
+    "robust_accuracy_no_detector": "no detector: robust accuracy, non-adaptive (%)",
+    "defended_accuracy_non_adaptive": "defended, non-adaptive attacks (%)",
+    "defended_accuracy_adaptive": "defended, detector-aware attack (%)",
+    "defended_accuracy_strongest": "defended, strongest of all (%)",
+}
+
+
+def defended_table(aware: pd.DataFrame) -> pd.DataFrame:
+    """The defended system's accuracy (classified correctly or rejected) per detector and eps, under the
+    non-adaptive attacks and the detector-aware one, with the gradient-masking checks."""
+    rows = {}
+    for _, r in aware[~aware["sanity"].astype(bool)].iterrows():
+        row = {title: (int(r[col]) if col == "images" else 100 * float(r.get(col, float("nan"))))
+               for col, title in DEFENDED_COLUMNS.items()}
+        sanity = aware[(aware["method"] == r["method"]) & aware["sanity"].astype(bool)]
+        row["aware attack success at unbounded eps (%)"] = \
+            100 * float(sanity.iloc[0]["attack_success_adaptive"]) if not sanity.empty else float("nan")
+        row["objective, first -> last step (lambda)"] = \
+            f"{r['loss_first_step']:.3g} -> {r['loss_last_step']:.3g} ({r['loss_lambda']:g})"
+        rows[f"{method_label(r['method'])}, eps {r['epsilon']:g}"] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "detector"
+    return table
+
+
 def write_detection_tables(evaluations: pd.DataFrame, mmd: pd.DataFrame | None, keys: list[str],
-                           mmd_batch: int | None, out: dict) -> None:
-    """Table 4, Table 5 and the generalisation matrix from the detectors' evaluations (`out`: the paths
-    table4_csv, table4_md, table5_csv, table5_md, general_csv, general_md)."""
+                           mmd_batch: int | None, out: dict, fprs=(0.01, 0.05),
+                           aware: pd.DataFrame | None = None) -> None:
+    """Table 4, Table 5, the generalisation matrix and the defended-accuracy table from the detectors'
+    evaluations (`out`: the paths table4_csv, table4_md, table5_csv, table5_md, general_csv, general_md,
+    defended_csv, defended_md)."""
     latent = evaluations[evaluations["method"] == "latent_mlp"]
+    top = fpr_label(max(fprs))
     paper = ", ".join(f"{k} {v:.2f}" for k, v in PAPER_TABLE4.items())
-    write_table(table4(latent, keys), out["table4_csv"], out["table4_md"],
+    write_table(table4(latent, keys, fprs), out["table4_csv"], out["table4_md"],
                 "Table 4: detection from the Glow latent (5-layer MLP)",
-                ["Balanced test sets: the clean test images and their attacked versions; accuracy is the paper's metric.",
-                 "One detector per attack trained on that attack's training images; 'overall': one detector trained on "
-                 "all attacks pooled, tested on all of them.",
-                 "detected, successful/failed adv.: share of attacked images flagged, split by whether the attack "
-                 "fooled the classifier.",
+                ["Honest sets (first rows): the clean test images against the attacked images that the attack changed "
+                 "and that fooled the classifier although it classified the clean image correctly; the detector "
+                 "trained on the same kind of training images. '(all images)': the paper's sets, every attacked "
+                 "image (including those the attack left unchanged, counted in the last column).",
+                 "Thresholds come from the clean calibration split (held out of all training, not the test split); "
+                 "TPR at x% FPR uses them; 'test FPR' is the false-positive rate they realise on clean test images.",
+                 f"accuracy: balanced accuracy at the {top}% FPR threshold. The paper reported accuracy on balanced "
+                 "all-images sets at its own threshold.",
+                 "An attack name ending in 8bit: adversarials rounded to the 8-bit grid (what an image file holds).",
                  f"Paper (accuracy %): {paper}."])
-    write_table(table5(evaluations, mmd, keys, mmd_batch if mmd is not None else None), out["table5_csv"],
+    write_table(table5(evaluations, mmd, keys, mmd_batch if mmd is not None else None, fprs), out["table5_csv"],
                 out["table5_md"], "Table 5: detection methods compared on the same images",
-                ["Every method is trained on the same training images and tested on the same test images here; the "
-                 "paper copied its baseline numbers from other papers and data sets.",
-                 "acc: balanced accuracy (%) of the detector trained on that attack; AUROC is threshold-free.",
-                 "MMD: a test on batches, not single images; its 'accuracy' is the mean of power on attacked "
-                 "batches and 1 - false-positive rate on clean batches at the configured level; see "
-                 "results/detection/<dataset>/mmd/power.csv for every batch size."])
+                ["Every method sees the same training, calibration and test images; honest attacked sets; the paper "
+                 "copied its baseline numbers from other papers and data sets.",
+                 f"AUROC (threshold-free) and TPR at the {top}% FPR threshold calibrated on clean held-out images, of "
+                 "the detector trained on that attack; 'overall': trained and tested on all attacks pooled.",
+                 f"flags noise_*: share of clean test images with uniform or sign noise of the same eps that the pooled "
+                 f"detector flags at the {top}% threshold (a detector of noise, not of attacks, flags them too).",
+                 "Control: the off-grid share needs no training; it shows how much the 8-bit fingerprint of float "
+                 "adversarials alone gives away (AUROC ~1 on float, ~0.5 on 8bit adversarials).",
+                 f"'{NOT_TRAINED}': the detector's final training loss stayed within 0.02 of ln 2 (chance).",
+                 "MMD: a test on batches, not single images: the TPR column is its power on attacked batches at the "
+                 "configured level; see results/detection/<dataset>/mmd/power.csv for every batch size."])
     write_table(generalisation_matrix(latent), out["general_csv"], out["general_md"],
-                "Latent detector generalisation: AUROC, trained on rows, tested on columns", digits=3)
+                "Latent detector generalisation: AUROC on honest sets, trained on rows, tested on columns", digits=3)
+    defended = defended_table(aware) if aware is not None and not aware.empty else \
+        pd.DataFrame(columns=list(DEFENDED_COLUMNS.values()))
+    write_table(defended, out["defended_csv"], out["defended_md"],
+                "Defended system accuracy: classified correctly or rejected, under attacks that ignore and that know "
+                "the detector",
+                [f"Detector: the pooled one, at its {top}% FPR threshold from the calibration split. An attacked test "
+                 "image counts as defended when the classifier gets it right or the detector rejects it.",
+                 "Non-adaptive: the configured attacks (stored files) at that eps, worst case per image. Detector-aware: "
+                 "PGD on the classifier's margin plus lambda x the detector's calibrated excess score, several lambda "
+                 "(0 = ignores the detector) and restarts; strongest: an image survives only if it survives all.",
+                 "Gradient-masking checks: the aware attack at an unbounded eps must break ~100 %, and its objective "
+                 "must fall from the first to the last step."])

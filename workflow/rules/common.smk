@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from advdefense.attacks import eps_tag
 from advdefense.config import ConfigError, validate_config
 from advdefense.detection import attack_key
+from advdefense.detectors import REGISTRY
 from advdefense.errors import PipelineFileError
 from advdefense.runtime import is_runtime_key
 
@@ -36,7 +37,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     attack=r"[A-Za-z0-9_-]+",
     eps=r"[0-9.]+(e-?[0-9]+)?",
-    split=r"train|test",
+    split=r"train|test|calibration",
 
 
 # ----------------------------------------------------------------------------- file patterns
@@ -62,6 +63,7 @@ PURIFIED_ATTACK = "results/purified/{dataset}/{attack}/eps{eps}/{split}.h5"
 ADAPTIVE = "results/adaptive/{dataset}/{attack}/eps{eps}/test.h5"
 DETECTION_EVALUATION = "results/detection/{dataset}/{method}/evaluation.csv"
 DETECTION_MODELS = "results/detection/{dataset}/{method}/models"
+DETECTION_AWARE = "results/detection/{dataset}/{method}/aware.csv"
 MMD_POWER = "results/detection/{dataset}/mmd/power.csv"
 TABLE = "results/tables/{dataset}/{table}"  # {table}: table3_purification.md, table4_detection.csv ...
 FIGURE = "results/figures/{dataset}/{figure}"  # {figure}: figure1_examples.png, training_curves.png ...
@@ -90,7 +92,10 @@ def attack_files(dataset=DATASET):
 
 
 def latent_files(dataset=DATASET):
-    clean = [path(LATENTS_CLEAN, dataset=dataset, split=split) for split in SPLITS]
+    clean = [
+        path(LATENTS_CLEAN, dataset=dataset, split=split)
+        for split in latent_clean_splits()
+    ]
     return clean + [
         path(LATENTS_ATTACK, dataset=dataset, attack=name, eps=eps, split=split)
         for name, spec in ATTACKS.items()
@@ -154,24 +159,44 @@ def detection_keys():
     ]
 
 
+def latent_clean_splits():
+    """Splits whose clean latents are made: the attacked ones, and calibration for latent detectors."""
+    detection = config["detection"]
+    latent_detectors = detection["enabled"] and any(
+        REGISTRY[m].inputs != "pixels" for m in detection["methods"]
+    )
+    return SPLITS + (["calibration"] if latent_detectors and ATTACKS else [])
+
+
+def aware_methods():
+    aware = config["detection"]["aware"]
+    return aware["methods"] if aware["enabled"] else []
+
+
 def detection_inputs(wildcards, method=None):
-    """Named inputs of a detector job: latents for latent_mlp, images (+ autoencoder) otherwise."""
+    """Named inputs of a detector job, from the registry: latents (latent and bits/dim detectors) or attack
+    files (pixel detectors) of every attack key and split, the clean calibration inputs, the dataset, and the
+    models of other stages the detector (or the detector-aware attack) uses."""
     method = method or wildcards.method
     d = wildcards.dataset
-    inputs = {}
+    detector = REGISTRY.get(method)
+    on_latents = detector is not None and detector.inputs != "pixels"
+    inputs = {"data": path(DATA, dataset=d)}
     for name, eps, key in detection_keys():
         for split in ("train", "test"):
-            pattern = LATENTS_ATTACK if method == "latent_mlp" else ATTACK
+            pattern = LATENTS_ATTACK if on_latents else ATTACK
             inputs[f"{key}__{split}"] = path(
                 pattern, dataset=d, attack=name, eps=eps, split=split
             )
-    if method == "latent_mlp":
-        for split in ("train", "test"):
+    if on_latents:
+        for split in ("train", "test", "calibration"):
             inputs[f"clean__{split}"] = path(LATENTS_CLEAN, dataset=d, split=split)
-    else:
-        inputs["data"] = path(DATA, dataset=d)
-    if method == "magnet":
-        inputs["autoencoder"] = path(AUTOENCODER, dataset=d)
+    needs = set(detector.needs) if detector is not None else set()
+    if method in aware_methods():
+        needs |= {"classifier"} | ({"flow"} if on_latents else set())
+    models = {"classifier": CLASSIFIER, "flow": FLOW, "autoencoder": AUTOENCODER}
+    for name in sorted(needs):
+        inputs[name] = path(models[name], dataset=d)
     return inputs
 
 
@@ -266,7 +291,8 @@ def dataset_settings():
         "local": ["path", "labels"],
         "synthetic": ["synthetic"],
     }[data["source"]]
-    return canonical({k: data[k] for k in ["source", "train_size", "test_size", *own]})
+    keys = ["source", "train_size", "test_size", "calibration_size", *own]
+    return canonical({k: data[k] for k in keys})
 
 
 def attack_method(wildcards):
@@ -277,6 +303,7 @@ def attack_method(wildcards):
             "class": spec["class"],
             "norm": spec["norm"],
             "params": spec.get("params") or {},
+            "quantize": spec["quantize"],
         }
     )
 
@@ -300,8 +327,9 @@ def attack_epsilon(wildcards):
 
 
 def attacked_images(wildcards):
-    """`attack_defaults.images` of the job's split: how many of its images every attack uses."""
-    return config["attack_defaults"]["images"][wildcards.split]
+    """`attack_defaults.images` of the job's split: how many of its images every attack uses (the
+    calibration split is never attacked: all of it)."""
+    return config["attack_defaults"]["images"].get(wildcards.split)
 
 
 # ----------------------------------------------------------------------------- resources

@@ -3,13 +3,14 @@ rule detect:
         unpack(detection_inputs),
     output:
         evaluation=DETECTION_EVALUATION,
+        aware=DETECTION_AWARE,
         models=directory(DETECTION_MODELS),
     log:
         "logs/detection/{dataset}/{method}.log",
     benchmark:
         "results/benchmarks/detect/{dataset}/{method}.tsv"
     wildcard_constraints:
-        method="latent_mlp|pixel_cnn|pca|magnet",
+        method="|".join(REGISTRY),
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("detection")
@@ -19,6 +20,18 @@ rule detect:
         # sorted: the order of attacks in the YAML file does not change what a detector learns
         attack_keys=sorted(detection_keys()),
         settings=lambda w: canonical(config["detection"].get(w.method, {})),
+        # the aware attack's settings only for the detectors it attacks
+        evaluation=lambda w: canonical(
+            {
+                "fprs": sorted(config["detection"]["fprs"]),
+                "controls": sorted(config["detection"]["controls"]),
+                "aware": (
+                    {**config["detection"]["aware"], "methods": [w.method]}
+                    if w.method in aware_methods()
+                    else {"enabled": False, "methods": []}
+                ),
+            }
+        ),
         seed=config["seed"],
     script:
         "../scripts/detect.py"
@@ -56,6 +69,7 @@ rule detection_tables:
             path(DETECTION_EVALUATION, method=m)
             for m in config["detection"]["methods"]
         ],
+        aware=[path(DETECTION_AWARE, method=m) for m in aware_methods()],
         mmd=[MMD_POWER] if config["detection"]["mmd"]["enabled"] else [],
     output:
         table4_csv=report(
@@ -79,6 +93,13 @@ rule detection_tables:
             subcategory="Generalisation",
         ),
         general_md=path(TABLE, table="detection_generalisation.md"),
+        defended_csv=report(
+            path(TABLE, table="detection_defended.csv"),
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="Defended accuracy",
+        ),
+        defended_md=path(TABLE, table="detection_defended.md"),
     log:
         "logs/tables/{dataset}/detection.log",
     benchmark:
@@ -91,5 +112,6 @@ rule detection_tables:
     params:
         attack_keys=detection_keys(),  # in config order: the order of the tables' rows
         mmd_batch=config["detection"]["mmd"]["table_batch_size"],
+        fprs=sorted(config["detection"]["fprs"]),
     script:
         "../scripts/detection_tables.py"

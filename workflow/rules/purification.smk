@@ -86,6 +86,10 @@ rule adaptive_attack:
         epsilon=attack_epsilon,
         images=config["attack_defaults"]["images"]["test"],
         adaptive_images=config["purification"]["adaptive"]["images"],
+        restarts=config["purification"]["adaptive"]["restarts"],
+        overrides=lambda w: canonical(
+            config["purification"]["adaptive"]["params"].get(w.attack, {})
+        ),
         seed=config["seed"],
     script:
         "../scripts/adaptive_attack.py"

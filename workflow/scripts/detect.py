@@ -1,27 +1,16 @@
-"""Rule `detect`: train one detector per (attack, eps) and one pooled; evaluate each on every key."""
+"""Rule `detect`: fit one detector per attack key and one pooled, calibrate, evaluate (honest and all-images
+sets, noise controls), and run the detector-aware attack on the pooled detector."""
 import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-from advdefense.detection import load_latent_sets, load_pixel_sets, run_detection_method
-from advdefense.h5io import atomic_path
-from advdefense.purification import load_autoencoder
+from advdefense.detection import run_detection_stage
 from advdefense.snakemake_job import run_script, runtime_setting
 
 
 def main(smk):
-    method, device = smk.wildcards.method, runtime_setting(smk, "device")
-    keys = [key for _, _, key in smk.params.attack_keys]
-    sets = {}
-    for split in ("train", "test"):
-        files = {key: smk.input[f"{key}__{split}"] for key in keys}
-        if method == "latent_mlp":
-            sets[split] = load_latent_sets(smk.input[f"clean__{split}"], files)
-        else:
-            sets[split] = load_pixel_sets(smk.input.data, split, files)
-    autoencoder = load_autoencoder(smk.input.autoencoder) if method == "magnet" else None
-    table = run_detection_method(method, smk.params.settings, smk.params.seed, sets["train"], sets["test"],
-                                 smk.output.models, autoencoder, device=device)
-    with atomic_path(smk.output.evaluation) as tmp:
-        table.to_csv(tmp, index=False)
+    run_detection_stage(
+        smk.wildcards.method, dict(smk.input.items()), smk.params.attack_keys, smk.params.settings,
+        smk.params.evaluation, smk.params.seed, smk.output.evaluation, smk.output.aware, smk.output.models,
+        device=runtime_setting(smk, "device"), batch_size=runtime_setting(smk, "latents.batch_size"))
 
 
 run_script(snakemake, main)  # noqa: F821

@@ -4,7 +4,7 @@ import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 import numpy as np
 
 from advdefense.data import read_dataset_h5
-from advdefense.detection import load_pixel_sets, mmd_power
+from advdefense.detection import load_pixel_inputs, mmd_power
 from advdefense.h5io import atomic_path
 from advdefense.snakemake_job import run_script
 
@@ -12,10 +12,11 @@ from advdefense.snakemake_job import run_script
 def main(smk):
     settings = smk.params.settings
     keys = [key for _, _, key in smk.params.attack_keys]
-    test = load_pixel_sets(smk.input.data, "test", {k: smk.input[f"{k}__test"] for k in keys})
-    reference = read_dataset_h5(smk.input.data).train.images.astype(np.float32) / 255.0
-    clean_test = next(iter(test.values())).clean
-    table = mmd_power(reference, clean_test, {k: s.attacked for k, s in test.items()}, settings["batch_sizes"], settings["trials"],
+    test = load_pixel_inputs(smk.input.data, "test", {k: smk.input[f"{k}__test"] for k in keys})
+    # reference: the clean calibration split (held out of training); attacked: the honest sets
+    reference = read_dataset_h5(smk.input.data).split("calibration").images.astype(np.float32) / 255.0
+    attacked = {k: s.attacked[s.honest] for k, s in test.attacks.items()}
+    table = mmd_power(reference, test.clean, attacked, settings["batch_sizes"], settings["trials"],
                       settings["permutations"], settings["alpha"], smk.params.seed)
     with atomic_path(smk.output[0]) as tmp:
         table.to_csv(tmp, index=False)

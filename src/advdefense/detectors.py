@@ -1,0 +1,298 @@
+"""Per-image detectors of attacked images: one base class, one registry.
+
+Every detector turns an input (pixels in [0, 1], a Glow top latent, or a bits/dim value) into a score,
+larger = "more likely attacked". `fit` sees the training split (clean images, and the attacked ones for
+supervised detectors); thresholds never come from here but from the clean calibration split
+(`detection.calibrate`). Detectors that can be written as a differentiable function of the pixels give
+`torch_scorer`, which the detector-aware attack (`aware.py`) differentiates.
+
+Adding a detector: one subclass with `name`, `title`, `inputs` (and `needs`), decorated with
+`@register`, plus its settings under `detection.<name>` in the schema. The schema's method list, the
+rules' inputs and the tables' labels all come from `REGISTRY`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .models import save_checkpoint
+from .models.detectors import LatentMLP, PixelCNNDetector
+from .training import TrainingRun, fit, run_settings, seed_everything
+
+log = logging.getLogger(__name__)
+LN2 = math.log(2.0)
+CHANCE_LOSS_MARGIN = 0.02  # a final training loss within this of ln 2: the detector did not train
+REGISTRY: dict[str, type["Detector"]] = {}
+INPUT_KINDS = ("pixels", "latent", "bpd")
+
+
+def register(cls):
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def detector_class(name: str, key: str = "detection.methods") -> type["Detector"]:
+    if name not in REGISTRY:
+        raise ConfigError(f"{key}: unknown detector {name!r} (registered: {', '.join(REGISTRY)})")
+    return REGISTRY[name]
+
+
+@dataclass
+class DetectorContext:
+    """What a detector may use besides its settings: the seed, device, a work directory, and the models
+    of other stages (`autoencoder`, `classifier`, `flow`) that the registry says it `needs`."""
+
+    seed: int
+    device: torch.device
+    workdir: Path
+    models: dict = field(default_factory=dict)
+
+    def model(self, name: str, detector: str):
+        if self.models.get(name) is None:
+            raise ConfigError(f"detection.methods: {detector!r} needs the {name}")
+        return self.models[name]
+
+
+class Detector:
+    name: ClassVar[str]
+    title: ClassVar[str]  # label in the tables
+    inputs: ClassVar[str] = "pixels"  # pixels | latent | bpd
+    needs: ClassVar[tuple[str, ...]] = ()  # other stages' models: autoencoder, classifier, flow
+    supervised: ClassVar[bool] = False  # learns from attacked examples (one model per attack)
+    control: ClassVar[bool] = False  # a control that shows what a cue alone achieves, not a method
+    differentiable: ClassVar[bool] = True  # has `torch_scorer`: the detector-aware attack can target it
+
+    def __init__(self, settings: dict, context: DetectorContext, tag: str):
+        self.settings = settings
+        self.context = context
+        self.tag = tag  # the training key, for file names
+        self.final_loss = float("nan")
+
+    @property
+    def trained(self) -> bool:
+        """False for a supervised detector whose final training loss stayed at chance (ln 2)."""
+        return not (self.supervised and abs(self.final_loss - LN2) < CHANCE_LOSS_MARGIN)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, clean_pool: np.ndarray | None = None) -> None:
+        """`x`, `y`: training inputs and labels (0 clean, 1 attacked); `clean_pool`: every clean training
+        input (for detectors that model clean data only)."""
+
+    def score(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        scorer = self.torch_scorer()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))
+                out.append(scorer(xb.to(self.context.device)).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def torch_scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Differentiable inputs -> scores (N), in eval mode; NotImplementedError if there is none."""
+        raise NotImplementedError(f"{self.name} has no differentiable score")
+
+    def pixel_scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Differentiable pixels in [0, 1] -> scores: what a white-box attacker differentiates."""
+        scorer = self.torch_scorer()
+        if self.inputs == "pixels":
+            return scorer
+        flow = self.context.model("flow", self.name)
+
+        def through_flow(pixels01):
+            z, bpd = flow(flow.preprocess(pixels01))
+            return scorer(z if self.inputs == "latent" else bpd[:, None])
+
+        return through_flow
+
+    def save(self) -> None:
+        """Write what was learnt into the work directory (neural detectors: a checkpoint)."""
+
+
+# ----------------------------------------------------------------------------- supervised, neural
+class BinaryObjective:
+    """Class-weighted binary cross-entropy: at chance its value is ln 2 whatever the class balance."""
+
+    def __init__(self, model, pos_weight: float):
+        self.model = model
+        self.pos_weight = pos_weight
+
+    def __call__(self, batch, generator):
+        x, y = batch
+        logits = self.model(x)
+        weight = torch.where(y > 0.5, torch.full_like(y, self.pos_weight), torch.ones_like(y))
+        weight = weight * ((1.0 + self.pos_weight) / (2.0 * self.pos_weight))  # mean weight 1 over the set
+        loss = F.binary_cross_entropy_with_logits(logits, y, weight=weight)
+        correct = ((logits.detach() > 0).float() == y).sum()
+        return loss, {"loss": loss.detach() * len(y), "accuracy": correct}
+
+
+class NeuralDetector(Detector):
+    """A binary network trained with the shared training loop; score = its logit."""
+
+    supervised = True
+
+    def build(self, x: np.ndarray) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def fit(self, x, y, clean_pool=None) -> None:
+        ctx, settings = self.context, self.settings
+        seed_everything(ctx.seed)  # before building: the initial weights come from the seed
+        self.model = self.build(x).to(ctx.device)
+        generator = seed_everything(ctx.seed)
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(ctx.device)
+        yt = torch.from_numpy(np.asarray(y, dtype=np.float32)).to(ctx.device)
+        self.model.standardize.fit(xt)
+        n_pos = float(y.sum())
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+        run = TrainingRun(ctx.workdir / f"{self.tag}.state.pt", ctx.workdir / f"{self.tag}.epochs.csv",
+                          {**run_settings("detection", settings, ctx.seed), "examples": len(y)})
+        history = fit(self.model, BinaryObjective(self.model, (len(y) - n_pos) / n_pos), (xt, yt), optimizer,
+                      {"name": "cosine"}, settings["epochs"], settings["batch_size"], generator, run,
+                      name=f"{self.name} {self.tag}")
+        run.state_path.unlink(missing_ok=True)
+        self.final_loss = float(history[-1]["train_loss"])
+        if not self.trained:
+            log.warning("%s trained on %s did not train: final training loss %.4f is within %.2f of ln 2 = %.4f "
+                        "(chance); it is reported as 'did not train'", self.name, self.tag, self.final_loss,
+                        CHANCE_LOSS_MARGIN, LN2)
+        self.model.eval()
+
+    def torch_scorer(self):
+        self.model.eval()
+        return self.model
+
+    def save(self) -> None:
+        save_checkpoint(self.context.workdir / f"{self.tag}.pt", "detector", self.model,
+                        {"trained_on": self.tag, "method": self.name, "final_loss": self.final_loss})
+
+
+@register
+class LatentMLPDetector(NeuralDetector):
+    name = "latent_mlp"
+    title = "Glow latent + 5-layer MLP (paper)"
+    inputs = "latent"
+    needs = ("flow",)
+
+    def build(self, x):
+        return LatentMLP(int(np.prod(x.shape[1:])), self.settings["widths"], self.settings["dropout"])
+
+
+@register
+class PixelCNN(NeuralDetector):
+    name = "pixel_cnn"
+    title = "Binary CNN on pixels (Gong et al. 2017)"
+
+    def build(self, x):
+        return PixelCNNDetector(self.settings["width"])
+
+
+# ----------------------------------------------------------------------------- models of clean data
+@register
+class PCADetector(Detector):
+    """Hendrycks & Gimpel 2016: adversarial images put more energy into the trailing principal components
+    of clean data. Score = mean squared whitened coefficient beyond the first `skip_components`. Fitted on
+    every clean training image, which must be at least as many as the dimensions (else the trailing
+    components, where the signal lives, do not exist)."""
+
+    name = "pca"
+    title = "PCA trailing-component energy (Hendrycks & Gimpel 2016)"
+
+    def fit(self, x, y, clean_pool=None) -> None:
+        clean = (clean_pool if clean_pool is not None else x[y < 0.5]).reshape(-1, int(np.prod(x.shape[1:])))
+        n, dims = clean.shape
+        if n < dims:
+            raise ConfigError(f"detection.methods: pca needs at least as many clean training images as dimensions "
+                              f"({dims}) to have every principal component, but the training split has {n}; use a "
+                              f"larger dataset.train_size (or synthetic.train_images) or leave pca out")
+        skip = self.settings["skip_components"]
+        if skip >= dims - 1:
+            raise ConfigError(f"detection.pca.skip_components: {skip} leaves no components of {dims}")
+        clean = clean.astype(np.float64)
+        self.mean = clean.mean(0)
+        _, s, vt = np.linalg.svd(clean - self.mean, full_matrices=False)
+        std = s / math.sqrt(n - 1)
+        keep = std > 1e-8 * std[0]
+        self.components = torch.from_numpy(vt[keep][skip:].astype(np.float32))
+        self.std = torch.from_numpy(std[keep][skip:].astype(np.float32))
+        self.fitted_on = n
+        log.info("pca: fitted on %d clean training images of %d dimensions; %d trailing components scored",
+                 n, dims, len(self.std))
+
+    def torch_scorer(self):
+        device = self.context.device
+        mean = torch.from_numpy(self.mean.astype(np.float32)).to(device)
+        comps, std = self.components.to(device), self.std.to(device)
+        return lambda x: ((((x.flatten(1) - mean) @ comps.T) / std) ** 2).mean(1)
+
+
+@register
+class ReconstructionError(Detector):
+    """MagNet's detector I: mean squared reconstruction error of the clean-trained autoencoder."""
+
+    name = "magnet"
+    title = "Autoencoder reconstruction error (MagNet)"
+    needs = ("autoencoder",)
+
+    def torch_scorer(self):
+        ae = self.context.model("autoencoder", self.name).eval()
+        return lambda x: ((ae(x) - x) ** 2).flatten(1).mean(1)
+
+
+@register
+class MagNetJSD(Detector):
+    """MagNet's detector II (Meng & Chen 2017): Jensen-Shannon divergence between the classifier's
+    softmax at temperature T on the image and on its autoencoder reconstruction."""
+
+    name = "magnet_jsd"
+    title = "Autoencoder + classifier JSD (MagNet)"
+    needs = ("autoencoder", "classifier")
+
+    def torch_scorer(self):
+        ae = self.context.model("autoencoder", self.name).eval()
+        classifier = self.context.model("classifier", self.name).eval()
+        t = float(self.settings["temperature"])
+
+        def jsd(x):
+            p = F.softmax(classifier(x) / t, 1)
+            q = F.softmax(classifier(ae(x)) / t, 1)
+            m = 0.5 * (p + q)
+            kl = lambda a, b: (a * (torch.log(a.clamp_min(1e-12)) - torch.log(b.clamp_min(1e-12)))).sum(1)  # noqa: E731
+            return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+        return jsd
+
+
+@register
+class BitsPerDim(Detector):
+    """Likelihood detector: the Glow's bits/dim of the image (already stored with every latent)."""
+
+    name = "bits_per_dim"
+    title = "Glow bits/dim threshold (likelihood)"
+    inputs = "bpd"
+    needs = ("flow",)
+
+    def torch_scorer(self):
+        return lambda bpd: bpd.flatten(1)[:, 0]
+
+
+@register
+class OffGridPixels(Detector):
+    """Control, no parameters: the share of pixels that are not on the 8-bit grid k/255. Clean images are
+    all on it; float adversarials are not. What this scores is what the stored file format gives away."""
+
+    name = "offgrid"
+    title = "Control: share of off-grid pixels (no parameters)"
+    control = True
+    differentiable = False
+    tolerance = 1e-3  # in units of 1/255; float32 holds k/255 to about 1e-5 of them
+
+    def score(self, x, batch_size=500):
+        q = np.asarray(x, dtype=np.float64).reshape(len(x), -1) * 255.0
+        return (np.abs(q - np.rint(q)) > self.tolerance).mean(1)
