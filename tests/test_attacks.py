@@ -35,7 +35,7 @@ def _files(smoke):
 
 def test_attack_files_match_the_config(smoke):
     names = {(p.parts[-3], p.parts[-2], p.stem) for p in _files(smoke)}
-    expected = {(a, "eps0.03", s) for a in ("fgsm", "pgd", "deepfool") for s in ("train", "test")}
+    expected = {(a, "eps0.03", s) for a in ("fgsm", "pgd", "deepfool", "pgd_8bit") for s in ("train", "test")}
     assert names == expected
     for path in _files(smoke):
         f = read_attack_file(path)
@@ -90,7 +90,7 @@ def test_summary_csv_has_one_row_per_file(smoke):
     import pandas as pd
 
     table = pd.read_csv(smoke["attacks"] / "summary.csv")
-    assert len(table) == 6
+    assert len(table) == 8 and set(table["quantize"]) == {"float", "8bit"}
     assert {"n", "clean_accuracy", "robust_accuracy", "success_rate", "success_rate_on_correct",
             "mean_linf", "max_l2", "seconds", "images_per_s"} <= set(table.columns)
     assert (table["n"] == 500).all() and (table["max_linf"] <= 0.03 + 1e-6).all()
@@ -125,6 +125,8 @@ def test_other_attacks_work_from_config_alone(smoke, tmp_path, name):
     cfg["attacks"] = {name: L2_AND_MORE[name]}
     cfg["attack_defaults"]["images"]["test"] = 30
     cfg["purification"]["adaptive"]["images"] = None
+    cfg["purification"]["adaptive"]["params"] = {}
+    cfg["detection"]["aware"]["images"] = None
     cfg = validate_config(cfg)
     eps = L2_AND_MORE[name]["epsilons"][0]
     out = tmp_path / f"{name}.h5"

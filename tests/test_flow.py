@@ -160,9 +160,12 @@ def test_flow_training_lowers_bits_per_dim(smoke_run):
 def test_latent_files_match_the_config(smoke_run):
     root = smoke_run / "results/latents/synthetic-smoke"
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.h5"))
-    expected = sorted([f"clean/{s}.h5" for s in ("train", "test")] +
-                      [f"{a}/eps0.03/{s}.h5" for a in ("fgsm", "pgd", "deepfool") for s in ("train", "test")])
+    expected = sorted([f"clean/{s}.h5" for s in ("train", "test", "calibration")] +
+                      [f"{a}/eps0.03/{s}.h5" for a in ("fgsm", "pgd", "deepfool", "pgd_8bit")
+                       for s in ("train", "test")])
     assert files == expected
+    calibration = read_latents(root / "clean/calibration.h5")
+    assert calibration["z"].shape == (200, 48, 4, 4)  # every calibration image (dataset.calibration_size)
     for split in ("train", "test"):
         clean = read_latents(root / f"clean/{split}.h5")
         assert clean["z"].shape == (500, 48, 4, 4) and clean["z"].dtype == np.float32

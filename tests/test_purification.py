@@ -61,9 +61,10 @@ def test_purification_helps_and_adaptive_attack_hurts(smoke):
 def test_table3_layout_matches_config(smoke):
     table = pd.read_csv(smoke["table"], index_col=0)
     assert list(table.index) == TABLE3_ROWS
-    assert list(table.columns) == ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)", "overall"]
+    assert list(table.columns) == ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)", "pgd_8bit (eps=0.03)",
+                                   "overall"]
     assert table.loc["Successful adversarials: count", "overall"] == sum(
-        table.loc["Successful adversarials: count", c] for c in table.columns[:3])
+        table.loc["Successful adversarials: count", c] for c in table.columns[:4])
     md = (smoke["table"].with_suffix(".md")).read_text()
     assert md.startswith("## Table 3") and "| Successful adversarials: count | " in md and "47.92" in md
 
@@ -123,7 +124,8 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
     and merging keeps an image broken when any run broke it."""
     from advdefense.attacks import merge_restarts, read_attack_file
 
-    stored = read_attack_file(smoke["dir"] / f"results/adaptive/{D}/pgd/eps0.03/test.h5", require=("restart",))
+    stored = read_attack_file(smoke["dir"] / f"results/adaptive/{D}/pgd/eps0.03/test.h5",
+                              require=("restart", "success"))
     assert stored["attrs"]["restarts"] == 2 and set(np.unique(stored["restart"])) <= {0, 1}
     source = smoke["dir"] / f"results/attacks/{D}/pgd/eps0.03/test.h5"
     first, second = tmp_path / "r0.h5", tmp_path / "r1.h5"
@@ -139,6 +141,6 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
                 g["success"][...] = success
     merged = tmp_path / "merged.h5"
     merge_restarts([first, second], merged)
-    out = read_attack_file(merged, require=("restart",))
+    out = read_attack_file(merged, require=("restart", "success"))
     assert out["success"][:100].all() and not out["success"][100:].any()
     assert (out["restart"][50:100] == 1).all() and (out["restart"][:50] == 0).all()

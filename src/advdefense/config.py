@@ -193,9 +193,7 @@ def check_detection(det: dict, cfg: dict) -> None:
         if aware["fpr"] not in det["fprs"]:
             raise ConfigError(f"detection.aware.fpr: {aware['fpr']} is not one of detection.fprs {det['fprs']}")
         differentiable = [m for m in det["methods"] if REGISTRY[m].differentiable]
-        if aware["methods"] is None:
-            aware["methods"] = differentiable
-        for name in aware["methods"]:
+        for name in aware["methods"] or []:  # null: every differentiable one (`aware_methods` in common.smk)
             if name not in differentiable:
                 raise ConfigError(f"detection.aware.methods: {name!r} is not a configured detector with a "
                                   f"differentiable score (those are: {', '.join(differentiable)})")

@@ -169,8 +169,13 @@ def latent_clean_splits():
 
 
 def aware_methods():
-    aware = config["detection"]["aware"]
-    return aware["methods"] if aware["enabled"] else []
+    """The detectors the detector-aware attack targets (null: every configured differentiable one)."""
+    detection = config["detection"]
+    if not detection["aware"]["enabled"]:
+        return []
+    if detection["aware"]["methods"] is not None:
+        return detection["aware"]["methods"]
+    return [m for m in detection["methods"] if REGISTRY[m].differentiable]
 
 
 def detection_inputs(wildcards, method=None):
