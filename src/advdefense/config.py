@@ -17,6 +17,7 @@ import yaml
 
 from .attacks import check_attack_method, check_attack_spec, eps_tag
 from .data import check_cifar_batches_dir, split_sizes
+from .detectors import REGISTRY
 from .errors import ConfigError
 from .h5io import file_sha256
 from .runtime import resolve_device
@@ -172,8 +173,6 @@ def check_classifier_source(classifier: dict) -> None:
 def check_detection(det: dict, cfg: dict) -> None:
     """Detection methods against the registry, the calibration split, the thresholds' FPRs and the
     detector-aware attack's settings."""
-    from .detectors import REGISTRY
-
     for name in det["methods"]:
         if name not in REGISTRY:
             raise ConfigError(f"detection.methods: unknown detector {name!r} (registered: {', '.join(REGISTRY)})")

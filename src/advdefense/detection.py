@@ -31,10 +31,15 @@ import pandas as pd
 import torch
 
 from .attacks import eps_tag, read_attack_file
-from .data import read_dataset_h5
-from .detectors import REGISTRY, DetectorContext, detector_class
+from .aware import run_aware_attacks
+from .classifier import load_classifier
+from .data import Dataset, read_dataset_h5
+from .detectors import DetectorContext, detector_class
 from .errors import ConfigError, PipelineFileError
-from .flow import read_latents
+from .flow import latents_of, load_flow, read_latents
+from .h5io import atomic_path
+from .inference import evaluation_model
+from .purification import load_autoencoder
 from .metrics import auroc
 from .runtime import resolve_device
 from .training import seed_everything
@@ -116,8 +121,14 @@ def _latent_field(latents: dict, field: str) -> np.ndarray:
     return latents["z"] if field == "z" else latents["bpd"].astype(np.float32)[:, None]
 
 
-def load_pixel_inputs(dataset_path, split: str, attack_paths: dict[str, str]) -> SplitInputs:
-    data = read_dataset_h5(dataset_path).split(split)
+def _dataset(data) -> Dataset:
+    """A dataset file's contents, read once by the caller where it already has them."""
+    return data if isinstance(data, Dataset) else read_dataset_h5(data)
+
+
+def load_pixel_inputs(dataset, split: str, attack_paths: dict[str, str]) -> SplitInputs:
+    """`dataset`: the dataset file or its already-read contents."""
+    data = _dataset(dataset).split(split)
     attacks, index, first = {}, None, None
     for key, path in attack_paths.items():
         a = read_attack_file(path, require=("adv", "index", "label", "pred_clean", "pred_adv", "linf"))
@@ -130,26 +141,26 @@ def load_pixel_inputs(dataset_path, split: str, attack_paths: dict[str, str]) ->
     return SplitInputs(data.images[index].astype(np.float32) / 255.0, index, attacks)
 
 
-def load_inputs(kind: str, split: str, files: dict, keys: list[str]) -> SplitInputs:
+def load_inputs(kind: str, split: str, files: dict, keys: list[str], data: Dataset) -> SplitInputs:
     """Detector inputs of `split` for a detector whose inputs are `kind` (pixels | latent | bpd); `files`:
-    the named inputs of the detect job."""
+    the named inputs of the detect job, `data` the contents of its dataset file."""
     attack_files = {key: files[f"{key}__{split}"] for key in keys}
     if kind == "pixels":
-        return load_pixel_inputs(files["data"], split, attack_files)
+        return load_pixel_inputs(data, split, attack_files)
     return load_latent_inputs(files[f"clean__{split}"], attack_files, "z" if kind == "latent" else "bpd")
 
 
-def calibration_inputs(kind: str, files: dict) -> np.ndarray:
+def calibration_inputs(kind: str, files: dict, data: Dataset) -> np.ndarray:
     """Clean calibration images (pixels) or their latents/bits-per-dim."""
     if kind == "pixels":
-        return read_dataset_h5(files["data"]).split("calibration").images.astype(np.float32) / 255.0
+        return data.split("calibration").images.astype(np.float32) / 255.0
     return _latent_field(read_latents(files["clean__calibration"]), "z" if kind == "latent" else "bpd")
 
 
-def clean_training_pool(kind: str, files: dict) -> np.ndarray:
+def clean_training_pool(kind: str, files: dict, data: Dataset) -> np.ndarray:
     """Every clean training input (detectors that model clean data fit on all of them)."""
     if kind == "pixels":
-        return read_dataset_h5(files["data"]).train.images.astype(np.float32) / 255.0
+        return data.train.images.astype(np.float32) / 255.0
     return _latent_field(read_latents(files["clean__train"]), "z" if kind == "latent" else "bpd")
 
 
@@ -295,11 +306,6 @@ def run_detection_method(method: str, settings: dict, seed: int, train: SplitInp
 def _stage_models(cls, files: dict, aware: bool, device) -> dict:
     """Evaluation copies (eval mode, frozen) of the other stages' models this detector (or the
     detector-aware attack, which needs the classifier) uses."""
-    from .classifier import load_classifier
-    from .flow import load_flow
-    from .inference import evaluation_model
-    from .purification import load_autoencoder
-
     needs = set(cls.needs) | ({"classifier"} | ({"flow"} if cls.inputs != "pixels" else set()) if aware else set())
     loaders = {"classifier": load_classifier, "flow": load_flow, "autoencoder": load_autoencoder}
     return {name: evaluation_model(loaders[name](files[name], device), device) for name in sorted(needs)}
@@ -307,8 +313,6 @@ def _stage_models(cls, files: dict, aware: bool, device) -> dict:
 
 def _control_inputs(kind: str, clean01: np.ndarray, epsilons, controls: list[str], seed: int, models: dict,
                     batch_size: int, device) -> dict[str, np.ndarray]:
-    from .flow import latents_of
-
     out = {}
     for eps in epsilons:
         for noise in controls:
@@ -325,9 +329,6 @@ def run_detection_stage(method: str, files: dict, attack_keys: list, settings: d
     """Stage entry point (rule `detect`): `files` are the job's named inputs, `attack_keys` [[attack, eps,
     key], ...], `settings` the `detection.<method>` section, `evaluation` the shared evaluation settings
     (fprs, controls, aware)."""
-    from .aware import run_aware_attacks
-    from .h5io import atomic_path
-
     device = resolve_device(device)
     cls = detector_class(method)
     kind = cls.inputs
@@ -336,14 +337,14 @@ def run_detection_stage(method: str, files: dict, attack_keys: list, settings: d
     aware = evaluation["aware"]
     run_aware = aware["enabled"] and method in aware["methods"]
     models = _stage_models(cls, files, run_aware, device)
-    train, test = load_inputs(kind, "train", files, keys), load_inputs(kind, "test", files, keys)
-    data = read_dataset_h5(files["data"])
+    data = read_dataset_h5(files["data"])  # once: the pixel inputs, calibration, training pool and controls
+    train, test = load_inputs(kind, "train", files, keys, data), load_inputs(kind, "test", files, keys, data)
     test_pixels = data.test.images[test.index].astype(np.float32) / 255.0
     epsilons = sorted(set(key_eps.values()))
     controls = _control_inputs(kind, test_pixels, epsilons, evaluation["controls"], seed, models, batch_size, device)
     table, fitted = run_detection_method(
-        method, settings, seed, train, test, calibration_inputs(kind, files), workdir, fprs=evaluation["fprs"],
-        clean_pool=clean_training_pool(kind, files) if not cls.supervised else None, controls=controls,
+        method, settings, seed, train, test, calibration_inputs(kind, files, data), workdir, fprs=evaluation["fprs"],
+        clean_pool=clean_training_pool(kind, files, data) if not cls.supervised else None, controls=controls,
         models=models, device=str(device))
     with atomic_path(evaluation_path) as tmp:
         table.to_csv(tmp, index=False)
