@@ -217,6 +217,50 @@ def bench_attacks(images, labels, device, n: int, batch: int, steps: int, eps: f
     ]
 
 
+def bench_autoattack(images, labels, device, n: int, batch: int, rounds: int, params: dict, eps: float) -> list[dict]:
+    """Our AutoAttack stage (run_attack: per-batch loop over the package's sub-attacks, HDF5 output) against the
+    package's own run_standard_evaluation on the same model, images and batch size; and the robust accuracy
+    each gives, with torchattacks' port as a second implementation."""
+    from pyautoattack import AutoAttack
+
+    from advdefense.attacks import run_attack
+    from advdefense.inference import evaluation_model
+
+    torch.manual_seed(0)
+    model = CifarResNet(20).to(device).eval()
+    net = evaluation_model(model, device)  # what the stage attacks
+    spec = {"class": "AutoAttack", "norm": "linf", "epsilons": [eps], "params": params}
+    index = np.arange(n)
+    tmp = Path(tempfile.mkdtemp())
+    x = to_float_pixels(torch.from_numpy(images[:n]).to(device))
+    y = torch.from_numpy(labels[:n].astype(np.int64)).to(device)
+    result = {}
+
+    def ours():
+        result["ours"] = run_attack(model, images, labels, index, "autoattack", spec, eps, tmp / "aa.h5",
+                                    batch_size=batch, seed=0, device=device, attrs={})["robust_accuracy"]
+
+    def package():
+        version = params.get("version", "standard")
+        adversary = AutoAttack(net, norm="Linf", eps=eps, version=version, device=device, seed=0,
+                               attacks=params.get("attacks") if version == "custom" else None)
+        adversary.verbose = False
+        adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch)
+        with torch.no_grad():
+            result["package"] = float((net(adv).argmax(1) == y).float().mean())
+
+    times = interleaved({"ours": ours, "package": package}, device, rounds)
+    label = f"AutoAttack {params.get('version')} {' '.join(params.get('attacks', []))} on ResNet-20".replace("  ", " ")
+    return [
+        {"benchmark": label, "variant": "ours (attack stage: per-batch sub-attacks, HDF5 output)",
+         "images_per_s": n / float(np.median(times["ours"])), "robust_accuracy": result["ours"],
+         "ratio_vs_best_alternative": paired_ratio(times, "ours", ["package"]),
+         "ratio_per_round": " ".join(f"{b / a:.2f}" for a, b in zip(times["ours"], times["package"]))},
+        {"benchmark": label, "variant": "pyautoattack run_standard_evaluation (tensors only, no output)",
+         "images_per_s": n / float(np.median(times["package"])), "robust_accuracy": result["package"]},
+    ]
+
+
 # ----------------------------------------------------------------------------- 3. latents, purification
 @torch.inference_mode()
 def bench_inference(images, device, n: int, batch: int, glow_size: dict) -> list[dict]:
@@ -261,6 +305,9 @@ if stage == "attack":
     from advdefense.attacks import generate_attack_file
     generate_attack_file(data, model, "fgsm", {"class": "FGSM", "norm": "linf", "params": {}}, 0.02, "train", out,
                          images=n, seed=0, device=device, batch_size=250)
+elif stage == "merge":  # `model` names the shard files here
+    from advdefense.attacks import merge_attack_shards
+    merge_attack_shards(json.loads(model), out)
 else:
     from advdefense.flow import clean_latents
     clean_latents(data, model, "train", out, images=n, seed=0, device=device, batch_size=250)
@@ -271,6 +318,7 @@ print(json.dumps({"peak_rss_mb": rss_mb("VmHWM"), "stage_peak_mb": rss_mb("VmHWM
 
 
 def bench_memory(sizes: list[int], device: torch.device, glow_size: dict) -> list[dict]:
+    from advdefense.attacks import generate_attack_file
     from advdefense.models import save_checkpoint
 
     tmp = Path(tempfile.mkdtemp())
@@ -281,13 +329,22 @@ def bench_memory(sizes: list[int], device: torch.device, glow_size: dict) -> lis
     glow.mark_initialized()
     save_checkpoint(tmp / "flow.pt", "flow", glow)
     rows = []
-    for stage, model in (("attack", tmp / "classifier.pt"), ("latents", tmp / "flow.pt")):
+    shards = {}  # merge stage: 4 shards of an FGSM job of n images, made beforehand (not measured)
+    for n in sizes:
+        shards[n] = [str(tmp / f"shard{n}_{k}.h5") for k in range(4)]
+        for k, path in enumerate(shards[n]):
+            generate_attack_file(data, tmp / "classifier.pt", "fgsm", {"class": "FGSM", "norm": "linf", "params": {}},
+                                 0.02, "train", path, images=n, seed=0, device=str(device), batch_size=max(1, n // 8),
+                                 shard=(k, 4))
+    for stage, model in (("attack", tmp / "classifier.pt"), ("latents", tmp / "flow.pt"), ("merge", None)):
         for n in sizes:
-            out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(ROOT / "src"), stage, str(data), str(model),
+            what = json.dumps(shards[n]) if stage == "merge" else str(model)
+            out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(ROOT / "src"), stage, str(data), what,
                                   str(n), str(tmp / f"{stage}{n}.h5"), str(device)],
                                  capture_output=True, text=True, check=True)
             mem = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append({"benchmark": f"peak memory, {stage} stage", "variant": f"{n} images", **mem})
+            name = "merging 4 attack shards" if stage == "merge" else f"{stage} stage"
+            rows.append({"benchmark": f"peak memory, {name}", "variant": f"{n} images", **mem})
         first, last = rows[-len(sizes)], rows[-1]
         last["ratio_vs_best_alternative"] = last["peak_rss_mb"] / first["peak_rss_mb"]  # memory growth, 1.0 = flat
     return rows
@@ -341,6 +398,10 @@ def main(argv=None) -> int:
     rows += bench_training(device, batch=128, steps=3 if q else 24, rounds=rounds, threads=args.threads)
     rows += bench_attacks(images, labels, device, n=128 if q else 1024, batch=128 if q else 256,
                           steps=5 if q else 10, eps=0.02, rounds=rounds)
+    # a random ResNet is fooled by almost nothing: every sub-attack runs on every image (the worst case for speed)
+    rows += bench_autoattack(images, labels, device, n=16 if q else 256, batch=16 if q else 128, rounds=rounds,
+                             params={"version": "custom", "attacks": ["apgd-ce", "apgd-t"]} if q else
+                             {"version": "standard"}, eps=8 / 255)
     big_inference = device.type == "cuda"
     rows += bench_inference(images, device, n=256 if q else (4096 if big_inference else 512),
                             batch=128 if q else 256, glow_size=glow_size)
@@ -361,7 +422,8 @@ def main(argv=None) -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"{device.type}{'-quick' if q else ''}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    shown = [c for c in ("benchmark", "variant", "images_per_s", "ratio_vs_best_alternative", "ratio_per_round",
+    shown = [c for c in ("benchmark", "variant", "images_per_s", "robust_accuracy", "ratio_vs_best_alternative",
+                         "ratio_per_round",
                          "peak_rss_mb", "stage_peak_mb",
                          "peak_gpu_mb", "seconds", "jobs") if c in table.columns]
     with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.2f}".format):

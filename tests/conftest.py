@@ -77,6 +77,6 @@ def attack_job(cfg: dict, name: str, eps: float, split: str) -> dict:
     under the validated config `cfg` (its params, and the runtime settings the job reads)."""
     spec = copy.deepcopy(cfg["attacks"][name])
     return {"name": name, "spec": {"class": spec["class"], "norm": spec["norm"], "params": spec.get("params") or {},
-                                   "quantize": spec.get("quantize", "float")},
+                                   "quantize": spec.get("quantize", "float"), "restarts": spec.get("restarts", 1)},
             "eps": eps, "split": split, "images": cfg["attack_defaults"]["images"][split], "seed": cfg["seed"],
             "device": cfg["device"], "batch_size": cfg["attack_defaults"]["batch_size"]}

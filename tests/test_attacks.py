@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from advdefense.attacks import (AttackFileError, attack_indices, generate_attack_file, read_attack_file,
-                                run_attack, summarize_attack_files)
+from advdefense.attacks import (AttackFileError, attack_indices, generate_attack_file, merge_attack_shards,
+                                read_attack_file, run_attack, summarize_attack_files)
 from advdefense.classifier import load_classifier
 from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.data import read_dataset_h5
@@ -205,3 +205,108 @@ def test_interrupted_attack_leaves_no_file(smoke, tmp_path):
         run_attack(Breaking(), ds.test.images, ds.test.labels, np.arange(20), "fgsm", spec, 0.03,
                    tmp_path / "out.h5", batch_size=10, seed=0, device=torch.device("cpu"), attrs={})
     assert not list(tmp_path.iterdir())
+
+
+SHARDED = {
+    "pgd": None,  # Foolbox, random start: every batch draws from its own seed
+    "autoattack": {"class": "AutoAttack", "norm": "linf", "params": {"version": "custom", "attacks": ["apgd-ce", "apgd-dlr"]},
+                   "epsilons": [0.03]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARDED))
+def test_sharded_job_merges_into_the_unsharded_file_bit_for_bit(smoke, tmp_path, name):
+    cfg = copy.deepcopy(smoke["cfg"])
+    if SHARDED[name]:
+        cfg["attacks"][name] = SHARDED[name]
+    cfg["attack_defaults"]["images"]["test"] = 50
+    cfg["detection"]["aware"]["images"] = cfg["purification"]["adaptive"]["images"] = None
+    cfg = validate_config(cfg)
+    job = {**attack_job(cfg, name, 0.03, "test"), "batch_size": 8}  # 7 batches, the last one short
+    whole = tmp_path / "whole.h5"
+    generate_attack_file(smoke["data"], smoke["model"], out_path=whole, **job)
+    shards = [tmp_path / f"shard{k}.h5" for k in range(3)]
+    for k, path in enumerate(shards):
+        generate_attack_file(smoke["data"], smoke["model"], out_path=path, shard=(k, 3), **job)
+    sizes = [len(read_attack_file(p)["index"]) for p in shards]
+    assert sizes == [16, 16, 18]  # whole batches: 2 + 2 + 3 of them
+    merged = tmp_path / "merged.h5"
+    merge_attack_shards(shards, merged)
+    with h5py.File(whole, "r") as a, h5py.File(merged, "r") as b:
+        assert sorted(a) == sorted(b)
+        for key in a:
+            assert a[key].dtype == b[key].dtype and np.array_equal(a[key][()], b[key][()]), key
+        timing = {"seconds", "images_per_s", "merged_shards"}
+        assert {k: v for k, v in a.attrs.items() if k not in timing} == \
+            {k: v for k, v in b.attrs.items() if k not in timing}
+        assert b.attrs["merged_shards"] == 3
+        assert a["success"][()].any()
+        if name == "autoattack":  # which sub-attack fooled each image, and -1 where none did
+            sub = a["sub_attack"][()]
+            assert np.array_equal(sub >= 0, a["success"][()] & (a["pred_clean"][()] == a["label"][()]))
+    summary = summarize_attack_files([merged])
+    assert summary.loc[0, "n"] == 50
+    if name == "autoattack":
+        assert summary.loc[0, "fooled_by"].startswith("apgd-ce ")
+
+    # shards that do not fit together are refused, naming the file
+    with pytest.raises(AttackFileError, match=r"shard1\.h5: holds shard 1 of 3, expected shard 0 of 2"):
+        merge_attack_shards(shards[1:], tmp_path / "bad.h5")
+    with pytest.raises(AttackFileError, match=r"the shards hold 32 images, the job has 50"):
+        _merge_with_shard_count(shards[:2], tmp_path)
+    with pytest.raises(ConfigError, match=r"attack_defaults.shards: 8 shards, but split 'test' .* has 50 image\(s\), "
+                                          r"7 batch\(es\) of attack_defaults.batch_size 8"):
+        generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "x.h5", shard=(0, 8), **job)
+    assert not (tmp_path / "bad.h5").exists() and not (tmp_path / "x.h5").exists()
+
+
+def _merge_with_shard_count(paths, tmp_path):
+    """Two of three shards, relabelled as a complete pair: the image count gives them away."""
+    fixed = []
+    for k, p in enumerate(paths):
+        q = tmp_path / f"relabelled{k}.h5"
+        q.write_bytes(p.read_bytes())
+        with h5py.File(q, "r+") as f:
+            f.attrs["shards"] = 2
+        fixed.append(q)
+    merge_attack_shards(fixed, tmp_path / "bad.h5")
+
+
+def test_attack_restarts_only_ever_add_successes(smoke, tmp_path):
+    """`restarts`: per image the first run that fooled the classifier; images fooled by the single run stay fooled
+    with the same adversarial, more images are fooled in all."""
+    cfg = copy.deepcopy(smoke["cfg"])
+    cfg["attack_defaults"]["images"]["test"] = 60
+    cfg["detection"]["aware"]["images"] = cfg["purification"]["adaptive"]["images"] = None
+    cfg["attacks"]["pgd"]["params"] = {"steps": 10, "rel_stepsize": 0.1}  # a weak PGD: some images left to restart on
+    once = attack_job(validate_config(cfg), "pgd", 0.03, "test")
+    cfg["attacks"]["pgd"]["restarts"] = 4
+    four = attack_job(validate_config(cfg), "pgd", 0.03, "test")
+    generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "a.h5", **once)
+    generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "b.h5", **four)
+    a, b = read_attack_file(tmp_path / "a.h5"), read_attack_file(tmp_path / "b.h5")
+    assert b["attrs"]["restarts"] == 4
+    assert (b["success"] >= a["success"]).all() and b["success"].sum() > a["success"].sum()
+    assert np.array_equal(b["adv"][a["success"]], a["adv"][a["success"]])
+    assert np.abs(b["adv"] - read_dataset_h5(smoke["data"]).test.images[b["index"]] / 255.0).max() <= 0.03 + 1e-6
+
+
+def test_attack_sanity_checks(smoke, tmp_path):
+    """What any working attack shows (Carlini et al. 2019): a large enough epsilon fools (almost) every image; more
+    PGD steps never leave robust accuracy higher beyond noise; FGSM never beats PGD at one epsilon."""
+    cfg = copy.deepcopy(smoke["cfg"])
+    cfg["attack_defaults"]["images"]["test"] = 100
+    cfg["detection"]["aware"]["images"] = None
+    cfg["attacks"]["pgd"]["epsilons"] = [0.03, 0.3]
+    cfg = validate_config(cfg)
+
+    def robust(name, eps, **params):
+        job = attack_job(cfg, name, eps, "test")
+        job["spec"]["params"].update(params)
+        out = tmp_path / f"{name}-{eps}-{sorted(params.items())}.h5"
+        return generate_attack_file(smoke["data"], smoke["model"], out_path=out, **job)["robust_accuracy"]
+
+    assert robust("pgd", 0.3) <= 0.01
+    few, many = robust("pgd", 0.03, steps=5), robust("pgd", 0.03, steps=40)
+    assert many <= few + 0.02, (few, many)
+    assert robust("pgd", 0.03) <= robust("fgsm", 0.03) + 0.02

@@ -12,7 +12,7 @@ def test_shipped_configs_validate_and_get_defaults(name):
     assert cfg["classifier"]["depth"] in (8, 20)
     assert cfg["classifier"]["augment"] == {"crop_padding": 4, "flip": True}
     float_attacks = {name for name, spec in cfg["attacks"].items() if spec["quantize"] == "float"}
-    assert float_attacks == {"fgsm", "pgd", "deepfool"}
+    assert float_attacks >= {"fgsm", "pgd", "deepfool"}
     rounded = {name: spec for name, spec in cfg["attacks"].items() if spec["quantize"] == "8bit"}
     assert rounded and all(name.endswith("_8bit") and name[:-5] in float_attacks for name in rounded)
     assert cfg["dataset"]["calibration_size"] >= 100  # enough for thresholds at 1 % FPR
@@ -23,7 +23,14 @@ def test_paper_config_has_paper_settings():
     assert cfg["dataset"]["source"] == "cifar10" and cfg["dataset"]["train_size"] is None
     assert cfg["classifier"]["depth"] == 20 and cfg["classifier"]["epochs"] == 200
     assert cfg["classifier"]["batch_size"] == 128
-    assert all(spec["epsilons"] == [0.02] for spec in cfg["attacks"].values())
+    attacks = cfg["attacks"]
+    assert all(0.02 in spec["epsilons"] for spec in attacks.values() if spec["norm"] == "linf")  # the paper's eps
+    sweep = [1 / 255, 2 / 255, 4 / 255, 0.02, 6 / 255, 8 / 255]  # and today's L-inf sweep, 1/255 ... 8/255
+    for name in ("fgsm", "pgd", "autoattack"):
+        assert attacks[name]["epsilons"] == pytest.approx(sweep, abs=5e-9), name
+    assert attacks["autoattack"]["class"] == "AutoAttack" and attacks["autoattack"]["params"]["version"] == "standard"
+    assert {attacks[n]["norm"] for n in ("pgd_l2", "autoattack_l2")} == {"l2"}  # an L2 threat model
+    assert attacks["pgd"]["params"]["steps"] >= 100 and attacks["pgd"]["restarts"] > 1  # PGD at today's strength
     assert cfg["attack_defaults"]["images"] == {"train": 5000, "test": 5000}
 
 
@@ -91,7 +98,22 @@ def test_unknown_or_unavailable_device(monkeypatch):
 
 ATTACK_OK = {"class": "LinfPGD", "norm": "linf", "params": {"steps": 5}, "epsilons": [0.02]}
 BAD_ATTACKS = [
-    ({"class": "NoSuchAttack"}, r"attacks\.a\.class: 'NoSuchAttack' is not a Foolbox attack class"),
+    ({"class": "NoSuchAttack"}, r"attacks\.a\.class: 'NoSuchAttack' is neither AutoAttack nor a Foolbox attack class"),
+    ({"class": "AutoAttack", "params": {"version": "fast"}},
+     r"attacks\.a\.params\.version: 'fast' is not an AutoAttack version \(standard, plus, rand, custom\)"),
+    ({"class": "AutoAttack", "params": {"version": "custom", "attacks": ["apgd-ce", "cw"]}},
+     r"attacks\.a\.params\.attacks: 'cw' not an AutoAttack sub-attack \(known: apgd-ce"),
+    ({"class": "AutoAttack", "params": {"version": "custom", "attacks": ["apgd-ce", "apgd-ce"]}},
+     r"attacks\.a\.params\.attacks: \['apgd-ce', 'apgd-ce'\] names a sub-attack twice"),
+    ({"class": "AutoAttack", "params": {"version": "custom"}},
+     r"attacks\.a\.params\.attacks: version custom needs a non-empty list of sub-attacks"),
+    ({"class": "AutoAttack", "params": {"attacks": ["square"]}},
+     r"attacks\.a\.params\.attacks: only version custom takes a list of sub-attacks"),
+    ({"class": "AutoAttack", "params": {"n_iter": 10}}, r"attacks\.a\.params: n_iter not accepted by AutoAttack"),
+    ({"epsilons": [0.02, 0.01]}, r"attacks\.a\.epsilons: 0\.01 is smaller than the epsilon before it \(0\.02\); a sweep "
+                                 r"lists each epsilon once, increasing"),
+    ({"epsilons": [0.01, 0.02, 0.02]}, r"attacks\.a\.epsilons: .*non-unique"),
+    ({"restarts": 0}, r"attacks\.a\.restarts: 0 is less than the minimum of 1"),
     ({"params": {"stepz": 5}}, r"attacks\.a\.params: stepz not accepted by foolbox\.attacks\.LinfPGD"),
     ({"norm": "l2"}, r"attacks\.a\.norm: 'l2' does not match foolbox\.attacks\.LinfPGD, which bounds the Linf norm"),
     ({"norm": "l1"}, r"attacks\.a\.norm: 'l1' is not one of"),

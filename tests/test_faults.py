@@ -314,6 +314,11 @@ def test_size_checks_use_the_local_directory_counts(mini_cifar):
     ({"flow": {"init_images": 5000}}, "flow.init_images: 5000 is more than the 3200 training images"),
     ({"detection": {"mmd": {"batch_sizes": [10, 900], "table_batch_size": 10}}},
      "detection.mmd.batch_sizes: 900 is more than the 200 images"),
+    # smoke: 500 attacked images per split, batches of 100: five batches, so at most five shards
+    ({"attack_defaults": {"shards": 6}}, r"attack_defaults.shards: 6 shards, but the train split "
+                                         r"\(attack_defaults.images.train\) has 500 image\(s\), 5 batch\(es\) of "
+                                         r"attack_defaults.batch_size 100; .* use at most 5 shards"),
+    ({"attack_defaults": {"shards": 0}}, r"attack_defaults.shards: 0 is less than the minimum of 1"),
 ])
 def test_other_counts_are_checked_against_the_data(smoke_config, patch, message):
     for section, values in patch.items():

@@ -61,6 +61,7 @@ RESULT_KEYS = {
     "attack_defaults.images.train": (400, "attack"),
     "attack_defaults.images.test": (400, "attack"),
     "attack_defaults.splits": (["test", "train"], NOTHING),  # the same splits in another order
+    "attack_defaults.shards": (2, "merge_attack_shards"),  # the same files, made by shard jobs and merged
     "attacks": ({"bim": {"class": "LinfBasicIterativeAttack", "norm": "linf", "epsilons": [0.03]}}, "attack"),
     "flow.source": ("pretrained", "import_flow"),
     "flow.pretrained.checkpoint": ("elsewhere.pt", NOTHING),  # only read with source: pretrained

@@ -44,7 +44,8 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
     assert job_counts(proc.stdout + proc.stderr) == {"attack": 2, "attack_summary": 1, "latents_attack": 2,
                                                      "purify_attack": 1, "adaptive_attack": 1, "table3": 1,
                                                      "detect": 7, "mmd_test": 1, "detection_tables": 1,
-                                                     "figure_accuracy_eps": 1, "figure_detection": 1, "all": 1}
+                                                     "figure_accuracy_eps": 1, "figure_auroc_eps": 1,
+                                                     "figure_detection": 1, "all": 1}
     assert "results/attacks/synthetic-smoke/pgd/eps0.05/train.h5" in proc.stdout + proc.stderr
 
     # run it: the new files appear, and nothing that existed before is rewritten
@@ -57,7 +58,8 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
     aggregates = ("summary.csv", "table3_purification", "table4_detection", "table5_comparison",
                   "detection_generalisation", "detection_defended", "evaluation.csv", "aware.csv",
                   "power.csv",  # tables over all epsilons
-                  "accuracy_vs_epsilon.png", "roc_latent_detector.png", "scores_latent_detector.png")  # figures
+                  "accuracy_vs_epsilon.png", "auroc_vs_epsilon.png", "roc_latent_detector.png",
+                  "scores_latent_detector.png")  # figures
     rewritten = [p for p, mtime in before.items() if p.exists() and p.stat().st_mtime_ns != mtime
                  and not any(a in p.name for a in aggregates) and "models" not in p.parts]
     assert rewritten == []
@@ -69,16 +71,18 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
 def test_dry_run_lists_the_jobs(tmp_path, config):
     proc = run_snakemake(tmp_path, REPO / "config" / config, "-n")
     assert proc.returncode == 0, proc.stderr
-    paper = config == "config.yaml"  # 6 attacks (3 float, 3 rounded to 8 bits), Table 3 on the paper's 3
-    attacks = 12 if paper else 8  # smoke: 4 attacks; both splits
+    # paper: FGSM, PGD, AutoAttack at 6 L-inf epsilons, DeepFool at 0.02, PGD and AutoAttack at 2 L2 epsilons, the
+    # paper's 3 rounded to 8 bits at 0.02: 26 (attack, epsilon) pairs; Table 3 (adaptive) on FGSM, PGD, DeepFool
+    paper = config == "config.yaml"
+    attacks = 52 if paper else 8  # smoke: 4 attacks; both splits
     assert job_counts(proc.stdout + proc.stderr) == {"dataset": 1, "train_classifier": 1, "attack": attacks,
                                                      "attack_summary": 1, "train_flow": 1, "latents_clean": 3,
                                                      "latents_attack": attacks, "train_autoencoder": 1,
-                                                     "purify_clean": 1, "purify_attack": 12 if paper else 4,
-                                                     "adaptive_attack": 3 if paper else 4, "table3": 1, "detect": 7,
+                                                     "purify_clean": 1, "purify_attack": 52 if paper else 4,
+                                                     "adaptive_attack": 13 if paper else 4, "table3": 1, "detect": 7,
                                                      "mmd_test": 1, "detection_tables": 1, "figure_examples": 1,
-                                                     "figure_accuracy_eps": 1, "figure_detection": 1,
-                                                     "figure_training": 1, "all": 1}
+                                                     "figure_accuracy_eps": 1, "figure_auroc_eps": 1,
+                                                     "figure_detection": 1, "figure_training": 1, "all": 1}
 
 
 def test_pretrained_flow_replaces_training(tmp_path):
@@ -117,7 +121,7 @@ def test_lint_is_clean(tmp_path):
 
 def test_figures_and_report(smoke_run, tmp_path):
     figures = smoke_run / "results/figures/synthetic-smoke"
-    names = ["figure1_examples.png", "accuracy_vs_epsilon.png", "roc_latent_detector.png",
+    names = ["figure1_examples.png", "accuracy_vs_epsilon.png", "auroc_vs_epsilon.png", "roc_latent_detector.png",
              "scores_latent_detector.png", "training_curves.png"]
     for name in names:
         data = (figures / name).read_bytes()
@@ -151,3 +155,18 @@ def test_workflow_catalog_metadata_describes_standard_usage():
     assert usage["software-stack-deployment"]["conda"] is True and (REPO / "envs/pipeline.yaml").is_file()
     assert usage["report"] is True and "report:" in (REPO / "Snakefile").read_text()
     assert (REPO / "config/README.md").is_file() and (REPO / "config/config.yaml").is_file()
+
+
+def test_auroc_figure_plots_each_detector_at_each_epsilon(smoke_run):
+    from advdefense.figures import auroc_by_epsilon
+
+    files = sorted((smoke_run / "results/detection/synthetic-smoke").glob("*/evaluation.csv"))
+    table = auroc_by_epsilon(files)
+    methods = {p.parent.name for p in files}
+    assert set(table["method"]) == methods and set(table["attack"]) == {"fgsm", "pgd", "deepfool", "pgd_8bit"}
+    assert len(table) == len(methods) * 4 and (table["epsilon"] == 0.03).all()
+    for row in table.itertuples():  # the honest-set AUROC of the detector trained and tested on that attack
+        ev = pd.read_csv(smoke_run / f"results/detection/synthetic-smoke/{row.method}/evaluation.csv")
+        key = f"{row.attack}_eps0.03"
+        match = ev[(ev["train"] == key) & (ev["test"] == key) & (ev["set"] == "honest")]
+        assert len(match) == 1 and match["auroc"].iloc[0] == pytest.approx(row.auroc)

@@ -9,9 +9,12 @@ File layout (`results/attacks/<dataset>/<attack>/eps<eps>/<split>.h5`)::
     pred_clean  int64 N   classifier prediction on the clean image   } the classifier's evaluation copy
     pred_adv    int64 N   classifier prediction on `adv`             } (`inference.predict` at the same batch size)
     success     bool  N   pred_adv != label
+    sub_attack  int8  N   AutoAttack only: position in attrs `sub_attacks` of the sub-attack that fooled the
+                          classifier (-1: none did)
     linf, l2    float32 N norms of adv - clean
     attrs: attack, foolbox_class, params (JSON), epsilon, norm, seed, versions (JSON),
-           quantize (float | 8bit), classifier_sha256, dataset, split, seconds, images_per_s, format
+           quantize (float | 8bit), sub_attacks (JSON), warnings (JSON: the attack's own warnings),
+           classifier_sha256, dataset, split, seconds, images_per_s, format
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .autoattack import AutoAttackRunner, check_autoattack_params
 from .classifier import load_classifier
 from .data import read_dataset_h5
 from .errors import ConfigError, PipelineFileError
@@ -41,7 +45,9 @@ from .runtime import resolve_device
 log = logging.getLogger(__name__)
 ATTACK_FORMAT = "advdefense-attack-v1"
 ATTACK_DATASETS = ("adv", "index", "label", "pred_clean", "pred_adv", "success", "linf", "l2")
+OPTIONAL_DATASETS = ("sub_attack",)  # AutoAttack: which sub-attack fooled the model (-1: none)
 NORM_P = {"linf": math.inf, "l2": 2.0}
+AUTOATTACK = "AutoAttack"  # attacks.<name>.class of the AutoAttack kind (every other class is Foolbox's)
 
 
 class AttackFileError(PipelineFileError):
@@ -63,7 +69,8 @@ def foolbox_class(name: str, key: str):
     if not (inspect.isclass(cls) and issubclass(cls, foolbox.attacks.base.Attack)):
         known = sorted(n for n, c in vars(foolbox.attacks).items()
                        if inspect.isclass(c) and issubclass(c, foolbox.attacks.base.Attack) and not inspect.isabstract(c))
-        raise ConfigError(f"{key}: {name!r} is not a Foolbox attack class (known: {', '.join(known)})")
+        raise ConfigError(f"{key}: {name!r} is neither {AUTOATTACK} nor a Foolbox attack class (known: "
+                          f"{', '.join(known)})")
     return cls
 
 
@@ -95,6 +102,9 @@ def quantize_8bit(adv: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.T
 
 def check_attack_method(key: str, spec: dict) -> None:
     """The method part of an attack entry (`class`, `params`, `norm`): what one attack job needs."""
+    if spec["class"] == AUTOATTACK:
+        check_autoattack_params(key, spec.get("params") or {}, spec["norm"])
+        return
     cls = foolbox_class(spec["class"], f"{key}.class")
     params = spec.get("params") or {}
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
@@ -150,14 +160,18 @@ def check_param_range(key: str, name: str, value) -> None:
 
 
 def check_epsilons(key: str, epsilons) -> None:
-    """Positive, finite epsilons whose file-name tags (`eps_tag`) are distinct and non-zero: two values with
-    one tag would be one job writing one file."""
+    """Positive, finite, increasing epsilons whose file-name tags (`eps_tag`) are distinct and non-zero: two
+    values with one tag would be one job writing one file."""
     if not isinstance(epsilons, (list, tuple)) or not epsilons:
         raise ConfigError(f"{key}: must be a non-empty list of positive numbers")
     tags = {}
-    for e in epsilons:
+    for i, e in enumerate(epsilons):
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0:
             raise ConfigError(f"{key}: {e!r} is not a positive number")
+        if i and e <= epsilons[i - 1]:
+            what = "repeats" if e == epsilons[i - 1] else "is smaller than"
+            raise ConfigError(f"{key}: {e!r} {what} the epsilon before it ({epsilons[i - 1]!r}); a sweep lists each "
+                              f"epsilon once, increasing")
         tag = eps_tag(e)
         if float(tag) == 0.0:
             raise ConfigError(f"{key}: {e!r} is too small to name a file (it would be tagged {tag!r}); use 1e-10 or more")
@@ -211,22 +225,87 @@ def job_seed(seed: int, attack: str, eps: float, split: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{attack}/{eps!r}/{split}".encode())) % (2**31)
 
 
+def batch_seed(seed: int, first: int) -> int:
+    """The seed of the batch whose first image is image `first` of the job: a batch's random draws (PGD's random
+    start, AutoAttack's restarts) depend on nothing else, so shards of a job reproduce it batch for batch."""
+    return (seed * 1_000_033 + first * 7_919) % (2**31)
+
+
+class FoolboxMethod:
+    """A Foolbox attack as a callable `(x, y, seed) -> (clipped adversarials, None)`."""
+
+    sub_attacks: list[str] = []
+
+    def __init__(self, spec: dict, net: torch.nn.Module, eps: float, device):
+        import foolbox
+
+        self.attack = build_attack(spec)
+        self.fmodel = foolbox.PyTorchModel(net, bounds=(0.0, 1.0), device=device)
+        self.eps = eps
+
+    def __call__(self, x, y, seed: int):
+        torch.manual_seed(seed)
+        _, clipped, _ = self.attack(self.fmodel, x, y, epsilons=self.eps)
+        return clipped, None
+
+    def finish(self) -> list[str]:
+        return []
+
+
+class Restarts:
+    """An attack run up to `restarts` times on a batch, each run with its own seed (a fresh random start) on
+    the images that no earlier run fooled; per image the first run that fooled the model is kept."""
+
+    def __init__(self, method, restarts: int, model: torch.nn.Module):
+        self.method, self.restarts, self.model = method, restarts, model
+        self.sub_attacks = method.sub_attacks
+
+    def __call__(self, x, y, seed: int):
+        adv, sub = self.method(x, y, seed)
+        for r in range(1, self.restarts):
+            with torch.no_grad():
+                robust = self.model(adv.float().clamp(0.0, 1.0)).argmax(1) == y
+            if not robust.any():
+                break
+            idx = torch.nonzero(robust).flatten()
+            again, sub_again = self.method(x[idx], y[idx], (seed + 104_729 * r) % (2**31))
+            with torch.no_grad():
+                fooled = self.model(again.float().clamp(0.0, 1.0)).argmax(1) != y[idx]
+            adv = adv.clone()
+            adv[idx[fooled]] = again[fooled].to(adv.dtype)
+            if sub is not None:
+                sub[idx[fooled]] = sub_again[fooled]
+        return adv, sub
+
+    def finish(self) -> list[str]:
+        return self.method.finish()
+
+
+def attack_method(spec: dict, net: LogitRecorder, eps: float, device):
+    """The callable that attacks one batch for an attack entry: AutoAttack (runs the bare evaluation network:
+    its hundreds of passes need no recording) or a Foolbox class (runs `net`, whose recorded passes
+    give the stored predictions); with `restarts` > 1, run again on the images still classified correctly."""
+    if spec["class"] == AUTOATTACK:
+        method = AutoAttackRunner(net.model, spec["norm"], eps, spec.get("params") or {}, device)
+    else:
+        method = FoolboxMethod(spec, net, eps, device)
+    restarts = spec.get("restarts", 1)
+    return Restarts(method, restarts, net.model) if restarts > 1 else method
+
+
 def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
                name: str, spec: dict, eps: float, out_path: str | Path, *, batch_size: int, seed: int,
-               device: torch.device, attrs: dict) -> dict:
-    """Attack `images[index]` batch by batch and stream the results into `out_path`."""
-    import foolbox
-
+               device: torch.device, attrs: dict, first: int = 0) -> dict:
+    """Attack `images[index]` batch by batch and stream the results into `out_path`. `first` is the position of
+    `index[0]` among the images of the whole job (a shard of it starts there): it fixes the batches' seeds."""
     check_attack_method(f"attacks.{name}", spec)
-    attack = build_attack(spec)
     # the attack and the stored predictions run the evaluation copy (batch norm folded, channels-last,
     # parameters frozen): the same network every other stage evaluates (`inference.predict`)
     net = LogitRecorder(evaluation_model(model, device)).eval()
-    fmodel = foolbox.PyTorchModel(net, bounds=(0.0, 1.0), device=device)
+    method = attack_method(spec, net, float(eps), device)
     n = len(index)
     if n == 0:
         raise ConfigError(f"attacks.{name}: no images to attack")
-    torch.manual_seed(seed)
     t0 = time.perf_counter()
     reused = 0
     progress = ProgressLog(log, f"{name} eps={eps:g}", n)
@@ -243,13 +322,15 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             "linf": f.create_dataset("linf", (n,), np.float32),
             "l2": f.create_dataset("l2", (n,), np.float32),
         }
+        if method.sub_attacks:
+            ds["sub_attack"] = f.create_dataset("sub_attack", (n,), np.int8)
         done = 0
         for start in range(0, n, batch_size):
             idx = index[start : start + batch_size]
             x = to_float_pixels(torch.from_numpy(images[idx]).to(device))
             y = torch.from_numpy(labels[idx].astype(np.int64)).to(device)
             net.reset()
-            _, clipped, _ = attack(fmodel, x, y, epsilons=float(eps))
+            clipped, sub = method(x, y, batch_seed(seed, first + start))
             adv = clipped.detach().float().clamp(0.0, 1.0)
             if spec.get("quantize", "float") == "8bit":  # success is judged again on the rounded images
                 adv = quantize_8bit(adv, x, float(eps))
@@ -270,12 +351,18 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             ds["success"][sl] = (pred_adv != y).cpu().numpy()
             ds["linf"][sl] = delta.abs().amax(1).cpu().numpy()
             ds["l2"][sl] = delta.norm(dim=1).cpu().numpy()
+            if sub is not None:
+                # a sub-attack counts only where the stored (possibly 8-bit rounded) image still fools the model
+                ds["sub_attack"][sl] = torch.where(pred_adv != y, sub, -1).cpu().numpy()
             done += len(idx)
             del x, y, clipped, adv, pred_clean, pred_adv, delta  # free this batch before the next one runs
             progress.update(done)
         batches = -(-n // batch_size)
         log.info("%s eps=%g: %d of %d stored predictions taken from the attack's own forward passes",
                  name, eps, reused, 2 * batches)
+        warned = method.finish()
+        for w in warned:
+            log.warning("%s eps=%g: %s", name, eps, w)
         seconds = time.perf_counter() - t0
         f.attrs.update({
             "format": ATTACK_FORMAT,
@@ -285,7 +372,10 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             "epsilon": float(eps),
             "norm": spec["norm"],
             "quantize": spec.get("quantize", "float"),
+            "restarts": int(spec.get("restarts", 1)),
             "seed": int(seed),
+            "sub_attacks": json.dumps(method.sub_attacks),
+            "warnings": json.dumps(warned),
             **provenance_attrs(),
             "seconds": seconds,
             "images_per_s": n / seconds,
@@ -379,9 +469,20 @@ def summarize_attack_file(f: h5py.File) -> dict:
         "max_linf": float(linf.max()) if n else float("nan"),
         "mean_l2": float(l2.mean()) if n else float("nan"),
         "max_l2": float(l2.max()) if n else float("nan"),
+        "fooled_by": fooled_by(f),
+        "warnings": " | ".join(json.loads(f.attrs.get("warnings", "[]"))),
         "seconds": float(f.attrs.get("seconds", float("nan"))),
         "images_per_s": float(f.attrs.get("images_per_s", float("nan"))),
     }
+
+
+def fooled_by(f: h5py.File) -> str:
+    """How many images each AutoAttack sub-attack fooled first, e.g. 'apgd-ce 812, apgd-t 9' ('' for others)."""
+    subs = json.loads(f.attrs.get("sub_attacks", "[]"))
+    if not subs or "sub_attack" not in f:
+        return ""
+    counts = np.bincount(f["sub_attack"][()].astype(np.int64) + 1, minlength=len(subs) + 1)[1:]
+    return ", ".join(f"{s} {int(c)}" for s, c in zip(subs, counts))
 
 
 def summarize_attack_files(paths):
@@ -391,19 +492,34 @@ def summarize_attack_files(paths):
             rows.append(summarize_attack_file(f))
     columns = ["attack", "epsilon", "split", "norm", "foolbox_class", "quantize", "n", "unchanged", "clean_accuracy", "robust_accuracy",
                "success_rate", "success_rate_on_correct", "mean_linf", "max_linf", "mean_l2", "max_l2",
-               "seconds", "images_per_s"]
+               "fooled_by", "warnings", "seconds", "images_per_s"]
     df = pd.DataFrame(rows, columns=columns)
     return df.sort_values(["attack", "epsilon", "split"]).reset_index(drop=True)
 
 
+def shard_range(n: int, batch_size: int, shard: int, shards: int, what: str) -> tuple[int, int]:
+    """Images [lo, hi) of shard `shard` (0-based) of `shards` over a job of `n` images: shards take whole
+    batches of `batch_size` (the batches of the unsharded job, so every batch sees the same images and seed)."""
+    batches = -(-n // batch_size)
+    if not 1 <= shards <= batches:
+        raise ConfigError(f"attack_defaults.shards: {shards} shards, but {what} has {n} image(s), {batches} batch(es) "
+                          f"of attack_defaults.batch_size {batch_size}; each shard takes whole batches, so use at "
+                          f"most {batches} shards (or a smaller batch size)")
+    if not 0 <= shard < shards:
+        raise ConfigError(f"attack shard {shard + 1} of {shards} does not exist")
+    lo, hi = shard * batches // shards, (shard + 1) * batches // shards
+    return lo * batch_size, min(hi * batch_size, n)
+
+
 def attack_split(model: torch.nn.Module, dataset_path, split: str, name: str, spec: dict, eps: float, out_path, *,
                  images: int | None, seed: int, device: str = "auto", batch_size: int = 500,
-                 limit: int | None = None, attrs: dict | None = None, restart: int = 0) -> dict:
+                 limit: int | None = None, attrs: dict | None = None, restart: int = 0,
+                 shard: tuple[int, int] | None = None) -> dict:
     """Attack the attacked subset of `split` (`images` of them, seeded by `seed`) with attack `name`
     (`spec`: class, norm, params) at `eps`; `model` is any differentiable classifier on [0, 1].
     `limit` keeps only the first that many of the subset (the adaptive attack); more than the
     subset is an error. `restart` > 0 draws the attack's own randomness (random start) afresh; the images
-    stay the same."""
+    stay the same. `shard` = (k, N): only the k-th (0-based) of N shards (`merge_attack_shards` joins them)."""
     device = resolve_device(device)
     data, index = attacked_images(dataset_path, split, images, seed)
     if limit is not None:
@@ -412,9 +528,67 @@ def attack_split(model: torch.nn.Module, dataset_path, split: str, name: str, sp
                               f"attacked (attack_defaults.images.{split})")
         index = index[:limit]
     attrs = {"dataset": str(dataset_path), "split": split, "device": str(device), **(attrs or {})}
+    first = 0
+    if shard is not None:
+        k, shards = shard
+        first, end = shard_range(len(index), batch_size, k, shards, f"split {split!r} of {name} at eps {eps:g}")
+        attrs.update({"shard": k, "shards": shards, "shard_first": first, "shard_of_images": len(index)})
+        index = index[first:end]
     return run_attack(model, data.images, data.labels, index, name, spec, float(eps), out_path,
                       batch_size=batch_size, seed=job_seed(seed, name if restart == 0 else f"{name}#restart{restart}",
-                                                           float(eps), split), device=device, attrs=attrs)
+                                                           float(eps), split), device=device, attrs=attrs,
+                      first=first)
+
+
+SHARD_ATTRS = ("shard", "shards", "shard_first", "shard_of_images")
+
+
+def merge_attack_shards(paths: list, out_path, block: int = 1024) -> dict:
+    """The attack file of a whole job from its shards (in order): their datasets joined, their attributes those of
+    the first shard but the seconds summed. Equal, dataset for dataset, to the file of the unsharded job. Copied
+    `block` images at a time: memory stays flat in the number of images."""
+    if not paths:
+        raise AttackFileError(f"{out_path}: no shards to merge")
+    same = ("attack", "epsilon", "split", "seed", "params", "shard_of_images")
+    attrs, lengths, keys, expected_first = None, [], None, 0
+    for k, path in enumerate(paths):
+        with open_attack_file(path) as f:
+            a = dict(f.attrs)
+            if a.get("shard") != k or a.get("shards") != len(paths):
+                raise AttackFileError(f"{path}: holds shard {a.get('shard', '?')} of {a.get('shards', '?')}, "
+                                      f"expected shard {k} of {len(paths)}")
+            if a["shard_first"] != expected_first:
+                raise AttackFileError(f"{path}: starts at image {a['shard_first']}, expected {expected_first} (shards "
+                                      f"of different batch sizes cannot be joined; re-run them)")
+            here = [x for x in ATTACK_DATASETS + OPTIONAL_DATASETS if x in f]
+            if attrs is None:
+                attrs, keys = a, here
+            elif {x: a[x] for x in same} != {x: attrs[x] for x in same} or here != keys:
+                raise AttackFileError(f"{path}: another attack, epsilon, split or seed than {paths[0]}")
+            else:
+                attrs["seconds"] += a["seconds"]
+            lengths.append(len(f["index"]))
+            expected_first += lengths[-1]
+    n = expected_first
+    if n != attrs["shard_of_images"]:
+        raise AttackFileError(f"{out_path}: the shards hold {n} images, the job has {attrs['shard_of_images']}")
+    with atomic_h5(out_path) as out:
+        with h5py.File(paths[0], "r") as f:
+            ds = {key: out.create_dataset(key, (n, *f[key].shape[1:]), f[key].dtype,
+                                          chunks=(min(n, 128), 3, 32, 32) if key == "adv" else None) for key in keys}
+        start = 0
+        for path, length in zip(paths, lengths):
+            with h5py.File(path, "r") as f:
+                for lo in range(0, length, block):
+                    hi = min(lo + block, length)
+                    for key in keys:
+                        ds[key][start + lo : start + hi] = f[key][lo:hi]
+            start += length
+        out.attrs.update({k: v for k, v in attrs.items() if k not in SHARD_ATTRS})
+        out.attrs.update({"images_per_s": n / attrs["seconds"], "merged_shards": len(paths)})
+        summary = summarize_attack_file(out)
+    log.info("%s: %d shards merged (%d images)", out_path, len(paths), n)
+    return summary
 
 
 def merge_restarts(paths: list, out_path) -> dict:
@@ -423,15 +597,16 @@ def merge_restarts(paths: list, out_path) -> dict:
     with open_attack_file(paths[0]) as first:
         index = first["index"][()]
         attrs = dict(first.attrs)
-        arrays = {k: first[k][()] for k in ATTACK_DATASETS}
+        arrays = {k: first[k][()] for k in ATTACK_DATASETS + OPTIONAL_DATASETS if k in first}
     chosen = np.zeros(len(index), dtype=np.int64)
     for r, path in enumerate(paths[1:], start=1):
         with open_attack_file(path) as f:
             if not np.array_equal(f["index"][()], index):
                 raise AttackFileError(f"{path}: its images differ from {paths[0]}'s; restarts cannot be merged")
             better = ~arrays["success"] & f["success"][()]
-            for k in ("adv", "pred_adv", "success", "linf", "l2"):
-                arrays[k][better] = f[k][()][better]
+            for k in ("adv", "pred_adv", "success", "linf", "l2", *OPTIONAL_DATASETS):
+                if k in arrays:
+                    arrays[k][better] = f[k][()][better]
             chosen[better] = r
     with atomic_h5(out_path) as f:
         for k, v in arrays.items():
@@ -446,8 +621,9 @@ def merge_restarts(paths: list, out_path) -> dict:
 
 def generate_attack_file(dataset_path: str | Path, classifier_path: str | Path, name: str, spec: dict, eps: float,
                          split: str, out_path: str | Path, *, images: int | None, seed: int, device: str = "auto",
-                         batch_size: int = 500) -> dict:
-    """Stage entry point: attack `split` of the dataset file with attack `name` (`spec`) at `eps`."""
+                         batch_size: int = 500, shard: tuple[int, int] | None = None) -> dict:
+    """Stage entry point: attack `split` of the dataset file with attack `name` (`spec`) at `eps` (one shard of
+    the job only, with `shard`)."""
     model = load_classifier(classifier_path, resolve_device(device))
     return attack_split(model, dataset_path, split, name, spec, eps, out_path, images=images, seed=seed, device=device,
-                        batch_size=batch_size, attrs=provenance_attrs(classifier=classifier_path))
+                        batch_size=batch_size, attrs=provenance_attrs(classifier=classifier_path), shard=shard)

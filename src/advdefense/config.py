@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
-from .attacks import check_attack_method, check_attack_spec, eps_tag
+from .attacks import check_attack_method, check_attack_spec, eps_tag, shard_range
 from .data import check_cifar_batches_dir, split_sizes
 from .detectors import REGISTRY
 from .errors import ConfigError
@@ -209,6 +209,10 @@ def check_sizes(cfg: dict) -> None:
             raise ConfigError(f"attack_defaults.images.{split}: asked for {n} images but the {split} split has only "
                               f"{sizes[split]}")
         attacked[split] = sizes[split] if n is None else n
+    shards, batch = cfg["attack_defaults"]["shards"], cfg["attack_defaults"]["batch_size"]
+    if cfg.get("attacks"):
+        for split in cfg["attack_defaults"]["splits"]:
+            shard_range(attacked[split], batch, 0, shards, f"the {split} split (attack_defaults.images.{split})")
     aware = cfg["detection"]["aware"]
     if cfg["detection"]["enabled"] and cfg.get("attacks") and aware["enabled"] and aware["images"] is not None \
             and aware["images"] > attacked["test"]:

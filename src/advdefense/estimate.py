@@ -42,6 +42,15 @@ def _attack_passes(spec: dict) -> float:
     """Forward+backward passes of the classifier per image (DeepFool usually stops within ~5 steps)."""
     params = spec.get("params") or {}
     cls = spec["class"]
+    if cls == "AutoAttack":
+        # APGD-CE (100) on all; on the images it leaves (a third, say) APGD-T (9 x 100), FAB-T (9 x 100 at about
+        # two passes each) and Square (5000 forward passes, a third of a backward pass's cost each)
+        return 100 + (900 + 1800 + 5000 / 3) / 3
+    restarts = spec.get("restarts", 1)
+    return _single_run_passes(cls, params) * (1 + 0.5 * (restarts - 1))  # restarts run on the images left
+
+
+def _single_run_passes(cls: str, params: dict) -> float:
     if cls == "FGSM" or cls.endswith("FastGradientAttack") or cls.endswith("FastGradientMethod"):
         return 3
     if "DeepFool" in cls:

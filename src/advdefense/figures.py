@@ -55,26 +55,73 @@ def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_ima
     _save(fig, out_path)
 
 
+NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
+
+
 def accuracy_vs_epsilon(summary_csv, out_path, purified: pd.DataFrame | None = None) -> None:
+    """Test accuracy under each attack versus its epsilon, one panel per threat model (L-inf, L2: their epsilons
+    are not on one scale), clean accuracy at epsilon 0; dashed: after the autoencoder (Table 3's defence)."""
     table = pd.read_csv(summary_csv)
     table = table[table["split"] == "test"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for attack, rows in table.groupby("attack"):
-        rows = rows.sort_values("epsilon")
-        eps = np.concatenate([[0.0], rows["epsilon"]])
-        acc = np.concatenate([[rows["clean_accuracy"].iloc[0]], rows["robust_accuracy"]])
-        line = ax.plot(eps, 100 * acc, marker="o", label=f"{attack}")[0]
-        if purified is not None and attack in set(purified["attack"]):
-            p = purified[purified["attack"] == attack].sort_values("epsilon")
-            ax.plot(p["epsilon"], 100 * p["accuracy_after"], marker="s", linestyle="--", color=line.get_color(),
-                    label=f"{attack} + autoencoder")
-    ax.set_xlabel("epsilon (L-inf or L2, pixels in [0, 1])")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("Accuracy under attack versus epsilon", fontsize=9)
+    norms = [n for n in NORM_LABELS if n in set(table["norm"])]
+    fig, axes = plt.subplots(1, max(1, len(norms)), figsize=(5.5 * max(1, len(norms)), 3.8), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        for attack, rows in table[table["norm"] == norm].groupby("attack"):
+            rows = rows.sort_values("epsilon")
+            eps = np.concatenate([[0.0], rows["epsilon"]])
+            acc = np.concatenate([[rows["clean_accuracy"].iloc[0]], rows["robust_accuracy"]])
+            line = ax.plot(eps, 100 * acc, marker="o", label=f"{attack}")[0]
+            if purified is not None and attack in set(purified["attack"]):
+                p = purified[purified["attack"] == attack].sort_values("epsilon")
+                ax.plot(p["epsilon"], 100 * p["accuracy_after"], marker="s", linestyle="--", color=line.get_color(),
+                        label=f"{attack} + autoencoder")
+        ax.set_xlabel(f"epsilon ({NORM_LABELS[norm]}, pixels in [0, 1])")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(f"Accuracy under {NORM_LABELS[norm]} attacks versus epsilon", fontsize=9)
     _save(fig, out_path)
+
+
+def auroc_by_epsilon(evaluation_csvs) -> pd.DataFrame:
+    """From the detectors' evaluation.csv files: AUROC of each detector trained on one attack at one epsilon and
+    tested on the same, on the honest sets (method, attack, epsilon, auroc)."""
+    rows = []
+    for path in evaluation_csvs:
+        ev = pd.read_csv(path)
+        ev = ev[(ev["set"] == "honest") & (ev["train"] == ev["test"]) & (ev["train"] != POOLED)]
+        for r in ev.itertuples():
+            attack, _, tag = r.test.rpartition("_eps")
+            if attack:
+                rows.append({"method": r.method, "attack": attack, "epsilon": float(tag), "auroc": float(r.auroc)})
+    return pd.DataFrame(rows, columns=["method", "attack", "epsilon", "auroc"]).sort_values(
+        ["attack", "method", "epsilon"]).reset_index(drop=True)
+
+
+def auroc_vs_epsilon(evaluation_csvs, out_path) -> pd.DataFrame:
+    """One panel per attack: each detector's AUROC (honest sets) versus the attack's epsilon; 0.5 is chance."""
+    table = auroc_by_epsilon(evaluation_csvs)
+    attacks = sorted(set(table["attack"])) or ["(none)"]
+    cols = min(3, len(attacks))
+    rows_n = -(-len(attacks) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.4 * rows_n), squeeze=False)
+    for ax, attack in zip(axes.ravel(), attacks):
+        for method, rows in table[table["attack"] == attack].groupby("method"):
+            ax.plot(rows["epsilon"], rows["auroc"], marker="o", label=method)
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(0.4, 1.01)
+        ax.set_xlabel("epsilon")
+        ax.set_ylabel("AUROC (honest sets)")
+        ax.set_title(attack, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in axes.ravel()[len(attacks):]:
+        ax.axis("off")
+    fig.suptitle("Detection AUROC versus epsilon (each detector trained and tested on one attack and epsilon)",
+                 fontsize=9)
+    _save(fig, out_path)
+    return table
 
 
 def _detector_scores(models_dir) -> dict[str, dict]:

@@ -23,6 +23,37 @@ rule attack:
         "../scripts/attack.py"
 
 
+if SHARDS > 1:
+
+    # attack_defaults.shards: N jobs per (attack, epsilon, split), each a GPU job taking whole batches, merged
+    ruleorder: merge_attack_shards > attack
+
+    use rule attack as attack_shard with:
+        output:
+            ATTACK_SHARD,
+        log:
+            "logs/attacks/{dataset}/{attack}/eps{eps}/{split}.shard{shard}-of-{shards}.log",
+        benchmark:
+            "results/benchmarks/attack/{dataset}/{attack}/eps{eps}/{split}.shard{shard}-of-{shards}.tsv"
+
+    rule merge_attack_shards:
+        input:
+            attack_shards,
+        output:
+            ATTACK,
+        log:
+            "logs/attacks/{dataset}/{attack}/eps{eps}/{split}.merge.log",
+        benchmark:
+            "results/benchmarks/merge_attack_shards/{dataset}/{attack}/eps{eps}/{split}.tsv"
+        conda:
+            "../../envs/pipeline.yaml"
+        threads: threads_of("tables")
+        resources:
+            **resources_of("tables"),
+        script:
+            "../scripts/merge_attack_shards.py"
+
+
 rule attack_summary:
     input:
         attack_files(),

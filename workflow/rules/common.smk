@@ -38,6 +38,8 @@ wildcard_constraints:
     attack=r"[A-Za-z0-9_-]+",
     eps=r"[0-9.]+(e-?[0-9]+)?",
     split=r"train|test|calibration",
+    shard=r"[0-9]+",
+    shards=r"[0-9]+",
 
 
 # ----------------------------------------------------------------------------- file patterns
@@ -47,6 +49,10 @@ CLASSIFIER_METRICS = "results/classifier/{dataset}/metrics.json"
 CLASSIFIER_EPOCHS = "results/classifier/{dataset}/epochs.csv"
 CLASSIFIER_STATE = "results/classifier/{dataset}/train_state.pt"
 ATTACK = "results/attacks/{dataset}/{attack}/eps{eps}/{split}.h5"
+ATTACK_SHARD = (
+    "results/attacks/{dataset}/{attack}/eps{eps}/shards/{split}.{shard}-of-{shards}.h5"
+)
+SHARDS = config["attack_defaults"]["shards"]
 ATTACK_SUMMARY = "results/attacks/{dataset}/summary.csv"
 FLOW = "results/flow/{dataset}/model.pt"
 FLOW_METRICS = "results/flow/{dataset}/metrics.json"
@@ -245,7 +251,7 @@ def figure_targets(dataset=DATASET):
     if ATTACKS:
         names += ["figure1_examples.png", "accuracy_vs_epsilon.png"]
     if detection_targets(dataset):
-        names.append("roc_latent_detector.png")
+        names += ["roc_latent_detector.png", "auroc_vs_epsilon.png"]
     return [path(FIGURE, dataset=dataset, figure=name) for name in names]
 
 
@@ -309,8 +315,17 @@ def attack_method(wildcards):
             "norm": spec["norm"],
             "params": spec.get("params") or {},
             "quantize": spec["quantize"],
+            "restarts": spec["restarts"],
         }
     )
+
+
+def attack_shards(wildcards):
+    """The shard files of an attack job, in order (attack_defaults.shards of them)."""
+    return [
+        ATTACK_SHARD.format(**dict(wildcards.items()), shard=k, shards=SHARDS)
+        for k in range(1, SHARDS + 1)
+    ]
 
 
 def configured_attack(wildcards):

@@ -44,6 +44,31 @@ rule figure_accuracy_eps:
         "../scripts/figures.py"
 
 
+rule figure_auroc_eps:
+    input:
+        lambda w: [
+            path(DETECTION_EVALUATION, dataset=w.dataset, method=m)
+            for m in config["detection"]["methods"]
+        ],
+    output:
+        report(
+            path(FIGURE, figure="auroc_vs_epsilon.png"),
+            caption="../report/auroc_eps.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/{dataset}/auroc_vs_epsilon.log",
+    benchmark:
+        "results/benchmarks/figure_auroc_eps/{dataset}/auroc_vs_epsilon.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
+    script:
+        "../scripts/figures.py"
+
+
 rule figure_detection:
     input:
         models=path(DETECTION_MODELS, method="latent_mlp"),

@@ -20,6 +20,8 @@ def main(smk):
             rows.append({"attack": p["attrs"]["attack"], "epsilon": float(p["attrs"]["epsilon"]),
                          "accuracy_after": float((p["pred_purified"] == p["label"]).mean())})
         figures.accuracy_vs_epsilon(smk.input.summary, smk.output[0], pd.DataFrame(rows) if rows else None)
+    elif smk.rule == "figure_auroc_eps":
+        figures.auroc_vs_epsilon(list(smk.input), smk.output[0])
     elif smk.rule == "figure_detection":
         figures.roc_curves(smk.input.models, smk.output.roc, "Latent detector: ROC per attack (test split)")
         figures.score_histograms(smk.input.models, smk.output.histograms, "Latent detector scores (test split)")
