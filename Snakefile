@@ -23,6 +23,7 @@ include: "workflow/rules/flow.smk"
 include: "workflow/rules/purification.smk"
 include: "workflow/rules/detection.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/seeds.smk"
 
 
 rule all:

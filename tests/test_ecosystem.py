@@ -231,6 +231,9 @@ def test_cpu_estimate_orders_the_configs_and_matches_the_mini_run():
     smoke, paper = total("smoke.yaml"), total("config.yaml")
     assert 60 < smoke < 15 * 60  # the smoke DAG takes 2.5-3.5 min on 2 cores
     assert paper > 24 * 3600  # the paper-size Glow alone is days of CPU
+    three = load_yaml(REPO / "config/smoke.yaml")
+    three["seeds"] = [0, 1, 2]
+    assert sum(estimate_seconds(validate_config(three), cores=2).values()) == pytest.approx(3 * smoke)  # a run each
     cfg = load_yaml(REPO / "config/cifar10-mini.yaml")
     cfg["dataset"]["path"] = str(REPO.parent / "shared/data/cifar-10-mini/cifar-10-batches-py")
     if Path(cfg["dataset"]["path"]).is_dir():

@@ -27,6 +27,7 @@ NOTHING = frozenset()  # the change must schedule no job at all
 # Runtime-only keys are not listed: each is changed and must schedule nothing.
 RESULT_KEYS = {
     "seed": (1, "dataset"),
+    "seeds": ([0, 1], "dataset"),  # one run per seed, each from its own dataset file
     "dataset.name": ("other-name", "dataset"),
     "dataset.source": ("cifar10", "dataset"),
     "dataset.root": ("elsewhere", NOTHING),  # only read by the cifar10 source; smoke is synthetic

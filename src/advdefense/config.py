@@ -99,6 +99,13 @@ def check_semantics(cfg: dict) -> None:
             f"classifier.depth: {depth} is not of the form 6n+2 (CIFAR ResNets have depth 20, 32, 44, 56, 110 ...)"
         )
     check_classifier_source(cfg["classifier"])
+    seeds = cfg.get("seeds")
+    if seeds is not None:
+        if not seeds:
+            raise ConfigError("seeds: an empty list runs nothing; list at least one seed (or null: one run with `seed`)")
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ConfigError(f"seeds: {', '.join(map(str, repeated))} listed more than once; each seed is one run")
     data = cfg["dataset"]
     if data["calibration_size"] is None:  # a calibration split only where detectors need thresholds
         detects = cfg["detection"]["enabled"] and bool(cfg.get("attacks"))

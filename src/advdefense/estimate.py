@@ -106,7 +106,8 @@ def estimate_seconds(cfg: dict, cores: int | None = None) -> dict[str, float]:
     if cfg["detection"]["enabled"]:
         jobs += len(cfg["detection"]["methods"]) + 2
     out["job start-up"] = jobs * JOB_START_SECONDS
-    return {stage: seconds / speedup for stage, seconds in out.items()}
+    runs = len(cfg.get("seeds") or [cfg["seed"]])  # `seeds`: the whole pipeline once per seed
+    return {stage: seconds * runs / speedup for stage, seconds in out.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,19 +58,26 @@ def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_ima
 NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
 
 
-def accuracy_vs_epsilon(summary_csv, out_path, purified: pd.DataFrame | None = None) -> None:
+def accuracy_vs_epsilon(summary_csvs, out_path, purified: pd.DataFrame | None = None) -> pd.DataFrame:
     """Test accuracy under each attack versus its epsilon, one panel per threat model (L-inf, L2: their epsilons
-    are not on one scale), clean accuracy at epsilon 0; dashed: after the autoencoder (Table 3's defence)."""
-    table = pd.read_csv(summary_csv)
+    are not on one scale), clean accuracy at epsilon 0; dashed: after the autoencoder (Table 3's defence).
+    `summary_csvs`: one run's summary.csv, or a list of them (one per seed): then each point is the mean over
+    the runs with a bar of one standard deviation. Returns what is plotted."""
+    paths = [summary_csvs] if isinstance(summary_csvs, (str, Path)) else list(summary_csvs)
+    table = pd.concat([pd.read_csv(p).assign(run=i) for i, p in enumerate(paths)])
     table = table[table["split"] == "test"]
-    norms = [n for n in NORM_LABELS if n in set(table["norm"])]
+    points = table.groupby(["norm", "attack", "epsilon"]).agg(
+        accuracy=("robust_accuracy", "mean"), accuracy_sd=("robust_accuracy", "std"),
+        clean=("clean_accuracy", "mean"), clean_sd=("clean_accuracy", "std"), runs=("run", "nunique")).reset_index()
+    points[["accuracy_sd", "clean_sd"]] = points[["accuracy_sd", "clean_sd"]].fillna(0.0)
+    norms = [n for n in NORM_LABELS if n in set(points["norm"])]
     fig, axes = plt.subplots(1, max(1, len(norms)), figsize=(5.5 * max(1, len(norms)), 3.8), squeeze=False)
     for ax, norm in zip(axes[0], norms):
-        for attack, rows in table[table["norm"] == norm].groupby("attack"):
-            rows = rows.sort_values("epsilon")
+        for attack, rows in points[points["norm"] == norm].groupby("attack"):
             eps = np.concatenate([[0.0], rows["epsilon"]])
-            acc = np.concatenate([[rows["clean_accuracy"].iloc[0]], rows["robust_accuracy"]])
-            line = ax.plot(eps, 100 * acc, marker="o", label=f"{attack}")[0]
+            acc = np.concatenate([[rows["clean"].iloc[0]], rows["accuracy"]])
+            sd = np.concatenate([[rows["clean_sd"].iloc[0]], rows["accuracy_sd"]])
+            line = ax.errorbar(eps, 100 * acc, yerr=100 * sd, marker="o", capsize=3, label=f"{attack}").lines[0]
             if purified is not None and attack in set(purified["attack"]):
                 p = purified[purified["attack"] == attack].sort_values("epsilon")
                 ax.plot(p["epsilon"], 100 * p["accuracy_after"], marker="s", linestyle="--", color=line.get_color(),
@@ -80,13 +87,16 @@ def accuracy_vs_epsilon(summary_csv, out_path, purified: pd.DataFrame | None = N
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        ax.set_title(f"Accuracy under {NORM_LABELS[norm]} attacks versus epsilon", fontsize=9)
+        runs = f", mean ± sd over {len(paths)} seeds" if len(paths) > 1 else ""
+        ax.set_title(f"Accuracy under {NORM_LABELS[norm]} attacks versus epsilon{runs}", fontsize=9)
     _save(fig, out_path)
+    return points
 
 
 def auroc_by_epsilon(evaluation_csvs) -> pd.DataFrame:
-    """From the detectors' evaluation.csv files: AUROC of each detector trained on one attack at one epsilon and
-    tested on the same, on the honest sets (method, attack, epsilon, auroc)."""
+    """From the detectors' evaluation.csv files (of one run, or of several: `run` is the run directory): AUROC of
+    each detector trained on one attack at one epsilon and tested on the same, on the honest sets (run, method,
+    attack, epsilon, auroc)."""
     rows = []
     for path in evaluation_csvs:
         ev = pd.read_csv(path)
@@ -94,21 +104,26 @@ def auroc_by_epsilon(evaluation_csvs) -> pd.DataFrame:
         for r in ev.itertuples():
             attack, _, tag = r.test.rpartition("_eps")
             if attack:
-                rows.append({"method": r.method, "attack": attack, "epsilon": float(tag), "auroc": float(r.auroc)})
-    return pd.DataFrame(rows, columns=["method", "attack", "epsilon", "auroc"]).sort_values(
-        ["attack", "method", "epsilon"]).reset_index(drop=True)
+                rows.append({"run": Path(path).parts[-3], "method": r.method, "attack": attack,
+                             "epsilon": float(tag), "auroc": float(r.auroc)})
+    return pd.DataFrame(rows, columns=["run", "method", "attack", "epsilon", "auroc"]).sort_values(
+        ["attack", "method", "epsilon", "run"]).reset_index(drop=True)
 
 
 def auroc_vs_epsilon(evaluation_csvs, out_path) -> pd.DataFrame:
-    """One panel per attack: each detector's AUROC (honest sets) versus the attack's epsilon; 0.5 is chance."""
+    """One panel per attack: each detector's AUROC (honest sets) versus the attack's epsilon, the mean over runs
+    with a bar of one standard deviation when there are several (seeds); 0.5 is chance."""
     table = auroc_by_epsilon(evaluation_csvs)
-    attacks = sorted(set(table["attack"])) or ["(none)"]
+    points = table.groupby(["attack", "method", "epsilon"]).agg(
+        auroc=("auroc", "mean"), auroc_sd=("auroc", "std"), runs=("run", "nunique")).reset_index()
+    points["auroc_sd"] = points["auroc_sd"].fillna(0.0)
+    attacks = sorted(set(points["attack"])) or ["(none)"]
     cols = min(3, len(attacks))
     rows_n = -(-len(attacks) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.4 * rows_n), squeeze=False)
     for ax, attack in zip(axes.ravel(), attacks):
-        for method, rows in table[table["attack"] == attack].groupby("method"):
-            ax.plot(rows["epsilon"], rows["auroc"], marker="o", label=method)
+        for method, rows in points[points["attack"] == attack].groupby("method"):
+            ax.errorbar(rows["epsilon"], rows["auroc"], yerr=rows["auroc_sd"], marker="o", capsize=3, label=method)
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
         ax.set_ylim(0.4, 1.01)
         ax.set_xlabel("epsilon")
@@ -118,10 +133,11 @@ def auroc_vs_epsilon(evaluation_csvs, out_path) -> pd.DataFrame:
         ax.legend(fontsize=6)
     for ax in axes.ravel()[len(attacks):]:
         ax.axis("off")
-    fig.suptitle("Detection AUROC versus epsilon (each detector trained and tested on one attack and epsilon)",
-                 fontsize=9)
+    runs = int(points["runs"].max()) if len(points) else 1
+    fig.suptitle("Detection AUROC versus epsilon (each detector trained and tested on one attack and epsilon)"
+                 + (f"; mean ± sd over {runs} seeds" if runs > 1 else ""), fontsize=9)
     _save(fig, out_path)
-    return table
+    return points
 
 
 def _detector_scores(models_dir) -> dict[str, dict]:

@@ -18,7 +18,7 @@ rule attack:
         attack=attack_method,
         epsilon=attack_epsilon,
         images=attacked_images,
-        seed=config["seed"],
+        seed=seed_of,
     script:
         "../scripts/attack.py"
 
@@ -56,7 +56,7 @@ if SHARDS > 1:
 
 rule attack_summary:
     input:
-        attack_files(),
+        lambda w: attack_files(w.dataset),
     output:
         report(
             ATTACK_SUMMARY,

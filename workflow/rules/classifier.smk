@@ -20,7 +20,7 @@ if config["classifier"]["source"] == "train":
             classifier=result_settings(
                 "classifier", leave_out=("classifier.source", "classifier.checkpoint")
             ),
-            seed=config["seed"],
+            seed=seed_of,
             # per-epoch resumable state: a killed job continues from its last finished epoch
             state=CLASSIFIER_STATE,
         script:

@@ -29,6 +29,14 @@ config.clear()
 config.update(_validated)
 
 DATASET = config["dataset"]["name"]
+# `seeds`: the whole pipeline once per seed, each in its own run `<name>-seed<s>` (its own dataset split,
+# models, attacks, detectors), gathered into mean and sd over seeds; null: one run named <name>
+# with `seed`. Gathered: results/seeds/<name>/{tables,figures}/
+RUNS = (
+    {f"{DATASET}-seed{s}": s for s in config["seeds"]}
+    if config["seeds"] is not None
+    else {DATASET: config["seed"]}
+)
 ATTACKS = config["attacks"]
 SPLITS = config["attack_defaults"]["splits"]
 
@@ -73,6 +81,10 @@ DETECTION_AWARE = "results/detection/{dataset}/{method}/aware.csv"
 MMD_POWER = "results/detection/{dataset}/mmd/power.csv"
 TABLE = "results/tables/{dataset}/{table}"  # {table}: table3_purification.md, table4_detection.csv ...
 FIGURE = "results/figures/{dataset}/{figure}"  # {figure}: figure1_examples.png, training_curves.png ...
+SEED_TABLE = (
+    "results/seeds/{dataset}/tables/{table}"  # mean and sd over the runs of `seeds`
+)
+SEED_FIGURE = "results/seeds/{dataset}/figures/{figure}"
 
 
 def path(pattern, **wildcards):
@@ -255,17 +267,69 @@ def figure_targets(dataset=DATASET):
     return [path(FIGURE, dataset=dataset, figure=name) for name in names]
 
 
-def all_targets():
-    targets = [path(DATA, dataset=DATASET), path(CLASSIFIER_METRICS, dataset=DATASET)]
+def run_targets(run):
+    targets = [path(DATA, dataset=run), path(CLASSIFIER_METRICS, dataset=run)]
     if ATTACKS:
-        targets.append(path(ATTACK_SUMMARY, dataset=DATASET))
+        targets.append(path(ATTACK_SUMMARY, dataset=run))
     if config["latents"]["enabled"]:
-        targets.append(path(FLOW_METRICS, dataset=DATASET))
-        targets += latent_files()
-    targets += purification_targets()
-    targets += detection_targets()
-    targets += figure_targets()
+        targets.append(path(FLOW_METRICS, dataset=run))
+        targets += latent_files(run)
+    targets += purification_targets(run)
+    targets += detection_targets(run)
+    targets += figure_targets(run)
     return targets
+
+
+def seed_tables():
+    """Base names of the tables every run makes; the seeds gather each into mean and sd."""
+    names = ["summary"] if ATTACKS else []
+    if config["purification"]["enabled"] and ATTACKS:
+        names.append("table3_purification")
+    if config["detection"]["enabled"] and ATTACKS:
+        names += [
+            "table4_detection",
+            "table5_comparison",
+            "detection_generalisation",
+            "detection_defended",
+        ]
+    return names
+
+
+def seed_targets():
+    if config["seeds"] is None:
+        return []
+    targets = [
+        path(SEED_TABLE, dataset=DATASET, table=f"{t}.csv") for t in seed_tables()
+    ]
+    if ATTACKS:
+        targets.append(
+            path(SEED_FIGURE, dataset=DATASET, figure="accuracy_vs_epsilon.png")
+        )
+    if config["detection"]["enabled"] and ATTACKS:
+        targets.append(
+            path(SEED_FIGURE, dataset=DATASET, figure="auroc_vs_epsilon.png")
+        )
+    return targets
+
+
+def all_targets():
+    return [t for run in RUNS for t in run_targets(run)] + seed_targets()
+
+
+def seed_table_inputs(wildcards):
+    """One run's table per seed: `summary` is the attack summary, the others come from results/tables."""
+    if wildcards.table == "summary":
+        return [path(ATTACK_SUMMARY, dataset=run) for run in RUNS]
+    return [path(TABLE, dataset=run, table=f"{wildcards.table}.csv") for run in RUNS]
+
+
+def seed_of(wildcards):
+    """The seed of the job's run (`seed`, or one of `seeds`)."""
+    if wildcards.dataset not in RUNS:
+        raise WorkflowError(
+            f"{wildcards.dataset}: not a run of this configuration (runs: {', '.join(RUNS)})"
+        )
+    return RUNS[wildcards.dataset]
 
 
 # ----------------------------------------------------------------------------- params

@@ -12,6 +12,6 @@ rule dataset:
         **resources_of("dataset"),
     params:
         dataset=dataset_settings(),
-        seed=config["seed"],
+        seed=seed_of,
     script:
         "../scripts/make_dataset.py"

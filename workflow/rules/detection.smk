@@ -32,7 +32,7 @@ rule detect:
                 ),
             }
         ),
-        seed=config["seed"],
+        seed=seed_of,
     script:
         "../scripts/detect.py"
 
@@ -58,7 +58,7 @@ rule mmd_test:
             "detection",
             leave_out=("detection.mmd.enabled", "detection.mmd.table_batch_size"),
         )["mmd"],
-        seed=config["seed"],
+        seed=seed_of,
     script:
         "../scripts/mmd_test.py"
 

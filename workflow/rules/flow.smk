@@ -18,7 +18,7 @@ if config["flow"]["source"] == "train":
             **resources_of("flow", gpu=True),
         params:
             flow=result_settings("flow", leave_out=("flow.source", "flow.pretrained")),
-            seed=config["seed"],
+            seed=seed_of,
             state=FLOW_STATE,
         script:
             "../scripts/train_flow.py"
@@ -63,7 +63,7 @@ rule latents_clean:
         **resources_of("latents", gpu=True),
     params:
         images=attacked_images,
-        seed=config["seed"],
+        seed=seed_of,
     script:
         "../scripts/latents.py"
 

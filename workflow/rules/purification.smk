@@ -16,7 +16,7 @@ rule train_autoencoder:
         **resources_of("autoencoder", gpu=True),
     params:
         autoencoder=result_settings("autoencoder"),
-        seed=config["seed"],
+        seed=seed_of,
         state=AUTOENCODER_STATE,
     script:
         "../scripts/train_autoencoder.py"
@@ -60,7 +60,7 @@ rule purify_clean:
         **resources_of("purification", gpu=True),
     params:
         images=attacked_images,
-        seed=config["seed"],
+        seed=seed_of,
     script:
         "../scripts/purify.py"
 
@@ -90,7 +90,7 @@ rule adaptive_attack:
         overrides=lambda w: canonical(
             config["purification"]["adaptive"]["params"].get(w.attack, {})
         ),
-        seed=config["seed"],
+        seed=seed_of,
     script:
         "../scripts/adaptive_attack.py"
 

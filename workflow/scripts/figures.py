@@ -22,6 +22,10 @@ def main(smk):
         figures.accuracy_vs_epsilon(smk.input.summary, smk.output[0], pd.DataFrame(rows) if rows else None)
     elif smk.rule == "figure_auroc_eps":
         figures.auroc_vs_epsilon(list(smk.input), smk.output[0])
+    elif smk.rule == "seed_figure_accuracy":  # every seed's run, mean and sd
+        figures.accuracy_vs_epsilon(list(smk.input.summaries), smk.output[0])
+    elif smk.rule == "seed_figure_auroc":
+        figures.auroc_vs_epsilon(list(smk.input.evaluations), smk.output[0])
     elif smk.rule == "figure_detection":
         figures.roc_curves(smk.input.models, smk.output.roc, "Latent detector: ROC per attack (test split)")
         figures.score_histograms(smk.input.models, smk.output.histograms, "Latent detector scores (test split)")

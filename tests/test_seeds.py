@@ -1,0 +1,100 @@
+"""`seeds`: the pipeline once per seed, its tables gathered into mean and sd over seeds."""
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from advdefense.config import ConfigError, validate_config
+from advdefense.errors import PipelineFileError
+from advdefense.seeds import gather_over_seeds, mean_sd_markdown
+from conftest import REPO, job_counts, run_snakemake
+
+D = "synthetic-smoke"
+
+
+def test_gathering_takes_mean_and_sd_of_what_differs(tmp_path):
+    a = pd.DataFrame({"attack": ["fgsm", "pgd"], "epsilon": [0.03, 0.03], "robust": [0.6, 0.4], "n": [100, 100],
+                      "trained": [True, True]})
+    b = a.assign(robust=[0.5, 0.2], trained=[True, False])
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    a.to_csv(paths[0], index=False)
+    b.to_csv(paths[1], index=False)
+    table = gather_over_seeds(paths, [0, 1])
+    assert list(table["attack"]) == ["fgsm", "pgd"] and list(table["epsilon"]) == [0.03, 0.03]  # labels kept
+    assert table["robust"].tolist() == pytest.approx([0.55, 0.3])
+    assert table["robust_sd"].tolist() == pytest.approx([np.std([0.6, 0.5], ddof=1), np.std([0.4, 0.2], ddof=1)])
+    assert "n_sd" not in table and "epsilon_sd" not in table  # equal over seeds: one column
+    assert table["trained"].tolist() == [1.0, 0.5]  # a flag that differs: the share of seeds where it holds
+    assert (table["seeds"] == 2).all()
+    md = mean_sd_markdown(table, "summary", [0, 1])
+    assert "0.550 ± 0.071" in md and "mean ± sd over 2 seeds (0, 1)" in md
+
+    b.iloc[:1].to_csv(paths[1], index=False)
+    with pytest.raises(PipelineFileError, match=r"b\.csv: its rows or columns differ from .*a\.csv"):
+        gather_over_seeds(paths, [0, 1])
+    a.assign(attack=["fgsm", "deepfool"]).to_csv(paths[1], index=False)
+    with pytest.raises(PipelineFileError, match=r"b\.csv: column 'attack' differs"):
+        gather_over_seeds(paths, [0, 1])
+
+
+@pytest.mark.parametrize("seeds,message", [
+    ([], r"seeds: an empty list runs nothing"),
+    ([0, 3, 3], r"seeds: 3 listed more than once"),
+    ([-1], r"seeds\.0: -1 is less than the minimum of 0"),
+])
+def test_bad_seed_lists_are_refused(seeds, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config({"seeds": seeds})
+
+
+def _two_seed_config(tmp_path):
+    """The smoke config cut to what the gathering needs (two attacks, Table 3, no latents or detectors)."""
+    cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    cfg["seeds"] = [0, 1]
+    cfg["classifier"]["epochs"] = 2
+    cfg["autoencoder"]["epochs"] = 2
+    cfg["attacks"] = {"fgsm": cfg["attacks"]["fgsm"], "pgd": {**cfg["attacks"]["pgd"], "params": {"steps": 10}}}
+    cfg["attack_defaults"]["images"] = {"train": 100, "test": 100}
+    cfg["latents"]["enabled"] = False
+    cfg["detection"]["enabled"] = False
+    cfg["purification"]["adaptive"]["enabled"] = False
+    cfg["tables"] = {"table3": {"attacks": ["fgsm", "pgd"]}}
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_two_seeds_run_the_pipeline_twice_and_gather_the_tables(tmp_path):
+    configfile = _two_seed_config(tmp_path)
+    dry = run_snakemake(tmp_path, configfile, "-n")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = job_counts(dry.stdout + dry.stderr)
+    assert counts["dataset"] == 2 and counts["train_classifier"] == 2 and counts["attack"] == 8
+    assert counts["seed_table"] == 2 and counts["seed_figure_accuracy"] == 1  # summary and Table 3
+    proc = run_snakemake(tmp_path, configfile)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    runs = [f"{D}-seed0", f"{D}-seed1"]
+    accuracy = [yaml.safe_load((tmp_path / f"results/classifier/{r}/metrics.json").read_text())["test_accuracy"]
+                for r in runs]
+    summaries = [pd.read_csv(tmp_path / f"results/attacks/{r}/summary.csv") for r in runs]
+    assert not summaries[0]["robust_accuracy"].equals(summaries[1]["robust_accuracy"])  # two real runs
+    gathered = pd.read_csv(tmp_path / f"results/seeds/{D}/tables/summary.csv")
+    assert list(gathered["attack"]) == list(summaries[0]["attack"]) and (gathered["seeds"] == 2).all()
+    both = np.stack([s["robust_accuracy"] for s in summaries])
+    assert gathered["robust_accuracy"].to_numpy() == pytest.approx(both.mean(0))
+    assert gathered["robust_accuracy_sd"].to_numpy() == pytest.approx(both.std(0, ddof=1))
+    assert all(0.5 < a <= 1 for a in accuracy)  # each seed's classifier learned (chance is 0.1)
+    table3 = pd.read_csv(tmp_path / f"results/seeds/{D}/tables/table3_purification.csv")
+    assert "fgsm (eps=0.03)_sd" in table3.columns and "± " in (
+        tmp_path / f"results/seeds/{D}/tables/table3_purification.md").read_text()
+    png = (tmp_path / f"results/seeds/{D}/figures/accuracy_vs_epsilon.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # within a seed every attack takes the same images
+    import h5py
+
+    for run in runs:
+        with h5py.File(tmp_path / f"results/attacks/{run}/fgsm/eps0.03/test.h5") as a, \
+                h5py.File(tmp_path / f"results/attacks/{run}/pgd/eps0.03/test.h5") as b:
+            assert np.array_equal(a["index"][()], b["index"][()]), run

@@ -1,0 +1,76 @@
+# `seeds`: every run's tables and figures gathered over the seeds (mean and sd); only with a list of seeds.
+
+
+rule seed_table:
+    input:
+        seed_table_inputs,
+    output:
+        csv=report(
+            path(SEED_TABLE, table="{table}.csv"),
+            caption="../report/seed_table.rst",
+            category="Over seeds",
+        ),
+        md=path(SEED_TABLE, table="{table}.md"),
+    log:
+        "logs/seeds/{dataset}/{table}.log",
+    benchmark:
+        "results/benchmarks/seed_table/{dataset}/{table}.tsv"
+    wildcard_constraints:
+        table=r"[a-z0-9_]+",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
+    params:
+        seeds=list(RUNS.values()),
+    script:
+        "../scripts/seed_table.py"
+
+
+rule seed_figure_accuracy:
+    input:
+        summaries=[path(ATTACK_SUMMARY, dataset=run) for run in RUNS],
+    output:
+        report(
+            path(SEED_FIGURE, figure="accuracy_vs_epsilon.png"),
+            caption="../report/accuracy_eps.rst",
+            category="Over seeds",
+        ),
+    log:
+        "logs/seeds/{dataset}/accuracy_vs_epsilon.log",
+    benchmark:
+        "results/benchmarks/seed_figure_accuracy/{dataset}/accuracy_vs_epsilon.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
+    script:
+        "../scripts/figures.py"
+
+
+rule seed_figure_auroc:
+    input:
+        evaluations=[
+            path(DETECTION_EVALUATION, dataset=run, method=m)
+            for run in RUNS
+            for m in config["detection"]["methods"]
+        ],
+    output:
+        report(
+            path(SEED_FIGURE, figure="auroc_vs_epsilon.png"),
+            caption="../report/auroc_eps.rst",
+            category="Over seeds",
+        ),
+    log:
+        "logs/seeds/{dataset}/auroc_vs_epsilon.log",
+    benchmark:
+        "results/benchmarks/seed_figure_auroc/{dataset}/auroc_vs_epsilon.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: threads_of("tables")
+    resources:
+        **resources_of("tables"),
+    script:
+        "../scripts/figures.py"
