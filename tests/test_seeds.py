@@ -51,6 +51,8 @@ def _two_seed_config(tmp_path):
     """The smoke config cut to what the gathering needs (two attacks, Table 3, no latents or detectors)."""
     cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     cfg["seeds"] = [0, 1]
+    cfg["dataset"]["synthetic"].update({"train_images": 1500, "test_images": 300})
+    cfg["dataset"]["calibration_size"] = 0  # no detectors
     cfg["classifier"]["epochs"] = 2
     cfg["autoencoder"]["epochs"] = 2
     cfg["attacks"] = {"fgsm": cfg["attacks"]["fgsm"], "pgd": {**cfg["attacks"]["pgd"], "params": {"steps": 10}}}
