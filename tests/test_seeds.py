@@ -100,3 +100,19 @@ def test_two_seeds_run_the_pipeline_twice_and_gather_the_tables(tmp_path):
         with h5py.File(tmp_path / f"results/attacks/{run}/fgsm/eps0.03/test.h5") as a, \
                 h5py.File(tmp_path / f"results/attacks/{run}/pgd/eps0.03/test.h5") as b:
             assert np.array_equal(a["index"][()], b["index"][()]), run
+
+
+def test_mini_overlay_runs_three_seeds_of_the_attack_sweep(mini_cifar, tmp_path):
+    """config/mini-attacks-over-seeds.yaml on top of the mini config: three runs, FGSM, PGD and AutoAttack at six
+    epsilons each, gathered; no latents, detectors or autoencoder (dry run)."""
+    cfg = yaml.safe_load((REPO / "config/cifar10-mini.yaml").read_text())
+    cfg["dataset"]["path"] = str(mini_cifar)
+    base = tmp_path / "mini.yaml"
+    base.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(tmp_path, base, "-n", "--configfile", str(base), str(REPO / "config/mini-attacks-over-seeds.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout + proc.stderr)
+    # per seed: 3 attacks x 6 epsilons, plus the mini config's DeepFool and three 8-bit attacks, test split only
+    assert counts["attack"] == 3 * (3 * 6 + 4) and counts["train_classifier"] == 3 and counts["dataset"] == 3
+    assert counts["seed_table"] == 1 and counts["seed_figure_accuracy"] == 1
+    assert not {"train_flow", "train_autoencoder", "detect", "purify_attack"} & set(counts)

@@ -17,6 +17,7 @@ import torch
 
 from .config import config_from_command_line
 from .data import split_sizes
+from .detectors import REGISTRY
 from .progress import format_seconds
 
 MEASURED_CORES = 2
@@ -81,7 +82,9 @@ def estimate_seconds(cfg: dict, cores: int | None = None) -> dict[str, float]:
         if flow["source"] == "train":
             out["flow training"] = flow["epochs"] * sizes["train"] * GLOW_TRAIN_COST / glow_rate
         out["latents"] = attacked * (1 + attack_files) / glow_rate
-    if cfg["purification"]["enabled"] or "magnet" in cfg["detection"]["methods"]:
+    detects = cfg["detection"]["enabled"] and cfg["attacks"]
+    if cfg["purification"]["enabled"] or (detects and any("autoencoder" in REGISTRY[m].needs
+                                                           for m in cfg["detection"]["methods"])):
         autoencoder = cfg["autoencoder"]
         out["autoencoder"] = autoencoder["epochs"] * sizes["train"] / SMALL_NET_IMAGES_PER_S
     if cfg["purification"]["enabled"]:

@@ -249,7 +249,13 @@ def training_logs_of(dataset):
         logs["classifier"] = path(CLASSIFIER_EPOCHS, dataset=dataset)
     if config["latents"]["enabled"] and config["flow"]["source"] == "train":
         logs["flow"] = path(FLOW_EPOCHS, dataset=dataset)
-    if config["purification"]["enabled"] or "magnet" in config["detection"]["methods"]:
+    if config["purification"]["enabled"] or (
+        config["detection"]["enabled"]
+        and ATTACKS
+        and any(
+            "autoencoder" in REGISTRY[m].needs for m in config["detection"]["methods"]
+        )
+    ):
         logs["autoencoder"] = path(AUTOENCODER_EPOCHS, dataset=dataset)
     return logs
 
