@@ -39,3 +39,37 @@ def test_benchmark_quick_mode_produces_every_measurement(smoke_run, tmp_path):
     total = smoke[smoke["variant"].str.startswith("all rules")].iloc[0]
     assert total["jobs"] == 48  # every job of the smoke DAG (all but the target rule `all`) left a benchmark file
     assert "written:" in proc.stdout and "ratio_vs_best_alternative" in proc.stdout
+
+
+def test_autoattack_agreement_script_compares_our_file_with_torchattacks(smoke_run, tmp_path):
+    """benchmarks/autoattack_agreement.py on an AutoAttack file of the smoke run's classifier: it reads our robust
+    accuracy from the file, runs torchattacks on the same 20 images, and exits 0 within the tolerance; a file whose
+    adversarials were all "robust" is beyond it, and the script says so (exit 1). (How closely the two agree is
+    measured on more images: tests/test_autoattack.py, and docs/results.md on the mini CIFAR-10 classifiers.)"""
+    pytest.importorskip("torchattacks")
+    import h5py
+
+    from advdefense.attacks import generate_attack_file
+
+    data, model = smoke_run / "results/data/synthetic-smoke.h5", smoke_run / "results/classifier/synthetic-smoke/model.pt"
+    spec = {"class": "AutoAttack", "norm": "linf", "params": {"version": "standard"}, "epsilons": [8 / 255]}
+    ours = tmp_path / "aa.h5"
+    generate_attack_file(data, model, "autoattack", spec, 8 / 255, "test", ours, images=20, seed=0, device="cpu",
+                         batch_size=20)
+    script = [sys.executable, str(REPO / "benchmarks/autoattack_agreement.py")]
+    out = tmp_path / "agreement.csv"
+    proc = subprocess.run([*script, str(ours), str(data), str(model), "--tolerance", "0.2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    row = pd.read_csv(out).iloc[0]
+    with h5py.File(ours, "r") as f:
+        assert row["robust_ours"] == pytest.approx((f["pred_adv"][()] == f["label"][()]).mean())
+    assert row["images"] == 20 and row["agree"] and row["robust_ours"] < row["clean_accuracy"] - 0.2
+    assert row["robust_torchattacks"] < row["clean_accuracy"] - 0.2  # torchattacks' attack works too
+    assert row["gap"] == pytest.approx(abs(row["robust_ours"] - row["robust_torchattacks"])) and row["gap"] <= 0.2
+
+    with h5py.File(ours, "r+") as f:  # as if our attack had fooled nothing
+        f["pred_adv"][...] = f["label"][()]
+    proc = subprocess.run([*script, str(ours), str(data), str(model), "--tolerance", "0.2"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 1 and "agree: False" in proc.stdout, proc.stdout + proc.stderr[-3000:]

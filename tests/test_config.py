@@ -122,6 +122,10 @@ BAD_ATTACKS = [
     ({"epsilons": [-0.1]}, r"attacks\.a\.epsilons\.0"),
     ({"epsilons": ["big"]}, r"attacks\.a\.epsilons\.0: 'big' is not of type 'number'"),
     ({"params": {"steps": "many"}}, r"attacks\.a\.params"),
+    ({"splits": ["train"]}, r"attacks\.a\.splits: \['train'\] leaves out test, the split every table and figure"),
+    ({"splits": []}, r"attacks\.a\.splits: \[\] should be non-empty"),
+    ({"splits": ["test", "test"]}, r"attacks\.a\.splits: .*non-unique"),
+    ({"splits": ["calibration"]}, r"attacks\.a\.splits\.0: 'calibration' is not one of"),
 ]
 
 
@@ -130,6 +134,32 @@ def test_bad_attack_entries_name_their_key(patch, message):
     spec = {**copy.deepcopy(ATTACK_OK), **patch}
     with pytest.raises(ConfigError, match=message):
         validate_config({"attacks": {"a": spec}})
+
+
+def test_attacks_run_on_their_own_splits_and_detection_on_its_attacks():
+    """`attacks.<name>.splits` (default attack_defaults.splits) and `detection.attacks` (default: all): an attack that
+    runs on test only can be measured but not learned by a detector; errors name the key to change."""
+    from advdefense.config import attacked_splits, detection_attacks
+
+    attacks = {"a": copy.deepcopy(ATTACK_OK), "b": {**copy.deepcopy(ATTACK_OK), "splits": ["test"]},
+               "c": copy.deepcopy(ATTACK_OK)}
+    cfg = validate_config({"attacks": attacks, "detection": {"attacks": ["c", "a"]}})
+    assert [cfg["attacks"][n]["splits"] for n in "abc"] == [["train", "test"], ["test"], ["train", "test"]]
+    assert detection_attacks(cfg) == ["a", "c"] and attacked_splits(cfg) == ["train", "test"]  # in config order
+    with pytest.raises(ConfigError, match=r"attacks\.b\.splits: \['test'\], but detection trains on attacked train "
+                                          r"images .* leave b out of detection\.attacks"):
+        validate_config({"attacks": attacks})
+    with pytest.raises(ConfigError, match=r"detection\.attacks: 'd' is not a configured attack"):
+        validate_config({"attacks": attacks, "detection": {"attacks": ["a", "d"]}})
+    with pytest.raises(ConfigError, match=r"detection\.attacks: \[\] should be non-empty"):
+        validate_config({"attacks": attacks, "detection": {"attacks": []}})
+    with pytest.raises(ConfigError, match=r"attack_defaults\.splits: \['train'\] leaves out test.*\(the splits of "
+                                          r"attacks\.a\)"):
+        validate_config({"attacks": {"a": copy.deepcopy(ATTACK_OK)}, "attack_defaults": {"splits": ["train"]}})
+    only_test = {"attacks": {"b": attacks["b"]}, "detection": {"enabled": False}}
+    assert attacked_splits(validate_config(only_test)) == ["test"]
+    with pytest.raises(ConfigError, match=r"purification\.splits: 'train' is not attacked"):
+        validate_config({**only_test, "purification": {"splits": ["train"]}})
 
 
 def test_attack_without_class_is_refused():

@@ -120,27 +120,33 @@ def test_table_for_an_attack_that_was_not_generated(smoke):
 
 
 def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
-    """purification.adaptive.restarts: 2 (smoke): the stored file says so, records which run broke each image,
-    and merging keeps an image broken when any run broke it."""
-    from advdefense.attacks import merge_restarts, read_attack_file
+    """purification.adaptive.restarts: 2 (smoke) runs through `attacks.Restarts`: the stored file says 2 runs and
+    which run's adversarial it keeps; where it keeps the first run's, that adversarial is the single run's bit for
+    bit, and a later run only ever replaced an image that the first run left classified correctly. The setting
+    replaces the attack's own restarts (it does not multiply them)."""
+    from advdefense.attacks import read_attack_file
+    from advdefense.purification import adaptive_attack
 
+    cfg = smoke["cfg"]
     stored = read_attack_file(smoke["dir"] / f"results/adaptive/{D}/pgd/eps0.03/test.h5",
-                              require=("restart", "success"))
+                              require=("adv", "restart", "success"))
     assert stored["attrs"]["restarts"] == 2 and set(np.unique(stored["restart"])) <= {0, 1}
-    source = smoke["dir"] / f"results/attacks/{D}/pgd/eps0.03/test.h5"
-    first, second = tmp_path / "r0.h5", tmp_path / "r1.h5"
-    with h5py.File(source, "r") as f:
-        for path, flip in ((first, slice(0, 50)), (second, slice(50, 100))):
-            with h5py.File(path, "w") as g:
-                for k in f:
-                    g[k] = f[k][()]
-                g.attrs.update(dict(f.attrs))
-                success = g["success"][()]
-                success[:] = False
-                success[flip] = True
-                g["success"][...] = success
-    merged = tmp_path / "merged.h5"
-    merge_restarts([first, second], merged)
-    out = read_attack_file(merged, require=("restart", "success"))
-    assert out["success"][:100].all() and not out["success"][100:].any()
-    assert (out["restart"][50:100] == 1).all() and (out["restart"][:50] == 0).all()
+    spec = {**cfg["attacks"]["pgd"], "restarts": 7}  # the attack's own restarts: replaced by the adaptive setting
+    run = dict(images=cfg["attack_defaults"]["images"]["test"], adaptive_images=cfg["purification"]["adaptive"]["images"],
+               seed=cfg["seed"], device="cpu", batch_size=cfg["attack_defaults"]["batch_size"],
+               params=cfg["purification"]["adaptive"]["params"]["pgd"])
+    args = (smoke["dir"] / f"results/data/{D}.h5", smoke["model"], smoke["ae"], "pgd", spec, 0.03)
+    adaptive_attack(*args, tmp_path / "once.h5", restarts=1, **run)
+    once = read_attack_file(tmp_path / "once.h5", require=("adv", "success"))
+    assert once["attrs"]["restarts"] == 1
+    with h5py.File(tmp_path / "once.h5", "r") as f:
+        assert "restart" not in f  # one run: nothing to record
+    first = stored["restart"] == 0
+    np.testing.assert_array_equal(stored["adv"][first], once["adv"][first])
+    later = ~first
+    assert not once["success"][later].any() and stored["success"][later].all()
+    assert (stored["success"] >= once["success"]).all()
+    adaptive_attack(*args, tmp_path / "twice.h5", restarts=2, **run)
+    twice = read_attack_file(tmp_path / "twice.h5", require=("adv", "restart"))
+    assert twice["attrs"]["restarts"] == 2 and twice["restart"].max() <= 1
+    np.testing.assert_array_equal(twice["adv"], stored["adv"])

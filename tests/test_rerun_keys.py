@@ -100,6 +100,7 @@ RESULT_KEYS = {
     "tables.table3.attacks": (["pgd"], "table3"),
     "detection.enabled": (False, NOTHING),
     "detection.methods": (["latent_mlp", "pca"], "detection_tables"),
+    "detection.attacks": (["fgsm", "pgd"], "detect"),  # the detectors learn fewer attacks
     "detection.latent_mlp.widths": ([128, 64, 32, 16], "detect"),
     "detection.latent_mlp.dropout": (0.1, "detect"),
     "detection.latent_mlp.epochs": (31, "detect"),

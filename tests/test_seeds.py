@@ -37,6 +37,29 @@ def test_gathering_takes_mean_and_sd_of_what_differs(tmp_path):
         gather_over_seeds(paths, [0, 1])
 
 
+def test_a_detector_that_did_not_train_in_some_seeds_counts_in_none_of_them(tmp_path):
+    """Table 5 writes "did not train" where a number would be: the mean and sd are over the seeds that trained, and
+    the note says in how many seeds it did not; a cell that did not train anywhere keeps only the note."""
+    runs = [{"method": ["cnn", "pca"], "fgsm AUROC": ["0.9", "did not train"]},
+            {"method": ["cnn", "pca"], "fgsm AUROC": ["did not train", "did not train"]},
+            {"method": ["cnn", "pca"], "fgsm AUROC": ["0.7", "did not train"]}]
+    paths = [tmp_path / f"{k}.csv" for k in range(3)]
+    for path, run in zip(paths, runs):
+        pd.DataFrame(run).to_csv(path, index=False)
+    table = gather_over_seeds(paths, [0, 1, 2])
+    assert table["fgsm AUROC"].iloc[0] == pytest.approx(0.8) and np.isnan(table["fgsm AUROC"].iloc[1])
+    assert table["fgsm AUROC_sd"].iloc[0] == pytest.approx(np.std([0.9, 0.7], ddof=1))
+    assert table["fgsm AUROC_note"].tolist() == ["did not train in 1 of 3 seeds", "did not train in 3 of 3 seeds"]
+    md = mean_sd_markdown(table, "table5", [0, 1, 2])
+    assert "0.800 ± 0.141 (did not train in 1 of 3 seeds)" in md and "| pca | did not train in 3 of 3 seeds |" in md
+
+    for other, shown in (("diverged", "'diverged'"), ("", "nan")):  # another word, or an empty cell
+        pd.DataFrame({"method": ["cnn", "pca"], "fgsm AUROC": ["0.7", other]}).to_csv(paths[2], index=False)
+        with pytest.raises(PipelineFileError, match=rf"2\.csv: column 'fgsm AUROC' differs .* in row 1 \({shown} "
+                                                    r"against 'did not train'\)"):
+            gather_over_seeds(paths, [0, 1, 2])
+
+
 @pytest.mark.parametrize("seeds,message", [
     ([], r"seeds: an empty list runs nothing"),
     ([0, 3, 3], r"seeds: 3 listed more than once"),
@@ -55,11 +78,13 @@ def _two_seed_config(tmp_path):
     cfg["dataset"]["calibration_size"] = 0  # no detectors
     cfg["classifier"]["epochs"] = 2
     cfg["autoencoder"]["epochs"] = 2
-    cfg["attacks"] = {"fgsm": cfg["attacks"]["fgsm"], "pgd": {**cfg["attacks"]["pgd"], "params": {"steps": 10}}}
+    # FGSM on the test split only (attacks.<name>.splits), PGD on both
+    cfg["attacks"] = {"fgsm": {**cfg["attacks"]["fgsm"], "splits": ["test"]},
+                      "pgd": {**cfg["attacks"]["pgd"], "params": {"steps": 10}}}
     cfg["attack_defaults"]["images"] = {"train": 100, "test": 100}
     cfg["latents"]["enabled"] = False
     cfg["detection"]["enabled"] = False
-    cfg["purification"]["adaptive"]["enabled"] = False
+    cfg["purification"]["adaptive"].update({"enabled": True, "images": 50, "restarts": None})
     cfg["tables"] = {"table3": {"attacks": ["fgsm", "pgd"]}}
     path = tmp_path / "seeds.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -72,8 +97,13 @@ def test_two_seeds_run_the_pipeline_twice_and_gather_the_tables(tmp_path):
     dry = run_snakemake(tmp_path, configfile, "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout + dry.stderr)
-    assert counts["dataset"] == 2 and counts["train_classifier"] == 2 and counts["attack"] == 8
+    assert counts["dataset"] == 2 and counts["train_classifier"] == 2 and counts["attack"] == 6  # no FGSM on train
+    assert counts["adaptive_attack"] == 4
     assert counts["seed_table"] == 2 and counts["seed_figure_accuracy"] == 1  # summary and Table 3
+    # a file of a split that the attack does not run on: refused, naming the key
+    refused = run_snakemake(tmp_path, configfile, "-n", targets=(f"results/attacks/{D}-seed0/fgsm/eps0.03/train.h5",))
+    assert refused.returncode != 0 and "attacks.fgsm.splits: the attack does not run on the train split" in \
+        refused.stdout + refused.stderr
     proc = run_snakemake(tmp_path, configfile)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -93,6 +123,27 @@ def test_two_seeds_run_the_pipeline_twice_and_gather_the_tables(tmp_path):
         tmp_path / f"results/seeds/{D}/tables/table3_purification.md").read_text()
     png = (tmp_path / f"results/seeds/{D}/figures/accuracy_vs_epsilon.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # the figure's points: the bare classifier from the summaries, the autoencoder against the oblivious and
+    # the adaptive attack from each run's purified and adaptive files, mean and sd over the two runs
+    from advdefense.attacks import read_attack_file
+    from advdefense.purification import read_purified
+
+    points = pd.read_csv(tmp_path / f"results/seeds/{D}/figures/accuracy_vs_epsilon.csv")
+    for attack in ("fgsm", "pgd"):
+        rows = points[points["attack"] == attack].set_index(["defence", "epsilon"])
+        test = [s[(s["attack"] == attack) & (s["split"] == "test")].iloc[0] for s in summaries]
+        purified = [read_purified(tmp_path / f"results/purified/{r}/{attack}/eps0.03/test.h5") for r in runs]
+        adaptive = [read_attack_file(tmp_path / f"results/adaptive/{r}/{attack}/eps0.03/test.h5",
+                                     require=("label", "pred_adv")) for r in runs]
+        expected = {("none", 0.0): [t["clean_accuracy"] for t in test],
+                    ("none", 0.03): [t["robust_accuracy"] for t in test],
+                    ("autoencoder", 0.03): [(p["pred_purified"] == p["label"]).mean() for p in purified],
+                    ("autoencoder, adaptive attack", 0.03): [(a["pred_adv"] == a["label"]).mean() for a in adaptive]}
+        assert sorted(rows.index) == sorted(expected), attack
+        for key, values in expected.items():
+            assert rows.loc[key, "mean"] == pytest.approx(np.mean(values)), (attack, key)
+            assert rows.loc[key, "sd"] == pytest.approx(np.std(values, ddof=1)), (attack, key)
+            assert rows.loc[key, "runs"] == 2
     # within a seed every attack takes the same images
     import h5py
 
@@ -104,7 +155,7 @@ def test_two_seeds_run_the_pipeline_twice_and_gather_the_tables(tmp_path):
 
 def test_mini_overlay_runs_three_seeds_of_the_attack_sweep(mini_cifar, tmp_path):
     """config/mini-attacks-over-seeds.yaml on top of the mini config: three runs, FGSM, PGD and AutoAttack at six
-    epsilons each, gathered; no latents, detectors or autoencoder (dry run)."""
+    epsilons each, the autoencoder and the detectors on FGSM and PGD, every table and figure gathered (dry run)."""
     cfg = yaml.safe_load((REPO / "config/cifar10-mini.yaml").read_text())
     cfg["dataset"]["path"] = str(mini_cifar)
     base = tmp_path / "mini.yaml"
@@ -112,7 +163,12 @@ def test_mini_overlay_runs_three_seeds_of_the_attack_sweep(mini_cifar, tmp_path)
     proc = run_snakemake(tmp_path, base, "-n", "--configfile", str(base), str(REPO / "config/mini-attacks-over-seeds.yaml"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout + proc.stderr)
-    # per seed: 3 attacks x 6 epsilons, plus the mini config's DeepFool and three 8-bit attacks, test split only
-    assert counts["attack"] == 3 * (3 * 6 + 4) and counts["train_classifier"] == 3 and counts["dataset"] == 3
-    assert counts["seed_table"] == 1 and counts["seed_figure_accuracy"] == 1
-    assert not {"train_flow", "train_autoencoder", "detect", "purify_attack"} & set(counts)
+    # per seed: FGSM and PGD at 6 epsilons on train and test, AutoAttack at 6 and the mini config's DeepFool and
+    # three 8-bit attacks at 0.02 on test only
+    assert counts["attack"] == 3 * (2 * 6 * 2 + 6 + 4) and counts["train_classifier"] == 3 and counts["dataset"] == 3
+    assert counts["latents_attack"] == 3 * 2 * 6 * 2  # only the attacks the detectors learn (detection.attacks)
+    assert counts["detect"] == 3 * 7 and counts["adaptive_attack"] == 3 * 2 * 6 and counts["purify_attack"] == 3 * 22
+    assert counts["train_flow"] == counts["train_autoencoder"] == 3
+    # summary, Tables 3, 4, 5, generalisation and defended; both figures
+    assert counts["seed_table"] == 6 and counts["seed_figure_accuracy"] == counts["seed_figure_auroc"] == 1
+    assert "mmd_test" not in counts

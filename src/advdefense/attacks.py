@@ -45,7 +45,8 @@ from .runtime import resolve_device
 log = logging.getLogger(__name__)
 ATTACK_FORMAT = "advdefense-attack-v1"
 ATTACK_DATASETS = ("adv", "index", "label", "pred_clean", "pred_adv", "success", "linf", "l2")
-OPTIONAL_DATASETS = ("sub_attack",)  # AutoAttack: which sub-attack fooled the model (-1: none)
+# AutoAttack: which sub-attack fooled the model (-1: none); restarts > 1: which run's adversarial is kept (0-based)
+OPTIONAL_DATASETS = ("sub_attack", "restart")
 NORM_P = {"linf": math.inf, "l2": 2.0}
 AUTOATTACK = "AutoAttack"  # attacks.<name>.class of the AutoAttack kind (every other class is Foolbox's)
 
@@ -254,14 +255,17 @@ class FoolboxMethod:
 
 class Restarts:
     """An attack run up to `restarts` times on a batch, each run with its own seed (a fresh random start) on
-    the images that no earlier run fooled; per image the first run that fooled the model is kept."""
+    the images that no earlier run fooled; per image the first run that fooled the model is kept.
+    `runs`: after each batch, per image the run (0-based) whose adversarial is kept."""
 
     def __init__(self, method, restarts: int, model: torch.nn.Module):
         self.method, self.restarts, self.model = method, restarts, model
         self.sub_attacks = method.sub_attacks
+        self.runs: torch.Tensor | None = None
 
     def __call__(self, x, y, seed: int):
         adv, sub = self.method(x, y, seed)
+        self.runs = torch.zeros(len(x), dtype=torch.int8, device=y.device)
         for r in range(1, self.restarts):
             with torch.no_grad():
                 robust = self.model(adv.float().clamp(0.0, 1.0)).argmax(1) == y
@@ -273,6 +277,7 @@ class Restarts:
                 fooled = self.model(again.float().clamp(0.0, 1.0)).argmax(1) != y[idx]
             adv = adv.clone()
             adv[idx[fooled]] = again[fooled].to(adv.dtype)
+            self.runs[idx[fooled]] = r
             if sub is not None:
                 sub[idx[fooled]] = sub_again[fooled]
         return adv, sub
@@ -324,6 +329,8 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
         }
         if method.sub_attacks:
             ds["sub_attack"] = f.create_dataset("sub_attack", (n,), np.int8)
+        if isinstance(method, Restarts):  # which run's adversarial is stored, per image
+            ds["restart"] = f.create_dataset("restart", (n,), np.int8)
         done = 0
         for start in range(0, n, batch_size):
             idx = index[start : start + batch_size]
@@ -354,6 +361,8 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             if sub is not None:
                 # a sub-attack counts only where the stored (possibly 8-bit rounded) image still fools the model
                 ds["sub_attack"][sl] = torch.where(pred_adv != y, sub, -1).cpu().numpy()
+            if "restart" in ds:
+                ds["restart"][sl] = method.runs.cpu().numpy()
             done += len(idx)
             del x, y, clipped, adv, pred_clean, pred_adv, delta  # free this batch before the next one runs
             progress.update(done)
@@ -513,13 +522,12 @@ def shard_range(n: int, batch_size: int, shard: int, shards: int, what: str) -> 
 
 def attack_split(model: torch.nn.Module, dataset_path, split: str, name: str, spec: dict, eps: float, out_path, *,
                  images: int | None, seed: int, device: str = "auto", batch_size: int = 500,
-                 limit: int | None = None, attrs: dict | None = None, restart: int = 0,
+                 limit: int | None = None, attrs: dict | None = None,
                  shard: tuple[int, int] | None = None) -> dict:
     """Attack the attacked subset of `split` (`images` of them, seeded by `seed`) with attack `name`
     (`spec`: class, norm, params) at `eps`; `model` is any differentiable classifier on [0, 1].
     `limit` keeps only the first that many of the subset (the adaptive attack); more than the
-    subset is an error. `restart` > 0 draws the attack's own randomness (random start) afresh; the images
-    stay the same. `shard` = (k, N): only the k-th (0-based) of N shards (`merge_attack_shards` joins them)."""
+    subset is an error. `shard` = (k, N): only the k-th (0-based) of N shards (`merge_attack_shards` joins them)."""
     device = resolve_device(device)
     data, index = attacked_images(dataset_path, split, images, seed)
     if limit is not None:
@@ -535,9 +543,8 @@ def attack_split(model: torch.nn.Module, dataset_path, split: str, name: str, sp
         attrs.update({"shard": k, "shards": shards, "shard_first": first, "shard_of_images": len(index)})
         index = index[first:end]
     return run_attack(model, data.images, data.labels, index, name, spec, float(eps), out_path,
-                      batch_size=batch_size, seed=job_seed(seed, name if restart == 0 else f"{name}#restart{restart}",
-                                                           float(eps), split), device=device, attrs=attrs,
-                      first=first)
+                      batch_size=batch_size, seed=job_seed(seed, name, float(eps), split), device=device,
+                      attrs=attrs, first=first)
 
 
 SHARD_ATTRS = ("shard", "shards", "shard_first", "shard_of_images")
@@ -588,34 +595,6 @@ def merge_attack_shards(paths: list, out_path, block: int = 1024) -> dict:
         out.attrs.update({"images_per_s": n / attrs["seconds"], "merged_shards": len(paths)})
         summary = summarize_attack_file(out)
     log.info("%s: %d shards merged (%d images)", out_path, len(paths), n)
-    return summary
-
-
-def merge_restarts(paths: list, out_path) -> dict:
-    """One attack file from several runs on the same images: per image the first run that fooled the
-    classifier (the worst case for the defence), else the first run's result."""
-    with open_attack_file(paths[0]) as first:
-        index = first["index"][()]
-        attrs = dict(first.attrs)
-        arrays = {k: first[k][()] for k in ATTACK_DATASETS + OPTIONAL_DATASETS if k in first}
-    chosen = np.zeros(len(index), dtype=np.int64)
-    for r, path in enumerate(paths[1:], start=1):
-        with open_attack_file(path) as f:
-            if not np.array_equal(f["index"][()], index):
-                raise AttackFileError(f"{path}: its images differ from {paths[0]}'s; restarts cannot be merged")
-            better = ~arrays["success"] & f["success"][()]
-            for k in ("adv", "pred_adv", "success", "linf", "l2", *OPTIONAL_DATASETS):
-                if k in arrays:
-                    arrays[k][better] = f[k][()][better]
-            chosen[better] = r
-    with atomic_h5(out_path) as f:
-        for k, v in arrays.items():
-            f.create_dataset(k, data=v)
-        f.create_dataset("restart", data=chosen)
-        f.attrs.update({**attrs, "restarts": len(paths)})
-        summary = summarize_attack_file(f)
-    log.info("%s: %d restarts merged, success %.2f%% (%d images first broken by a later restart)", out_path,
-             len(paths), 100 * summary["success_rate"], int((chosen > 0).sum()))
     return summary
 
 

@@ -120,21 +120,26 @@ def check_semantics(cfg: dict) -> None:
             if not flow["pretrained"][key]:
                 raise ConfigError(f"flow.pretrained.{key}: required when flow.source is 'pretrained'")
     attacks = cfg.get("attacks", {})
+    check_attack_splits(cfg)
     for name in cfg["tables"]["table3"]["attacks"] or []:
         if name not in attacks:
             raise ConfigError(f"tables.table3.attacks: {name!r} is not generated (configured attacks: {sorted(attacks)})")
     splits = cfg["purification"]["splits"] or []
     for split in splits:
-        if split not in cfg["attack_defaults"]["splits"]:
-            raise ConfigError(f"purification.splits: {split!r} is not attacked (attack_defaults.splits is "
-                              f"{cfg['attack_defaults']['splits']})")
-    if cfg["purification"]["enabled"] and "test" not in cfg["attack_defaults"]["splits"]:
-        raise ConfigError("attack_defaults.splits: purification (Table 3) needs the test split attacked")
+        if split not in attacked_splits(cfg):
+            raise ConfigError(f"purification.splits: {split!r} is not attacked (attacks.<name>.splits, default "
+                              f"attack_defaults.splits {cfg['attack_defaults']['splits']})")
     det = cfg["detection"]
     if det["enabled"] and attacks:
-        if set(cfg["attack_defaults"]["splits"]) != {"train", "test"}:
-            raise ConfigError("attack_defaults.splits: detection trains on attacked train images and tests on "
-                              "attacked test images; attack both splits or set detection.enabled: false")
+        for name in det["attacks"] or []:
+            if name not in attacks:
+                raise ConfigError(f"detection.attacks: {name!r} is not a configured attack (configured: "
+                                  f"{sorted(attacks)})")
+        for name in detection_attacks(cfg):
+            if set(attacks[name]["splits"]) != {"train", "test"}:
+                raise ConfigError(f"attacks.{name}.splits: {attacks[name]['splits']}, but detection trains on "
+                                  f"attacked train images and tests on attacked test images; attack both splits, "
+                                  f"leave {name} out of detection.attacks, or set detection.enabled: false")
         if "latent_mlp" not in det["methods"]:
             raise ConfigError("detection.methods: must include latent_mlp (the paper's detector; Tables 4 and 5 use it)")
         if not cfg["latents"]["enabled"]:
@@ -154,6 +159,31 @@ def check_semantics(cfg: dict) -> None:
         check_attack_method(f"purification.adaptive.params.{name}",
                             {**attacks[name], "params": {**(attacks[name].get("params") or {}), **overrides}})
     check_sizes(cfg)
+
+
+def check_attack_splits(cfg: dict) -> None:
+    """Give every attack its splits (`attacks.<name>.splits`, default `attack_defaults.splits`); each must
+    include test, the split that every table and figure evaluates."""
+    for name, spec in cfg.get("attacks", {}).items():
+        own = "splits" in spec
+        spec.setdefault("splits", list(cfg["attack_defaults"]["splits"]))
+        if "test" not in spec["splits"]:
+            key = f"attacks.{name}.splits" if own else "attack_defaults.splits"
+            raise ConfigError(f"{key}: {spec['splits']} leaves out test, the split every table and figure "
+                              f"evaluates attacks on{'' if own else f' (the splits of attacks.{name})'}")
+
+
+def attacked_splits(cfg: dict) -> list[str]:
+    """The splits some attack runs on, train before test (a validated config)."""
+    used = {s for spec in cfg.get("attacks", {}).values() for s in spec["splits"]}
+    return [s for s in ("train", "test") if s in used]
+
+
+def detection_attacks(cfg: dict) -> list[str]:
+    """The attacks the detectors train and are tested on (`detection.attacks`, null: all), in the order of
+    `attacks` (the order of the detection tables' rows)."""
+    chosen = cfg["detection"]["attacks"]
+    return [name for name in cfg.get("attacks", {}) if chosen is None or name in chosen]
 
 
 def check_classifier_source(classifier: dict) -> None:
@@ -218,7 +248,7 @@ def check_sizes(cfg: dict) -> None:
         attacked[split] = sizes[split] if n is None else n
     shards, batch = cfg["attack_defaults"]["shards"], cfg["attack_defaults"]["batch_size"]
     if cfg.get("attacks"):
-        for split in cfg["attack_defaults"]["splits"]:
+        for split in attacked_splits(cfg):
             shard_range(attacked[split], batch, 0, shards, f"the {split} split (attack_defaults.images.{split})")
     aware = cfg["detection"]["aware"]
     if cfg["detection"]["enabled"] and cfg.get("attacks") and aware["enabled"] and aware["images"] is not None \

@@ -334,6 +334,7 @@ def run_detection_stage(method: str, files: dict, attack_keys: list, settings: d
     kind = cls.inputs
     keys = [key for _, _, key in attack_keys]
     key_eps = {key: float(eps) for _, eps, key in attack_keys}
+    key_attack = {key: attack for attack, _, key in attack_keys}
     aware = evaluation["aware"]
     run_aware = aware["enabled"] and method in aware["methods"]
     models = _stage_models(cls, files, run_aware, device)
@@ -346,6 +347,9 @@ def run_detection_stage(method: str, files: dict, attack_keys: list, settings: d
         method, settings, seed, train, test, calibration_inputs(kind, files, data), workdir, fprs=evaluation["fprs"],
         clean_pool=clean_training_pool(kind, files, data) if not cls.supervised else None, controls=controls,
         models=models, device=str(device))
+    # the test key's attack and epsilon (empty for the pooled set and the noise controls)
+    table.insert(table.columns.get_loc("test") + 1, "test_attack", table["test"].map(key_attack))
+    table.insert(table.columns.get_loc("test_attack") + 1, "test_epsilon", table["test"].map(key_eps))
     with atomic_path(evaluation_path) as tmp:
         table.to_csv(tmp, index=False)
     rows = []

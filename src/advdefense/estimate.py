@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from .config import config_from_command_line
+from .config import attacked_splits, config_from_command_line, detection_attacks
 from .data import split_sizes
 from .detectors import REGISTRY
 from .progress import format_seconds
@@ -68,12 +68,15 @@ def estimate_seconds(cfg: dict, cores: int | None = None) -> dict[str, float]:
     speedup = min(cores, 32) / MEASURED_CORES
     sizes = split_sizes(cfg["dataset"])
     images = {s: (sizes[s] if n is None else n) for s, n in cfg["attack_defaults"]["images"].items()}
-    attacked = sum(images[s] for s in cfg["attack_defaults"]["splits"])
     n_eps = {name: len(spec["epsilons"]) for name, spec in cfg["attacks"].items()}
+    # images of every split an attack runs on (`attacks.<name>.splits`), and the attack files over all splits
+    attacked_by = {name: sum(images[s] for s in spec["splits"]) for name, spec in cfg["attacks"].items()}
+    split_files = sum(n_eps[name] * len(spec["splits"]) for name, spec in cfg["attacks"].items())
+    clean = sum(images[s] for s in attacked_splits(cfg))
     out = {}
     classifier = cfg["classifier"]
     out["classifier"] = classifier["epochs"] * sizes["train"] * _resnet_cost(classifier) / RESNET20_TRAIN_IMAGES_PER_S
-    out["attacks"] = sum(n_eps[name] * attacked * _attack_passes(spec) * _resnet_cost(classifier)
+    out["attacks"] = sum(n_eps[name] * attacked_by[name] * _attack_passes(spec) * _resnet_cost(classifier)
                          for name, spec in cfg["attacks"].items()) / RESNET20_PASSES_PER_S
     attack_files = sum(n_eps.values())
     if cfg["latents"]["enabled"]:
@@ -81,7 +84,7 @@ def estimate_seconds(cfg: dict, cores: int | None = None) -> dict[str, float]:
         glow_rate = GLOW_PAPER_LATENTS_PER_S / _glow_cost(flow)
         if flow["source"] == "train":
             out["flow training"] = flow["epochs"] * sizes["train"] * GLOW_TRAIN_COST / glow_rate
-        out["latents"] = attacked * (1 + attack_files) / glow_rate
+        out["latents"] = (clean + sum(n_eps[n] * attacked_by[n] for n in n_eps)) / glow_rate
     detects = cfg["detection"]["enabled"] and cfg["attacks"]
     if cfg["purification"]["enabled"] or (detects and any("autoencoder" in REGISTRY[m].needs
                                                            for m in cfg["detection"]["methods"])):
@@ -97,15 +100,17 @@ def estimate_seconds(cfg: dict, cores: int | None = None) -> dict[str, float]:
                                           for name, spec in cfg["attacks"].items()) / RESNET20_PASSES_PER_S
     if cfg["detection"]["enabled"] and cfg["attacks"]:
         detection = cfg["detection"]
-        per_detector = (attack_files + 1) * 2 * images["train"]  # clean + attacked images per detector
+        detected = sum(n_eps[name] for name in detection_attacks(cfg))
+        per_detector = (detected + 1) * 2 * images["train"]  # clean + attacked images per detector
         epochs = sum(detection[m]["epochs"] for m in ("latent_mlp", "pixel_cnn") if m in detection["methods"])
         out["detectors"] = epochs * per_detector / SMALL_NET_IMAGES_PER_S
-    splits = len(cfg["attack_defaults"]["splits"])
-    jobs = 4 + attack_files * splits + 4  # dataset, classifier, summary, attacks; tables and figures
+    jobs = 4 + split_files + 4  # dataset, classifier, summary, attacks; tables and figures
     if cfg["latents"]["enabled"]:
-        jobs += 1 + (1 + attack_files) * splits
+        jobs += 1 + len(attacked_splits(cfg)) + split_files
     if cfg["purification"]["enabled"]:
-        jobs += 2 + attack_files * (len(cfg["purification"]["splits"] or cfg["attack_defaults"]["splits"]) + 1)
+        purified = cfg["purification"]["splits"] or attacked_splits(cfg)
+        jobs += 2 + attack_files + sum(n_eps[name] * len(set(purified) & set(spec["splits"]))
+                                       for name, spec in cfg["attacks"].items())
     if cfg["detection"]["enabled"]:
         jobs += len(cfg["detection"]["methods"]) + 2
     out["job start-up"] = jobs * JOB_START_SECONDS

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from .attacks import read_attack_file  # noqa: E402
 from .data import read_dataset_h5  # noqa: E402
 from .detection import POOLED  # noqa: E402
+from .errors import PipelineFileError  # noqa: E402
 from .h5io import atomic_path  # noqa: E402
 from .metrics import auroc, roc_curve  # noqa: E402
 
@@ -58,38 +59,88 @@ def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_ima
 NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
 
 
-def accuracy_vs_epsilon(summary_csvs, out_path, purified: pd.DataFrame | None = None) -> pd.DataFrame:
+def run_of(path) -> str:
+    """The run (`results/<stage>/<run>/...`) a pipeline file belongs to."""
+    return Path(path).parts[Path(path).parts.index("results") + 2] if "results" in Path(path).parts else str(path)
+
+
+DEFENDED = {"purified": "autoencoder", "adaptive": "autoencoder, adaptive attack"}
+
+
+def defended_accuracy(purified_paths=(), adaptive_paths=()) -> pd.DataFrame:
+    """Test accuracy with the autoencoder, per run, attack and epsilon: against the attack that ignores it (its
+    purified test files) and against the adaptive attack through it (the adaptive files). Columns run, defence,
+    attack, epsilon, accuracy, images."""
+    from .purification import read_purified
+
+    rows = []
+    for path in purified_paths:
+        p = read_purified(path)
+        rows.append({"run": run_of(path), "defence": DEFENDED["purified"], "attack": p["attrs"]["attack"],
+                     "epsilon": float(p["attrs"]["epsilon"]), "accuracy": float((p["pred_purified"] == p["label"]).mean()),
+                     "images": len(p["label"])})
+    for path in adaptive_paths:
+        a = read_attack_file(path, require=("label", "pred_adv"))
+        rows.append({"run": run_of(path), "defence": DEFENDED["adaptive"], "attack": a["attrs"]["attack"],
+                     "epsilon": float(a["attrs"]["epsilon"]), "accuracy": float((a["pred_adv"] == a["label"]).mean()),
+                     "images": len(a["label"])})
+    return pd.DataFrame(rows, columns=["run", "defence", "attack", "epsilon", "accuracy", "images"])
+
+
+def _mean_sd(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Mean, sample sd (0 for one run) and number of runs of `value` per group of `by`."""
+    points = table.groupby(by).agg(mean=(value, "mean"), sd=(value, "std"), runs=("run", "nunique")).reset_index()
+    points["sd"] = points["sd"].fillna(0.0)
+    return points
+
+
+def accuracy_vs_epsilon(summary_csvs, out_path, defended: pd.DataFrame | None = None, points_csv=None) -> pd.DataFrame:
     """Test accuracy under each attack versus its epsilon, one panel per threat model (L-inf, L2: their epsilons
-    are not on one scale), clean accuracy at epsilon 0; dashed: after the autoencoder (Table 3's defence).
+    are not on one scale), clean accuracy at epsilon 0; dashed: with the autoencoder against the attack that
+    ignores it, dotted: against the adaptive attack through it (`defended`, from `defended_accuracy`).
     `summary_csvs`: one run's summary.csv, or a list of them (one per seed): then each point is the mean over
-    the runs with a bar of one standard deviation. Returns what is plotted."""
+    the runs with a bar of one standard deviation. Returns what is plotted (also written to `points_csv`):
+    norm, attack, defence ('none' for the bare classifier), epsilon, mean, sd, runs."""
     paths = [summary_csvs] if isinstance(summary_csvs, (str, Path)) else list(summary_csvs)
     table = pd.concat([pd.read_csv(p).assign(run=i) for i, p in enumerate(paths)])
     table = table[table["split"] == "test"]
-    points = table.groupby(["norm", "attack", "epsilon"]).agg(
-        accuracy=("robust_accuracy", "mean"), accuracy_sd=("robust_accuracy", "std"),
-        clean=("clean_accuracy", "mean"), clean_sd=("clean_accuracy", "std"), runs=("run", "nunique")).reset_index()
-    points[["accuracy_sd", "clean_sd"]] = points[["accuracy_sd", "clean_sd"]].fillna(0.0)
+    bare = _mean_sd(table, ["norm", "attack", "epsilon"], "robust_accuracy").assign(defence="none")
+    clean = _mean_sd(table.drop_duplicates(["run", "attack"]), ["norm", "attack"], "clean_accuracy").assign(
+        defence="none", epsilon=0.0)
+    parts = [clean, bare]
+    if defended is not None and len(defended):
+        norms = table.drop_duplicates("attack").set_index("attack")["norm"]
+        parts.append(_mean_sd(defended, ["defence", "attack", "epsilon"], "accuracy").assign(
+            norm=lambda d: d["attack"].map(norms)))
+    points = pd.concat(parts, ignore_index=True)
+    points["order"] = points["defence"].map({"none": 0, DEFENDED["purified"]: 1, DEFENDED["adaptive"]: 2})
+    points = points.sort_values(["norm", "attack", "order", "epsilon"]).reset_index(drop=True)[
+        ["norm", "attack", "defence", "epsilon", "mean", "sd", "runs"]]
     norms = [n for n in NORM_LABELS if n in set(points["norm"])]
+    styles = {"none": ("o", "-"), DEFENDED["purified"]: ("s", "--"), DEFENDED["adaptive"]: ("^", ":")}
     fig, axes = plt.subplots(1, max(1, len(norms)), figsize=(5.5 * max(1, len(norms)), 3.8), squeeze=False)
     for ax, norm in zip(axes[0], norms):
-        for attack, rows in points[points["norm"] == norm].groupby("attack"):
-            eps = np.concatenate([[0.0], rows["epsilon"]])
-            acc = np.concatenate([[rows["clean"].iloc[0]], rows["accuracy"]])
-            sd = np.concatenate([[rows["clean_sd"].iloc[0]], rows["accuracy_sd"]])
-            line = ax.errorbar(eps, 100 * acc, yerr=100 * sd, marker="o", capsize=3, label=f"{attack}").lines[0]
-            if purified is not None and attack in set(purified["attack"]):
-                p = purified[purified["attack"] == attack].sort_values("epsilon")
-                ax.plot(p["epsilon"], 100 * p["accuracy_after"], marker="s", linestyle="--", color=line.get_color(),
-                        label=f"{attack} + autoencoder")
+        for attack, rows in points[points["norm"] == norm].groupby("attack", sort=False):
+            color = None
+            for defence, (marker, line) in styles.items():
+                r = rows[rows["defence"] == defence]
+                if not len(r):
+                    continue
+                label = attack if defence == "none" else f"{attack} + {defence}"
+                drawn = ax.errorbar(r["epsilon"], 100 * r["mean"], yerr=100 * r["sd"], marker=marker, linestyle=line,
+                                    capsize=3, color=color, label=label, markersize=4)
+                color = drawn.lines[0].get_color()
         ax.set_xlabel(f"epsilon ({NORM_LABELS[norm]}, pixels in [0, 1])")
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
         runs = f", mean ± sd over {len(paths)} seeds" if len(paths) > 1 else ""
         ax.set_title(f"Accuracy under {NORM_LABELS[norm]} attacks versus epsilon{runs}", fontsize=9)
     _save(fig, out_path)
+    if points_csv is not None:
+        with atomic_path(points_csv) as tmp:
+            points.to_csv(tmp, index=False)
     return points
 
 
@@ -100,23 +151,24 @@ def auroc_by_epsilon(evaluation_csvs) -> pd.DataFrame:
     rows = []
     for path in evaluation_csvs:
         ev = pd.read_csv(path)
-        ev = ev[(ev["set"] == "honest") & (ev["train"] == ev["test"]) & (ev["train"] != POOLED)]
-        for r in ev.itertuples():
-            attack, _, tag = r.test.rpartition("_eps")
-            if attack:
-                rows.append({"run": Path(path).parts[-3], "method": r.method, "attack": attack,
-                             "epsilon": float(tag), "auroc": float(r.auroc)})
+        missing = {"test_attack", "test_epsilon"} - set(ev.columns)
+        if missing:
+            raise PipelineFileError(f"{path}: lacks the column(s) {', '.join(sorted(missing))} (written by an older "
+                                    f"version; delete it to have it made again)")
+        ev = ev[(ev["set"] == "honest") & (ev["train"] == ev["test"]) & ev["test_attack"].notna()]
+        rows += [{"run": run_of(path), "method": r.method, "attack": r.test_attack, "epsilon": float(r.test_epsilon),
+                  "auroc": float(r.auroc)} for r in ev.itertuples()]
     return pd.DataFrame(rows, columns=["run", "method", "attack", "epsilon", "auroc"]).sort_values(
         ["attack", "method", "epsilon", "run"]).reset_index(drop=True)
 
 
-def auroc_vs_epsilon(evaluation_csvs, out_path) -> pd.DataFrame:
+def auroc_vs_epsilon(evaluation_csvs, out_path, points_csv=None) -> pd.DataFrame:
     """One panel per attack: each detector's AUROC (honest sets) versus the attack's epsilon, the mean over runs
-    with a bar of one standard deviation when there are several (seeds); 0.5 is chance."""
+    with a bar of one standard deviation when there are several (seeds); 0.5 is chance. Returns what is plotted
+    (also written to `points_csv`): attack, method, epsilon, auroc, auroc_sd, runs."""
     table = auroc_by_epsilon(evaluation_csvs)
-    points = table.groupby(["attack", "method", "epsilon"]).agg(
-        auroc=("auroc", "mean"), auroc_sd=("auroc", "std"), runs=("run", "nunique")).reset_index()
-    points["auroc_sd"] = points["auroc_sd"].fillna(0.0)
+    points = _mean_sd(table, ["attack", "method", "epsilon"], "auroc").rename(
+        columns={"mean": "auroc", "sd": "auroc_sd"})
     attacks = sorted(set(points["attack"])) or ["(none)"]
     cols = min(3, len(attacks))
     rows_n = -(-len(attacks) // cols)
@@ -137,6 +189,9 @@ def auroc_vs_epsilon(evaluation_csvs, out_path) -> pd.DataFrame:
     fig.suptitle("Detection AUROC versus epsilon (each detector trained and tested on one attack and epsilon)"
                  + (f"; mean ± sd over {runs} seeds" if runs > 1 else ""), fontsize=9)
     _save(fig, out_path)
+    if points_csv is not None:
+        with atomic_path(points_csv) as tmp:
+            points.to_csv(tmp, index=False)
     return points
 
 

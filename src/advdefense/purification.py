@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attacks import merge_restarts, attack_split, attacked_images, iter_adversarial_batches, read_attack_file
+from .attacks import attack_split, attacked_images, iter_adversarial_batches, read_attack_file
 from .classifier import load_classifier
 from .runtime import resolve_device
 from .h5io import atomic_h5, provenance_attrs, read_h5
@@ -170,27 +170,21 @@ def purify_clean(dataset_path, ae_path, classifier_path, split: str, out_path, *
 
 def adaptive_attack(dataset_path, classifier_path, ae_path, name: str, spec: dict, eps: float, out_path, *,
                     images: int | None, adaptive_images: int | None, seed: int, device: str = "auto",
-                    batch_size: int = 500, restarts: int = 1, params: dict | None = None) -> dict:
+                    batch_size: int = 500, restarts: int | None = None, params: dict | None = None) -> dict:
     """White-box attack on the defended model: attack `name` (`spec`, its Foolbox `params` overridden by
     `params`, e.g. more steps) through autoencoder + classifier, on the first `adaptive_images` of the
-    attacked test images (None: all of them); `restarts` runs, the worst case per image kept."""
+    attacked test images (None: all of them); `restarts` runs per image in place of the attack's own
+    (`attacks.Restarts`: again on the images no earlier run fooled, the first success kept; None: the
+    attack's own)."""
     where = resolve_device(device)
     defended = Purified(load_autoencoder(ae_path, where), load_classifier(classifier_path, where)).to(where).eval()
     spec = {**spec, "params": {**(spec.get("params") or {}), **(params or {})}}
-    attrs = {"defense": "autoencoder", "adaptive": True, "restarts": restarts,
-             **provenance_attrs(classifier=classifier_path, autoencoder=ae_path)}
-    run = dict(images=images, seed=seed, device=device, batch_size=batch_size, limit=adaptive_images, attrs=attrs)
-    if restarts == 1:
-        return attack_split(defended, dataset_path, "test", name, spec, eps, out_path, **run)
-    out_path = Path(out_path)
-    parts = [out_path.with_name(f"{out_path.stem}.restart{r}{out_path.suffix}") for r in range(restarts)]
-    try:
-        for r, part in enumerate(parts):
-            attack_split(defended, dataset_path, "test", name, spec, eps, part, restart=r, **run)
-        return merge_restarts(parts, out_path)
-    finally:
-        for part in parts:
-            part.unlink(missing_ok=True)
+    if restarts is not None:
+        spec["restarts"] = restarts
+    attrs = {"defense": "autoencoder", "adaptive": True, **provenance_attrs(classifier=classifier_path,
+                                                                             autoencoder=ae_path)}
+    return attack_split(defended, dataset_path, "test", name, spec, eps, out_path, images=images, seed=seed,
+                        device=device, batch_size=batch_size, limit=adaptive_images, attrs=attrs)
 
 
 def read_purified(path) -> dict:

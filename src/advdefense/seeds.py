@@ -12,10 +12,12 @@ from .tables import _fmt
 
 
 def gather_over_seeds(paths: list, seeds: list[int]) -> pd.DataFrame:
-    """One table from the same table of each run (`paths`, one per seed, in the order of `seeds`): the rows and
-    text cells must agree; a numeric column that differs between seeds becomes its mean, with `<column>_sd` (the
-    sample standard deviation over seeds, NaN-aware) beside it; one that agrees stays as it is. `seeds` counts
-    the runs each row gathers."""
+    """One table from the same table of each run (`paths`, one per seed, in the order of `seeds`), column by
+    column: a column alike in every run stays as it is; a flag (True/False) that differs becomes the share of
+    seeds where it holds; numbers that differ become their mean over seeds, with `<column>_sd` (sample standard
+    deviation over the seeds that have a number) beside it. A cell that holds a word instead of a number in some
+    seeds (a detector that "did not train") counts in none of them, and `<column>_note` says in how many seeds
+    it held which word. Rows and labels must agree. `seeds` counts the runs each row gathers."""
     if len(paths) != len(seeds) or not paths:
         raise ValueError(f"{len(paths)} tables for {len(seeds)} seeds")
     frames = [pd.read_csv(p) for p in paths]
@@ -27,48 +29,59 @@ def gather_over_seeds(paths: list, seeds: list[int]) -> pd.DataFrame:
                                     f"of one configuration make tables of one shape")
     out = {}
     for column in first.columns:
-        numeric = all(pd.api.types.is_numeric_dtype(f[column]) and not pd.api.types.is_bool_dtype(f[column])
-                      for f in frames)
-        if not numeric:
-            for path, frame in zip(paths[1:], frames[1:]):
-                if not frame[column].astype(str).equals(first[column].astype(str)):
-                    if all(f[column].astype(str).isin(["True", "False"]).all() for f in frames):
-                        break  # a flag (e.g. "trained") may differ between seeds: the share that is True
-                    raise PipelineFileError(f"{path}: column {column!r} differs from {paths[0]}'s; the runs of one "
-                                            f"configuration label their rows alike")
-            else:
-                out[column] = first[column]
-                continue
-            out[column] = np.mean([f[column].astype(str) == "True" for f in frames], axis=0)
-            continue
-        values = np.stack([f[column].to_numpy(dtype=float) for f in frames])
-        same = np.all((values == values[0]) | (np.isnan(values) & np.isnan(values[0])), axis=0)
-        if same.all():
-            out[column] = first[column]
-            continue
-        with np.errstate(invalid="ignore", divide="ignore"):
-            counts = np.sum(~np.isnan(values), axis=0)
-            mean = np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
-            sd = np.sqrt(np.where(counts > 1, np.nansum((values - mean) ** 2, axis=0) / np.maximum(counts - 1, 1),
-                                  np.nan))
-        out[column] = mean
-        out[f"{column}_sd"] = sd
+        out.update(_gather_column(column, [f[column] for f in frames], paths))
     table = pd.DataFrame(out)
     table.insert(len(table.columns), "seeds", len(seeds))
     return table
 
 
+def _gather_column(column: str, cells: list[pd.Series], paths: list) -> dict:
+    """{name: values} that one column of every run's table becomes (see `gather_over_seeds`)."""
+    text = [c.astype(str) for c in cells]
+    if all(t.equals(text[0]) for t in text):
+        return {column: cells[0]}
+    if all(t.isin(["True", "False"]).all() for t in text):
+        return {column: np.mean([t == "True" for t in text], axis=0)}
+    numbers = [pd.to_numeric(c, errors="coerce") for c in cells]
+    values = np.stack([n.to_numpy(dtype=float) for n in numbers])
+    # per seed and row: the word where a cell holds text instead of a number, else ""
+    words = np.stack([t.where(n.isna() & c.notna(), "").to_numpy() for t, n, c in zip(text, numbers, cells)])
+    for row in range(words.shape[1]):
+        said = set(words[:, row]) - {""}
+        blank = (words[:, row] == "") & np.isnan(values[:, row])  # neither a word nor a number
+        if len(said) > 1 or (said and blank.any()):
+            seed = next(k for k in range(1, len(cells)) if text[k].iloc[row] != text[0].iloc[row])
+            raise PipelineFileError(f"{paths[seed]}: column {column!r} differs from {paths[0]}'s in row {row} "
+                                    f"({text[seed].iloc[row]!r} against {text[0].iloc[row]!r}); the runs of one "
+                                    f"configuration label their rows alike")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        counts = np.sum(~np.isnan(values), axis=0)
+        mean = np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
+        sd = np.sqrt(np.where(counts > 1, np.nansum((values - mean) ** 2, axis=0) / np.maximum(counts - 1, 1), np.nan))
+    out = {column: mean, f"{column}_sd": sd}
+    if words.any():
+        n = len(cells)
+        out[f"{column}_note"] = [next((f"{w} in {int((words[:, r] == w).sum())} of {n} seeds"
+                                       for w in words[:, r] if w), "") for r in range(words.shape[1])]
+    return out
+
+
 def mean_sd_markdown(table: pd.DataFrame, title: str, seeds: list[int], digits: int = 3) -> str:
-    """The gathered table with `mean ± sd` cells."""
-    shown = [c for c in table.columns if not c.endswith("_sd") and c != "seeds"]
+    """The gathered table with `mean ± sd` cells (and the note of a cell that some seeds could not fill)."""
+    extra = ("_sd", "_note")
+    shown = [c for c in table.columns if not c.endswith(extra) and c != "seeds"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
     for _, row in table.iterrows():
         cells = []
         for c in shown:
-            if f"{c}_sd" in table.columns:
-                cells.append(f"{_fmt(float(row[c]), digits)} ± {_fmt(float(row[f'{c}_sd']), digits)}")
-            else:
+            note = row.get(f"{c}_note") or ""
+            if f"{c}_sd" not in table.columns:
                 cells.append(_fmt(row[c], digits))
+            elif np.isnan(float(row[c])):
+                cells.append(note or "–")
+            else:
+                cell = f"{_fmt(float(row[c]), digits)} ± {_fmt(float(row[f'{c}_sd']), digits)}"
+                cells.append(f"{cell} ({note})" if note else cell)
         lines.append("| " + " | ".join(cells) + " |")
     return (f"## {title}: mean ± sd over {len(seeds)} seeds ({', '.join(map(str, seeds))})\n\n"
             + "\n".join(lines) + "\n")

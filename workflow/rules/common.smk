@@ -10,7 +10,12 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from advdefense.attacks import eps_tag
-from advdefense.config import ConfigError, validate_config
+from advdefense.config import (
+    ConfigError,
+    attacked_splits,
+    detection_attacks,
+    validate_config,
+)
 from advdefense.detection import attack_key
 from advdefense.detectors import REGISTRY
 from advdefense.errors import PipelineFileError
@@ -38,7 +43,8 @@ RUNS = (
     else {DATASET: config["seed"]}
 )
 ATTACKS = config["attacks"]
-SPLITS = config["attack_defaults"]["splits"]
+# the splits some attack runs on (each attack: `attacks.<name>.splits`, default attack_defaults.splits)
+SPLITS = attacked_splits(config)
 
 
 wildcard_constraints:
@@ -105,20 +111,22 @@ def attack_files(dataset=DATASET):
         path(ATTACK, dataset=dataset, attack=name, eps=eps, split=split)
         for name, spec in ATTACKS.items()
         for eps in spec["epsilons"]
-        for split in SPLITS
+        for split in spec["splits"]
     ]
 
 
 def latent_files(dataset=DATASET):
+    """Clean latents of every split the detectors use, and the latents of the attack files a detector reads
+    (the attacks of `detection.attacks`)."""
     clean = [
         path(LATENTS_CLEAN, dataset=dataset, split=split)
         for split in latent_clean_splits()
     ]
     return clean + [
         path(LATENTS_ATTACK, dataset=dataset, attack=name, eps=eps, split=split)
-        for name, spec in ATTACKS.items()
-        for eps in spec["epsilons"]
-        for split in SPLITS
+        for name in detection_attacks(config)
+        for eps in ATTACKS[name]["epsilons"]
+        for split in ATTACKS[name]["splits"]
     ]
 
 
@@ -156,6 +164,13 @@ def purified_test_files(dataset=DATASET):
     ]
 
 
+def adaptive_test_files(dataset=DATASET):
+    """The adaptive attacks' files (Table 3's columns), where the adaptive attack runs."""
+    if not config["purification"]["enabled"]:
+        return []
+    return table3_inputs(dataset)["adaptive"]
+
+
 def purification_targets(dataset=DATASET):
     if not (config["purification"]["enabled"] and ATTACKS):
         return []
@@ -164,16 +179,17 @@ def purification_targets(dataset=DATASET):
         for name, spec in ATTACKS.items()
         for eps in spec["epsilons"]
         for split in purification_splits()
+        if split in spec["splits"]
     ]
     return files + [path(TABLE, dataset=dataset, table="table3_purification.md")]
 
 
 def detection_keys():
-    """[[attack, eps, key], ...] for every configured attack and epsilon."""
+    """[[attack, eps, key], ...] for every attack the detectors use (`detection.attacks`) and its epsilons."""
     return [
         [name, float(eps), attack_key(name, eps)]
-        for name, spec in ATTACKS.items()
-        for eps in spec["epsilons"]
+        for name in detection_attacks(config)
+        for eps in ATTACKS[name]["epsilons"]
     ]
 
 
@@ -403,7 +419,13 @@ def configured_attack(wildcards):
         raise WorkflowError(
             f"attacks.{wildcards.attack}: no such attack in the configuration (have {sorted(ATTACKS)})"
         )
-    return ATTACKS[wildcards.attack]
+    spec = ATTACKS[wildcards.attack]
+    split = wildcards.get("split")
+    if split is not None and split not in spec["splits"]:
+        raise WorkflowError(
+            f"attacks.{wildcards.attack}.splits: the attack does not run on the {split} split (its splits: {spec['splits']})"
+        )
+    return spec
 
 
 def attack_epsilon(wildcards):

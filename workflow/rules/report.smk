@@ -23,14 +23,16 @@ rule figure_examples:
 
 rule figure_accuracy_eps:
     input:
-        summary=ATTACK_SUMMARY,
+        summaries=ATTACK_SUMMARY,
         purified=lambda w: purified_test_files(w.dataset),
+        adaptive=lambda w: adaptive_test_files(w.dataset),
     output:
-        report(
+        png=report(
             path(FIGURE, figure="accuracy_vs_epsilon.png"),
             caption="../report/accuracy_eps.rst",
             category="Figures",
         ),
+        csv=path(FIGURE, figure="accuracy_vs_epsilon.csv"),
     log:
         "logs/figures/{dataset}/accuracy_vs_epsilon.log",
     benchmark:
@@ -46,16 +48,17 @@ rule figure_accuracy_eps:
 
 rule figure_auroc_eps:
     input:
-        lambda w: [
+        evaluations=lambda w: [
             path(DETECTION_EVALUATION, dataset=w.dataset, method=m)
             for m in config["detection"]["methods"]
         ],
     output:
-        report(
+        png=report(
             path(FIGURE, figure="auroc_vs_epsilon.png"),
             caption="../report/auroc_eps.rst",
             category="Figures",
         ),
+        csv=path(FIGURE, figure="auroc_vs_epsilon.csv"),
     log:
         "logs/figures/{dataset}/auroc_vs_epsilon.log",
     benchmark:

@@ -31,12 +31,15 @@ rule seed_table:
 rule seed_figure_accuracy:
     input:
         summaries=[path(ATTACK_SUMMARY, dataset=run) for run in RUNS],
+        purified=[f for run in RUNS for f in purified_test_files(run)],
+        adaptive=[f for run in RUNS for f in adaptive_test_files(run)],
     output:
-        report(
+        png=report(
             path(SEED_FIGURE, figure="accuracy_vs_epsilon.png"),
             caption="../report/accuracy_eps.rst",
             category="Over seeds",
         ),
+        csv=path(SEED_FIGURE, figure="accuracy_vs_epsilon.csv"),
     log:
         "logs/seeds/{dataset}/accuracy_vs_epsilon.log",
     benchmark:
@@ -58,11 +61,12 @@ rule seed_figure_auroc:
             for m in config["detection"]["methods"]
         ],
     output:
-        report(
+        png=report(
             path(SEED_FIGURE, figure="auroc_vs_epsilon.png"),
             caption="../report/auroc_eps.rst",
             category="Over seeds",
         ),
+        csv=path(SEED_FIGURE, figure="auroc_vs_epsilon.csv"),
     log:
         "logs/seeds/{dataset}/auroc_vs_epsilon.log",
     benchmark:
