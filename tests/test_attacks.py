@@ -247,7 +247,10 @@ def test_sharded_job_merges_into_the_unsharded_file_bit_for_bit(smoke, tmp_path,
     summary = summarize_attack_files([merged])
     assert summary.loc[0, "n"] == 50
     if name == "autoattack":
-        assert summary.loc[0, "fooled_by"].startswith("apgd-ce ")
+        counts = summary.filter(like="fooled_by_").iloc[0]
+        assert list(counts.index) == ["fooled_by_apgd-ce", "fooled_by_apgd-dlr"]  # the sub-attacks it ran
+        with h5py.File(merged, "r") as f:  # the first success of each image, per sub-attack
+            assert counts.sum() == (f["sub_attack"][()] >= 0).sum() and counts["fooled_by_apgd-ce"] > 0
 
     # shards that do not fit together are refused, naming the file
     with pytest.raises(AttackFileError, match=r"shard1\.h5: holds shard 1 of 3, expected shard 0 of 2"):

@@ -60,6 +60,24 @@ def test_a_detector_that_did_not_train_in_some_seeds_counts_in_none_of_them(tmp_
             gather_over_seeds(paths, [0, 1, 2])
 
 
+def test_autoattack_summaries_gather_their_sub_attack_counts_and_warnings(tmp_path):
+    """The attack summary of AutoAttack runs: the per-sub-attack counts are numbers (mean and sd over seeds); a
+    warning some seeds raised is kept with the seeds that raised it (labels still must agree)."""
+    runs = [{"attack": ["aa", "pgd"], "fooled_by_apgd-ce": [100, None], "fooled_by_square": [0, None],
+             "warnings": ["", ""]},
+            {"attack": ["aa", "pgd"], "fooled_by_apgd-ce": [96, None], "fooled_by_square": [2, None],
+             "warnings": ["Square beats the white-box attacks", ""]},
+            {"attack": ["aa", "pgd"], "fooled_by_apgd-ce": [98, None], "fooled_by_square": [0, None],
+             "warnings": ["Square beats the white-box attacks", ""]}]
+    paths = [tmp_path / f"{k}.csv" for k in range(3)]
+    for path, run in zip(paths, runs):
+        pd.DataFrame(run).to_csv(path, index=False)
+    table = gather_over_seeds(paths, [0, 1, 2])
+    assert table["fooled_by_apgd-ce"].iloc[0] == pytest.approx(98) and table["fooled_by_apgd-ce_sd"].iloc[0] == 2
+    assert np.isnan(table["fooled_by_square"].iloc[1])  # PGD has no sub-attacks in any seed
+    assert table["warnings"].tolist() == ["seeds 1, 2: Square beats the white-box attacks", ""]
+
+
 @pytest.mark.parametrize("seeds,message", [
     ([], r"seeds: an empty list runs nothing"),
     ([0, 3, 3], r"seeds: 3 listed more than once"),

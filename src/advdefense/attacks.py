@@ -478,20 +478,21 @@ def summarize_attack_file(f: h5py.File) -> dict:
         "max_linf": float(linf.max()) if n else float("nan"),
         "mean_l2": float(l2.mean()) if n else float("nan"),
         "max_l2": float(l2.max()) if n else float("nan"),
-        "fooled_by": fooled_by(f),
+        **fooled_by(f),
         "warnings": " | ".join(json.loads(f.attrs.get("warnings", "[]"))),
         "seconds": float(f.attrs.get("seconds", float("nan"))),
         "images_per_s": float(f.attrs.get("images_per_s", float("nan"))),
     }
 
 
-def fooled_by(f: h5py.File) -> str:
-    """How many images each AutoAttack sub-attack fooled first, e.g. 'apgd-ce 812, apgd-t 9' ('' for others)."""
+def fooled_by(f: h5py.File) -> dict[str, int]:
+    """{fooled_by_<sub-attack>: how many images it fooled first} of an AutoAttack file, e.g. fooled_by_apgd-ce
+    812, fooled_by_apgd-t 9 (numbers, so that they gather over seeds); {} for other attacks."""
     subs = json.loads(f.attrs.get("sub_attacks", "[]"))
     if not subs or "sub_attack" not in f:
-        return ""
+        return {}
     counts = np.bincount(f["sub_attack"][()].astype(np.int64) + 1, minlength=len(subs) + 1)[1:]
-    return ", ".join(f"{s} {int(c)}" for s, c in zip(subs, counts))
+    return {f"fooled_by_{s}": int(c) for s, c in zip(subs, counts)}
 
 
 def summarize_attack_files(paths):
@@ -499,9 +500,11 @@ def summarize_attack_files(paths):
     for path in paths:
         with open_attack_file(path, SUMMARY_DATASETS) as f:
             rows.append(summarize_attack_file(f))
+    # one fooled_by_<sub-attack> column per AutoAttack sub-attack of any file (empty for the other attacks)
+    subs = list(dict.fromkeys(k for row in rows for k in row if k.startswith("fooled_by_")))
     columns = ["attack", "epsilon", "split", "norm", "foolbox_class", "quantize", "n", "unchanged", "clean_accuracy", "robust_accuracy",
                "success_rate", "success_rate_on_correct", "mean_linf", "max_linf", "mean_l2", "max_l2",
-               "fooled_by", "warnings", "seconds", "images_per_s"]
+               *subs, "warnings", "seconds", "images_per_s"]
     df = pd.DataFrame(rows, columns=columns)
     return df.sort_values(["attack", "epsilon", "split"]).reset_index(drop=True)
 

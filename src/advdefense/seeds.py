@@ -10,6 +10,10 @@ from .errors import PipelineFileError
 from .h5io import atomic_path
 from .tables import _fmt
 
+# columns of the pipeline's tables that describe a row rather than label it (an attack's warnings): where the runs
+# differ, the gathered cell says what each seed said; every other text column must agree between runs
+FREE_TEXT = ("warnings",)
+
 
 def gather_over_seeds(paths: list, seeds: list[int]) -> pd.DataFrame:
     """One table from the same table of each run (`paths`, one per seed, in the order of `seeds`), column by
@@ -42,6 +46,8 @@ def _gather_column(column: str, cells: list[pd.Series], paths: list) -> dict:
         return {column: cells[0]}
     if all(t.isin(["True", "False"]).all() for t in text):
         return {column: np.mean([t == "True" for t in text], axis=0)}
+    if column in FREE_TEXT:
+        return {column: [_per_seed([c.iloc[row] for c in cells]) for row in range(len(cells[0]))]}
     numbers = [pd.to_numeric(c, errors="coerce") for c in cells]
     values = np.stack([n.to_numpy(dtype=float) for n in numbers])
     # per seed and row: the word where a cell holds text instead of a number, else ""
@@ -64,6 +70,15 @@ def _gather_column(column: str, cells: list[pd.Series], paths: list) -> dict:
         out[f"{column}_note"] = [next((f"{w} in {int((words[:, r] == w).sum())} of {n} seeds"
                                        for w in words[:, r] if w), "") for r in range(words.shape[1])]
     return out
+
+
+def _per_seed(values: list) -> str:
+    """What the seeds (by position) said in one cell of a free-text column, e.g. 'seeds 0, 2: x; seed 1: y'."""
+    said: dict[str, list[int]] = {}
+    for k, v in enumerate(values):
+        if isinstance(v, str) and v:
+            said.setdefault(v, []).append(k)
+    return "; ".join(f"seed{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}: {v}" for v, ks in said.items())
 
 
 def mean_sd_markdown(table: pd.DataFrame, title: str, seeds: list[int], digits: int = 3) -> str:
