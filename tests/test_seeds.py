@@ -190,3 +190,44 @@ def test_mini_overlay_runs_three_seeds_of_the_attack_sweep(mini_cifar, tmp_path)
     # summary, Tables 3, 4, 5, generalisation and defended; both figures
     assert counts["seed_table"] == 6 and counts["seed_figure_accuracy"] == counts["seed_figure_auroc"] == 1
     assert "mmd_test" not in counts
+
+
+def _evaluation_csv(path, rows):
+    """An evaluation.csv with the columns auroc_by_epsilon reads: (method, attack, eps, trained, auroc) rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"method": m, "train": f"{a}_eps{e}", "trained": t, "test": f"{a}_eps{e}", "test_attack": a,
+                   "test_epsilon": e, "set": "honest", "auroc": auroc} for m, a, e, t, auroc in rows]).to_csv(
+        path, index=False)
+
+
+def test_auroc_figure_leaves_out_runs_where_the_detector_did_not_train(tmp_path):
+    from advdefense.figures import auroc_vs_epsilon
+
+    # three seeds; the CNN trains only in seed 0 at 0.01 and in no seed at 0.02; the MLP always trains
+    aurocs = {0: (0.9, 0.7), 1: (0.8, 0.5), 2: (0.7, 0.55)}
+    files = []
+    for seed, (mlp, cnn) in aurocs.items():
+        path = tmp_path / f"results/detection/run-seed{seed}/all/evaluation.csv"
+        _evaluation_csv(path, [("mlp", "pgd", 0.01, True, mlp), ("mlp", "pgd", 0.02, True, mlp + 0.05),
+                               ("cnn", "pgd", 0.01, seed == 0, cnn), ("cnn", "pgd", 0.02, False, 0.5)])
+        files.append(path)
+    points = auroc_vs_epsilon(files, tmp_path / "auroc.png", points_csv=tmp_path / "auroc.csv")
+    written = pd.read_csv(tmp_path / "auroc.csv")
+    assert len(written) == len(points) == 3  # the CNN at 0.02 trained in no seed: no point
+    cnn = written[written["method"] == "cnn"].iloc[0]
+    assert cnn["epsilon"] == 0.01 and cnn["auroc"] == pytest.approx(0.7) and cnn["runs"] == 1
+    assert cnn["untrained_runs"] == 2 and cnn["auroc_sd"] == 0.0
+    mlp = written[(written["method"] == "mlp") & (written["epsilon"] == 0.01)].iloc[0]
+    assert mlp["auroc"] == pytest.approx(0.8) and mlp["auroc_sd"] == pytest.approx(0.1)
+    assert mlp["runs"] == 3 and mlp["untrained_runs"] == 0
+    assert (tmp_path / "auroc.png").stat().st_size > 0
+
+
+def test_auroc_figure_names_a_file_with_a_bad_trained_cell(tmp_path):
+    from advdefense.errors import PipelineFileError
+    from advdefense.figures import auroc_vs_epsilon
+
+    path = tmp_path / "results/detection/run-seed0/all/evaluation.csv"
+    _evaluation_csv(path, [("mlp", "pgd", 0.01, "maybe", 0.9)])
+    with pytest.raises(PipelineFileError, match=r"evaluation\.csv: column 'trained' holds 'maybe'"):
+        auroc_vs_epsilon([path], tmp_path / "auroc.png")

@@ -87,6 +87,15 @@ def defended_accuracy(purified_paths=(), adaptive_paths=()) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "defence", "attack", "epsilon", "accuracy", "images"])
 
 
+def _as_bool(value, path) -> bool:
+    """A True/False cell of a CSV written by pandas (bool, or the words after a round trip)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if str(value) in ("True", "False"):
+        return str(value) == "True"
+    raise PipelineFileError(f"{path}: column 'trained' holds {value!r}, expected True or False")
+
+
 def _mean_sd(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     """Mean, sample sd (0 for one run) and number of runs of `value` per group of `by`."""
     points = table.groupby(by).agg(mean=(value, "mean"), sd=(value, "std"), runs=("run", "nunique")).reset_index()
@@ -147,28 +156,35 @@ def accuracy_vs_epsilon(summary_csvs, out_path, defended: pd.DataFrame | None = 
 def auroc_by_epsilon(evaluation_csvs) -> pd.DataFrame:
     """From the detectors' evaluation.csv files (of one run, or of several: `run` is the run directory): AUROC of
     each detector trained on one attack at one epsilon and tested on the same, on the honest sets (run, method,
-    attack, epsilon, auroc)."""
+    attack, epsilon, auroc, trained: False where its training loss stayed at chance, see detectors.trained)."""
     rows = []
     for path in evaluation_csvs:
         ev = pd.read_csv(path)
-        missing = {"test_attack", "test_epsilon"} - set(ev.columns)
+        missing = {"test_attack", "test_epsilon", "trained"} - set(ev.columns)
         if missing:
             raise PipelineFileError(f"{path}: lacks the column(s) {', '.join(sorted(missing))} (written by an older "
                                     f"version; delete it to have it made again)")
         ev = ev[(ev["set"] == "honest") & (ev["train"] == ev["test"]) & ev["test_attack"].notna()]
         rows += [{"run": run_of(path), "method": r.method, "attack": r.test_attack, "epsilon": float(r.test_epsilon),
-                  "auroc": float(r.auroc)} for r in ev.itertuples()]
-    return pd.DataFrame(rows, columns=["run", "method", "attack", "epsilon", "auroc"]).sort_values(
+                  "auroc": float(r.auroc), "trained": _as_bool(r.trained, path)} for r in ev.itertuples()]
+    return pd.DataFrame(rows, columns=["run", "method", "attack", "epsilon", "auroc", "trained"]).sort_values(
         ["attack", "method", "epsilon", "run"]).reset_index(drop=True)
 
 
 def auroc_vs_epsilon(evaluation_csvs, out_path, points_csv=None) -> pd.DataFrame:
     """One panel per attack: each detector's AUROC (honest sets) versus the attack's epsilon, the mean over runs
-    with a bar of one standard deviation when there are several (seeds); 0.5 is chance. Returns what is plotted
-    (also written to `points_csv`): attack, method, epsilon, auroc, auroc_sd, runs."""
+    with a bar of one standard deviation when there are several (seeds); 0.5 is chance. A detector that did not
+    train (loss at chance) in a run counts in no mean: as in the tables, its point is the mean over the runs where
+    it trained, and a point where it trained in none is left out. Returns what is plotted (also written to
+    `points_csv`): attack, method, epsilon, auroc, auroc_sd, runs (that trained), untrained_runs."""
     table = auroc_by_epsilon(evaluation_csvs)
-    points = _mean_sd(table, ["attack", "method", "epsilon"], "auroc").rename(
+    table["trained"] = table["trained"].astype(bool)
+    untrained = (table[~table["trained"]].groupby(["attack", "method", "epsilon"])["run"].nunique()
+                 .rename("untrained_runs").reset_index())
+    points = _mean_sd(table[table["trained"]], ["attack", "method", "epsilon"], "auroc").rename(
         columns={"mean": "auroc", "sd": "auroc_sd"})
+    points = points.merge(untrained, on=["attack", "method", "epsilon"], how="left")
+    points["untrained_runs"] = points["untrained_runs"].fillna(0).astype(int)
     attacks = sorted(set(points["attack"])) or ["(none)"]
     cols = min(3, len(attacks))
     rows_n = -(-len(attacks) // cols)
