@@ -195,7 +195,7 @@ def bench_attacks(images, labels, device, n: int, batch: int, steps: int, eps: f
     tmp = Path(tempfile.mkdtemp())
 
     def ours():
-        run_attack(model, images, labels, index, "pgd", spec, eps, tmp / "pgd.h5", batch_size=batch, seed=0,
+        run_attack(model, images[:n], labels[:n], index, "pgd", spec, eps, tmp / "pgd.h5", batch_size=batch, seed=0,
                    device=device, attrs={})
 
     atk = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps, random_start=True)
@@ -237,7 +237,7 @@ def bench_autoattack(images, labels, device, n: int, batch: int, rounds: int, pa
     result = {}
 
     def ours():
-        result["ours"] = run_attack(model, images, labels, index, "autoattack", spec, eps, tmp / "aa.h5",
+        result["ours"] = run_attack(model, images[:n], labels[:n], index, "autoattack", spec, eps, tmp / "aa.h5",
                                     batch_size=batch, seed=0, device=device, attrs={})["robust_accuracy"]
 
     def package():

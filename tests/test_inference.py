@@ -95,7 +95,7 @@ def test_attack_stage_reuses_the_attacks_own_forward_passes(cls, params, passes_
     spec = {"class": cls, "norm": "linf", "epsilons": [0.02], "params": params}
     out = Path(tempfile.mkdtemp()) / "a.h5"
     CountingResNet.calls = 0
-    run_attack(model, ds.train.images, ds.train.labels, np.arange(64), "a", spec, 0.02, out, batch_size=32,
+    run_attack(model, ds.train.images[:64], ds.train.labels[:64], np.arange(64), "a", spec, 0.02, out, batch_size=32,
                seed=0, device=torch.device("cpu"), attrs={})
     assert CountingResNet.calls == 2 * passes_per_batch
     with h5py.File(out) as f:

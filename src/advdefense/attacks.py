@@ -35,7 +35,7 @@ import torch
 
 from .autoattack import AutoAttackRunner, check_autoattack_params
 from .classifier import load_classifier
-from .data import read_dataset_h5
+from .data import Split, read_split, split_size
 from .errors import ConfigError, PipelineFileError
 from .h5io import atomic_h5, open_h5, provenance_attrs
 from .inference import LogitRecorder, evaluation_model, to_float_pixels
@@ -201,12 +201,13 @@ def build_attack(spec: dict):
     return foolbox_class(spec["class"], "attacks.<name>.class")(**(spec.get("params") or {}))
 
 
-def attacked_images(dataset_path, split: str, images: int | None, seed: int):
-    """The split of the dataset file and the positions of its images that every attack uses
-    (`attack_defaults.images.<split>` of them, seeded): attacks, clean latents and clean purification
-    all take their images from here, so they line up."""
-    data = read_dataset_h5(dataset_path).split(split)
-    return data, attack_indices(len(data), images, seed, f"attack_defaults.images.{split}")
+def attacked_images(dataset_path, split: str, images: int | None, seed: int) -> tuple[Split, np.ndarray]:
+    """The images of `split` that every attack uses (`attack_defaults.images.<split>` of them, seeded) and
+    their positions in the split: (their rows of the split, aligned with the positions). Attacks, clean
+    latents and clean purification all take their images from here, so they line up. Only those images
+    are read from the dataset file."""
+    index = attack_indices(split_size(dataset_path, split), images, seed, f"attack_defaults.images.{split}")
+    return read_split(dataset_path, split, index), index
 
 
 def attack_indices(split_size: int, n: int | None, seed: int, key: str) -> np.ndarray:
@@ -301,8 +302,9 @@ def attack_method(spec: dict, net: LogitRecorder, eps: float, device):
 def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
                name: str, spec: dict, eps: float, out_path: str | Path, *, batch_size: int, seed: int,
                device: torch.device, attrs: dict, first: int = 0) -> dict:
-    """Attack `images[index]` batch by batch and stream the results into `out_path`. `first` is the position of
-    `index[0]` among the images of the whole job (a shard of it starts there): it fixes the batches' seeds."""
+    """Attack `images` (uint8 N x 3 x 32 x 32, with their `labels`; `index`: their positions in the split, which
+    the file records) batch by batch and stream the results into `out_path`. `first` is the position of
+    `images[0]` among the images of the whole job (a shard of it starts there): it fixes the batches' seeds."""
     check_attack_method(f"attacks.{name}", spec)
     # the attack and the stored predictions run the evaluation copy (batch norm folded, channels-last,
     # parameters frozen): the same network every other stage evaluates (`inference.predict`)
@@ -311,6 +313,8 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
     n = len(index)
     if n == 0:
         raise ConfigError(f"attacks.{name}: no images to attack")
+    if len(images) != n or len(labels) != n:
+        raise ValueError(f"run_attack: {len(images)} images and {len(labels)} labels for {n} positions")
     t0 = time.perf_counter()
     reused = 0
     progress = ProgressLog(log, f"{name} eps={eps:g}", n)
@@ -320,7 +324,7 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
         ds = {
             "adv": f.create_dataset("adv", (n, 3, 32, 32), np.float32, chunks=(min(n, 128), 3, 32, 32)),
             "index": f.create_dataset("index", data=index),
-            "label": f.create_dataset("label", data=labels[index].astype(np.int64)),
+            "label": f.create_dataset("label", data=np.asarray(labels, dtype=np.int64)),
             "pred_clean": f.create_dataset("pred_clean", (n,), np.int64),
             "pred_adv": f.create_dataset("pred_adv", (n,), np.int64),
             "success": f.create_dataset("success", (n,), bool),
@@ -334,8 +338,8 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
         done = 0
         for start in range(0, n, batch_size):
             idx = index[start : start + batch_size]
-            x = to_float_pixels(torch.from_numpy(images[idx]).to(device))
-            y = torch.from_numpy(labels[idx].astype(np.int64)).to(device)
+            x = to_float_pixels(torch.from_numpy(images[start : start + batch_size]).to(device))
+            y = torch.from_numpy(np.asarray(labels[start : start + batch_size], dtype=np.int64)).to(device)
             net.reset()
             clipped, sub = method(x, y, batch_seed(seed, first + start))
             adv = clipped.detach().float().clamp(0.0, 1.0)
@@ -537,14 +541,14 @@ def attack_split(model: torch.nn.Module, dataset_path, split: str, name: str, sp
         if limit > len(index):
             raise ConfigError(f"purification.adaptive.images: {limit} images asked for, but only {len(index)} are "
                               f"attacked (attack_defaults.images.{split})")
-        index = index[:limit]
+        index, data = index[:limit], data.take(slice(0, limit))
     attrs = {"dataset": str(dataset_path), "split": split, "device": str(device), **(attrs or {})}
     first = 0
     if shard is not None:
         k, shards = shard
         first, end = shard_range(len(index), batch_size, k, shards, f"split {split!r} of {name} at eps {eps:g}")
         attrs.update({"shard": k, "shards": shards, "shard_first": first, "shard_of_images": len(index)})
-        index = index[first:end]
+        index, data = index[first:end], data.take(slice(first, end))
     return run_attack(model, data.images, data.labels, index, name, spec, float(eps), out_path,
                       batch_size=batch_size, seed=job_seed(seed, name, float(eps), split), device=device,
                       attrs=attrs, first=first)

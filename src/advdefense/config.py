@@ -233,6 +233,11 @@ def check_detection(det: dict, cfg: dict) -> None:
             if name not in differentiable:
                 raise ConfigError(f"detection.aware.methods: {name!r} is not a configured detector with a "
                                   f"differentiable score (those are: {', '.join(differentiable)})")
+        detected = sorted({float(e) for name in detection_attacks(cfg) for e in cfg["attacks"][name]["epsilons"]})
+        for eps in aware["epsilons"] or []:  # null: every epsilon the detectors are evaluated at
+            if eps_tag(eps) not in {eps_tag(e) for e in detected}:
+                raise ConfigError(f"detection.aware.epsilons: {eps!r} is not an epsilon of the attacks the detectors "
+                                  f"learn (detection.attacks: {', '.join(f'{e:g}' for e in detected)})")
 
 
 def check_sizes(cfg: dict) -> None:

@@ -428,6 +428,86 @@ def write_dataset_h5(ds: Dataset, path: str | Path) -> None:
         f.attrs.update(provenance_attrs())
 
 
+def split_size(path: str | Path, split: str) -> int:
+    """How many images `split` of a dataset file holds (its labels only are read)."""
+    return len(_split_labels(Path(path), split))
+
+
+def _split_labels(path: Path, split: str) -> np.ndarray:
+    with open_h5(path, "dataset") as f:
+        _check_format(f, path)
+        g = _split_group(f, path, split)
+        return g["labels"][()]
+
+
+def _check_format(f, path: Path) -> None:
+    if f.attrs.get("format") != DATASET_FORMAT:
+        raise DataError(f"{path}: not a dataset file of this pipeline (format attribute {f.attrs.get('format')!r})")
+
+
+def _split_group(f, path: Path, split: str):
+    if split not in ALL_SPLITS:
+        raise DataError(f"unknown split {split!r} (use one of {ALL_SPLITS})")
+    if split not in f:
+        if split == "calibration":
+            raise DataError(f"{path}: this dataset file has no calibration split (set dataset.calibration_size > 0)")
+        raise DataError(f"{path}: missing /{split}/images or /{split}/labels")
+    g = f[split]
+    if any(k not in g for k in ("images", "labels")):
+        raise DataError(f"{path}: missing /{split}/images or /{split}/labels")
+    if g["images"].ndim != 4 or g["images"].shape[1:] != (3, 32, 32) or len(g["images"]) != len(g["labels"]):
+        raise DataError(f"{path}: /{split}: images must be N x 3 x 32 x 32 with one label each, found "
+                        f"{g['images'].shape} images and {g['labels'].shape} labels")
+    return g
+
+
+def class_names(path: str | Path) -> tuple[str, ...]:
+    """The class names of a dataset file (its attributes only are read)."""
+    path = Path(path)
+    with open_h5(path, "dataset") as f:
+        _check_format(f, path)
+        return tuple(str(n) for n in f.attrs["class_names"])
+
+
+def read_split(path: str | Path, split: str, index: np.ndarray | None = None, block: int = 4096) -> Split:
+    """One split of a dataset file, or only its images at positions `index` (increasing), in that order.
+    The images are read `block` at a time, so memory holds what is returned and one block, however large
+    the split: a job that uses 2000 of 48 000 training images never holds the other 46 000."""
+    path = Path(path)
+    with open_h5(path, "dataset") as f:
+        _check_format(f, path)
+        g = _split_group(f, path, split)
+        n = len(g["labels"])
+        labels = g["labels"][()]
+        source = g["source_index"][()] if "source_index" in g else np.arange(n, dtype=np.int64)
+        if index is None:
+            return Split(g["images"][()], labels, source)
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= n or np.any(np.diff(index) <= 0)):
+            raise DataError(f"{path}: /{split}: image positions must be increasing and within 0..{n - 1}")
+        images = np.empty((len(index), 3, 32, 32), np.uint8)
+        images_ds = g["images"]
+        for lo in range(0, n, block):
+            a, b = np.searchsorted(index, [lo, lo + block])
+            if a < b:
+                images[a:b] = images_ds[lo : lo + block][index[a:b] - lo]
+        return Split(images, labels[index], source[index])
+
+
+class DatasetFile:
+    """A dataset file whose splits are read when first asked for, each once: a job that needs only the test
+    split (or a few of its images, `read_split`) does not read the 48 000 training images."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._splits: dict[str, Split] = {}
+
+    def split(self, name: str) -> Split:
+        if name not in self._splits:
+            self._splits[name] = read_split(self.path, name)
+        return self._splits[name]
+
+
 def read_dataset_h5(path: str | Path) -> Dataset:
     path = Path(path)
     with open_h5(path, "dataset") as f:

@@ -33,7 +33,7 @@ import torch
 from .attacks import eps_tag, read_attack_file
 from .aware import run_aware_attacks
 from .classifier import load_classifier
-from .data import Dataset, read_dataset_h5
+from .data import DatasetFile
 from .detectors import DetectorContext, detector_class
 from .errors import ConfigError, PipelineFileError
 from .flow import latents_of, load_flow, read_latents
@@ -121,13 +121,13 @@ def _latent_field(latents: dict, field: str) -> np.ndarray:
     return latents["z"] if field == "z" else latents["bpd"].astype(np.float32)[:, None]
 
 
-def _dataset(data) -> Dataset:
-    """A dataset file's contents, read once by the caller where it already has them."""
-    return data if isinstance(data, Dataset) else read_dataset_h5(data)
+def _dataset(data) -> DatasetFile:
+    """The dataset file (its splits read on demand, each once), where the caller has not opened it yet."""
+    return data if isinstance(data, DatasetFile) else DatasetFile(data)
 
 
 def load_pixel_inputs(dataset, split: str, attack_paths: dict[str, str]) -> SplitInputs:
-    """`dataset`: the dataset file or its already-read contents."""
+    """`dataset`: the dataset file's path or its `DatasetFile`."""
     data = _dataset(dataset).split(split)
     attacks, index, first = {}, None, None
     for key, path in attack_paths.items():
@@ -141,7 +141,7 @@ def load_pixel_inputs(dataset, split: str, attack_paths: dict[str, str]) -> Spli
     return SplitInputs(data.images[index].astype(np.float32) / 255.0, index, attacks)
 
 
-def load_inputs(kind: str, split: str, files: dict, keys: list[str], data: Dataset) -> SplitInputs:
+def load_inputs(kind: str, split: str, files: dict, keys: list[str], data: DatasetFile) -> SplitInputs:
     """Detector inputs of `split` for a detector whose inputs are `kind` (pixels | latent | bpd); `files`:
     the named inputs of the detect job, `data` the contents of its dataset file."""
     attack_files = {key: files[f"{key}__{split}"] for key in keys}
@@ -150,17 +150,19 @@ def load_inputs(kind: str, split: str, files: dict, keys: list[str], data: Datas
     return load_latent_inputs(files[f"clean__{split}"], attack_files, "z" if kind == "latent" else "bpd")
 
 
-def calibration_inputs(kind: str, files: dict, data: Dataset) -> np.ndarray:
+def calibration_inputs(kind: str, files: dict, data: DatasetFile) -> np.ndarray:
     """Clean calibration images (pixels) or their latents/bits-per-dim."""
     if kind == "pixels":
         return data.split("calibration").images.astype(np.float32) / 255.0
     return _latent_field(read_latents(files["clean__calibration"]), "z" if kind == "latent" else "bpd")
 
 
-def clean_training_pool(kind: str, files: dict, data: Dataset) -> np.ndarray:
-    """Every clean training input (detectors that model clean data fit on all of them)."""
+def clean_training_pool(kind: str, files: dict, data: DatasetFile) -> np.ndarray:
+    """Every clean training input (detectors that model clean data fit on all of them): for pixel detectors the
+    uint8 images as stored (a detector converts them a block at a time: 48 000 images are 147 MB as uint8 and
+    590 MB as float32), else the latents or bits/dim of the attacked training images."""
     if kind == "pixels":
-        return data.train.images.astype(np.float32) / 255.0
+        return data.split("train").images
     return _latent_field(read_latents(files["clean__train"]), "z" if kind == "latent" else "bpd")
 
 
@@ -338,9 +340,10 @@ def run_detection_stage(method: str, files: dict, attack_keys: list, settings: d
     aware = evaluation["aware"]
     run_aware = aware["enabled"] and method in aware["methods"]
     models = _stage_models(cls, files, run_aware, device)
-    data = read_dataset_h5(files["data"])  # once: the pixel inputs, calibration, training pool and controls
+    data = DatasetFile(files["data"])  # each split read once, and only the ones this detector uses
     train, test = load_inputs(kind, "train", files, keys, data), load_inputs(kind, "test", files, keys, data)
-    test_pixels = data.test.images[test.index].astype(np.float32) / 255.0
+    test_split = data.split("test")
+    test_pixels = test_split.images[test.index].astype(np.float32) / 255.0
     epsilons = sorted(set(key_eps.values()))
     controls = _control_inputs(kind, test_pixels, epsilons, evaluation["controls"], seed, models, batch_size, device)
     table, fitted = run_detection_method(
@@ -365,8 +368,10 @@ def run_detection_stage(method: str, files: dict, attack_keys: list, settings: d
             flagged = detector.score(s.attacked[:n]) > detector.thresholds[fpr]
             non_adaptive.setdefault(key_eps[key], {})[key] = (s.pred_adv[:n], s.label[:n], flagged)
         torch.manual_seed(seed)
-        rows = run_aware_attacks(models["classifier"], detector, test_pixels[:n], data.test.labels[test.index[:n]],
-                                 epsilons, aware, non_adaptive, seed, fpr, device)
+        aware_eps = epsilons if aware.get("epsilons") is None else \
+            [e for e in epsilons if eps_tag(e) in {eps_tag(a) for a in aware["epsilons"]}]
+        rows = run_aware_attacks(models["classifier"], detector, test_pixels[:n], test_split.labels[test.index[:n]],
+                                 aware_eps, aware, non_adaptive, seed, fpr, device)
     with atomic_path(aware_path) as tmp:
         pd.DataFrame(rows, columns=None if rows else ["method", "epsilon"]).to_csv(tmp, index=False)
 

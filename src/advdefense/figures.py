@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .attacks import read_attack_file  # noqa: E402
-from .data import read_dataset_h5  # noqa: E402
+from .attacks import check_adversarials, open_attack_file, read_attack_file  # noqa: E402
+from .data import class_names, read_split  # noqa: E402
 from .detection import POOLED  # noqa: E402
 from .errors import PipelineFileError  # noqa: E402
 from .h5io import atomic_path  # noqa: E402
@@ -28,19 +28,26 @@ def _save(fig, path) -> None:
 def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_images: int = 6) -> None:
     """Rows: clean image, then each attack's adversarial (same images); titles: true / predicted class.
     Images where every attack succeeded are preferred, as in the paper's Figure 1."""
-    ds = read_dataset_h5(dataset_path)
-    names = ds.class_names
-    files = {k: read_attack_file(p, require=("adv", "index", "label", "pred_clean", "pred_adv", "success"))
+    names = class_names(dataset_path)
+    files = {k: read_attack_file(p, require=("index", "label", "pred_clean", "pred_adv", "success"))
              for k, p in attack_files.items()}
     first = next(iter(files.values()))
     index = first["index"]
     all_success = np.all([f["success"] for f in files.values()], axis=0)
     order = np.concatenate([np.flatnonzero(all_success), np.flatnonzero(~all_success)])[:n_images]
+    # only the shown images are read: of the dataset file and of each attack file
+    shown = np.sort(order)
+    clean_images = dict(zip(shown, read_split(dataset_path, "test", index[shown]).images))
+    for k, p in attack_files.items():
+        with open_attack_file(p, ("adv",)) as f:
+            adv = f["adv"][shown]
+        check_adversarials(adv, p)
+        files[k]["adv"] = dict(zip(shown, adv))
     rows = 1 + len(files)
     fig, axes = plt.subplots(rows, len(order), figsize=(1.8 * len(order), 2.0 * rows), squeeze=False)
     for j, i in enumerate(order):
         label = int(first["label"][i])
-        clean = ds.test.images[index[i]].transpose(1, 2, 0)
+        clean = clean_images[i].transpose(1, 2, 0)
         axes[0, j].imshow(clean)
         axes[0, j].set_title(f"{names[label]}\npred {names[int(first['pred_clean'][i])]}", fontsize=7)
         for r, (key, f) in enumerate(files.items(), start=1):

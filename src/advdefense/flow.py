@@ -23,7 +23,7 @@ import torch
 from .attacks import attacked_images, iter_adversarial_batches, read_attack_file
 from .errors import ConfigError
 from .runtime import resolve_device
-from .data import read_dataset_h5
+from .data import read_split
 from .h5io import atomic_h5, file_sha256, provenance_attrs, read_h5, write_json
 from .models import CheckpointError, load_checkpoint, save_checkpoint
 from .models.glow import Glow
@@ -179,8 +179,8 @@ def import_published_flow(checkpoint, hparams, dataset_path, model_path, metrics
     """Convert the published checkpoint into this pipeline's format; report its test bits/dim here."""
     device = resolve_device(device)
     model = load_published_glow(checkpoint, hparams).to(device)
-    ds = read_dataset_h5(dataset_path)
-    bpd = mean_bpd(model, torch.from_numpy(ds.test.images), eval_batch_size, device)
+    test = read_split(dataset_path, "test")
+    bpd = mean_bpd(model, torch.from_numpy(test.images), eval_batch_size, device)
     metrics = {"source": "pretrained", "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
                "test_bpd": bpd, "parameters": sum(p.numel() for p in model.parameters()),
                "architecture": model.arch, "top_latent_shape": list(model.top_shape), "device": str(device)}
@@ -245,10 +245,9 @@ def clean_latents(dataset_path, flow_path, split: str, out_path, *, images: int 
     device = resolve_device(device)
     model = load_flow(flow_path, device)
     data, index = attacked_images(dataset_path, split, images, seed)
-    batches = (data.images[index[s : s + batch_size]].astype(np.float32) / 255.0 for s in range(0, len(index), batch_size))
+    batches = (data.images[s : s + batch_size].astype(np.float32) / 255.0 for s in range(0, len(index), batch_size))
     attrs = {"kind": "clean", "source": str(dataset_path), "split": split, **provenance_attrs(flow=flow_path)}
-    return _write_latents(out_path, model, len(index), batches, device,
-                          {"index": index, "label": data.labels[index]}, attrs)
+    return _write_latents(out_path, model, len(index), batches, device, {"index": index, "label": data.labels}, attrs)
 
 
 def attack_latents(attack_path, flow_path, out_path, *, device: str = "auto", batch_size: int = 256) -> dict:

@@ -32,9 +32,18 @@ def auroc(scores_clean, scores_adv) -> float:
 
 
 def roc_curve(scores_clean, scores_adv) -> tuple[np.ndarray, np.ndarray]:
-    """(false-positive rates, true-positive rates) over all thresholds, from (0, 0) to (1, 1)."""
+    """(false-positive rates, true-positive rates) over all thresholds (every distinct score, largest first:
+    flagged = score >= threshold), from (0, 0) to (1, 1). O(N log N): the counts at or above each
+    threshold come from sorted scores (one threshold at a time was O(N^2): 14 000 scores of a pooled
+    full-size detector made 2 x 10^8 comparisons per curve)."""
     neg, pos = _check(scores_clean, scores_adv)
     thresholds = np.unique(np.concatenate([neg, pos]))[::-1]
-    fpr = np.array([0.0] + [(neg >= t).mean() for t in thresholds])
-    tpr = np.array([0.0] + [(pos >= t).mean() for t in thresholds])
+    fpr = np.concatenate([[0.0], _share_at_or_above(neg, thresholds)])
+    tpr = np.concatenate([[0.0], _share_at_or_above(pos, thresholds)])
     return fpr, tpr
+
+
+def _share_at_or_above(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """For each threshold, the share of `scores` that are >= it."""
+    below = np.searchsorted(np.sort(scores), thresholds, side="left")
+    return (len(scores) - below) / len(scores)

@@ -155,12 +155,11 @@ def purify_clean(dataset_path, ae_path, classifier_path, split: str, out_path, *
     """The clean images the attacks used, through the autoencoder: the defence's clean-accuracy cost."""
     autoencoder, classifier, device = _evaluation_models(ae_path, classifier_path, device)
     data, index = attacked_images(dataset_path, split, images, seed)
-    batches = (data.images[index[s : s + batch_size]].astype(np.float32) / 255.0
-               for s in range(0, len(index), batch_size))
-    pred_clean = predict(classifier, torch.from_numpy(data.images[index]), batch_size, device).numpy()
+    batches = (data.images[s : s + batch_size].astype(np.float32) / 255.0 for s in range(0, len(index), batch_size))
+    pred_clean = predict(classifier, torch.from_numpy(data.images), batch_size, device).numpy()
     with atomic_h5(out_path) as f:
         f.create_dataset("index", data=index)
-        f.create_dataset("label", data=data.labels[index])
+        f.create_dataset("label", data=data.labels)
         f.create_dataset("pred_clean", data=pred_clean)
         _purify_into(f, autoencoder, classifier, batches, len(index), device)
         f.attrs.update({"format": PURIFIED_FORMAT, "kind": "clean", "split": split, "source": str(dataset_path),
