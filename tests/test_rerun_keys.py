@@ -60,6 +60,7 @@ RESULT_KEYS = {
     "classifier.schedule.gamma": (0.2, "train_classifier"),
     "classifier.augment.crop_padding": (2, "train_classifier"),
     "classifier.augment.flip": (False, "train_classifier"),
+    "attack_defaults.batch_size": (50, "attack"),  # the batches' random starts: a result key
     "attack_defaults.images.train": (400, "attack"),
     "attack_defaults.images.test": (400, "attack"),
     "attack_defaults.splits": (["test", "train"], NOTHING),  # the same splits in another order

@@ -87,6 +87,13 @@ def check_attack_spec(name: str, spec: dict) -> None:
         raise ConfigError(f"{key}.quantize: {spec['quantize']!r} is not one of {', '.join(QUANTIZE)}")
     if spec.get("quantize", "float") == "8bit" and spec["norm"] != "linf":
         raise ConfigError(f"{key}.quantize: 8bit rounding is kept inside an L-inf ball only; use it with norm linf")
+    if spec.get("quantize", "float") == "8bit":
+        small = [e for e in spec["epsilons"] if math.floor(e * 255.0 + 1e-6) < 1]
+        if small:
+            raise ConfigError(f"{key}.quantize: 8bit with epsilon {small[0]!r} (below 1/255 = 0.00392157) rounds every "
+                              f"adversarial back to its clean image: the attack would change nothing and its "
+                              f"'robust accuracy' would be the clean accuracy; use epsilons of at least 1/255 or "
+                              f"quantize: float")
 
 
 QUANTIZE = ("float", "8bit")
@@ -348,12 +355,13 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             # predictions from the attack's own forward passes where they saw exactly these inputs
             pred_clean, pred_adv = net.recorded_predictions(x), net.recorded_predictions(adv)
             reused += (pred_clean is not None) + (pred_adv is not None)
-            net.reset()
-            with torch.inference_mode():
+            with torch.inference_mode():  # through the recorder too: its finiteness check sees these passes
                 if pred_clean is None:
-                    pred_clean = net.model(x).argmax(1)
+                    pred_clean = net(x).argmax(1)
                 if pred_adv is None:
-                    pred_adv = net.model(adv).argmax(1)
+                    pred_adv = net(adv).argmax(1)
+            net.check_finite(f"{name} eps={eps:g}, images {first + start}..{first + start + len(idx) - 1}")
+            net.reset()
             delta = (adv - x).flatten(1)
             sl = slice(start, start + len(idx))
             ds["adv"][sl] = adv.cpu().numpy()
@@ -387,6 +395,7 @@ def run_attack(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, i
             "quantize": spec.get("quantize", "float"),
             "restarts": int(spec.get("restarts", 1)),
             "seed": int(seed),
+            "batch_size": int(batch_size),
             "sub_attacks": json.dumps(method.sub_attacks),
             "warnings": json.dumps(warned),
             **provenance_attrs(),
@@ -555,6 +564,24 @@ def attack_split(model: torch.nn.Module, dataset_path, split: str, name: str, sp
 
 
 SHARD_ATTRS = ("shard", "shards", "shard_first", "shard_of_images")
+# attributes of an attack file that describe one run of the job rather than the job: where and how fast it ran,
+# which shard it is, the attack's own warnings (gathered over the shards)
+RUN_ATTRS = frozenset({"seconds", "images_per_s", "warnings", "device", "shard", "shard_first"})
+
+
+def _job_attrs_differ(a: dict, b: dict) -> list[str]:
+    """The attributes that define an attack job (attack, class, norm, params, epsilon, quantize, restarts, seed,
+    batch size, split, dataset, the classifier's sha256, versions ...: all but RUN_ATTRS) on which two files differ,
+    as 'key (a vs b)'."""
+    keys = sorted((set(a) | set(b)) - RUN_ATTRS)
+    return [f"{k} ({a.get(k, '<absent>')!r} vs {b.get(k, '<absent>')!r})" for k in keys
+            if not _same_value(a.get(k), b.get(k))]
+
+
+def _same_value(x, y) -> bool:
+    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+        return np.array_equal(np.asarray(x), np.asarray(y))
+    return x == y
 
 
 def merge_attack_shards(paths: list, out_path, block: int = 1024) -> dict:
@@ -563,8 +590,7 @@ def merge_attack_shards(paths: list, out_path, block: int = 1024) -> dict:
     `block` images at a time: memory stays flat in the number of images."""
     if not paths:
         raise AttackFileError(f"{out_path}: no shards to merge")
-    same = ("attack", "epsilon", "split", "seed", "params", "shard_of_images")
-    attrs, lengths, keys, expected_first = None, [], None, 0
+    attrs, lengths, keys, expected_first, warned = None, [], None, 0, []
     for k, path in enumerate(paths):
         with open_attack_file(path) as f:
             a = dict(f.attrs)
@@ -575,11 +601,16 @@ def merge_attack_shards(paths: list, out_path, block: int = 1024) -> dict:
                 raise AttackFileError(f"{path}: starts at image {a['shard_first']}, expected {expected_first} (shards "
                                       f"of different batch sizes cannot be joined; re-run them)")
             here = [x for x in ATTACK_DATASETS + OPTIONAL_DATASETS if x in f]
+            warned += [w for w in json.loads(a.get("warnings", "[]")) if w not in warned]
             if attrs is None:
                 attrs, keys = a, here
-            elif {x: a[x] for x in same} != {x: attrs[x] for x in same} or here != keys:
-                raise AttackFileError(f"{path}: another attack, epsilon, split or seed than {paths[0]}")
             else:
+                differ = _job_attrs_differ(attrs, a)
+                if differ or here != keys:
+                    what = "; ".join(differ) if differ else f"datasets {here} vs {keys}"
+                    raise AttackFileError(f"{path}: made by another job than {paths[0]} ({what}); every shard of a "
+                                          f"job must come from the same attack, settings, classifier and data: "
+                                          f"delete the shards and run them again")
                 attrs["seconds"] += a["seconds"]
             lengths.append(len(f["index"]))
             expected_first += lengths[-1]
@@ -599,7 +630,8 @@ def merge_attack_shards(paths: list, out_path, block: int = 1024) -> dict:
                         ds[key][start + lo : start + hi] = f[key][lo:hi]
             start += length
         out.attrs.update({k: v for k, v in attrs.items() if k not in SHARD_ATTRS})
-        out.attrs.update({"images_per_s": n / attrs["seconds"], "merged_shards": len(paths)})
+        out.attrs.update({"images_per_s": n / attrs["seconds"], "merged_shards": len(paths),
+                          "warnings": json.dumps(warned)})
         summary = summarize_attack_file(out)
     log.info("%s: %d shards merged (%d images)", out_path, len(paths), n)
     return summary

@@ -153,7 +153,7 @@ def run_aware_attacks(classifier, detector, clean01: np.ndarray, labels: np.ndar
     rows = []
     for i, eps in enumerate(list(eps_list) + [settings["sanity_epsilon"]]):
         sanity = i == len(eps_list)
-        n = settings["sanity_images"] if sanity else len(x)
+        n = min(settings["sanity_images"], len(x)) if sanity else len(x)  # the images it runs on, as reported
         run = {**kwargs, "steps": settings["sanity_steps"]} if sanity else kwargs
         res = detector_aware_pgd(classifier, scorer, x[:n], y[:n], threshold, scale, float(eps),
                                  seed=seed + i, **run)

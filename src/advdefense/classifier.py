@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from .augment import RandomCropFlip
-from .data import read_dataset_h5
+from .data import class_names, read_split
 from .errors import ConfigError
 from .h5io import file_sha256, write_json
 from .models import CifarResNet, load_checkpoint, save_checkpoint
-from .models.external import ExternalClassifier, check_classifier_model, load_user_model
+from .models.external import ExternalClassifier, builder_source, check_classifier_model, load_user_model, traced
 from .runtime import resolve_device
 from .inference import channels_last, predict, to_float_pixels
 from .training import TrainingRun, finish_training, fit, prepare_training, run_settings
@@ -123,24 +123,41 @@ def import_classifier(checkpoint: str | Path, dataset_path: str | Path, model_pa
     if found != sha256:
         raise ConfigError(f"classifier.checkpoint.sha256: {checkpoint} has sha256 {found}, but the config pins "
                           f"{sha256}; refusing a file that is not the one pinned")
-    data = read_dataset_h5(dataset_path)
-    num_classes = len(data.class_names)
+    names, test = class_names(dataset_path), read_split(dataset_path, "test")
+    num_classes = len(names)
     model, fmt = load_user_model(checkpoint, builder)
-    wrapped = ExternalClassifier(model, num_classes, fmt, builder, mean, std).eval()
-    check_classifier_model(wrapped, num_classes)
-    save_checkpoint(model_path, "classifier", wrapped, {"imported_from": str(checkpoint), "sha256": found})
+    real = to_float_pixels(torch.from_numpy(test.images[:CHECK_IMAGES]))  # on the 8-bit grid, as every image is
+    if fmt != "torchscript":  # stored as TorchScript: no later job calls the builder (nor any code it names)
+        check_classifier_model(ExternalClassifier(model, num_classes, fmt, mean, std), num_classes, real)
+        model = traced(model, ((real - _as_channels(mean, 0.0)) / _as_channels(std, 1.0)).contiguous())
+    wrapped = ExternalClassifier(model, num_classes, fmt, mean, std).eval()
+    check_classifier_model(wrapped, num_classes, real)
+    provenance = {"imported_from": str(checkpoint), "sha256": found}
+    if builder is not None:  # what the stored model was built with (information only: never run again)
+        source = builder_source(builder)
+        provenance.update({"builder": builder, "builder_sha256": file_sha256(source) if source else None})
+    save_checkpoint(model_path, "classifier", wrapped, provenance)
     device = resolve_device(device)
     model = load_classifier(model_path, device)  # exactly what the later stages will evaluate
-    test_x, test_y = torch.from_numpy(data.test.images), torch.from_numpy(data.test.labels)
-    report = accuracy_report(predict(model, test_x, eval_batch_size, device), test_y, data.class_names)
+    test_x, test_y = torch.from_numpy(test.images), torch.from_numpy(test.labels)
+    report = accuracy_report(predict(model, test_x, eval_batch_size, device), test_y, names)
     metrics = {"source": "checkpoint", "checkpoint": str(checkpoint), "checkpoint_sha256": found, "format": fmt,
-               "builder": builder, "test_accuracy": report["accuracy"], "per_class_accuracy": report["per_class_accuracy"],
+               "stored_as": "torchscript" if fmt == "torchscript" else "torchscript (traced from the builder's model)",
+               **{k: v for k, v in provenance.items() if k.startswith("builder")},
+               "test_accuracy": report["accuracy"], "per_class_accuracy": report["per_class_accuracy"],
                "test_images": report["n"], "parameters": sum(p.numel() for p in wrapped.parameters()),
                "device": str(device), "dataset": str(dataset_path), "wall_seconds_this_run": round(time.perf_counter() - t0, 2)}
     write_json(metrics_path, metrics)
     log.info("imported %s (%s): test accuracy %.2f%% over %d images", checkpoint, fmt, 100 * report["accuracy"],
              report["n"])
     return metrics
+
+
+CHECK_IMAGES = 64  # real test images the import checks run on
+
+
+def _as_channels(values: list[float] | None, default: float) -> torch.Tensor:
+    return torch.tensor(values if values is not None else [default] * 3).view(1, 3, 1, 1)
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu", settings: dict | None = None):

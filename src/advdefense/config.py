@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,7 +17,8 @@ import jsonschema
 import yaml
 
 from .attacks import check_attack_method, check_attack_spec, eps_tag, shard_range
-from .data import check_cifar_batches_dir, split_sizes
+from .models.external import check_builder_spec
+from .data import check_cifar_batches_dir, check_labels_setting, split_sizes
 from .detectors import REGISTRY
 from .errors import ConfigError
 from .h5io import file_sha256
@@ -107,6 +109,7 @@ def check_semantics(cfg: dict) -> None:
         if repeated:
             raise ConfigError(f"seeds: {', '.join(map(str, repeated))} listed more than once; each seed is one run")
     data = cfg["dataset"]
+    check_run_name(data["name"])
     if data["calibration_size"] is None:  # a calibration split only where detectors need thresholds
         detects = cfg["detection"]["enabled"] and bool(cfg.get("attacks"))
         data["calibration_size"] = DEFAULT_CALIBRATION if detects else 0
@@ -114,6 +117,7 @@ def check_semantics(cfg: dict) -> None:
         if not data.get("path"):
             raise ConfigError("dataset.path: required when dataset.source is 'local'")
         check_cifar_batches_dir(data["path"], key="dataset.path")
+    check_labels_setting(data)
     flow = cfg["flow"]
     if flow["source"] == "pretrained":
         for key in ("checkpoint", "hparams"):
@@ -161,6 +165,22 @@ def check_semantics(cfg: dict) -> None:
     check_sizes(cfg)
 
 
+SEED_RUN = re.compile(r".*-seed[0-9]+")
+
+
+def check_run_name(name: str) -> None:
+    """`dataset.name` names the run's directories (results/<stage>/<name>/ and results/data/<name>.h5): it must
+    not be a path part ('.', '..', or hidden), nor look like a run of `seeds` (<name>-seed<s>), which another
+    configuration with `seeds` writes to."""
+    if name.startswith("."):
+        raise ConfigError(f"dataset.name: {name!r} starts with a dot; it names directories of results/ "
+                          f"('..' would write into results/ itself, where other runs' files are): use a plain name")
+    if SEED_RUN.fullmatch(name):
+        raise ConfigError(f"dataset.name: {name!r} ends in -seed<s>, the name of a run of `seeds` (a configuration "
+                          f"with dataset.name {name.rsplit('-seed', 1)[0]!r} and seeds would write to the same "
+                          f"files); choose another name, or use `seeds` / `seed`")
+
+
 def check_attack_splits(cfg: dict) -> None:
     """Give every attack its splits (`attacks.<name>.splits`, default `attack_defaults.splits`); each must
     include test, the split that every table and figure evaluates."""
@@ -205,6 +225,8 @@ def check_classifier_source(classifier: dict) -> None:
                           f"{ckpt['sha256']}; refusing a file that is not the one pinned")
     if (ckpt["mean"] is None) != (ckpt["std"] is None):
         raise ConfigError("classifier.checkpoint.mean, .std: give both (the input normalisation) or neither")
+    if ckpt["builder"] is not None:
+        check_builder_spec(ckpt["builder"])
 
 
 def check_detection(det: dict, cfg: dict) -> None:
@@ -256,10 +278,14 @@ def check_sizes(cfg: dict) -> None:
         for split in attacked_splits(cfg):
             shard_range(attacked[split], batch, 0, shards, f"the {split} split (attack_defaults.images.{split})")
     aware = cfg["detection"]["aware"]
-    if cfg["detection"]["enabled"] and cfg.get("attacks") and aware["enabled"] and aware["images"] is not None \
-            and aware["images"] > attacked["test"]:
-        raise ConfigError(f"detection.aware.images: {aware['images']} is more than the {attacked['test']} test "
-                          f"images that are attacked (attack_defaults.images.test)")
+    if cfg["detection"]["enabled"] and cfg.get("attacks") and aware["enabled"]:
+        if aware["images"] is not None and aware["images"] > attacked["test"]:
+            raise ConfigError(f"detection.aware.images: {aware['images']} is more than the {attacked['test']} test "
+                              f"images that are attacked (attack_defaults.images.test)")
+        available = attacked["test"] if aware["images"] is None else aware["images"]
+        if aware["sanity_images"] > available:
+            raise ConfigError(f"detection.aware.sanity_images: {aware['sanity_images']} is more than the {available} "
+                              f"images the detector-aware attack runs on (detection.aware.images)")
     adaptive = cfg["purification"]["adaptive"]
     if cfg["purification"]["enabled"] and adaptive["enabled"] and adaptive["images"] is not None \
             and adaptive["images"] > attacked["test"]:

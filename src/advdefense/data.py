@@ -98,9 +98,13 @@ def cifar_dir_layout(path: str | Path, key: str = "dataset.path") -> str:
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"{key}: directory {path} does not exist")
-    if all((path / n).is_file() for n in CIFAR100_FILES):
-        return "cifar100"
     missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META_FILE) if not (path / n).is_file()]
+    if all((path / n).is_file() for n in CIFAR100_FILES):
+        if not missing:
+            raise ConfigError(f"{key}: {path} holds both a cifar-10-batches-py layout (data_batch_1..5, test_batch, "
+                              f"batches.meta) and a cifar-100-python one (train, test, meta); point it at a directory "
+                              f"with one of them")
+        return "cifar100"
     if missing:
         raise ConfigError(f"{key}: {path} is neither a cifar-10-batches-py directory (missing {', '.join(missing)}) "
                           f"nor a cifar-100-python one (train, test, meta)")
@@ -188,6 +192,35 @@ def _read_batch(path: Path, label_key: str = "labels", classes: int = 10) -> tup
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def _class_names(names, path: Path, key: str) -> tuple[str, ...]:
+    """Class names of a meta file as text: bytes (the official files hold str, copies written under Python 2
+    or by other tools bytes) are decoded, anything else is an error naming the file."""
+    out = []
+    for name in names:
+        if isinstance(name, bytes):
+            try:
+                name = name.decode("utf-8")
+            except UnicodeDecodeError:
+                name = name.decode("latin-1")
+        if not isinstance(name, str):
+            raise DataError(f"{path}: {key!r} must list class names (text), found {type(name).__name__} {name!r}")
+        out.append(name)
+    return tuple(out)
+
+
+def check_labels_setting(data_cfg: dict) -> None:
+    """`dataset.labels: coarse` exists only for CIFAR-100 (its 20 superclasses): anywhere else it would be
+    silently ignored."""
+    if data_cfg.get("labels", "fine") != "coarse":
+        return
+    source = data_cfg["source"]
+    layout = cifar_dir_layout(data_cfg["path"]) if source == "local" else source
+    if layout != "cifar100":
+        what = f"{data_cfg['path']} is a CIFAR-10 directory" if source == "local" else f"source {source!r}"
+        raise ConfigError(f"dataset.labels: coarse (the 20 superclasses) exists only for CIFAR-100, but {what}, "
+                          f"which has no coarse labels; use labels: fine or a cifar-100-python directory")
+
+
 def load_cifar_batches_dir(path: str | Path, labels: str = "fine") -> Dataset:
     """Read a local CIFAR directory in the official python-pickle layout: cifar-10-batches-py, or
     cifar-100-python with its `labels` ('fine': 100 classes, 'coarse': 20). No checksums: small or
@@ -199,7 +232,7 @@ def load_cifar_batches_dir(path: str | Path, labels: str = "fine") -> Dataset:
     train = Split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     test = Split(*_read_batch(path / TEST_BATCH))
     meta = _read_pickle(path / META_FILE)
-    names = tuple(meta.get("label_names", ()))
+    names = _class_names(meta.get("label_names", ()), path / META_FILE, "label_names")
     if len(names) != 10:
         raise DataError(f"{path / META_FILE}: 'label_names' must list 10 classes, found {names!r}")
     return Dataset(train, test, names, {"source": "local", "path": str(path.resolve())})
@@ -214,7 +247,7 @@ def _load_cifar100_dir(path: Path, labels: str) -> Dataset:
     meta = _read_pickle(path / "meta")
     if names_key not in meta:
         raise DataError(f"{path / 'meta'}: missing key {names_key!r} (found {sorted(meta)})")
-    names = tuple(str(n) for n in meta[names_key])
+    names = _class_names(meta[names_key], path / "meta", names_key)
     if len(names) != classes:
         raise DataError(f"{path / 'meta'}: {names_key!r} must list {classes} classes, found {len(names)}")
     return Dataset(train, test, names, {"source": "local", "layout": "cifar-100-python", "labels": labels,
@@ -392,6 +425,8 @@ def split_sizes(data_cfg: dict) -> dict[str, int]:
 def build_dataset(data_cfg: dict, seed: int) -> Dataset:
     """Dispatch on `dataset.source` and apply the optional subsets."""
     source = data_cfg["source"]
+    if source in ("cifar10", "cifar100", "local", "synthetic") and (source != "local" or data_cfg.get("path")):
+        check_labels_setting(data_cfg)
     if source == "cifar10":
         ds = download_cifar10(data_cfg["root"])
     elif source == "cifar100":
@@ -469,7 +504,7 @@ def class_names(path: str | Path) -> tuple[str, ...]:
         return tuple(str(n) for n in f.attrs["class_names"])
 
 
-def read_split(path: str | Path, split: str, index: np.ndarray | None = None, block: int = 4096) -> Split:
+def read_split(path: str | Path, split: str, index: np.ndarray | None = None, block: int = 1024) -> Split:
     """One split of a dataset file, or only its images at positions `index` (increasing), in that order.
     The images are read `block` at a time, so memory holds what is returned and one block, however large
     the split: a job that uses 2000 of 48 000 training images never holds the other 46 000."""

@@ -250,8 +250,10 @@ def _mean_and_covariance(x: np.ndarray, block: int = 2048) -> tuple[np.ndarray, 
     mean = total / n
     cov = np.zeros((len(mean), len(mean)))
     for start in range(0, n, block):
-        centred = _as_unit_float64(x[start : start + block]) - mean
+        centred = _as_unit_float64(x[start : start + block])  # a new array: centred in place
+        centred -= mean
         cov += centred.T @ centred
+        del centred
     return mean, cov / (n - 1)
 
 

@@ -55,14 +55,7 @@ def load_published_glow(checkpoint: str | Path, hparams: str | Path) -> Glow:
     for key, path in (("flow.pretrained.checkpoint", checkpoint), ("flow.pretrained.hparams", hparams)):
         if not path.is_file():
             raise ConfigError(f"{key}: file {path} does not exist")
-    try:
-        hp = json.loads(hparams.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{hparams}: not valid JSON ({exc})") from exc
-    needed = ("hidden_channels", "K", "L", "flow_permutation", "flow_coupling", "learn_top")
-    missing = [k for k in needed if k not in hp]
-    if missing:
-        raise CheckpointError(f"{hparams}: missing hyper-parameter(s) {', '.join(missing)}")
+    hp = _read_hparams(hparams)
     if hp.get("y_condition"):
         raise CheckpointError(f"{hparams}: class-conditional Glow (y_condition true) is not supported")
     if hp["flow_permutation"] == "invconv" and not hp.get("LU_decomposed", True):
@@ -75,14 +68,54 @@ def load_published_glow(checkpoint: str | Path, hparams: str | Path) -> Glow:
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{checkpoint}: not loadable with weights_only=True ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{checkpoint}: not loadable with weights_only=True ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); flow.pretrained.checkpoint must be glow_affine_coupling.pt (are "
+                              f"checkpoint and hparams swapped?)") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{checkpoint}: expected a state_dict (a mapping of names to tensors)")
     check_state_dict(model, state, checkpoint)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{checkpoint}: {len(bad)} weight tensor(s) hold NaN or inf ({', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''}); refusing a flow that cannot give finite latents")
     model.load_state_dict(state)
     return model.eval()
+
+
+# the published hparams.json: key -> (what it must be, check)
+_HPARAM_CHECKS = {
+    "hidden_channels": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "K": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "L": ("an integer from 1 to 5", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5),
+    "flow_permutation": ("one of invconv, shuffle, reverse", lambda v: v in ("invconv", "shuffle", "reverse")),
+    "flow_coupling": ("affine or additive", lambda v: v in ("affine", "additive")),
+    "learn_top": ("true or false", lambda v: isinstance(v, bool)),
+    "actnorm_scale": ("a positive number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0),
+    "image_shape": ("[32, 32, 3] (height, width, channels of the pipeline's images)", lambda v: v == [32, 32, 3]),
+}
+
+
+def _read_hparams(path: Path) -> dict:
+    """The published hparams.json, each hyper-parameter the model is built from checked; errors name the file
+    and the key."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        hp = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a JSON text file ({type(exc).__name__}); flow.pretrained.hparams must "
+                              f"be the hparams.json of glow.zip (are checkpoint and hparams swapped?)") from exc
+    if not isinstance(hp, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of hyper-parameters, found {type(hp).__name__}")
+    missing = [k for k in ("hidden_channels", "K", "L", "flow_permutation", "flow_coupling", "learn_top")
+               if k not in hp]
+    if missing:
+        raise CheckpointError(f"{path}: missing hyper-parameter(s) {', '.join(missing)}")
+    for key, (what, ok) in _HPARAM_CHECKS.items():
+        if key in hp and not ok(hp[key]):
+            raise CheckpointError(f"{path}: {key} must be {what}, found {hp[key]!r} ({type(hp[key]).__name__})")
+    return hp
 
 
 def check_state_dict(model: torch.nn.Module, state: dict, source: Path) -> None:
@@ -181,6 +214,9 @@ def import_published_flow(checkpoint, hparams, dataset_path, model_path, metrics
     model = load_published_glow(checkpoint, hparams).to(device)
     test = read_split(dataset_path, "test")
     bpd = mean_bpd(model, torch.from_numpy(test.images), eval_batch_size, device)
+    if not np.isfinite(bpd):
+        raise CheckpointError(f"{checkpoint}: the flow gives {bpd} bits/dim on the test split of {dataset_path}; "
+                              f"refusing a flow that cannot give finite latents")
     metrics = {"source": "pretrained", "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
                "test_bpd": bpd, "parameters": sum(p.numel() for p in model.parameters()),
                "architecture": model.arch, "top_latent_shape": list(model.top_shape), "device": str(device)}

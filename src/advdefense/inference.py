@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from .errors import PipelineFileError
 from .models.autoencoder import ConvAutoencoder, Purified
 from .models.resnet import CifarResNet, fold_batchnorm
 
@@ -52,13 +53,29 @@ def evaluation_model(model: nn.Module, device: torch.device | str | None = None)
     return out
 
 
+class NonFiniteOutput(PipelineFileError):
+    """A model gave NaN or inf where every stage needs finite numbers (logits, purified images)."""
+
+
+def check_finite(values: torch.Tensor, what: str, first: int = 0) -> None:
+    """Raise NonFiniteOutput naming the first image (`first` + row) whose `values` hold NaN or inf."""
+    bad = ~torch.isfinite(values.flatten(1)).all(1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise NonFiniteOutput(f"{what} hold NaN or inf for {int(bad.sum())} image(s), the first image {first + i}; "
+                              f"every stage needs finite outputs (argmax of NaN is a meaningless class)")
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | None = None) -> torch.Tensor:
     """Class predictions (on the CPU) of the evaluation copy of `model` for uint8 or [0, 1] float images."""
     device = device or next(model.parameters()).device
     model = evaluation_model(model, device)
-    out = [model(to_float_pixels(images[s : s + batch_size].to(device))).argmax(1).cpu()
-           for s in range(0, len(images), batch_size)]
+    out = []
+    for s in range(0, len(images), batch_size):
+        logits = model(to_float_pixels(images[s : s + batch_size].to(device)))
+        check_finite(logits, "the classifier's logits", s)
+        out.append(logits.argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
@@ -75,12 +92,21 @@ class LogitRecorder(nn.Module):
         self.model = model
         self.first: tuple[torch.Tensor, torch.Tensor] | None = None
         self.latest: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.finite: torch.Tensor | None = None  # all logits since reset() finite (on the device: no sync per pass)
 
     def reset(self) -> None:
-        self.first = self.latest = None
+        self.first = self.latest = self.finite = None
+
+    def check_finite(self, what: str) -> None:
+        """Raise NonFiniteOutput if any forward pass since `reset()` gave NaN or inf logits."""
+        if self.finite is not None and not bool(self.finite):
+            raise NonFiniteOutput(f"{what}: the classifier's logits held NaN or inf in a forward pass of the attack; "
+                                  f"every stage needs finite logits")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
+        ok = torch.isfinite(logits.detach()).all()
+        self.finite = ok if self.finite is None else self.finite & ok
         record = (x.detach().clone(), logits.detach())
         if self.first is None:
             self.first = record

@@ -25,7 +25,7 @@ from .runtime import resolve_device
 from .h5io import atomic_h5, provenance_attrs, read_h5
 from .models import load_checkpoint
 from .models.autoencoder import ConvAutoencoder, Purified
-from .inference import evaluation_model, predict, to_float_pixels
+from .inference import check_finite, evaluation_model, predict, to_float_pixels
 from .progress import ProgressLog
 from .training import TrainingRun, finish_training, fit, prepare_training, run_settings
 
@@ -114,9 +114,13 @@ def _purify_into(f: h5py.File, autoencoder, classifier, batches, n: int, device)
     progress = ProgressLog(log, f"purify {f.filename}", n)
     for x in batches:
         x = torch.as_tensor(x).to(device).float()
-        cleaned = autoencoder(x).clamp_(0, 1)
+        cleaned = autoencoder(x)
+        check_finite(cleaned, "the autoencoder's outputs", start)
+        cleaned = cleaned.clamp_(0, 1)
+        logits = classifier(cleaned)
+        check_finite(logits, "the classifier's logits on purified images", start)
         out[start : start + len(x)] = cleaned.cpu().numpy()
-        pred[start : start + len(x)] = classifier(cleaned).argmax(1).cpu().numpy()
+        pred[start : start + len(x)] = logits.argmax(1).cpu().numpy()
         start += len(x)
         progress.update(start)
     if start != n:

@@ -33,7 +33,6 @@ RUNTIME_KEYS = frozenset({
     "classifier.eval_batch_size",
     "flow.eval_batch_size",
     "autoencoder.eval_batch_size",
-    "attack_defaults.batch_size",
     "latents.batch_size",
     "purification.batch_size",
 })

@@ -18,6 +18,9 @@ rule attack:
         attack=attack_method,
         epsilon=attack_epsilon,
         images=attacked_images,
+        # a batch's random draws (PGD's random start, AutoAttack's restarts) come from its seed and position,
+        # so another batch size gives other adversarials: a result setting
+        batch_size=config["attack_defaults"]["batch_size"],
         seed=seed_of,
     script:
         "../scripts/attack.py"

@@ -32,6 +32,8 @@ else:
         input:
             checkpoint=config["classifier"]["checkpoint"]["path"],
             data=DATA,
+            # the file that defines the builder: editing it imports the model again
+            builder=builder_files(),
         output:
             model=CLASSIFIER,
             metrics=CLASSIFIER_METRICS,
@@ -46,5 +48,6 @@ else:
             **resources_of("classifier", gpu=True),
         params:
             checkpoint=result_settings("classifier")["checkpoint"],
+            builder_sha256=[file_sha256(f) for f in builder_files()],
         script:
             "../scripts/import_classifier.py"

@@ -19,6 +19,8 @@ from advdefense.config import (
 from advdefense.detection import attack_key
 from advdefense.detectors import REGISTRY
 from advdefense.errors import PipelineFileError
+from advdefense.h5io import file_sha256
+from advdefense.models.external import builder_source
 from advdefense.runtime import is_runtime_key
 
 # Schema, defaults and every check that the configuration and the data source allow (attack classes and
@@ -290,13 +292,24 @@ def figure_targets(dataset=DATASET):
 
 
 def run_targets(run):
-    targets = [path(DATA, dataset=run), path(CLASSIFIER_METRICS, dataset=run)]
+    """Every file of a run, not only the tables: a file that a finished job made and that has gone missing
+    (deleted, or lost with a killed job) is made again by a plain `snakemake`, even where the tables built
+    from it are newer."""
+    targets = [path(DATA, dataset=run), path(CLASSIFIER, dataset=run), path(CLASSIFIER_METRICS, dataset=run)]
     if ATTACKS:
-        targets.append(path(ATTACK_SUMMARY, dataset=run))
+        targets += attack_files(run) + [path(ATTACK_SUMMARY, dataset=run)]
     if config["latents"]["enabled"]:
-        targets.append(path(FLOW_METRICS, dataset=run))
+        targets += [path(FLOW, dataset=run), path(FLOW_METRICS, dataset=run)]
         targets += latent_files(run)
-    targets += purification_targets(run)
+    if "autoencoder" in training_logs_of(run):
+        targets.append(path(AUTOENCODER, dataset=run))
+    targets += purification_targets(run) + adaptive_test_files(run)
+    if detection_targets(run):
+        methods = config["detection"]["methods"]
+        targets += [path(DETECTION_EVALUATION, dataset=run, method=m) for m in methods]
+        targets += [path(DETECTION_AWARE, dataset=run, method=m) for m in methods]
+        if config["detection"]["mmd"]["enabled"]:
+            targets.append(path(MMD_POWER, dataset=run))
     targets += detection_targets(run)
     targets += figure_targets(run)
     return targets
@@ -390,6 +403,14 @@ def dataset_settings():
     }[data["source"]]
     keys = ["source", "train_size", "test_size", "calibration_size", *own]
     return canonical({k: data[k] for k in keys})
+
+
+def builder_files():
+    """The Python file that defines `classifier.checkpoint.builder` (empty without one, or for a module without
+    a source file): an input of the import, so that editing it imports the classifier again."""
+    spec = config["classifier"]["checkpoint"]["builder"]
+    source = builder_source(spec) if spec else None
+    return [str(source)] if source is not None else []
 
 
 def attack_method(wildcards):

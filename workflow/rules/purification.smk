@@ -86,6 +86,7 @@ rule adaptive_attack:
         epsilon=attack_epsilon,
         images=config["attack_defaults"]["images"]["test"],
         adaptive_images=config["purification"]["adaptive"]["images"],
+        batch_size=config["attack_defaults"]["batch_size"],
         restarts=config["purification"]["adaptive"]["restarts"],
         overrides=lambda w: canonical(
             config["purification"]["adaptive"]["params"].get(w.attack, {})

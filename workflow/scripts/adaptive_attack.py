@@ -9,7 +9,7 @@ def main(smk):
     adaptive_attack(smk.input.data, smk.input.model, smk.input.autoencoder, smk.wildcards.attack, smk.params.attack,
                     smk.params.epsilon, smk.output[0], images=smk.params.images,
                     adaptive_images=smk.params.adaptive_images, seed=smk.params.seed,
-                    device=runtime_setting(smk, "device"), batch_size=runtime_setting(smk, "attack_defaults.batch_size"),
+                    device=runtime_setting(smk, "device"), batch_size=smk.params.batch_size,
                     restarts=smk.params.restarts, params=smk.params.overrides)
 
 

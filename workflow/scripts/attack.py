@@ -11,7 +11,7 @@ def main(smk):
     generate_attack_file(smk.input.data, smk.input.model, smk.wildcards.attack, smk.params.attack, smk.params.epsilon,
                          smk.wildcards.split, smk.output[0], images=smk.params.images, seed=smk.params.seed,
                          device=runtime_setting(smk, "device"),
-                         batch_size=runtime_setting(smk, "attack_defaults.batch_size"), shard=shard)
+                         batch_size=smk.params.batch_size, shard=shard)
 
 
 run_script(snakemake, main)  # noqa: F821

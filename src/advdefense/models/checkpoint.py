@@ -76,8 +76,11 @@ def load_checkpoint(
             detail = ", ".join(f"{k}: file has {a!r}, config wants {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(f"{path}: architecture does not match the configuration ({detail})")
     try:
-        if arch.get("name") == "external":  # a user's classifier: rebuilt from its own stored form
-            model = ExternalClassifier.from_checkpoint(arch, payload["state_dict"])
+        if arch.get("name") == "external":  # a user's classifier: its stored TorchScript, never code it names
+            try:
+                model = ExternalClassifier.from_checkpoint(arch, payload["state_dict"])
+            except PipelineFileError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
         else:
             model = build_model(arch)
             model.load_state_dict(payload["state_dict"], strict=True)
