@@ -2,13 +2,14 @@
 #   make test    create .venv, install the project with its test extra, run the test suite
 #   make run     create .venv, install, run the paper-scale pipeline (downloads CIFAR-10)
 #   make smoke   the whole DAG small and fast on CPU (synthetic data, no internet)
+#   make full    all 50 000 training images (CIFAR-10 JPEG copy from ../shared), about 3 h on 2 CPU cores
 #   make bench   benchmarks against the usual alternatives (benchmarks/README.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: install test run smoke mini bench clean-results
+.PHONY: install test run smoke mini full bench clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,16 @@ smoke: install
 mini: install
 	$(BIN)/advdefense-check-config config/cifar10-mini.yaml
 	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-mini.yaml
+
+JPEG_BATCHES := resources/cifar-10-jpeg/cifar-10-batches-py
+
+$(JPEG_BATCHES)/test_batch: | install
+	$(BIN)/python ../shared/data/cifar-10-jpeg/build_batches.py resources/cifar-10-jpeg
+
+full: install $(JPEG_BATCHES)/test_batch
+	$(BIN)/advdefense-check-config config/cifar10-full.yaml
+	$(BIN)/advdefense-estimate config/cifar10-full.yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-full.yaml
 
 bench: install
 	$(BIN)/python benchmarks/run.py

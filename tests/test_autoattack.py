@@ -1,7 +1,6 @@
 """AutoAttack as an attack kind: the same adversarials as the authors' package called directly, the worst case
 over its sub-attacks with the one that succeeded recorded, its warnings kept, and agreement with a second
 implementation (torchattacks' port)."""
-import numpy as np
 import pytest
 import torch
 from torch import nn

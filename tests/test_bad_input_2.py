@@ -2,7 +2,6 @@
 attacker would, and checks the clear error (or the right result) that replaces it. Numbered as in the issue."""
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 from pathlib import Path
@@ -16,16 +15,17 @@ import yaml
 from advdefense.attacks import AttackFileError, attack_split, merge_attack_shards
 from advdefense.classifier import import_classifier, load_classifier
 from advdefense.config import ConfigError, validate_config
-from advdefense.data import DataError, build_dataset, load_cifar_batches_dir, make_synthetic, write_dataset_h5
+from advdefense.data import build_dataset, load_cifar_batches_dir, make_synthetic, write_dataset_h5
 from advdefense.flow import load_published_glow
 from advdefense.h5io import file_sha256
 from advdefense.inference import NonFiniteOutput, predict
-from advdefense.models import CheckpointError, load_checkpoint
+from advdefense.models import CheckpointError
 from advdefense.models.checkpoint import CHECKPOINT_FORMAT
 from advdefense.models.resnet import CifarResNet
 from advdefense.purification import purify_clean
 from advdefense.runtime import is_runtime_key
 from conftest import REPO, job_counts, run_snakemake
+from test_flow import _published_files, reference  # noqa: F401 (a fixture)
 
 PGD = {"class": "LinfPGD", "norm": "linf", "params": {"steps": 3, "abs_stepsize": 0.01, "random_start": True},
        "quantize": "float", "restarts": 1}
@@ -374,37 +374,20 @@ def test_cifar_directories_read_right_or_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------- 14. the published flow
-@pytest.fixture(scope="module")
-def reference():
-    ref = REPO.parent / "shared/reference/glow"
-    if not (ref / "glow_reference_small.npz").is_file():
-        pytest.skip(f"Glow reference vectors not found in {ref}")
-    npz = np.load(ref / "glow_reference_small.npz")
-    state = {k[len("state/"):]: torch.from_numpy(npz[k]) for k in npz.files if k.startswith("state/")}
-    return {"state": state, "hparams": json.loads((ref / "glow_reference_small.json").read_text())}
-
-
-def _published(tmp_path, state, hparams):
-    ckpt, hp = tmp_path / "glow_affine_coupling.pt", tmp_path / "hparams.json"
-    torch.save(state, ckpt)
-    hp.write_text(json.dumps(hparams))
-    return ckpt, hp
-
-
-def test_published_flow_files_that_must_be_refused(reference, tmp_path):
+def test_published_flow_files_that_must_be_refused(reference, tmp_path):  # noqa: F811 (the fixture)
     state = dict(reference["state"])
     key = next(k for k, v in state.items() if v.is_floating_point())
     state[key] = state[key].clone().fill_(float("nan"))
-    ckpt, hp = _published(tmp_path, state, reference["hparams"])
+    ckpt, hp = _published_files(tmp_path, state, reference["hparams"])
     with pytest.raises(CheckpointError, match=r"glow_affine_coupling\.pt: 1 weight tensor\(s\) hold NaN or inf"):
         load_published_glow(ckpt, hp)
-    ckpt, hp = _published(tmp_path, reference["state"], {**reference["hparams"], "K": "1"})
+    ckpt, hp = _published_files(tmp_path, reference["state"], {**reference["hparams"], "K": "1"})
     with pytest.raises(CheckpointError, match=r"hparams\.json: K must be a positive integer, found '1' \(str\)"):
         load_published_glow(ckpt, hp)
-    ckpt, hp = _published(tmp_path, reference["state"], {**reference["hparams"], "image_shape": [64, 64, 3]})
+    ckpt, hp = _published_files(tmp_path, reference["state"], {**reference["hparams"], "image_shape": [64, 64, 3]})
     with pytest.raises(CheckpointError, match=r"hparams\.json: image_shape must be \[32, 32, 3\]"):
         load_published_glow(ckpt, hp)
-    ckpt, hp = _published(tmp_path, reference["state"], reference["hparams"])
+    ckpt, hp = _published_files(tmp_path, reference["state"], reference["hparams"])
     with pytest.raises(CheckpointError, match=r"glow_affine_coupling\.pt: not a JSON text file .*are checkpoint and "
                                               r"hparams swapped\?"):
         load_published_glow(hp, ckpt)

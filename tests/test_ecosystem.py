@@ -95,7 +95,7 @@ def test_brought_classifier_bad_inputs(user_models, tmp_path):
                                           r"the config pins 0000"):
         import_classifier(scripted, data, *out, sha256="0" * 64, device="cpu")
     weights = root / "weights.pt"
-    with pytest.raises(ConfigError, match=r"the model's output for 4 images is \(4, 1000\), expected 4 x 10"):
+    with pytest.raises(ConfigError, match=r"the model's output for 4 random images is \(4, 1000\), expected 4 x 10"):
         torch.save(__import__("torchvision").models.resnet18().state_dict(), tmp_path / "imagenet.pt")
         import_classifier(tmp_path / "imagenet.pt", data, *out, sha256=file_sha256(tmp_path / "imagenet.pt"),
                           builder=f"{root / 'builder.py'}:build_imagenet", device="cpu")

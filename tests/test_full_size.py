@@ -25,14 +25,14 @@ from conftest import REPO, job_counts, run_snakemake
 
 
 # ----------------------------------------------------------------------------- the configuration
-def write_cifar_standin(root: Path, train_per_batch: int, test: int, seed: int = 0) -> Path:
-    """A directory in the official cifar-10-batches-py layout (random pixels, balanced labels)."""
+def write_cifar_standin(root: Path, train_per_batch: int, test: int, seed: int = 0, zeros: bool = False) -> Path:
+    """A directory in the official cifar-10-batches-py layout (random pixels, or zeros; balanced labels)."""
     rng = np.random.default_rng(seed)
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True)
 
     def batch(name, n):
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        data = np.zeros((n, 3072), np.uint8) if zeros else rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         with open(d / name, "wb") as f:
             pickle.dump({"batch_label": name, "labels": [i % 10 for i in range(n)], "data": data,
                          "filenames": [f"{i}.png" for i in range(n)]}, f, protocol=2)
@@ -76,10 +76,11 @@ def test_full_config_validates_and_dry_runs_on_a_standin(tmp_path):
     proc = run_snakemake(tmp_path, configfile, "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     # attack keys: FGSM and PGD at 4 epsilons, DeepFool and the three 8-bit attacks at 0.02 (12, on train and
-    # test: 24 files), AutoAttack at 2 epsilons on test (2 files); Table 3 (adaptive) on FGSM, PGD, DeepFool: 9
+    # test: 24 files), AutoAttack at 2 epsilons and the noise control at 4 on test (6 files); Table 3 (adaptive)
+    # on FGSM, PGD, DeepFool: 9
     assert job_counts(proc.stdout + proc.stderr) == {
-        "dataset": 1, "train_classifier": 1, "attack": 26, "attack_summary": 1, "train_flow": 1, "latents_clean": 3,
-        "latents_attack": 24, "train_autoencoder": 1, "purify_clean": 1, "purify_attack": 14, "adaptive_attack": 9,
+        "dataset": 1, "train_classifier": 1, "attack": 30, "attack_summary": 1, "train_flow": 1, "latents_clean": 3,
+        "latents_attack": 24, "train_autoencoder": 1, "purify_clean": 1, "purify_attack": 18, "adaptive_attack": 9,
         "table3": 1, "detect": 7, "mmd_test": 1, "detection_tables": 1, "figure_examples": 1,
         "figure_accuracy_eps": 1, "figure_auroc_eps": 1, "figure_detection": 1, "figure_training": 1, "all": 1}
 
@@ -205,3 +206,36 @@ def test_roc_curve_work_does_not_grow_with_the_scores():
     rng = np.random.default_rng(0)
     lines = {n: _python_lines(lambda n=n: roc_curve(rng.normal(size=n), rng.normal(1, 1, n))) for n in (100, 10_000)}
     assert lines[10_000] == lines[100], lines
+
+
+# ----------------------------------------------------------------------------- the estimate
+def test_a_detector_fitted_once_is_scored_once(tmp_path, monkeypatch):
+    """An unsupervised detector is the same for every training key; it was scored again for each (13 times in
+    the full-size run: 12 minutes of the MagNet JSD job). Its scoring work must not grow with the keys, and every
+    key still gets its rows."""
+    from advdefense.detection import AttackedSet, SplitInputs, run_detection_method
+    from advdefense.detectors import OffGridPixels
+
+    rng = np.random.default_rng(0)
+
+    def split(keys):
+        clean = np.round(rng.random((40, 3, 4, 4)) * 255) / 255
+        attacks = {k: AttackedSet(clean + 0.01, np.zeros(40, int), np.zeros(40, int), np.ones(40, int),
+                                  np.ones(40, bool)) for k in keys}
+        return SplitInputs(clean.astype(np.float32), np.arange(40), attacks)
+
+    calls = []
+    original = OffGridPixels.score
+    monkeypatch.setattr(OffGridPixels, "score", lambda self, x, batch_size=500: calls.append(len(x)) or
+                        original(self, x, batch_size))
+    counts = {}
+    for n in (2, 6):
+        keys = [f"a{i}_eps0.03" for i in range(n)]
+        calls.clear()
+        table, _ = run_detection_method("offgrid", {}, 0, split(keys), split(keys),
+                                        np.round(rng.random((200, 3, 4, 4)) * 255).astype(np.float32) / 255,
+                                        tmp_path / str(n), fprs=(0.05,))
+        counts[n] = len(calls)
+        assert set(table["train"]) == set(keys) | {"overall"}
+        assert table.groupby("train")["auroc"].apply(tuple).nunique() == 1  # the same detector, the same numbers
+    assert counts[6] == counts[2] + 4  # once per test key more, not once per (training key x test key)

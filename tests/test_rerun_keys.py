@@ -22,6 +22,12 @@ pytestmark = pytest.mark.slow
 
 NOTHING = frozenset()  # the change must schedule no job at all
 
+
+class Refused(str):
+    """The change alone is invalid for the smoke run: the dry run must stop with an error naming the key."""
+
+
+
 # key -> (new value, expectation). Expectation: a rule name (that stage must be scheduled), NOTHING, or a
 # frozenset of the only rules allowed (keys that add or remove targets: the aggregates that list them).
 # Runtime-only keys are not listed: each is changed and must schedule nothing.
@@ -32,7 +38,7 @@ RESULT_KEYS = {
     "dataset.source": ("cifar10", "dataset"),
     "dataset.root": ("elsewhere", NOTHING),  # only read by the cifar10 source; smoke is synthetic
     "dataset.path": ("elsewhere", NOTHING),  # only read by the local source
-    "dataset.labels": ("coarse", NOTHING),  # only read by CIFAR-100 sources
+    "dataset.labels": ("coarse", Refused("dataset.labels")),  # coarse labels exist only for CIFAR-100
     "dataset.train_size": (1500, "dataset"),
     "dataset.test_size": (500, "dataset"),
     "dataset.synthetic.train_images": (3500, "dataset"),
@@ -232,7 +238,10 @@ def test_result_keys_rerun_their_stage_and_runtime_keys_nothing(smoke_run, tmp_p
     wrong = []
     for path, rules in scheduled.items():
         key, value, expected = expectations[path]
-        if isinstance(rules, str):
+        if isinstance(expected, Refused):
+            if not (isinstance(rules, str) and expected in rules):
+                wrong.append(f"{key} = {value!r}: expected an error naming {expected}, got {rules}")
+        elif isinstance(rules, str):
             wrong.append(f"{key} = {value!r}: {rules}")
         elif isinstance(expected, str) and expected not in rules:
             wrong.append(f"{key} = {value!r}: expected {expected} to run, scheduled {sorted(set(rules))}")

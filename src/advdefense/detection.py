@@ -275,7 +275,7 @@ def run_detection_method(method: str, settings: dict, seed: int, train: SplitInp
     context = DetectorContext(seed, device, workdir, models or {})
     keys = sorted(train.attacks) + [POOLED]
     rows, fitted = [], {}
-    shared = None
+    shared, evaluation = None, None
     for key in keys:
         if cls.supervised or shared is None:
             x, y = training_arrays(train, key)
@@ -283,13 +283,18 @@ def run_detection_method(method: str, settings: dict, seed: int, train: SplitInp
             detector = cls(settings, context, key)
             detector.fit(x, y, clean_pool)
             detector.save()
-            shared = detector
+            shared, evaluation = detector, None
         detector = shared
         fitted[key] = detector
-        calibration_scores = detector.score(calibration)
-        thresholds = calibrate(calibration_scores, fprs)
-        scores = {"calibration": calibration_scores}
-        evaluated = evaluate_detector(detector, test, thresholds, controls or {}, scores)
+        # a detector fitted once (not supervised: the same for every training key) is scored once: scoring it
+        # again per key gave the same numbers at (keys + 1) times the cost
+        if evaluation is None:
+            calibration_scores = detector.score(calibration)
+            thresholds = calibrate(calibration_scores, fprs)
+            scores = {"calibration": calibration_scores}
+            evaluation = (calibration_scores, thresholds, scores,
+                          evaluate_detector(detector, test, thresholds, controls or {}, scores))
+        calibration_scores, thresholds, scores, evaluated = evaluation
         np.savez(workdir / f"scores_{key}.npz", **{f"threshold_fpr{fpr_label(f)}": t for f, t in thresholds.items()},
                  **scores)
         detector.thresholds = thresholds

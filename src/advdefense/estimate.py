@@ -1,19 +1,21 @@
-"""A rough estimate, before anything runs, of how long a configuration takes on this machine's CPU.
+"""How long a configuration takes on a CPU, per stage, before anything runs.
 
-The rates are the ones measured on a 2-core CPU (benchmarks/README.md, 2026-11-24): ResNet-20 training
-1180 images/s, Foolbox PGD-10 on ResNet-20 171 images/s (about 12 forward+backward passes an image),
-paper-size Glow (512/32/3) latents 12.2 images/s, autoencoder + ResNet-20 purification 3790 images/s.
-Work is scaled by model size (ResNet depth and width, Glow width, depth and levels) and by this
-machine's cores; attacks count their configured steps. Expect the right order of magnitude, not more.
+Each stage's work is counted from the configuration (images x epochs, attack passes, Glow passes ...) and
+divided by rates measured on the reference machine: 2 cores of an AMD EPYC (Zen 4, AVX512-BF16), torch 2.14,
+2026-12-01, in the full-size run of `config/cifar10-full.yaml` and `benchmarks/run.py` (benchmarks/README.md,
+"Full size"). Each job adds its start-up (Python, torch, reading its inputs). Work is scaled by model size
+(ResNet depth and width; Glow width, steps and levels; pixel-CNN width) and, linearly, by cores. Two parts depend
+on the classifier rather than on the configuration alone, and are modelled on an undefended ResNet-20: how many
+DeepFool steps a batch needs and how many images AutoAttack's later sub-attacks still see after APGD-CE.
 
-`advdefense-estimate CONFIG` (what `make run` calls first) prints nothing but a note when a GPU is
-present; on a CPU it prints the estimate per stage and how to choose a smaller configuration.
+`advdefense-estimate CONFIG` (what `make run` calls first) prints nothing but a note when a GPU is present; on a
+CPU it prints the estimate per stage. `--calibrate` first times a few ResNet-20 training steps here and scales
+every rate by this machine's speed relative to the reference machine's.
 """
 from __future__ import annotations
 
 import os
-
-import torch
+import time
 
 from .config import attacked_splits, config_from_command_line, detection_attacks
 from .data import split_sizes
@@ -21,13 +23,41 @@ from .detectors import REGISTRY
 from .progress import format_seconds
 
 MEASURED_CORES = 2
-RESNET20_TRAIN_IMAGES_PER_S = 1180.0
-RESNET20_PASSES_PER_S = 171.0 * 12  # PGD-10: 10 gradient steps + 2 prediction passes per image
-GLOW_PAPER_LATENTS_PER_S = 12.2  # forward only, hidden 512, K 32, L 3
-GLOW_TRAIN_COST = 3.0  # a training step (forward + backward) costs about three forward passes
-PURIFY_IMAGES_PER_S = 3790.0
-SMALL_NET_IMAGES_PER_S = 3000.0  # autoencoder and detector training (measured on the smoke run: 2500-5500)
-JOB_START_SECONDS = 4.0  # a Snakemake job's Python, torch and data start-up (smoke run: 38 jobs, ~130 s in all)
+
+# ResNet-20 (width 16), images per second
+RESNET20_TRAIN = {"float32": 600.0, "bfloat16": 800.0}  # training steps (batch 128, crop + flip)
+RESNET20_EVAL = 2300.0  # forward, evaluation copy (batch norm folded)
+RESNET20_PASSES = 950.0  # forward + backward to the input inside an attack (PGD-40: 22.7 images/s x 42 passes)
+# Glow, per flow step and level: seconds per image = a + b x hidden^2 (fitted on hidden 64 and 128, checked on 96)
+GLOW_TRAIN = (9.73e-5, 1.58e-8)
+GLOW_FORWARD = (2.65e-5, 4.67e-9)
+GLOW_TRAIN_IN_LOOP = 0.84  # the training loop's rate over the bare step's (dequantisation noise, clipping)
+AUTOENCODER_TRAIN = 4700.0  # the paper's autoencoder (32, 64)
+AUTOENCODER_EVAL = 15000.0
+PURIFY = 1800.0  # autoencoder + ResNet-20 forward, written to a file
+PIXEL_CNN_TRAIN = (2.7e-4, 2.45e-7)  # seconds per image = a + b x width^2 (2150 images/s at 16, 700 at 32)
+LATENT_MLP_TRAIN = 25000.0
+JOB_START = 6.0  # seconds per job: Python, torch and the project's imports, reading its inputs
+LIGHT_JOB = 4.0  # tables and figures: start-up and a few seconds of pandas and matplotlib
+
+# work per image, in ResNet forward + backward passes, of one run of an attack
+DEEPFOOL_STEPS = 4  # steps a batch needs on an undefended ResNet (every step: one pass per candidate class)
+AUTOATTACK_LEFT = 0.02  # share of images APGD-CE leaves to APGD-T, FAB-T and Square on an undefended ResNet
+
+# which rules each stage's jobs belong to (benchmarks/job_table.py sums the measured times the same way)
+STAGE_RULES = {
+    "dataset": ("dataset",),
+    "classifier": ("train_classifier", "import_classifier"),
+    "flow training": ("train_flow", "import_flow"),
+    "autoencoder": ("train_autoencoder",),
+    "attacks": ("attack", "attack_shard", "merge_attack_shards"),
+    "latents": ("latents_clean", "latents_attack"),
+    "purification": ("purify_clean", "purify_attack"),
+    "adaptive attacks": ("adaptive_attack",),
+    "detectors": ("detect", "mmd_test"),
+    "tables and figures": ("attack_summary", "table3", "detection_tables", "figure_examples", "figure_accuracy_eps",
+                           "figure_auroc_eps", "figure_detection", "figure_training", "seed_table", "seed_figure"),
+}
 
 
 def _resnet_cost(classifier: dict) -> float:
@@ -35,107 +65,223 @@ def _resnet_cost(classifier: dict) -> float:
     return (classifier["depth"] - 2) / 18 * (classifier["width"] / 16) ** 2
 
 
-def _glow_cost(flow: dict) -> float:
-    return (flow["hidden_channels"] / 512) ** 2 * flow["K"] * flow["L"] / (32 * 3)
+def _glow_seconds(flow: dict, fit: tuple[float, float]) -> float:
+    a, b = fit
+    return flow["K"] * flow["L"] * (a + b * flow["hidden_channels"] ** 2)
 
 
-def _attack_passes(spec: dict) -> float:
-    """Forward+backward passes of the classifier per image (DeepFool usually stops within ~5 steps)."""
+def attack_passes(spec: dict) -> float:
+    """Classifier forward + backward passes per image of one attack job (restarts run on the images left)."""
     params = spec.get("params") or {}
     cls = spec["class"]
     if cls == "AutoAttack":
-        # APGD-CE (100) on all; on the images it leaves (a third, say) APGD-T (9 x 100), FAB-T (9 x 100 at about
-        # two passes each) and Square (5000 forward passes, a third of a backward pass's cost each)
-        return 100 + (900 + 1800 + 5000 / 3) / 3
+        # APGD-CE: 100 steps on every image; APGD-T (9 targets x 100), FAB-T (9 x 100, about two passes each) and
+        # Square (5000 forward passes, a third of a backward pass's cost each) on the images APGD-CE left
+        return 100 + AUTOATTACK_LEFT * (900 + 1800 + 5000 / 3)
     restarts = spec.get("restarts", 1)
-    return _single_run_passes(cls, params) * (1 + 0.5 * (restarts - 1))  # restarts run on the images left
+    return _single_run_passes(cls, params) * (1 + 0.5 * (restarts - 1))
 
 
 def _single_run_passes(cls: str, params: dict) -> float:
     if cls == "FGSM" or cls.endswith("FastGradientAttack") or cls.endswith("FastGradientMethod"):
         return 3
+    if "AdditiveUniformNoise" in cls or "AdditiveGaussianNoise" in cls:  # random noise: no gradient at all
+        return 1 + (params.get("repeats", 100) if "Repeated" in cls else 0)
     if "DeepFool" in cls:
-        return min(params.get("steps", 50), 5) * params.get("candidates", 10) + 2
+        return min(params.get("steps", 50), DEEPFOOL_STEPS) * params.get("candidates", 10) + 2
     if "CarliniWagner" in cls:
         return params.get("binary_search_steps", 9) * params.get("steps", 10000) + 2
     default_steps = {"LinfPGD": 40, "L2PGD": 50, "LinfBasicIterativeAttack": 10, "L2BasicIterativeAttack": 10}
     return params.get("steps", default_steps.get(cls, 50)) + 2
 
 
-def estimate_seconds(cfg: dict, cores: int | None = None) -> dict[str, float]:
-    """Estimated CPU seconds per stage for the validated configuration `cfg`."""
+def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) -> dict[str, float]:
+    """Estimated wall seconds per stage (STAGE_RULES) for the validated configuration `cfg` on `cores` CPU cores,
+    `speed` times as fast per core as the reference machine."""
     cores = cores or os.cpu_count() or 1
-    speedup = min(cores, 32) / MEASURED_CORES
+    scale = MEASURED_CORES / min(cores, 32) / speed
     sizes = split_sizes(cfg["dataset"])
     images = {s: (sizes[s] if n is None else n) for s, n in cfg["attack_defaults"]["images"].items()}
-    n_eps = {name: len(spec["epsilons"]) for name, spec in cfg["attacks"].items()}
-    # images of every split an attack runs on (`attacks.<name>.splits`), and the attack files over all splits
-    attacked_by = {name: sum(images[s] for s in spec["splits"]) for name, spec in cfg["attacks"].items()}
-    split_files = sum(n_eps[name] * len(spec["splits"]) for name, spec in cfg["attacks"].items())
-    clean = sum(images[s] for s in attacked_splits(cfg))
-    out = {}
-    classifier = cfg["classifier"]
-    out["classifier"] = classifier["epochs"] * sizes["train"] * _resnet_cost(classifier) / RESNET20_TRAIN_IMAGES_PER_S
-    out["attacks"] = sum(n_eps[name] * attacked_by[name] * _attack_passes(spec) * _resnet_cost(classifier)
-                         for name, spec in cfg["attacks"].items()) / RESNET20_PASSES_PER_S
-    attack_files = sum(n_eps.values())
+    attacks = cfg["attacks"]
+    classifier, resnet = cfg["classifier"], _resnet_cost(cfg["classifier"])
+    files = [(name, spec, eps, split) for name, spec in attacks.items() for eps in spec["epsilons"]
+             for split in spec["splits"]]
+    out = {"dataset": JOB_START + (sizes["train"] + sizes["calibration"] + sizes["test"]) / 8000}
+
+    # classifier: training epochs and the test evaluation after each
+    if classifier["source"] == "train":
+        rate = RESNET20_TRAIN[classifier.get("precision", "float32")] / resnet
+        per_epoch = sizes["train"] / rate + sizes["test"] * resnet / RESNET20_EVAL
+        out["classifier"] = JOB_START + classifier["epochs"] * per_epoch + sizes["test"] * resnet / RESNET20_EVAL
+    else:
+        out["classifier"] = JOB_START + 30 + sizes["test"] * resnet / RESNET20_EVAL
+
+    # attacks: every (attack, epsilon, split) file; shards add a job each and a merge
+    shards = cfg["attack_defaults"]["shards"]
+    out["attacks"] = sum(images[split] * attack_passes(spec) * resnet / RESNET20_PASSES for _, spec, _, split in files)
+    out["attacks"] += len(files) * (JOB_START * shards + (LIGHT_JOB if shards > 1 else 0))
+
+    glow_forward = _glow_seconds(cfg["flow"], GLOW_FORWARD)
+    detected = detection_attacks(cfg) if cfg["detection"]["enabled"] else []
     if cfg["latents"]["enabled"]:
         flow = cfg["flow"]
-        glow_rate = GLOW_PAPER_LATENTS_PER_S / _glow_cost(flow)
         if flow["source"] == "train":
-            out["flow training"] = flow["epochs"] * sizes["train"] * GLOW_TRAIN_COST / glow_rate
-        out["latents"] = (clean + sum(n_eps[n] * attacked_by[n] for n in n_eps)) / glow_rate
-    detects = cfg["detection"]["enabled"] and cfg["attacks"]
-    if cfg["purification"]["enabled"] or (detects and any("autoencoder" in REGISTRY[m].needs
-                                                           for m in cfg["detection"]["methods"])):
-        autoencoder = cfg["autoencoder"]
-        out["autoencoder"] = autoencoder["epochs"] * sizes["train"] / SMALL_NET_IMAGES_PER_S
-    if cfg["purification"]["enabled"]:
-        test = images["test"]
+            train = _glow_seconds(flow, GLOW_TRAIN) / GLOW_TRAIN_IN_LOOP
+            out["flow training"] = JOB_START + flow["epochs"] * (sizes["train"] * train + sizes["test"] * glow_forward)
+        else:
+            out["flow training"] = JOB_START + sizes["test"] * glow_forward
+        latent_files = [(n, s, e, sp) for n, s, e, sp in files if n in detected]
+        clean = sum(images[s] for s in attacked_splits(cfg)) + (sizes["calibration"] if detected else 0)
+        out["latents"] = (clean + sum(images[sp] for *_, sp in latent_files)) * glow_forward
+        out["latents"] += (len(attacked_splits(cfg)) + bool(detected) + len(latent_files)) * JOB_START
+
+    autoencoder_trains = cfg["purification"]["enabled"] or any("autoencoder" in REGISTRY[m].needs
+                                                               for m in cfg["detection"]["methods"] if detected)
+    if autoencoder_trains:
+        ae = cfg["autoencoder"]
+        out["autoencoder"] = JOB_START + ae["epochs"] * (sizes["train"] / AUTOENCODER_TRAIN
+                                                         + sizes["test"] / AUTOENCODER_EVAL)
+
+    if cfg["purification"]["enabled"] and attacks:
+        splits = cfg["purification"]["splits"] or attacked_splits(cfg)
+        purified = [(n, s, e, sp) for n, s, e, sp in files if sp in splits]
+        clean = sum(images[s] for s in splits)
+        out["purification"] = (clean + sum(images[sp] for *_, sp in purified)) / PURIFY
+        out["purification"] += (len(splits) + len(purified)) * JOB_START
         adaptive = cfg["purification"]["adaptive"]
-        out["purification"] = test * (1 + attack_files) / PURIFY_IMAGES_PER_S
         if adaptive["enabled"]:
-            n = test if adaptive["images"] is None else adaptive["images"]
-            out["adaptive attacks"] = sum(n_eps[name] * n * _attack_passes(spec) * (_resnet_cost(classifier) + 0.3)
-                                          for name, spec in cfg["attacks"].items()) / RESNET20_PASSES_PER_S
-    if cfg["detection"]["enabled"] and cfg["attacks"]:
-        detection = cfg["detection"]
-        detected = sum(n_eps[name] for name in detection_attacks(cfg))
-        per_detector = (detected + 1) * 2 * images["train"]  # clean + attacked images per detector
-        epochs = sum(detection[m]["epochs"] for m in ("latent_mlp", "pixel_cnn") if m in detection["methods"])
-        out["detectors"] = epochs * per_detector / SMALL_NET_IMAGES_PER_S
-    jobs = 4 + split_files + 4  # dataset, classifier, summary, attacks; tables and figures
-    if cfg["latents"]["enabled"]:
-        jobs += 1 + len(attacked_splits(cfg)) + split_files
-    if cfg["purification"]["enabled"]:
-        purified = cfg["purification"]["splits"] or attacked_splits(cfg)
-        jobs += 2 + attack_files + sum(n_eps[name] * len(set(purified) & set(spec["splits"]))
-                                       for name, spec in cfg["attacks"].items())
-    if cfg["detection"]["enabled"]:
-        jobs += len(cfg["detection"]["methods"]) + 2
-    out["job start-up"] = jobs * JOB_START_SECONDS
+            n = images["test"] if adaptive["images"] is None else adaptive["images"]
+            columns = cfg["tables"]["table3"]["attacks"] or list(attacks)
+            seconds = 0.0
+            for name in columns:
+                spec = {**attacks[name], "params": {**(attacks[name].get("params") or {}),
+                                                    **adaptive["params"].get(name, {})}}
+                if adaptive["restarts"] is not None:
+                    spec["restarts"] = adaptive["restarts"]
+                # through autoencoder + classifier: the autoencoder's passes cost about 0.3 of a ResNet-20's
+                seconds += len(spec["epsilons"]) * (n * attack_passes(spec) * (resnet + 0.3) / RESNET20_PASSES
+                                                    + JOB_START)
+            out["adaptive attacks"] = seconds
+
+    if detected:
+        out["detectors"] = _detection_seconds(cfg, images, sizes, resnet, glow_forward, detected)
+
+    out["tables and figures"] = _light_jobs(cfg, detected) * LIGHT_JOB
     runs = len(cfg.get("seeds") or [cfg["seed"]])  # `seeds`: the whole pipeline once per seed
-    return {stage: seconds * runs / speedup for stage, seconds in out.items()}
+    return {stage: seconds * runs * scale for stage, seconds in out.items() if seconds > 0}
+
+
+def _detection_seconds(cfg: dict, images: dict, sizes: dict, resnet: float, glow_forward: float,
+                       detected: list[str]) -> float:
+    """Every detector job: fitting (one model per attack key and one pooled for the supervised ones), the noise
+    controls' latents, scoring, the detector-aware attack; and the MMD test."""
+    det, attacks = cfg["detection"], cfg["attacks"]
+    keys = [(name, eps) for name in detected for eps in attacks[name]["epsilons"]]
+    n_eps = len({eps for _, eps in keys})
+    n_train, n_test, n_cal = images["train"], images["test"], sizes["calibration"]
+    honest = 0.9  # share of attacked images that count (changed, clean-correct, fooled) on an undefended ResNet
+    # examples per epoch over every model: each key's (clean + its attacked), and the pooled (clean + all attacked)
+    examples = len(keys) * n_train * (1 + honest) + n_train * (1 + honest * len(keys))
+    controls = len(det["controls"]) * n_eps * n_test
+    scored = n_cal + n_test * (1 + len(keys)) + controls  # what each fitted detector scores
+    aware = det["aware"]
+    aware_methods = aware["methods"] or [m for m in det["methods"] if REGISTRY[m].differentiable]
+    aware_eps = len(aware["epsilons"]) if aware["epsilons"] is not None else n_eps
+    n_aware = aware["images"] or n_test
+    # PGD rounds (lambda x step rule x restart) on the images still standing: about half of them on average
+    rounds = len(aware["lambdas"]) * len(aware["step_rules"]) * aware["restarts"] * 0.5
+    total = 0.0
+    for method in det["methods"]:
+        cls = REGISTRY[method]
+        seconds = JOB_START + 5
+        if cls.inputs != "pixels":
+            seconds += controls * glow_forward
+        if method == "latent_mlp":
+            seconds += det["latent_mlp"]["epochs"] * examples / LATENT_MLP_TRAIN
+        elif method == "pixel_cnn":
+            a, b = PIXEL_CNN_TRAIN
+            per_image = a + b * det["pixel_cnn"]["width"] ** 2
+            seconds += det["pixel_cnn"]["epochs"] * examples * per_image + (len(keys) + 1) * scored * per_image / 3
+        elif method == "pca":
+            seconds += sizes["train"] / 2000 + scored * 2e-5 + 15  # covariance of the training pool, eigh of 3072
+        elif "autoencoder" in cls.needs:
+            seconds += scored * (1.0 / AUTOENCODER_EVAL + ("classifier" in cls.needs) * 2 * resnet / RESNET20_EVAL)
+        if aware["enabled"] and method in aware_methods:
+            pass_cost = resnet / RESNET20_PASSES  # classifier forward + backward per image
+            if cls.inputs != "pixels":
+                pass_cost += 3 * _glow_seconds(cfg["flow"], GLOW_FORWARD)  # the Glow's forward + backward
+            elif "autoencoder" in cls.needs:
+                pass_cost *= 1.3 + ("classifier" in cls.needs)
+            sanity = aware["sanity_images"] * aware["sanity_steps"] * rounds
+            seconds += (aware_eps * n_aware * aware["steps"] * rounds + sanity) * pass_cost
+        total += seconds
+    mmd = det["mmd"]
+    if mmd["enabled"]:
+        pools = 1 + len(keys)
+        total += JOB_START + pools * mmd["trials"] * sum(
+            mmd["permutations"] * (2 * b) ** 2 * 2e-8 + 1e-3 for b in mmd["batch_sizes"])
+    return total
+
+
+def _light_jobs(cfg: dict, detected: list[str]) -> int:
+    """Tables and figures of one run: attack summary, Table 3, detection tables and the figures."""
+    jobs = 2  # attack summary, training curves
+    if cfg["attacks"]:
+        jobs += 2  # Figure 1, accuracy versus epsilon
+    if cfg["purification"]["enabled"] and cfg["attacks"]:
+        jobs += 1
+    if detected:
+        jobs += 3  # detection tables, ROC and histograms, AUROC versus epsilon
+    return jobs
+
+
+def calibrate_speed(steps: int = 6) -> float:
+    """This machine's ResNet-20 training speed per core relative to the reference machine's (a few seconds)."""
+    import torch
+    import torch.nn.functional as F
+
+    from .inference import channels_last
+    from .models import CifarResNet
+
+    threads = torch.get_num_threads()
+    model = channels_last(CifarResNet(20))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.rand(128, 3, 32, 32), torch.randint(0, 10, (128,))
+    for i in range(steps + 2):
+        if i == 2:
+            start = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    rate = 128 * steps / (time.perf_counter() - start)
+    return rate / (RESNET20_TRAIN["float32"] * min(threads, 32) / MEASURED_CORES)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, cfg = config_from_command_line("advdefense-estimate", __doc__.split("\n\n")[0], argv,
-                                         {"--cpu": "estimate for the CPU even when a GPU is present"})
+    args, cfg = config_from_command_line(
+        "advdefense-estimate", __doc__.split("\n\n")[0], argv,
+        {"--cpu": "estimate for the CPU even when a GPU is present",
+         "--calibrate": "time a few ResNet-20 steps here first and scale the reference rates to this machine"})
     if cfg is None:
         return 1
+    import torch
+
     if torch.cuda.is_available() and not args.cpu and cfg["device"] != "cpu":
         print(f"GPU found ({torch.cuda.get_device_name(0)}): the GPU jobs run there.")
         return 0
-    stages = estimate_seconds(cfg)
+    speed = calibrate_speed() if args.calibrate else 1.0
+    stages = estimate_seconds(cfg, speed=speed)
     total = sum(stages.values())
-    print(f"No GPU: {' + '.join(args.files)} runs on {os.cpu_count()} CPU core(s). Rough estimate: "
-          f"{format_seconds(total)} in all.")
+    where = f"{os.cpu_count()} CPU core(s)" + (f", {speed:.2f}x the reference machine's speed" if args.calibrate else "")
+    print(f"No GPU: {' + '.join(args.files)} runs on {where}. Estimate: {format_seconds(total)} in all.")
     for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
         if seconds >= 1:
             print(f"  {stage:<18} {format_seconds(seconds)}")
     if total > 3600:
-        print("Smaller runs: --configfile config/cifar10-mini.yaml (real CIFAR-10 images, ../shared/data) or "
-              "--configfile config/smoke.yaml (synthetic data, minutes); `make mini` / `make smoke`.")
+        print("Smaller runs: --configfile config/cifar10-full.yaml (all 50 000 images, about 3 h on 2 cores), "
+              "config/cifar10-mini.yaml (real CIFAR-10 images, ../shared/data) or config/smoke.yaml (synthetic data, "
+              "minutes); `make mini` / `make smoke`.")
     return 0
 
 

@@ -295,7 +295,11 @@ def run_targets(run):
     """Every file of a run, not only the tables: a file that a finished job made and that has gone missing
     (deleted, or lost with a killed job) is made again by a plain `snakemake`, even where the tables built
     from it are newer."""
-    targets = [path(DATA, dataset=run), path(CLASSIFIER, dataset=run), path(CLASSIFIER_METRICS, dataset=run)]
+    targets = [
+        path(DATA, dataset=run),
+        path(CLASSIFIER, dataset=run),
+        path(CLASSIFIER_METRICS, dataset=run),
+    ]
     if ATTACKS:
         targets += attack_files(run) + [path(ATTACK_SUMMARY, dataset=run)]
     if config["latents"]["enabled"]:
@@ -407,7 +411,8 @@ def dataset_settings():
 
 def builder_files():
     """The Python file that defines `classifier.checkpoint.builder` (empty without one, or for a module without
-    a source file): an input of the import, so that editing it imports the classifier again."""
+    a source file): an input of the import, so that editing it imports the classifier again.
+    """
     spec = config["classifier"]["checkpoint"]["builder"]
     source = builder_source(spec) if spec else None
     return [str(source)] if source is not None else []
