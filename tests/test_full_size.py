@@ -209,6 +209,25 @@ def test_roc_curve_work_does_not_grow_with_the_scores():
 
 
 # ----------------------------------------------------------------------------- the estimate
+def test_the_estimate_holds_for_the_full_size_run(tmp_path):
+    """`advdefense-estimate` on config/cifar10-full.yaml (against a stand-in of the full-size data's image counts)
+    is within 1.5x of the wall time measured per stage in the full-size run (benchmarks/results/full-size-cpu.csv,
+    written by benchmarks/job_table.py from that run's benchmark files)."""
+    import pandas as pd
+
+    from advdefense.estimate import estimate_seconds
+
+    measured = pd.read_csv(REPO / "benchmarks/results/full-size-cpu.csv").set_index("stage")["measured_s"]
+    standin = write_cifar_standin(tmp_path / "data", train_per_batch=10_000, test=9_000, zeros=True)
+    cfg = full_config()
+    cfg["dataset"]["path"] = str(standin)
+    estimate = estimate_seconds(validate_config(cfg), cores=2)
+    ratios = {stage: measured[stage] / estimate[stage] for stage in measured.index if measured[stage] >= 60}
+    assert set(ratios) >= {"classifier", "flow training", "attacks", "detectors"}
+    assert all(1 / 1.5 <= r <= 1.5 for r in ratios.values()), ratios
+    assert 1 / 1.2 <= measured.sum() / sum(estimate.values()) <= 1.2
+
+
 def test_a_detector_fitted_once_is_scored_once(tmp_path, monkeypatch):
     """An unsupervised detector is the same for every training key; it was scored again for each (13 times in
     the full-size run: 12 minutes of the MagNet JSD job). Its scoring work must not grow with the keys, and every
