@@ -277,8 +277,8 @@ def run_detection_method(method: str, settings: dict, seed: int, train: SplitInp
     rows, fitted = [], {}
     shared, evaluation = None, None
     for key in keys:
+        x, y = training_arrays(train, key)  # for every key: it checks the key has adversarials to learn from
         if cls.supervised or shared is None:
-            x, y = training_arrays(train, key)
             seed_everything(seed)
             detector = cls(settings, context, key)
             detector.fit(x, y, clean_pool)
