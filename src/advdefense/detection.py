@@ -166,21 +166,30 @@ def clean_training_pool(kind: str, files: dict, data: DatasetFile) -> np.ndarray
     return _latent_field(read_latents(files["clean__train"]), "z" if kind == "latent" else "bpd")
 
 
-def training_arrays(train: SplitInputs, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and labels (0 clean, 1 attacked) for the detector of `key` (or all keys pooled): the clean
-    training images and the honest attacked ones."""
+def training_sets(train: SplitInputs, key: str) -> list[AttackedSet]:
+    """The attacked training sets the detector of `key` (or all keys pooled) learns from; each must hold
+    honest adversarials."""
     keys = sorted(train.attacks) if key == POOLED else [key]
     if key != POOLED and key not in train.attacks:
         raise ConfigError(f"detection: no training inputs for {key} (have {sorted(train.attacks)})")
-    attacked = []
     for k in keys:
         s = train.attacks[k]
         if not s.honest.any():
             raise ConfigError(f"detection: the attack {k} has no successful adversarials among the training images "
                               f"({int(s.changed.sum())} of {len(s.changed)} changed, {int(s.success.sum())} "
                               f"misclassified); a detector cannot learn it; strengthen or drop the attack")
-        attacked.append(s.attacked[s.honest])
-    attacked = np.concatenate(attacked)
+    return [train.attacks[k] for k in keys]
+
+
+def training_size(train: SplitInputs, key: str) -> int:
+    """How many examples `training_arrays(train, key)` holds, without building them."""
+    return len(train.clean) + sum(int(s.honest.sum()) for s in training_sets(train, key))
+
+
+def training_arrays(train: SplitInputs, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and labels (0 clean, 1 attacked) for the detector of `key` (or all keys pooled): the clean
+    training images and the honest attacked ones."""
+    attacked = np.concatenate([s.attacked[s.honest] for s in training_sets(train, key)])
     x = np.concatenate([train.clean, attacked])
     y = np.concatenate([np.zeros(len(train.clean)), np.ones(len(attacked))]).astype(np.float32)
     return x, y
@@ -277,8 +286,9 @@ def run_detection_method(method: str, settings: dict, seed: int, train: SplitInp
     rows, fitted = [], {}
     shared, evaluation = None, None
     for key in keys:
-        x, y = training_arrays(train, key)  # for every key: it checks the key has adversarials to learn from
+        fit_images = training_size(train, key)  # every key must have adversarials to learn from
         if cls.supervised or shared is None:
+            x, y = training_arrays(train, key)
             seed_everything(seed)
             detector = cls(settings, context, key)
             detector.fit(x, y, clean_pool)
@@ -301,7 +311,7 @@ def run_detection_method(method: str, settings: dict, seed: int, train: SplitInp
         detector.calibration_scale = float(np.std(calibration_scores)) or 1.0
         for row in evaluated:
             rows.append({"method": method, "train": key, "trained": detector.trained,
-                         "final_loss": detector.final_loss, "fit_images": getattr(detector, "fitted_on", len(y)),
+                         "final_loss": detector.final_loss, "fit_images": getattr(detector, "fitted_on", fit_images),
                          **row})
         honest = [r for r in evaluated if r["set"] == "honest"]
         log.info("%s trained on %s: %s", method, key,
