@@ -8,6 +8,7 @@ longest job, the largest peak RSS, the estimate for the CONFIG files and the rat
 `--jobs`, per job. `--wall` adds the run's own wall time (one `snakemake` command) for comparison with the sum of
 its jobs. Nothing here is timed: it reports what the run's own benchmark files say.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,14 @@ def read_benchmarks(workdir: Path) -> list[dict]:
             continue
         last = records[-1]  # a benchmark file holds one line per repeat; the pipeline runs each job once
         rel = path.relative_to(root)
-        rows.append({"rule": rel.parts[0], "job": str(Path(*rel.parts[1:]).with_suffix("")),
-                     "seconds": float(last["s"]), "max_rss": float(last["max_rss"])})
+        rows.append(
+            {
+                "rule": rel.parts[0],
+                "job": str(Path(*rel.parts[1:]).with_suffix("")),
+                "seconds": float(last["s"]),
+                "max_rss": float(last["max_rss"]),
+            }
+        )
     return rows
 
 
@@ -53,10 +60,17 @@ def stage_table(rows: list[dict], estimate: dict[str, float]) -> list[dict]:
             continue
         measured = sum(r["seconds"] for r in mine)
         est = estimate.get(stage, 0.0)
-        stages.append({"stage": stage, "jobs": len(mine), "measured_s": measured,
-                       "longest_job_s": max((r["seconds"] for r in mine), default=0.0),
-                       "peak_rss_mb": max((r["max_rss"] for r in mine), default=0.0), "estimate_s": est,
-                       "ratio": measured / est if est > 0 else float("nan")})
+        stages.append(
+            {
+                "stage": stage,
+                "jobs": len(mine),
+                "measured_s": measured,
+                "longest_job_s": max((r["seconds"] for r in mine), default=0.0),
+                "peak_rss_mb": max((r["max_rss"] for r in mine), default=0.0),
+                "estimate_s": est,
+                "ratio": measured / est if est > 0 else float("nan"),
+            }
+        )
     return stages
 
 
@@ -67,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", action="store_true", help="also print one row per job")
     parser.add_argument("--wall", type=float, help="the run's own wall time in seconds")
     parser.add_argument("--cores", type=int, default=2, help="cores the estimate assumes (default 2)")
-    parser.add_argument("--csv", type=Path, help="also write the stage table (and each job, with --jobs) as CSV")
+    parser.add_argument(
+        "--csv", type=Path, help="also write the stage table (and each job, with --jobs) as CSV"
+    )
     args = parser.parse_args(argv)
     rows = read_benchmarks(args.workdir)
     if not rows:
@@ -78,22 +94,29 @@ def main(argv: list[str] | None = None) -> int:
     print("| stage | jobs | wall time, summed | longest job | peak RSS | estimate | measured / estimate |")
     print("|---|---|---|---|---|---|---|")
     for s in stages:
-        print(f"| {s['stage']} | {s['jobs']} | {format_seconds(s['measured_s'])} | {format_seconds(s['longest_job_s'])} "
-              f"| {s['peak_rss_mb']:.0f} MB | {format_seconds(s['estimate_s'])} | {s['ratio']:.2f} |")
+        print(
+            f"| {s['stage']} | {s['jobs']} | {format_seconds(s['measured_s'])} | {format_seconds(s['longest_job_s'])} "
+            f"| {s['peak_rss_mb']:.0f} MB | {format_seconds(s['estimate_s'])} | {s['ratio']:.2f} |"
+        )
     total = sum(s["measured_s"] for s in stages)
     est_total = sum(estimate.values())
-    print(f"| **all** | {len(rows)} | {format_seconds(total)} | | {max(r['max_rss'] for r in rows):.0f} MB | "
-          f"{format_seconds(est_total)} | {total / est_total:.2f} |")
+    print(
+        f"| **all** | {len(rows)} | {format_seconds(total)} | | {max(r['max_rss'] for r in rows):.0f} MB | "
+        f"{format_seconds(est_total)} | {total / est_total:.2f} |"
+    )
     if args.wall:
-        print(f"\nwall time of the run: {format_seconds(args.wall)} ({args.wall:.0f} s); summed job time "
-              f"{total:.0f} s")
+        print(
+            f"\nwall time of the run: {format_seconds(args.wall)} ({args.wall:.0f} s); summed job time "
+            f"{total:.0f} s"
+        )
     if args.csv:
         import pandas as pd
 
         pd.DataFrame(stages).to_csv(args.csv, index=False, float_format="%.1f")
         if args.jobs:
-            pd.DataFrame(rows).to_csv(args.csv.with_name(args.csv.stem + "-jobs.csv"), index=False,
-                                      float_format="%.1f")
+            pd.DataFrame(rows).to_csv(
+                args.csv.with_name(args.csv.stem + "-jobs.csv"), index=False, float_format="%.1f"
+            )
     if args.jobs:
         print("\n| rule | job | wall time | peak RSS |")
         print("|---|---|---|---|")

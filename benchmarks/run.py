@@ -7,6 +7,7 @@
 Prints a table and writes CSV (default benchmarks/results/<device>.csv). Ratios are ours / theirs
 on the same model, images, batch size and device. No assertions: targets are in benchmarks/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from advdefense.data import make_synthetic, write_dataset_h5  # noqa: E402
+from advdefense.inference import to_float_pixels  # noqa: E402
 from advdefense.models import CifarResNet  # noqa: E402
 from advdefense.models.autoencoder import ConvAutoencoder, Purified  # noqa: E402
 from advdefense.models.glow import Glow  # noqa: E402
-from advdefense.inference import to_float_pixels  # noqa: E402
 
 
 def sync(device):
@@ -108,9 +109,14 @@ def train_child(variant: str, data_path: str, batch: int, device: str, threads: 
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = validate_config({"device": device, "dataset": {"source": "synthetic"},
-                           "attack_defaults": {"images": {"train": None, "test": None}},
-                           "classifier": {"depth": 20, "epochs": 2, "batch_size": batch, "eval_batch_size": 500}})
+    cfg = validate_config(
+        {
+            "device": device,
+            "dataset": {"source": "synthetic"},
+            "attack_defaults": {"images": {"train": None, "test": None}},
+            "classifier": {"depth": 20, "epochs": 2, "batch_size": batch, "eval_batch_size": 500},
+        }
+    )
     c = cfg["classifier"]
     if variant.startswith("ours"):
         import advdefense.classifier as stage
@@ -121,8 +127,17 @@ def train_child(variant: str, data_path: str, batch: int, device: str, threads: 
         if variant == "ours-no-cl":
             stage.channels_last = lambda model: model
         tmp = Path(tempfile.mkdtemp())
-        train_classifier(data_path, c, cfg["seed"], tmp / "model.pt", tmp / "metrics.json", tmp / "epochs.csv",
-                         tmp / "state.pt", device=device, eval_batch_size=c["eval_batch_size"])
+        train_classifier(
+            data_path,
+            c,
+            cfg["seed"],
+            tmp / "model.pt",
+            tmp / "metrics.json",
+            tmp / "epochs.csv",
+            tmp / "state.pt",
+            device=device,
+            eval_batch_size=c["eval_batch_size"],
+        )
         with open(tmp / "epochs.csv") as fh:
             return {"images_per_s": float(list(csv.DictReader(fh))[-1]["train_images_per_s"])}
 
@@ -131,13 +146,23 @@ def train_child(variant: str, data_path: str, batch: int, device: str, threads: 
     torch.manual_seed(cfg["seed"])
     model = CifarResNet(20).to(dev)
     o = c["optimizer"]
-    opt = torch.optim.SGD(model.parameters(), lr=o["lr"], momentum=o["momentum"], nesterov=o["nesterov"],
-                          weight_decay=o["weight_decay"])
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=o["lr"],
+        momentum=o["momentum"],
+        nesterov=o["nesterov"],
+        weight_decay=o["weight_decay"],
+    )
     workers = int(variant.removeprefix("common"))
-    loader = torch.utils.data.DataLoader(TorchvisionStyleCIFAR(ds.train.images, ds.train.labels), batch_size=batch,
-                                         shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        TorchvisionStyleCIFAR(ds.train.images, ds.train.labels),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     seconds = 0.0
-    for epoch in range(2):
+    for _epoch in range(2):
         model.train()
         sync(dev)
         t0 = time.perf_counter()
@@ -163,61 +188,101 @@ def bench_training(device, batch: int, steps: int, rounds: int, threads: int | N
     ips: dict[str, list[float]] = {k: [] for k in TRAIN_VARIANTS}
     for _ in range(rounds):
         for variant in TRAIN_VARIANTS:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--train-child", variant, str(data), str(batch),
-                   str(device), str(threads or 0)]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--train-child",
+                variant,
+                str(data),
+                str(batch),
+                str(device),
+                str(threads or 0),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 raise RuntimeError(f"training benchmark {variant} failed:\n{out.stderr[-3000:]}")
             ips[variant].append(json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"])
     rows = []
     for key, values in ips.items():
-        row = {"benchmark": "train ResNet-20", "variant": TRAIN_VARIANTS[key], "images_per_s": float(np.median(values))}
+        row = {
+            "benchmark": "train ResNet-20",
+            "variant": TRAIN_VARIANTS[key],
+            "images_per_s": float(np.median(values)),
+        }
         if key.startswith("ours"):  # per round: ours / the faster common recipe of that round
-            row["ratio_vs_best_alternative"] = float(np.median(
-                [values[r] / max(ips["common0"][r], ips["common2"][r]) for r in range(rounds)]))
+            row["ratio_vs_best_alternative"] = float(
+                np.median([values[r] / max(ips["common0"][r], ips["common2"][r]) for r in range(rounds)])
+            )
             row["ratio_per_round"] = " ".join(
-                f"{values[r] / max(ips['common0'][r], ips['common2'][r]):.2f}" for r in range(rounds))
+                f"{values[r] / max(ips['common0'][r], ips['common2'][r]):.2f}" for r in range(rounds)
+            )
         rows.append(row)
     return rows
 
 
 # ----------------------------------------------------------------------------- 2. attacks
-def bench_attacks(images, labels, device, n: int, batch: int, steps: int, eps: float, rounds: int) -> list[dict]:
+def bench_attacks(
+    images, labels, device, n: int, batch: int, steps: int, eps: float, rounds: int
+) -> list[dict]:
     import torchattacks
 
     from advdefense.attacks import run_attack
 
     torch.manual_seed(0)
     model = CifarResNet(20).to(device).eval()
-    spec = {"class": "LinfPGD", "norm": "linf", "epsilons": [eps],
-            "params": {"steps": steps, "abs_stepsize": eps / 4, "random_start": True}}
+    spec = {
+        "class": "LinfPGD",
+        "norm": "linf",
+        "epsilons": [eps],
+        "params": {"steps": steps, "abs_stepsize": eps / 4, "random_start": True},
+    }
     index = np.arange(n)
     tmp = Path(tempfile.mkdtemp())
 
     def ours():
-        run_attack(model, images[:n], labels[:n], index, "pgd", spec, eps, tmp / "pgd.h5", batch_size=batch, seed=0,
-                   device=device, attrs={})
+        run_attack(
+            model,
+            images[:n],
+            labels[:n],
+            index,
+            "pgd",
+            spec,
+            eps,
+            tmp / "pgd.h5",
+            batch_size=batch,
+            seed=0,
+            device=device,
+            attrs={},
+        )
 
     atk = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps, random_start=True)
 
     def theirs():
         for s in range(0, n, batch):
-            x = to_float_pixels(torch.from_numpy(images[s:s + batch]).to(device))
-            y = torch.from_numpy(labels[s:s + batch]).to(device)
+            x = to_float_pixels(torch.from_numpy(images[s : s + batch]).to(device))
+            y = torch.from_numpy(labels[s : s + batch]).to(device)
             atk(x, y)
 
     times = interleaved({"ours": ours, "torchattacks": theirs}, device, rounds)
     return [
-        {"benchmark": f"PGD-{steps} on ResNet-20", "variant": "ours (attack stage: Foolbox, evaluation copy, HDF5 output)",
-         "images_per_s": n / float(np.median(times["ours"])),
-         "ratio_vs_best_alternative": paired_ratio(times, "ours", ["torchattacks"]),
-         "ratio_per_round": " ".join(f"{b / a:.2f}" for a, b in zip(times["ours"], times["torchattacks"]))},
-        {"benchmark": f"PGD-{steps} on ResNet-20", "variant": "torchattacks.PGD (tensors only, no output)",
-         "images_per_s": n / float(np.median(times["torchattacks"]))},
+        {
+            "benchmark": f"PGD-{steps} on ResNet-20",
+            "variant": "ours (attack stage: Foolbox, evaluation copy, HDF5 output)",
+            "images_per_s": n / float(np.median(times["ours"])),
+            "ratio_vs_best_alternative": paired_ratio(times, "ours", ["torchattacks"]),
+            "ratio_per_round": " ".join(f"{b / a:.2f}" for a, b in zip(times["ours"], times["torchattacks"])),
+        },
+        {
+            "benchmark": f"PGD-{steps} on ResNet-20",
+            "variant": "torchattacks.PGD (tensors only, no output)",
+            "images_per_s": n / float(np.median(times["torchattacks"])),
+        },
     ]
 
 
-def bench_autoattack(images, labels, device, n: int, batch: int, rounds: int, params: dict, eps: float) -> list[dict]:
+def bench_autoattack(
+    images, labels, device, n: int, batch: int, rounds: int, params: dict, eps: float
+) -> list[dict]:
     """Our AutoAttack stage (run_attack: per-batch loop over the package's sub-attacks, HDF5 output) against the
     package's own run_standard_evaluation on the same model, images and batch size; and the robust accuracy
     each gives, with torchattacks' port as a second implementation."""
@@ -237,27 +302,56 @@ def bench_autoattack(images, labels, device, n: int, batch: int, rounds: int, pa
     result = {}
 
     def ours():
-        result["ours"] = run_attack(model, images[:n], labels[:n], index, "autoattack", spec, eps, tmp / "aa.h5",
-                                    batch_size=batch, seed=0, device=device, attrs={})["robust_accuracy"]
+        result["ours"] = run_attack(
+            model,
+            images[:n],
+            labels[:n],
+            index,
+            "autoattack",
+            spec,
+            eps,
+            tmp / "aa.h5",
+            batch_size=batch,
+            seed=0,
+            device=device,
+            attrs={},
+        )["robust_accuracy"]
 
     def package():
         version = params.get("version", "standard")
-        adversary = AutoAttack(net, norm="Linf", eps=eps, version=version, device=device, seed=0,
-                               attacks=params.get("attacks") if version == "custom" else None)
+        adversary = AutoAttack(
+            net,
+            norm="Linf",
+            eps=eps,
+            version=version,
+            device=device,
+            seed=0,
+            attacks=params.get("attacks") if version == "custom" else None,
+        )
         adversary.verbose = False
         adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch)
         with torch.no_grad():
             result["package"] = float((net(adv).argmax(1) == y).float().mean())
 
     times = interleaved({"ours": ours, "package": package}, device, rounds)
-    label = f"AutoAttack {params.get('version')} {' '.join(params.get('attacks', []))} on ResNet-20".replace("  ", " ")
+    label = f"AutoAttack {params.get('version')} {' '.join(params.get('attacks', []))} on ResNet-20".replace(
+        "  ", " "
+    )
     return [
-        {"benchmark": label, "variant": "ours (attack stage: per-batch sub-attacks, HDF5 output)",
-         "images_per_s": n / float(np.median(times["ours"])), "robust_accuracy": result["ours"],
-         "ratio_vs_best_alternative": paired_ratio(times, "ours", ["package"]),
-         "ratio_per_round": " ".join(f"{b / a:.2f}" for a, b in zip(times["ours"], times["package"]))},
-        {"benchmark": label, "variant": "pyautoattack run_standard_evaluation (tensors only, no output)",
-         "images_per_s": n / float(np.median(times["package"])), "robust_accuracy": result["package"]},
+        {
+            "benchmark": label,
+            "variant": "ours (attack stage: per-batch sub-attacks, HDF5 output)",
+            "images_per_s": n / float(np.median(times["ours"])),
+            "robust_accuracy": result["ours"],
+            "ratio_vs_best_alternative": paired_ratio(times, "ours", ["package"]),
+            "ratio_per_round": " ".join(f"{b / a:.2f}" for a, b in zip(times["ours"], times["package"])),
+        },
+        {
+            "benchmark": label,
+            "variant": "pyautoattack run_standard_evaluation (tensors only, no output)",
+            "images_per_s": n / float(np.median(times["package"])),
+            "robust_accuracy": result["package"],
+        },
     ]
 
 
@@ -269,20 +363,28 @@ def bench_inference(images, device, n: int, batch: int, glow_size: dict) -> list
     glow.mark_initialized()
     from advdefense.inference import evaluation_model
 
-    purifier = evaluation_model(Purified(ConvAutoencoder([32, 64]), CifarResNet(20)), device)  # as the stage runs it
+    purifier = evaluation_model(
+        Purified(ConvAutoencoder([32, 64]), CifarResNet(20)), device
+    )  # as the stage runs it
     x_all = torch.from_numpy(images[:n])
 
     def latents():
         for s in range(0, n, batch):
-            glow(glow.preprocess(to_float_pixels(x_all[s:s + batch].to(device))))
+            glow(glow.preprocess(to_float_pixels(x_all[s : s + batch].to(device))))
 
     def purify():
         for s in range(0, n, batch):
-            purifier(to_float_pixels(x_all[s:s + batch].to(device))).argmax(1)
+            purifier(to_float_pixels(x_all[s : s + batch].to(device))).argmax(1)
 
     label = f"Glow hidden {glow_size['hidden_channels']}, K {glow_size['K']}, L {glow_size['L']}"
-    return [{"benchmark": "latent extraction", "variant": label, "images_per_s": n / timed(latents, device)},
-            {"benchmark": "purification", "variant": "autoencoder + ResNet-20", "images_per_s": n / timed(purify, device)}]
+    return [
+        {"benchmark": "latent extraction", "variant": label, "images_per_s": n / timed(latents, device)},
+        {
+            "benchmark": "purification",
+            "variant": "autoencoder + ResNet-20",
+            "images_per_s": n / timed(purify, device),
+        },
+    ]
 
 
 # ----------------------------------------------------------------------------- 4. peak memory
@@ -306,7 +408,7 @@ if stage == "attack":
     generate_attack_file(data, model, "fgsm", {"class": "FGSM", "norm": "linf", "params": {}}, 0.02, "train", out,
                          images=n, seed=0, device=device, batch_size=250)
 elif stage == "merge":  # `model` names the shard files here
-    from advdefense.attacks import merge_attack_shards
+    from advdefense.attack_files import merge_attack_shards
     merge_attack_shards(json.loads(model), out)
 else:
     from advdefense.flow import clean_latents
@@ -333,20 +435,47 @@ def bench_memory(sizes: list[int], device: torch.device, glow_size: dict) -> lis
     for n in sizes:
         shards[n] = [str(tmp / f"shard{n}_{k}.h5") for k in range(4)]
         for k, path in enumerate(shards[n]):
-            generate_attack_file(data, tmp / "classifier.pt", "fgsm", {"class": "FGSM", "norm": "linf", "params": {}},
-                                 0.02, "train", path, images=n, seed=0, device=str(device), batch_size=max(1, n // 8),
-                                 shard=(k, 4))
+            generate_attack_file(
+                data,
+                tmp / "classifier.pt",
+                "fgsm",
+                {"class": "FGSM", "norm": "linf", "params": {}},
+                0.02,
+                "train",
+                path,
+                images=n,
+                seed=0,
+                device=str(device),
+                batch_size=max(1, n // 8),
+                shard=(k, 4),
+            )
     for stage, model in (("attack", tmp / "classifier.pt"), ("latents", tmp / "flow.pt"), ("merge", None)):
         for n in sizes:
             what = json.dumps(shards[n]) if stage == "merge" else str(model)
-            out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(ROOT / "src"), stage, str(data), what,
-                                  str(n), str(tmp / f"{stage}{n}.h5"), str(device)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    MEMORY_CHILD,
+                    str(ROOT / "src"),
+                    stage,
+                    str(data),
+                    what,
+                    str(n),
+                    str(tmp / f"{stage}{n}.h5"),
+                    str(device),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             mem = json.loads(out.stdout.strip().splitlines()[-1])
             name = "merging 4 attack shards" if stage == "merge" else f"{stage} stage"
             rows.append({"benchmark": f"peak memory, {name}", "variant": f"{n} images", **mem})
         first, last = rows[-len(sizes)], rows[-1]
-        last["ratio_vs_best_alternative"] = last["peak_rss_mb"] / first["peak_rss_mb"]  # memory growth, 1.0 = flat
+        last["ratio_vs_best_alternative"] = (
+            last["peak_rss_mb"] / first["peak_rss_mb"]
+        )  # memory growth, 1.0 = flat
     return rows
 
 
@@ -358,34 +487,64 @@ def smoke_rule_times(smoke_dir: Path) -> list[dict]:
     for tsv in sorted((smoke_dir / "results/benchmarks").rglob("*.tsv")):
         t = pd.read_csv(tsv, sep="\t")
         rule = tsv.relative_to(smoke_dir / "results/benchmarks").parts[0]
-        rows.append({"rule": rule, "seconds": float(t["s"].iloc[0]), "max_rss_mb": float(t["max_rss"].iloc[0])})
+        rows.append(
+            {"rule": rule, "seconds": float(t["s"].iloc[0]), "max_rss_mb": float(t["max_rss"].iloc[0])}
+        )
     if not rows:
         return []
-    per_rule = pd.DataFrame(rows).groupby("rule").agg(jobs=("seconds", "size"), seconds=("seconds", "sum"),
-                                                      max_rss_mb=("max_rss_mb", "max"))
-    out = [{"benchmark": "smoke DAG", "variant": f"rule {r}", "seconds": v.seconds, "jobs": int(v.jobs),
-            "peak_rss_mb": v.max_rss_mb} for r, v in per_rule.iterrows()]
-    out.append({"benchmark": "smoke DAG", "variant": "all rules (sum of job wall times)",
-                "seconds": float(per_rule["seconds"].sum()), "jobs": int(per_rule["jobs"].sum())})
+    per_rule = (
+        pd.DataFrame(rows)
+        .groupby("rule")
+        .agg(jobs=("seconds", "size"), seconds=("seconds", "sum"), max_rss_mb=("max_rss_mb", "max"))
+    )
+    out = [
+        {
+            "benchmark": "smoke DAG",
+            "variant": f"rule {r}",
+            "seconds": v.seconds,
+            "jobs": int(v.jobs),
+            "peak_rss_mb": v.max_rss_mb,
+        }
+        for r, v in per_rule.iterrows()
+    ]
+    out.append(
+        {
+            "benchmark": "smoke DAG",
+            "variant": "all rules (sum of job wall times)",
+            "seconds": float(per_rule["seconds"].sum()),
+            "jobs": int(per_rule["jobs"].sum()),
+        }
+    )
     return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="reduced sizes (CI): checks the benchmark runs")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    parser.add_argument("--train-child", nargs=5, help=argparse.SUPPRESS)  # internal: one training measurement
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per comparison (full mode)")
-    parser.add_argument("--smoke-dir", type=Path, default=None, help="a finished smoke run to summarise per rule")
+    parser.add_argument(
+        "--train-child", nargs=5, help=argparse.SUPPRESS
+    )  # internal: one training measurement
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved timing rounds per comparison (full mode)"
+    )
+    parser.add_argument(
+        "--smoke-dir", type=Path, default=None, help="a finished smoke run to summarise per rule"
+    )
     parser.add_argument("--out", type=Path, default=None, help="CSV path")
     args = parser.parse_args(argv)
     if args.train_child:
         variant, data, batch, dev, threads = args.train_child
         print(json.dumps(train_child(variant, data, int(batch), dev, int(threads))))
         return 0
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     q = args.quick
@@ -396,37 +555,80 @@ def main(argv=None) -> int:
     rows = []
     rounds = 1 if q else args.rounds
     rows += bench_training(device, batch=128, steps=3 if q else 24, rounds=rounds, threads=args.threads)
-    rows += bench_attacks(images, labels, device, n=128 if q else 1024, batch=128 if q else 256,
-                          steps=5 if q else 10, eps=0.02, rounds=rounds)
+    rows += bench_attacks(
+        images,
+        labels,
+        device,
+        n=128 if q else 1024,
+        batch=128 if q else 256,
+        steps=5 if q else 10,
+        eps=0.02,
+        rounds=rounds,
+    )
     # a random ResNet is fooled by almost nothing: every sub-attack runs on every image (the worst case for speed)
-    rows += bench_autoattack(images, labels, device, n=16 if q else 256, batch=16 if q else 128, rounds=rounds,
-                             params={"version": "custom", "attacks": ["apgd-ce", "apgd-t"]} if q else
-                             {"version": "standard"}, eps=8 / 255)
+    rows += bench_autoattack(
+        images,
+        labels,
+        device,
+        n=16 if q else 256,
+        batch=16 if q else 128,
+        rounds=rounds,
+        params={"version": "custom", "attacks": ["apgd-ce", "apgd-t"]} if q else {"version": "standard"},
+        eps=8 / 255,
+    )
     big_inference = device.type == "cuda"
-    rows += bench_inference(images, device, n=256 if q else (4096 if big_inference else 512),
-                            batch=128 if q else 256, glow_size=glow_size)
+    rows += bench_inference(
+        images,
+        device,
+        n=256 if q else (4096 if big_inference else 512),
+        batch=128 if q else 256,
+        glow_size=glow_size,
+    )
     # memory: the paper-size Glow on 10k images takes long on a CPU; the growth with N is what matters
-    rows += bench_memory([250, 1000] if q else [1000, 10000], device,
-                         {"hidden_channels": 32, "K": 2, "L": 3} if q else
-                         (glow_size if big_inference else {"hidden_channels": 64, "K": 8, "L": 3}))
+    rows += bench_memory(
+        [250, 1000] if q else [1000, 10000],
+        device,
+        {"hidden_channels": 32, "K": 2, "L": 3}
+        if q
+        else (glow_size if big_inference else {"hidden_channels": 64, "K": 8, "L": 3}),
+    )
     if args.smoke_dir:
         rows += smoke_rule_times(args.smoke_dir)
 
     import pandas as pd
 
     table = pd.DataFrame(rows)
-    table.insert(0, "device", torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)")
+    table.insert(
+        0,
+        "device",
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+    )
     table.insert(1, "mode", "quick" if q else "full")
     table["torch"] = torch.__version__
     table["python"] = platform.python_version()
     out = args.out or ROOT / "benchmarks" / "results" / f"{device.type}{'-quick' if q else ''}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    shown = [c for c in ("benchmark", "variant", "images_per_s", "robust_accuracy", "ratio_vs_best_alternative",
-                         "ratio_per_round",
-                         "peak_rss_mb", "stage_peak_mb",
-                         "peak_gpu_mb", "seconds", "jobs") if c in table.columns]
-    with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.2f}".format):
+    shown = [
+        c
+        for c in (
+            "benchmark",
+            "variant",
+            "images_per_s",
+            "robust_accuracy",
+            "ratio_vs_best_alternative",
+            "ratio_per_round",
+            "peak_rss_mb",
+            "stage_peak_mb",
+            "peak_gpu_mb",
+            "seconds",
+            "jobs",
+        )
+        if c in table.columns
+    ]
+    with pd.option_context(
+        "display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.2f}".format
+    ):
         print(table[shown].to_string(index=False))
     print(f"\nwritten: {out}")
     return 0

@@ -1,4 +1,5 @@
 """Shared fixtures: repository paths, the mini CIFAR-10 from ../shared, and one smoke DAG run."""
+
 from __future__ import annotations
 
 import copy
@@ -11,8 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from advdefense.plan.decisions import attack_settings
+
 REPO = Path(__file__).resolve().parents[1]
-MINI_CIFAR = Path(os.environ.get("ADVDEFENSE_MINI_CIFAR", REPO.parent / "shared/data/cifar-10-mini/cifar-10-batches-py"))
+MINI_CIFAR = Path(
+    os.environ.get("ADVDEFENSE_MINI_CIFAR", REPO.parent / "shared/data/cifar-10-mini/cifar-10-batches-py")
+)
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
@@ -29,16 +34,32 @@ def smoke_config() -> dict:
 @pytest.fixture(scope="session")
 def mini_cifar() -> Path:
     if not (MINI_CIFAR / "data_batch_1").is_file():
-        pytest.skip(f"mini CIFAR-10 not found at {MINI_CIFAR} (../shared/data/cifar-10-mini is provided beside the checkout)")
+        pytest.skip(
+            f"mini CIFAR-10 not found at {MINI_CIFAR} (../shared/data/cifar-10-mini is provided beside the checkout)"
+        )
     return MINI_CIFAR
 
 
-def run_snakemake(workdir: Path, configfile: Path, *args: str, targets: tuple[str, ...] = (),
-                  timeout: int = 900) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, configfile: Path, *args: str, targets: tuple[str, ...] = (), timeout: int = 900
+) -> subprocess.CompletedProcess:
     """Run the project's Snakefile with `workdir` as working directory (targets go before --configfile,
     which takes several files)."""
-    cmd = [str(SNAKEMAKE), *targets, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", "--resources", "gpu=1", *args]
+    cmd = [
+        str(SNAKEMAKE),
+        *targets,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -67,7 +88,9 @@ def smoke_run(tmp_path_factory) -> Path:
     shutil.copy(REPO / "config" / "smoke.yaml", configfile)
     proc = run_snakemake(workdir, configfile)
     if proc.returncode != 0:
-        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        logs = "\n".join(
+            f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
+        )
         pytest.fail(f"smoke DAG failed:\n{proc.stderr[-6000:]}\n{logs}")
     return workdir
 
@@ -75,8 +98,13 @@ def smoke_run(tmp_path_factory) -> Path:
 def attack_job(cfg: dict, name: str, eps: float, split: str) -> dict:
     """The keyword arguments the `attack` rule gives `generate_attack_file` for attack `name` at `eps`
     under the validated config `cfg` (its params, and the runtime settings the job reads)."""
-    spec = copy.deepcopy(cfg["attacks"][name])
-    return {"name": name, "spec": {"class": spec["class"], "norm": spec["norm"], "params": spec.get("params") or {},
-                                   "quantize": spec.get("quantize", "float"), "restarts": spec.get("restarts", 1)},
-            "eps": eps, "split": split, "images": cfg["attack_defaults"]["images"][split], "seed": cfg["seed"],
-            "device": cfg["device"], "batch_size": cfg["attack_defaults"]["batch_size"]}
+    return {
+        "name": name,
+        "spec": attack_settings(copy.deepcopy(cfg["attacks"][name])),
+        "eps": eps,
+        "split": split,
+        "images": cfg["attack_defaults"]["images"][split],
+        "seed": cfg["seed"],
+        "device": cfg["device"],
+        "batch_size": cfg["attack_defaults"]["batch_size"],
+    }

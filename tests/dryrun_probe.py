@@ -4,6 +4,7 @@ most of its time importing; this takes a fraction of a second per config.
 
     python dryrun_probe.py SNAKEFILE WORKDIR CONFIG [CONFIG ...]
 """
+
 from __future__ import annotations
 
 import json
@@ -11,16 +12,27 @@ import sys
 from pathlib import Path
 
 from snakemake.api import SnakemakeApi
-from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings,
-                                      StorageSettings, WorkflowSettings)
+from snakemake.settings.types import (
+    ConfigSettings,
+    DAGSettings,
+    OutputSettings,
+    Quietness,
+    ResourceSettings,
+    StorageSettings,
+    WorkflowSettings,
+)
 
 
 def scheduled_rules(snakefile: Path, workdir: Path, configfile: Path) -> list[str]:
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        workflow = api.workflow(resource_settings=ResourceSettings(cores=1, resources={"gpu": 1}),
-                                config_settings=ConfigSettings(configfiles=[configfile]),
-                                storage_settings=StorageSettings(), workflow_settings=WorkflowSettings(),
-                                snakefile=snakefile, workdir=workdir)
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=1, resources={"gpu": 1}),
+            config_settings=ConfigSettings(configfiles=[configfile]),
+            storage_settings=StorageSettings(),
+            workflow_settings=WorkflowSettings(),
+            snakefile=snakefile,
+            workdir=workdir,
+        )
         workflow.dag(DAGSettings()).execute_workflow(pseudo_executor="dryrun")
         return sorted(job.rule.name for job in workflow._workflow.dag.needrun_jobs(exclude_finished=False))
 

@@ -1,6 +1,7 @@
 """AutoAttack as an attack kind: the same adversarials as the authors' package called directly, the worst case
 over its sub-attacks with the one that succeeded recorded, its warnings kept, and agreement with a second
 implementation (torchattacks' port)."""
+
 import pytest
 import torch
 from torch import nn
@@ -34,8 +35,9 @@ def test_one_batch_is_the_package_run_directly(norm, eps):
     runner = AutoAttackRunner(model, norm, eps, {"version": "standard"}, "cpu")
     adv, sub = runner(x, y, 1234)
     warned = runner.finish()
-    package = pyautoattack.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard",
-                                      device="cpu", seed=1234)
+    package = pyautoattack.AutoAttack(
+        model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard", device="cpu", seed=1234
+    )
     expected, _ = package.run_standard_evaluation(x, y, batch_size=len(x))
     assert torch.equal(adv, expected)  # adversarial for adversarial
 
@@ -83,7 +85,9 @@ def test_agrees_with_torchattacks_port():
     x, y = images(model, 60)
     eps = 1 / 255
     ours, _ = AutoAttackRunner(model, "linf", eps, {"version": "standard"}, "cpu")(x, y, 0)
-    theirs = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)(x, y)
+    theirs = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)(
+        x, y
+    )
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean().item()
         robust_ours = (model(ours).argmax(1) == y).float().mean().item()

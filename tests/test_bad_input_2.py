@@ -1,5 +1,6 @@
 """Bad input, round 2 (issue 25): each case reproduces a fault found by trying the pipeline as a careful user and an
 attacker would, and checks the clear error (or the right result) that replaces it. Numbered as in the issue."""
+
 from __future__ import annotations
 
 import pickle
@@ -11,24 +12,29 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_flow import _published_files, reference  # noqa: F401 (a fixture)
 
-from advdefense.attacks import AttackFileError, attack_split, merge_attack_shards
+from advdefense.attack_files import AttackFileError, merge_attack_shards
+from advdefense.attacks import attack_split
 from advdefense.classifier import import_classifier, load_classifier
 from advdefense.config import ConfigError, validate_config
 from advdefense.data import build_dataset, load_cifar_batches_dir, make_synthetic, write_dataset_h5
 from advdefense.flow import load_published_glow
-from advdefense.h5io import file_sha256
 from advdefense.inference import NonFiniteOutput, predict
 from advdefense.models import CheckpointError
 from advdefense.models.checkpoint import CHECKPOINT_FORMAT
 from advdefense.models.resnet import CifarResNet
+from advdefense.plan.names import file_sha256, is_runtime_key
 from advdefense.purification import purify_clean
-from advdefense.runtime import is_runtime_key
 from conftest import REPO, job_counts, run_snakemake
-from test_flow import _published_files, reference  # noqa: F401 (a fixture)
 
-PGD = {"class": "LinfPGD", "norm": "linf", "params": {"steps": 3, "abs_stepsize": 0.01, "random_start": True},
-       "quantize": "float", "restarts": 1}
+PGD = {
+    "class": "LinfPGD",
+    "norm": "linf",
+    "params": {"steps": 3, "abs_stepsize": 0.01, "random_start": True},
+    "quantize": "float",
+    "restarts": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +55,13 @@ def resnet(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- 1. no code from a checkpoint
-HELPER = '''
+HELPER = """
 from pathlib import Path
 def build():
     Path(__file__).with_name("ran.txt").write_text("the checkpoint ran my code")
     import torch
     return torch.nn.Linear(3, 10)
-'''
+"""
 
 
 @pytest.mark.parametrize("builder", ["helper.py:build", "tempfile:mkdtemp"])
@@ -64,18 +70,34 @@ def test_a_checkpoint_that_names_code_is_refused_without_running_it(tmp_path, bu
     monkeypatch.chdir(tmp_path)
     made = set(Path("/tmp").iterdir())
     crafted = tmp_path / "model.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "kind": "classifier",
-                "arch": {"name": "external", "format": "state_dict", "builder": builder, "mean": None, "std": None,
-                         "num_classes": 10},
-                "state_dict": {}, "metadata": {}}, crafted)
-    with pytest.raises(CheckpointError, match=r"model\.pt: the checkpoint names code to build its model \(builder "
-                                              r".*\) instead of holding it; a checkpoint never names code to run"):
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "classifier",
+            "arch": {
+                "name": "external",
+                "format": "state_dict",
+                "builder": builder,
+                "mean": None,
+                "std": None,
+                "num_classes": 10,
+            },
+            "state_dict": {},
+            "metadata": {},
+        },
+        crafted,
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.pt: the checkpoint names code to build its model \(builder "
+        r".*\) instead of holding it; a checkpoint never names code to run",
+    ):
         load_classifier(crafted)
     assert not (tmp_path / "ran.txt").exists()  # the helper never ran
     assert set(Path("/tmp").iterdir()) <= made  # mkdtemp never ran
 
 
-BUILDER = '''
+BUILDER = """
 import torch
 
 
@@ -91,7 +113,7 @@ class Net(torch.nn.Module):
 
 def build():
     return Net()
-'''
+"""
 
 
 def test_a_builder_model_is_stored_self_contained(data, tmp_path):
@@ -102,8 +124,14 @@ def test_a_builder_model_is_stored_self_contained(data, tmp_path):
     original = namespace["build"]().eval()
     torch.save(original.state_dict(), tmp_path / "weights.pt")
     out = (tmp_path / "model.pt", tmp_path / "metrics.json")
-    metrics = import_classifier(tmp_path / "weights.pt", data, *out, sha256=file_sha256(tmp_path / "weights.pt"),
-                                builder=f"{tmp_path / 'builder.py'}:build", device="cpu")
+    metrics = import_classifier(
+        tmp_path / "weights.pt",
+        data,
+        *out,
+        sha256=file_sha256(tmp_path / "weights.pt"),
+        builder=f"{tmp_path / 'builder.py'}:build",
+        device="cpu",
+    )
     assert metrics["builder_sha256"] == file_sha256(tmp_path / "builder.py")  # 4: pinned with the checkpoint
     raw = torch.load(out[0], weights_only=True)
     assert raw["arch"]["format"] == "torchscript" and "builder" not in raw["arch"]
@@ -120,8 +148,21 @@ def _shards(tmp_path, data, resnet, spec):
     paths = []
     for k in range(2):
         path = tmp_path / f"{spec['quantize']}.{k}.h5"
-        attack_split(model, data, "test", "pgd", spec, 0.03, path, images=40, seed=0, device="cpu", batch_size=20,
-                     shard=(k, 2), attrs={"classifier_sha256": file_sha256(resnet)})
+        attack_split(
+            model,
+            data,
+            "test",
+            "pgd",
+            spec,
+            0.03,
+            path,
+            images=40,
+            seed=0,
+            device="cpu",
+            batch_size=20,
+            shard=(k, 2),
+            attrs={"classifier_sha256": file_sha256(resnet)},
+        )
         paths.append(path)
     return paths
 
@@ -129,8 +170,11 @@ def _shards(tmp_path, data, resnet, spec):
 def test_a_shard_of_another_job_is_not_merged(data, resnet, tmp_path):
     plain = _shards(tmp_path, data, resnet, PGD)
     rounded = _shards(tmp_path, data, resnet, {**PGD, "quantize": "8bit"})
-    with pytest.raises(AttackFileError, match=r"8bit\.1\.h5: made by another job than .*float\.0\.h5 \(quantize "
-                                              r"\('float' vs '8bit'\)\)"):
+    with pytest.raises(
+        AttackFileError,
+        match=r"8bit\.1\.h5: made by another job than .*float\.0\.h5 \(quantize "
+        r"\('float' vs '8bit'\)\)",
+    ):
         merge_attack_shards([plain[0], rounded[1]], tmp_path / "merged.h5")
     with h5py.File(rounded[1], "a") as f:  # the same job but another classifier
         f.attrs["quantize"] = "float"
@@ -178,11 +222,14 @@ class Drifting(torch.nn.Module):
         return self.fc(x.flatten(1)) + (self.calls > 3).float()
 
 
-@pytest.mark.parametrize("model,message", [
-    (NaNOnGrid, r"output holds NaN or inf for 64 of 64 images of the data set"),
-    (Softmaxed, r"outputs probabilities \(each row in \[0, 1\], summing to 1\), not logits"),
-    (Drifting, r"not in eval-safe form"),
-])
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        (NaNOnGrid, r"output holds NaN or inf for 64 of 64 images of the data set"),
+        (Softmaxed, r"outputs probabilities \(each row in \[0, 1\], summing to 1\), not logits"),
+        (Drifting, r"not in eval-safe form"),
+    ],
+)
 def test_models_the_import_must_refuse(data, tmp_path, model, message):
     torch.manual_seed(0)
     path = tmp_path / "model.pt"
@@ -196,12 +243,28 @@ def test_models_the_import_must_refuse(data, tmp_path, model, message):
 def test_non_finite_logits_stop_prediction_attacks_and_purification(data, tmp_path):
     model = NaNOnGrid().eval()
     images = torch.from_numpy(np.full((4, 3, 32, 32), 128, np.uint8))
-    with pytest.raises(NonFiniteOutput, match=r"the classifier's logits hold NaN or inf for 2 image\(s\), the first "
-                                              r"image 0"):
+    with pytest.raises(
+        NonFiniteOutput,
+        match=r"the classifier's logits hold NaN or inf for 2 image\(s\), the first "
+        r"image 0",
+    ):
         predict(model, images, 2)
-    with pytest.raises(NonFiniteOutput, match=r"fgsm eps=0.03, images 0\.\.19: the classifier's logits held NaN"):
-        attack_split(model, data, "test", "fgsm", {"class": "FGSM", "norm": "linf", "params": {}}, 0.03,
-                     tmp_path / "a.h5", images=20, seed=0, device="cpu", batch_size=20)
+    with pytest.raises(
+        NonFiniteOutput, match=r"fgsm eps=0.03, images 0\.\.19: the classifier's logits held NaN"
+    ):
+        attack_split(
+            model,
+            data,
+            "test",
+            "fgsm",
+            {"class": "FGSM", "norm": "linf", "params": {}},
+            0.03,
+            tmp_path / "a.h5",
+            images=20,
+            seed=0,
+            device="cpu",
+            batch_size=20,
+        )
     assert not (tmp_path / "a.h5").exists()
     from advdefense.models import save_checkpoint
     from advdefense.models.autoencoder import ConvAutoencoder
@@ -210,8 +273,17 @@ def test_non_finite_logits_stop_prediction_attacks_and_purification(data, tmp_pa
     torch.jit.save(torch.jit.script(NaNEverywhere()), str(tmp_path / "nan.pt"))
     save_checkpoint(tmp_path / "clf.pt", "classifier", _external(tmp_path / "nan.pt"))
     with pytest.raises(NonFiniteOutput, match="the classifier's logits"):
-        purify_clean(data, tmp_path / "ae.pt", tmp_path / "clf.pt", "test", tmp_path / "p.h5", images=20, seed=0,
-                     device="cpu", batch_size=10)
+        purify_clean(
+            data,
+            tmp_path / "ae.pt",
+            tmp_path / "clf.pt",
+            "test",
+            tmp_path / "p.h5",
+            images=20,
+            seed=0,
+            device="cpu",
+            batch_size=10,
+        )
     assert not (tmp_path / "p.h5").exists()
 
 
@@ -234,9 +306,14 @@ def test_editing_the_builder_imports_the_classifier_again(smoke_config, tmp_path
     exec(BUILDER, namespace)
     torch.save(namespace["build"]().state_dict(), tmp_path / "weights.pt")
     cfg = smoke_config
-    cfg["classifier"] = {"source": "checkpoint", "checkpoint": {
-        "path": str(tmp_path / "weights.pt"), "sha256": file_sha256(tmp_path / "weights.pt"),
-        "builder": f"{tmp_path / 'builder.py'}:build"}}
+    cfg["classifier"] = {
+        "source": "checkpoint",
+        "checkpoint": {
+            "path": str(tmp_path / "weights.pt"),
+            "sha256": file_sha256(tmp_path / "weights.pt"),
+            "builder": f"{tmp_path / 'builder.py'}:build",
+        },
+    }
     configfile = tmp_path / "byo.yaml"
     configfile.write_text(yaml.safe_dump(cfg))
     target = ("results/classifier/synthetic-smoke/metrics.json",)
@@ -254,27 +331,57 @@ def test_the_attack_batch_size_is_a_result_setting(data, resnet, tmp_path):
     files = {}
     for batch in (20, 10):
         files[batch] = tmp_path / f"b{batch}.h5"
-        attack_split(model, data, "test", "pgd", PGD, 0.03, files[batch], images=40, seed=0, device="cpu",
-                     batch_size=batch)
+        attack_split(
+            model,
+            data,
+            "test",
+            "pgd",
+            PGD,
+            0.03,
+            files[batch],
+            images=40,
+            seed=0,
+            device="cpu",
+            batch_size=batch,
+        )
     with h5py.File(files[20]) as a, h5py.File(files[10]) as b:
         assert a.attrs["batch_size"] == 20 and b.attrs["batch_size"] == 10  # the file says what made it
         assert not np.array_equal(a["adv"][()], b["adv"][()])  # other random starts: other adversarials
 
 
 # ----------------------------------------------------------------------------- 6, 8-12: refused before any job
-@pytest.mark.parametrize("patch,message", [
-    ({"attacks": {"pgd_8bit": {"class": "LinfPGD", "norm": "linf", "quantize": "8bit", "epsilons": [0.003]}}},
-     r"attacks\.pgd_8bit\.quantize: 8bit with epsilon 0\.003 \(below 1/255 = 0\.00392157\) rounds every adversarial "
-     r"back to its clean image"),
-    ({"dataset": {"name": ".."}}, r"dataset\.name: '\.\.' starts with a dot"),
-    ({"dataset": {"name": "synthetic-smoke-seed1"}}, r"dataset\.name: 'synthetic-smoke-seed1' ends in -seed<s>, the "
-                                                     r"name of a run of `seeds`"),
-    ({"attacks": {"pgd": {"class": "LinfPGD", "norm": "linf", "restarts": 300, "epsilons": [0.03]}}},
-     r"attacks\.pgd\.restarts: 300 is greater than the maximum of 100"),
-    ({"purification": {"adaptive": {"restarts": 300}}}, r"purification\.adaptive\.restarts: 300 is greater than"),
-    ({"detection": {"aware": {"images": 50, "sanity_images": 80}}},
-     r"detection\.aware\.sanity_images: 80 is more than the 50 images the detector-aware attack runs on"),
-])
+@pytest.mark.parametrize(
+    "patch,message",
+    [
+        (
+            {
+                "attacks": {
+                    "pgd_8bit": {"class": "LinfPGD", "norm": "linf", "quantize": "8bit", "epsilons": [0.003]}
+                }
+            },
+            r"attacks\.pgd_8bit\.quantize: 8bit with epsilon 0\.003 \(below 1/255 = 0\.00392157\) rounds every adversarial "
+            r"back to its clean image",
+        ),
+        ({"dataset": {"name": ".."}}, r"dataset\.name: '\.\.' starts with a dot"),
+        (
+            {"dataset": {"name": "synthetic-smoke-seed1"}},
+            r"dataset\.name: 'synthetic-smoke-seed1' ends in -seed<s>, the "
+            r"name of a run of `seeds`",
+        ),
+        (
+            {"attacks": {"pgd": {"class": "LinfPGD", "norm": "linf", "restarts": 300, "epsilons": [0.03]}}},
+            r"attacks\.pgd\.restarts: 300 is greater than the maximum of 100",
+        ),
+        (
+            {"purification": {"adaptive": {"restarts": 300}}},
+            r"purification\.adaptive\.restarts: 300 is greater than",
+        ),
+        (
+            {"detection": {"aware": {"images": 50, "sanity_images": 80}}},
+            r"detection\.aware\.sanity_images: 80 is more than the 50 images the detector-aware attack runs on",
+        ),
+    ],
+)
 def test_refused_before_any_job(smoke_config, patch, message):
     cfg = smoke_config
     for section, values in patch.items():
@@ -284,23 +391,39 @@ def test_refused_before_any_job(smoke_config, patch, message):
             cfg["purification"]["adaptive"]["params"] = {}
         else:
             for key, value in values.items():
-                cfg[section][key] = {**cfg[section].get(key, {}), **value} if isinstance(value, dict) else value
+                cfg[section][key] = (
+                    {**cfg[section].get(key, {}), **value} if isinstance(value, dict) else value
+                )
     with pytest.raises(ConfigError, match=message):
         validate_config(cfg)
 
 
-@pytest.mark.parametrize("builder,message", [
-    ("models/nope.py:build", r"classifier\.checkpoint\.builder: file models/nope\.py does not exist"),
-    ("os:system", r"classifier\.checkpoint\.builder: os:system is a builtin_function_or_method, not a Python "
-                  r"function or nn\.Module class"),
-    ("{dir}/builder.py:nothing", r"builder\.py defines no function 'nothing' at its top level \(it defines Net, build\)"),
-])
+@pytest.mark.parametrize(
+    "builder,message",
+    [
+        ("models/nope.py:build", r"classifier\.checkpoint\.builder: file models/nope\.py does not exist"),
+        (
+            "os:system",
+            r"classifier\.checkpoint\.builder: os:system is a builtin_function_or_method, not a Python "
+            r"function or nn\.Module class",
+        ),
+        (
+            "{dir}/builder.py:nothing",
+            r"builder\.py defines no function 'nothing' at its top level \(it defines Net, build\)",
+        ),
+    ],
+)
 def test_a_builder_that_is_not_one_is_refused_before_any_job(smoke_config, tmp_path, builder, message):
     (tmp_path / "builder.py").write_text(BUILDER)
     torch.save({}, tmp_path / "w.pt")
-    smoke_config["classifier"] = {"source": "checkpoint", "checkpoint": {
-        "path": str(tmp_path / "w.pt"), "sha256": file_sha256(tmp_path / "w.pt"),
-        "builder": builder.format(dir=tmp_path)}}
+    smoke_config["classifier"] = {
+        "source": "checkpoint",
+        "checkpoint": {
+            "path": str(tmp_path / "w.pt"),
+            "sha256": file_sha256(tmp_path / "w.pt"),
+            "builder": builder.format(dir=tmp_path),
+        },
+    }
     with pytest.raises(ConfigError, match=message):
         validate_config(smoke_config)
 
@@ -311,17 +434,31 @@ def test_sanity_row_reports_the_images_it_used():
 
     torch.manual_seed(0)
     classifier = CifarResNet(8).eval()
-    detector = PCADetector({"skip_components": 2}, DetectorContext(0, torch.device("cpu"), Path(".")), "overall")
+    detector = PCADetector(
+        {"skip_components": 2}, DetectorContext(0, torch.device("cpu"), Path(".")), "overall"
+    )
     detector.fit(None, None, clean_pool=np.random.default_rng(0).random((40, 3, 2, 2)).astype(np.float32))
     detector.thresholds, detector.calibration_scale = {0.05: 1e9}, 1.0
     detector.context.models = {}
-    settings = {"steps": 2, "restarts": 1, "lambdas": [0], "step_factor": 2.5, "kappa": 0.1, "batch_size": 10,
-                "step_rules": ["sign"], "sanity_epsilon": 1.0, "sanity_images": 50, "sanity_steps": 2}
+    settings = {
+        "steps": 2,
+        "restarts": 1,
+        "lambdas": [0],
+        "step_factor": 2.5,
+        "kappa": 0.1,
+        "batch_size": 10,
+        "step_rules": ["sign"],
+        "sanity_epsilon": 1.0,
+        "sanity_images": 50,
+        "sanity_steps": 2,
+    }
     pixels = np.random.default_rng(1).random((12, 3, 32, 32)).astype(np.float32)
     detector.mean = np.zeros(3 * 32 * 32)
     detector.components = torch.zeros(1, 3 * 32 * 32)
     detector.std = torch.ones(1)
-    rows = run_aware_attacks(classifier, detector, pixels, np.arange(12) % 10, [0.03], settings, {}, 0, 0.05, "cpu")
+    rows = run_aware_attacks(
+        classifier, detector, pixels, np.arange(12) % 10, [0.03], settings, {}, 0, 0.05, "cpu"
+    )
     assert rows[-1]["sanity"] and rows[-1]["images"] == 12  # not the 50 asked for
 
 
@@ -343,31 +480,53 @@ def _cifar_dir(path: Path, names, layout: str = "cifar10") -> Path:
     if layout == "cifar10":
         for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
             with open(path / name, "wb") as f:
-                pickle.dump({"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), "labels": [i % 10 for i in range(20)]}, f)
+                pickle.dump(
+                    {
+                        "data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+                        "labels": [i % 10 for i in range(20)],
+                    },
+                    f,
+                )
         with open(path / "batches.meta", "wb") as f:
             pickle.dump({"label_names": names}, f)
     else:
         for name in ("train", "test"):
             with open(path / name, "wb") as f:
-                pickle.dump({"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8),
-                             "fine_labels": [i % 100 for i in range(40)], "coarse_labels": [i % 20 for i in range(40)]}, f)
+                pickle.dump(
+                    {
+                        "data": rng.integers(0, 256, (40, 3072), dtype=np.uint8),
+                        "fine_labels": [i % 100 for i in range(40)],
+                        "coarse_labels": [i % 20 for i in range(40)],
+                    },
+                    f,
+                )
         with open(path / "meta", "wb") as f:
-            pickle.dump({"fine_label_names": names, "coarse_label_names": [f"s{k}".encode() for k in range(20)]}, f)
+            pickle.dump(
+                {"fine_label_names": names, "coarse_label_names": [f"s{k}".encode() for k in range(20)]}, f
+            )
     return path
 
 
 def test_cifar_directories_read_right_or_refused(tmp_path):
-    ds = load_cifar_batches_dir(_cifar_dir(tmp_path / "c100", [f"f{k}".encode() for k in range(100)], "cifar100"))
+    ds = load_cifar_batches_dir(
+        _cifar_dir(tmp_path / "c100", [f"f{k}".encode() for k in range(100)], "cifar100")
+    )
     assert ds.class_names[:2] == ("f0", "f1")  # bytes names decoded, not "b'f0'"
     ds = load_cifar_batches_dir(_cifar_dir(tmp_path / "c10b", [f"c{k}".encode() for k in range(10)]))
     assert ds.class_names[0] == "c0"
-    both = _cifar_dir(_cifar_dir(tmp_path / "both", [f"c{k}" for k in range(10)]), [f"f{k}" for k in range(100)],
-                      "cifar100")
-    with pytest.raises(ConfigError, match=r"holds both a cifar-10-batches-py layout .* and a cifar-100-python one"):
+    both = _cifar_dir(
+        _cifar_dir(tmp_path / "both", [f"c{k}" for k in range(10)]), [f"f{k}" for k in range(100)], "cifar100"
+    )
+    with pytest.raises(
+        ConfigError, match=r"holds both a cifar-10-batches-py layout .* and a cifar-100-python one"
+    ):
         load_cifar_batches_dir(both)
     c10 = _cifar_dir(tmp_path / "c10", [f"c{k}" for k in range(10)])
-    with pytest.raises(ConfigError, match=r"dataset\.labels: coarse \(the 20 superclasses\) exists only for CIFAR-100, "
-                                          r"but .*c10 is a CIFAR-10 directory"):
+    with pytest.raises(
+        ConfigError,
+        match=r"dataset\.labels: coarse \(the 20 superclasses\) exists only for CIFAR-100, "
+        r"but .*c10 is a CIFAR-10 directory",
+    ):
         validate_config({"dataset": {"source": "local", "path": str(c10), "labels": "coarse"}})
     with pytest.raises(ConfigError, match=r"dataset\.labels: coarse .* but source 'cifar10'"):
         build_dataset({"source": "cifar10", "root": str(tmp_path), "labels": "coarse"}, 0)
@@ -379,17 +538,26 @@ def test_published_flow_files_that_must_be_refused(reference, tmp_path):  # noqa
     key = next(k for k, v in state.items() if v.is_floating_point())
     state[key] = state[key].clone().fill_(float("nan"))
     ckpt, hp = _published_files(tmp_path, state, reference["hparams"])
-    with pytest.raises(CheckpointError, match=r"glow_affine_coupling\.pt: 1 weight tensor\(s\) hold NaN or inf"):
+    with pytest.raises(
+        CheckpointError, match=r"glow_affine_coupling\.pt: 1 weight tensor\(s\) hold NaN or inf"
+    ):
         load_published_glow(ckpt, hp)
     ckpt, hp = _published_files(tmp_path, reference["state"], {**reference["hparams"], "K": "1"})
-    with pytest.raises(CheckpointError, match=r"hparams\.json: K must be a positive integer, found '1' \(str\)"):
+    with pytest.raises(
+        CheckpointError, match=r"hparams\.json: K must be a positive integer, found '1' \(str\)"
+    ):
         load_published_glow(ckpt, hp)
-    ckpt, hp = _published_files(tmp_path, reference["state"], {**reference["hparams"], "image_shape": [64, 64, 3]})
+    ckpt, hp = _published_files(
+        tmp_path, reference["state"], {**reference["hparams"], "image_shape": [64, 64, 3]}
+    )
     with pytest.raises(CheckpointError, match=r"hparams\.json: image_shape must be \[32, 32, 3\]"):
         load_published_glow(ckpt, hp)
     ckpt, hp = _published_files(tmp_path, reference["state"], reference["hparams"])
-    with pytest.raises(CheckpointError, match=r"glow_affine_coupling\.pt: not a JSON text file .*are checkpoint and "
-                                              r"hparams swapped\?"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"glow_affine_coupling\.pt: not a JSON text file .*are checkpoint and "
+        r"hparams swapped\?",
+    ):
         load_published_glow(hp, ckpt)
 
 
@@ -400,5 +568,7 @@ def test_readme_puts_targets_first_and_that_command_works(tmp_path):
     example = next(line for line in readme.splitlines() if line.startswith("snakemake results/"))
     words = example.split()
     assert words[1].startswith("results/") and words.index("--resources") > 1
-    proc = run_snakemake(tmp_path, REPO / "config/smoke.yaml", "-n", targets=("results/data/synthetic-smoke.h5",))
+    proc = run_snakemake(
+        tmp_path, REPO / "config/smoke.yaml", "-n", targets=("results/data/synthetic-smoke.h5",)
+    )
     assert proc.returncode == 0 and job_counts(proc.stdout) == {"dataset": 1}

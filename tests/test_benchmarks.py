@@ -1,4 +1,5 @@
 """The benchmark command in its reduced mode, so that it cannot rot. No timing assertions."""
+
 import subprocess
 import sys
 
@@ -13,14 +14,34 @@ pytestmark = pytest.mark.slow
 def test_benchmark_quick_mode_produces_every_measurement(smoke_run, tmp_path):
     pytest.importorskip("torchattacks")
     out = tmp_path / "bench.csv"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/run.py"), "--quick", "--device", "cpu",
-                           "--smoke-dir", str(smoke_run), "--out", str(out)], capture_output=True, text=True,
-                          timeout=1200)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks/run.py"),
+            "--quick",
+            "--device",
+            "cpu",
+            "--smoke-dir",
+            str(smoke_run),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     table = pd.read_csv(out)
     benchmarks = set(table["benchmark"])
-    assert {"train ResNet-20", "latent extraction", "purification", "peak memory, attack stage",
-            "peak memory, latents stage", "peak memory, merging 4 attack shards", "smoke DAG"} <= benchmarks
+    assert {
+        "train ResNet-20",
+        "latent extraction",
+        "purification",
+        "peak memory, attack stage",
+        "peak memory, latents stage",
+        "peak memory, merging 4 attack shards",
+        "smoke DAG",
+    } <= benchmarks
     assert any(b.startswith("PGD-") for b in benchmarks)
     training = table[table["benchmark"] == "train ResNet-20"].set_index("variant")
     assert len(training) == 5 and training.filter(like="ablation", axis=0).shape[0] == 2
@@ -37,7 +58,9 @@ def test_benchmark_quick_mode_produces_every_measurement(smoke_run, tmp_path):
     smoke = table[table["benchmark"] == "smoke DAG"]
     assert "rule train_classifier" in set(smoke["variant"]) and "rule attack" in set(smoke["variant"])
     total = smoke[smoke["variant"].str.startswith("all rules")].iloc[0]
-    assert total["jobs"] == 48  # every job of the smoke DAG (all but the target rule `all`) left a benchmark file
+    assert (
+        total["jobs"] == 48
+    )  # every job of the smoke DAG (all but the target rule `all`) left a benchmark file
     assert "written:" in proc.stdout and "ratio_vs_best_alternative" in proc.stdout
 
 
@@ -51,25 +74,40 @@ def test_autoattack_agreement_script_compares_our_file_with_torchattacks(smoke_r
 
     from advdefense.attacks import generate_attack_file
 
-    data, model = smoke_run / "results/data/synthetic-smoke.h5", smoke_run / "results/classifier/synthetic-smoke/model.pt"
+    data, model = (
+        smoke_run / "results/data/synthetic-smoke.h5",
+        smoke_run / "results/classifier/synthetic-smoke/model.pt",
+    )
     spec = {"class": "AutoAttack", "norm": "linf", "params": {"version": "standard"}, "epsilons": [8 / 255]}
     ours = tmp_path / "aa.h5"
-    generate_attack_file(data, model, "autoattack", spec, 8 / 255, "test", ours, images=20, seed=0, device="cpu",
-                         batch_size=20)
+    generate_attack_file(
+        data, model, "autoattack", spec, 8 / 255, "test", ours, images=20, seed=0, device="cpu", batch_size=20
+    )
     script = [sys.executable, str(REPO / "benchmarks/autoattack_agreement.py")]
     out = tmp_path / "agreement.csv"
-    proc = subprocess.run([*script, str(ours), str(data), str(model), "--tolerance", "0.2", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*script, str(ours), str(data), str(model), "--tolerance", "0.2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     row = pd.read_csv(out).iloc[0]
     with h5py.File(ours, "r") as f:
         assert row["robust_ours"] == pytest.approx((f["pred_adv"][()] == f["label"][()]).mean())
     assert row["images"] == 20 and row["agree"] and row["robust_ours"] < row["clean_accuracy"] - 0.2
     assert row["robust_torchattacks"] < row["clean_accuracy"] - 0.2  # torchattacks' attack works too
-    assert row["gap"] == pytest.approx(abs(row["robust_ours"] - row["robust_torchattacks"])) and row["gap"] <= 0.2
+    assert (
+        row["gap"] == pytest.approx(abs(row["robust_ours"] - row["robust_torchattacks"]))
+        and row["gap"] <= 0.2
+    )
 
     with h5py.File(ours, "r+") as f:  # as if our attack had fooled nothing
         f["pred_adv"][...] = f["label"][()]
-    proc = subprocess.run([*script, str(ours), str(data), str(model), "--tolerance", "0.2"], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [*script, str(ours), str(data), str(model), "--tolerance", "0.2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1 and "agree: False" in proc.stdout, proc.stdout + proc.stderr[-3000:]

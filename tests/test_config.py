@@ -2,7 +2,9 @@ import copy
 
 import pytest
 
-from advdefense.config import ConfigError, eps_tag, load_yaml, resolve_device, validate_config
+from advdefense.config import ConfigError, load_yaml, validate_config
+from advdefense.plan.names import eps_tag
+from advdefense.runtime import resolve_device
 from conftest import REPO
 
 
@@ -24,13 +26,20 @@ def test_paper_config_has_paper_settings():
     assert cfg["classifier"]["depth"] == 20 and cfg["classifier"]["epochs"] == 200
     assert cfg["classifier"]["batch_size"] == 128
     attacks = cfg["attacks"]
-    assert all(0.02 in spec["epsilons"] for spec in attacks.values() if spec["norm"] == "linf")  # the paper's eps
+    assert all(
+        0.02 in spec["epsilons"] for spec in attacks.values() if spec["norm"] == "linf"
+    )  # the paper's eps
     sweep = [1 / 255, 2 / 255, 4 / 255, 0.02, 6 / 255, 8 / 255]  # and today's L-inf sweep, 1/255 ... 8/255
     for name in ("fgsm", "pgd", "autoattack"):
         assert attacks[name]["epsilons"] == pytest.approx(sweep, abs=5e-9), name
-    assert attacks["autoattack"]["class"] == "AutoAttack" and attacks["autoattack"]["params"]["version"] == "standard"
+    assert (
+        attacks["autoattack"]["class"] == "AutoAttack"
+        and attacks["autoattack"]["params"]["version"] == "standard"
+    )
     assert {attacks[n]["norm"] for n in ("pgd_l2", "autoattack_l2")} == {"l2"}  # an L2 threat model
-    assert attacks["pgd"]["params"]["steps"] >= 100 and attacks["pgd"]["restarts"] > 1  # PGD at today's strength
+    assert (
+        attacks["pgd"]["params"]["steps"] >= 100 and attacks["pgd"]["restarts"] > 1
+    )  # PGD at today's strength
     assert cfg["attack_defaults"]["images"] == {"train": 5000, "test": 5000}
 
 
@@ -45,36 +54,66 @@ BAD = [
     ({"classifier": {"epochs": 0}}, r"classifier\.epochs: 0 is less than the minimum of 1"),
     ({"classifier": {"epochs": -3}}, r"classifier\.epochs"),
     ({"classifier": {"batch_size": 0}}, r"classifier\.batch_size"),
-    ({"classifier": {"optimizer": {"lr": 0}}}, r"classifier\.optimizer\.lr: 0 is less than or equal to the minimum"),
+    (
+        {"classifier": {"optimizer": {"lr": 0}}},
+        r"classifier\.optimizer\.lr: 0 is less than or equal to the minimum",
+    ),
     ({"classifier": {"optimizer": {"lr": -0.1}}}, r"classifier\.optimizer\.lr"),
     ({"classifier": {"depth": 21}}, r"classifier\.depth: 21 is not of the form 6n\+2"),
     ({"device": "tpu"}, r"device: 'tpu' does not match"),
     ({"dataset": {"source": "imagenet"}}, r"dataset\.source: 'imagenet' is not one of"),
     ({"dataset": {"source": "local"}}, r"dataset\.path: required when dataset\.source is 'local'"),
-    ({"dataset": {"source": "local", "path": "/no/such/dir"}}, r"dataset\.path: directory /no/such/dir does not exist"),
+    (
+        {"dataset": {"source": "local", "path": "/no/such/dir"}},
+        r"dataset\.path: directory /no/such/dir does not exist",
+    ),
     ({"dataset": {"train_size": 0}}, r"dataset\.train_size"),
     ({"classifer": {}}, r"Additional properties are not allowed \('classifer' was unexpected\)"),
     ({"classifier": {"schedule": {"name": "exponential"}}}, r"classifier\.schedule\.name"),
-    ({"flow": {"source": "pretrained"}}, r"flow\.pretrained\.checkpoint: required when flow\.source is 'pretrained'"),
+    (
+        {"flow": {"source": "pretrained"}},
+        r"flow\.pretrained\.checkpoint: required when flow\.source is 'pretrained'",
+    ),
     ({"flow": {"K": 0}}, r"flow\.K: 0 is less than the minimum of 1"),
     ({"flow": {"coupling": "spline"}}, r"flow\.coupling: 'spline' is not one of"),
-    ({"attacks": {"clean": {"class": "FGSM", "norm": "linf", "epsilons": [0.1]}}}, r"attacks\.clean: 'clean' is reserved"),
+    (
+        {"attacks": {"clean": {"class": "FGSM", "norm": "linf", "epsilons": [0.1]}}},
+        r"attacks\.clean: 'clean' is reserved",
+    ),
     # detection (issue 13): the registry, the calibration split, thresholds, the detector-aware attack
-    ({"attacks": FGSM, "detection": {"methods": ["latent_mlp", "lid"]}},
-     r"detection\.methods: unknown detector 'lid' \(registered: latent_mlp, pixel_cnn, pca, magnet, magnet_jsd"),
-    ({"attacks": FGSM, "dataset": {"calibration_size": 0}}, r"dataset\.calibration_size: detection needs a calibration"),
-    ({"attacks": FGSM, "dataset": {"calibration_size": 50000}},
-     r"dataset\.calibration_size: 50000 calibration images are held out of the 50000 training images"),
+    (
+        {"attacks": FGSM, "detection": {"methods": ["latent_mlp", "lid"]}},
+        r"detection\.methods: unknown detector 'lid' \(registered: latent_mlp, pixel_cnn, pca, magnet, magnet_jsd",
+    ),
+    (
+        {"attacks": FGSM, "dataset": {"calibration_size": 0}},
+        r"dataset\.calibration_size: detection needs a calibration",
+    ),
+    (
+        {"attacks": FGSM, "dataset": {"calibration_size": 50000}},
+        r"dataset\.calibration_size: 50000 calibration images are held out of the 50000 training images",
+    ),
     ({"attacks": FGSM, "dataset": {"calibration_size": 50}}, r"detection\.fprs: 0\.01 is below 1/50"),
-    ({"attacks": FGSM, "detection": {"aware": {"methods": ["offgrid"]}}},
-     r"detection\.aware\.methods: 'offgrid' is not a configured detector with a differentiable score"),
-    ({"attacks": FGSM, "detection": {"aware": {"fpr": 0.1}}}, r"detection\.aware\.fpr: 0\.1 is not one of detection\.fprs"),
-    ({"attacks": {"p": {"class": "L2PGD", "norm": "l2", "quantize": "8bit", "epsilons": [0.5]}}},
-     r"attacks\.p\.quantize: 8bit rounding is kept inside an L-inf ball only"),
-    ({"attacks": FGSM, "purification": {"adaptive": {"params": {"pgd": {"steps": 5}}}}},
-     r"purification\.adaptive\.params\.pgd: no attack 'pgd' is configured"),
-    ({"attacks": FGSM, "purification": {"adaptive": {"params": {"fgsm": {"steps": 5}}}}},
-     r"purification\.adaptive\.params\.fgsm\.params: steps not accepted by foolbox\.attacks\.FGSM"),
+    (
+        {"attacks": FGSM, "detection": {"aware": {"methods": ["offgrid"]}}},
+        r"detection\.aware\.methods: 'offgrid' is not a configured detector with a differentiable score",
+    ),
+    (
+        {"attacks": FGSM, "detection": {"aware": {"fpr": 0.1}}},
+        r"detection\.aware\.fpr: 0\.1 is not one of detection\.fprs",
+    ),
+    (
+        {"attacks": {"p": {"class": "L2PGD", "norm": "l2", "quantize": "8bit", "epsilons": [0.5]}}},
+        r"attacks\.p\.quantize: 8bit rounding is kept inside an L-inf ball only",
+    ),
+    (
+        {"attacks": FGSM, "purification": {"adaptive": {"params": {"pgd": {"steps": 5}}}}},
+        r"purification\.adaptive\.params\.pgd: no attack 'pgd' is configured",
+    ),
+    (
+        {"attacks": FGSM, "purification": {"adaptive": {"params": {"fgsm": {"steps": 5}}}}},
+        r"purification\.adaptive\.params\.fgsm\.params: steps not accepted by foolbox\.attacks\.FGSM",
+    ),
 ]
 
 
@@ -98,31 +137,56 @@ def test_unknown_or_unavailable_device(monkeypatch):
 
 ATTACK_OK = {"class": "LinfPGD", "norm": "linf", "params": {"steps": 5}, "epsilons": [0.02]}
 BAD_ATTACKS = [
-    ({"class": "NoSuchAttack"}, r"attacks\.a\.class: 'NoSuchAttack' is neither AutoAttack nor a Foolbox attack class"),
-    ({"class": "AutoAttack", "params": {"version": "fast"}},
-     r"attacks\.a\.params\.version: 'fast' is not an AutoAttack version \(standard, plus, rand, custom\)"),
-    ({"class": "AutoAttack", "params": {"version": "custom", "attacks": ["apgd-ce", "cw"]}},
-     r"attacks\.a\.params\.attacks: 'cw' not an AutoAttack sub-attack \(known: apgd-ce"),
-    ({"class": "AutoAttack", "params": {"version": "custom", "attacks": ["apgd-ce", "apgd-ce"]}},
-     r"attacks\.a\.params\.attacks: \['apgd-ce', 'apgd-ce'\] names a sub-attack twice"),
-    ({"class": "AutoAttack", "params": {"version": "custom"}},
-     r"attacks\.a\.params\.attacks: version custom needs a non-empty list of sub-attacks"),
-    ({"class": "AutoAttack", "params": {"attacks": ["square"]}},
-     r"attacks\.a\.params\.attacks: only version custom takes a list of sub-attacks"),
-    ({"class": "AutoAttack", "params": {"n_iter": 10}}, r"attacks\.a\.params: n_iter not accepted by AutoAttack"),
-    ({"epsilons": [0.02, 0.01]}, r"attacks\.a\.epsilons: 0\.01 is smaller than the epsilon before it \(0\.02\); a sweep "
-                                 r"lists each epsilon once, increasing"),
+    (
+        {"class": "NoSuchAttack"},
+        r"attacks\.a\.class: 'NoSuchAttack' is neither AutoAttack nor a Foolbox attack class",
+    ),
+    (
+        {"class": "AutoAttack", "params": {"version": "fast"}},
+        r"attacks\.a\.params\.version: 'fast' is not an AutoAttack version \(standard, plus, rand, custom\)",
+    ),
+    (
+        {"class": "AutoAttack", "params": {"version": "custom", "attacks": ["apgd-ce", "cw"]}},
+        r"attacks\.a\.params\.attacks: 'cw' not an AutoAttack sub-attack \(known: apgd-ce",
+    ),
+    (
+        {"class": "AutoAttack", "params": {"version": "custom", "attacks": ["apgd-ce", "apgd-ce"]}},
+        r"attacks\.a\.params\.attacks: \['apgd-ce', 'apgd-ce'\] names a sub-attack twice",
+    ),
+    (
+        {"class": "AutoAttack", "params": {"version": "custom"}},
+        r"attacks\.a\.params\.attacks: version custom needs a non-empty list of sub-attacks",
+    ),
+    (
+        {"class": "AutoAttack", "params": {"attacks": ["square"]}},
+        r"attacks\.a\.params\.attacks: only version custom takes a list of sub-attacks",
+    ),
+    (
+        {"class": "AutoAttack", "params": {"n_iter": 10}},
+        r"attacks\.a\.params: n_iter not accepted by AutoAttack",
+    ),
+    (
+        {"epsilons": [0.02, 0.01]},
+        r"attacks\.a\.epsilons: 0\.01 is smaller than the epsilon before it \(0\.02\); a sweep "
+        r"lists each epsilon once, increasing",
+    ),
     ({"epsilons": [0.01, 0.02, 0.02]}, r"attacks\.a\.epsilons: .*non-unique"),
     ({"restarts": 0}, r"attacks\.a\.restarts: 0 is less than the minimum of 1"),
     ({"params": {"stepz": 5}}, r"attacks\.a\.params: stepz not accepted by foolbox\.attacks\.LinfPGD"),
-    ({"norm": "l2"}, r"attacks\.a\.norm: 'l2' does not match foolbox\.attacks\.LinfPGD, which bounds the Linf norm"),
+    (
+        {"norm": "l2"},
+        r"attacks\.a\.norm: 'l2' does not match foolbox\.attacks\.LinfPGD, which bounds the Linf norm",
+    ),
     ({"norm": "l1"}, r"attacks\.a\.norm: 'l1' is not one of"),
     ({"epsilons": []}, r"attacks\.a\.epsilons: \[\] should be non-empty"),
     ({"epsilons": [0]}, r"attacks\.a\.epsilons\.0: 0 is less than or equal to the minimum of 0"),
     ({"epsilons": [-0.1]}, r"attacks\.a\.epsilons\.0"),
     ({"epsilons": ["big"]}, r"attacks\.a\.epsilons\.0: 'big' is not of type 'number'"),
     ({"params": {"steps": "many"}}, r"attacks\.a\.params"),
-    ({"splits": ["train"]}, r"attacks\.a\.splits: \['train'\] leaves out test, the split every table and figure"),
+    (
+        {"splits": ["train"]},
+        r"attacks\.a\.splits: \['train'\] leaves out test, the split every table and figure",
+    ),
     ({"splits": []}, r"attacks\.a\.splits: \[\] should be non-empty"),
     ({"splits": ["test", "test"]}, r"attacks\.a\.splits: .*non-unique"),
     ({"splits": ["calibration"]}, r"attacks\.a\.splits\.0: 'calibration' is not one of"),
@@ -139,23 +203,37 @@ def test_bad_attack_entries_name_their_key(patch, message):
 def test_attacks_run_on_their_own_splits_and_detection_on_its_attacks():
     """`attacks.<name>.splits` (default attack_defaults.splits) and `detection.attacks` (default: all): an attack that
     runs on test only can be measured but not learned by a detector; errors name the key to change."""
-    from advdefense.config import attacked_splits, detection_attacks
+    from advdefense.plan.decisions import attacked_splits, detection_attacks
 
-    attacks = {"a": copy.deepcopy(ATTACK_OK), "b": {**copy.deepcopy(ATTACK_OK), "splits": ["test"]},
-               "c": copy.deepcopy(ATTACK_OK)}
+    attacks = {
+        "a": copy.deepcopy(ATTACK_OK),
+        "b": {**copy.deepcopy(ATTACK_OK), "splits": ["test"]},
+        "c": copy.deepcopy(ATTACK_OK),
+    }
     cfg = validate_config({"attacks": attacks, "detection": {"attacks": ["c", "a"]}})
     assert [cfg["attacks"][n]["splits"] for n in "abc"] == [["train", "test"], ["test"], ["train", "test"]]
-    assert detection_attacks(cfg) == ["a", "c"] and attacked_splits(cfg) == ["train", "test"]  # in config order
-    with pytest.raises(ConfigError, match=r"attacks\.b\.splits: \['test'\], but detection trains on attacked train "
-                                          r"images .* leave b out of detection\.attacks"):
+    assert detection_attacks(cfg) == ["a", "c"] and attacked_splits(cfg) == [
+        "train",
+        "test",
+    ]  # in config order
+    with pytest.raises(
+        ConfigError,
+        match=r"attacks\.b\.splits: \['test'\], but detection trains on attacked train "
+        r"images .* leave b out of detection\.attacks",
+    ):
         validate_config({"attacks": attacks})
     with pytest.raises(ConfigError, match=r"detection\.attacks: 'd' is not a configured attack"):
         validate_config({"attacks": attacks, "detection": {"attacks": ["a", "d"]}})
     with pytest.raises(ConfigError, match=r"detection\.attacks: \[\] should be non-empty"):
         validate_config({"attacks": attacks, "detection": {"attacks": []}})
-    with pytest.raises(ConfigError, match=r"attack_defaults\.splits: \['train'\] leaves out test.*\(the splits of "
-                                          r"attacks\.a\)"):
-        validate_config({"attacks": {"a": copy.deepcopy(ATTACK_OK)}, "attack_defaults": {"splits": ["train"]}})
+    with pytest.raises(
+        ConfigError,
+        match=r"attack_defaults\.splits: \['train'\] leaves out test.*\(the splits of "
+        r"attacks\.a\)",
+    ):
+        validate_config(
+            {"attacks": {"a": copy.deepcopy(ATTACK_OK)}, "attack_defaults": {"splits": ["train"]}}
+        )
     only_test = {"attacks": {"b": attacks["b"]}, "detection": {"enabled": False}}
     assert attacked_splits(validate_config(only_test)) == ["test"]
     with pytest.raises(ConfigError, match=r"purification\.splits: 'train' is not attacked"):

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 
 from advdefense.config import ConfigError
-from advdefense.data import (DataError, build_dataset, load_cifar_batches_dir, make_synthetic, read_dataset_h5,
-                             take_subset, write_dataset_h5)
+from advdefense.data import (
+    DataError,
+    build_dataset,
+    load_cifar_batches_dir,
+    make_synthetic,
+    read_dataset_h5,
+    take_subset,
+    write_dataset_h5,
+)
 
 
 def test_synthetic_is_deterministic_balanced_and_well_formed():
@@ -64,7 +71,9 @@ def test_mini_cifar_round_trip(mini_cifar, tmp_path):
 
 
 def test_local_source_with_subsets(mini_cifar):
-    ds = build_dataset({"source": "local", "path": str(mini_cifar), "train_size": 500, "test_size": 100}, seed=0)
+    ds = build_dataset(
+        {"source": "local", "path": str(mini_cifar), "train_size": 500, "test_size": 100}, seed=0
+    )
     assert len(ds.train) == 500 and len(ds.test) == 100
     assert np.all(np.diff(ds.train.source_index) > 0)  # kept in source order
     full = load_cifar_batches_dir(mini_cifar)
@@ -73,7 +82,9 @@ def test_local_source_with_subsets(mini_cifar):
 
 def test_subset_larger_than_split_names_the_key():
     ds = make_synthetic(50, 20)
-    with pytest.raises(ConfigError, match=r"dataset\.test_size: asked for 30 images but the test split has only 20"):
+    with pytest.raises(
+        ConfigError, match=r"dataset\.test_size: asked for 30 images but the test split has only 20"
+    ):
         take_subset(ds, None, 30, seed=0)
 
 
@@ -81,8 +92,12 @@ def _write_batches(path, n=4, bad=None):
     path.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        obj = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, n)),
-               "batch_label": name, "filenames": [f"{i}.png" for i in range(n)]}
+        obj = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "labels": list(rng.integers(0, 10, n)),
+            "batch_label": name,
+            "filenames": [f"{i}.png" for i in range(n)],
+        }
         if bad and bad[0] == name:
             obj = bad[1](obj)
         with open(path / name, "wb") as fh:
@@ -101,10 +116,14 @@ def test_local_directory_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="missing data_batch_3"):
         load_cifar_batches_dir(good)
 
-    shape = _write_batches(tmp_path / "shape", bad=("data_batch_2", lambda o: {**o, "data": o["data"][:, :100]}))
+    shape = _write_batches(
+        tmp_path / "shape", bad=("data_batch_2", lambda o: {**o, "data": o["data"][:, :100]})
+    )
     with pytest.raises(DataError, match=r"data_batch_2: 'data' must be uint8 N x 3072"):
         load_cifar_batches_dir(shape)
-    labels = _write_batches(tmp_path / "labels", bad=("test_batch", lambda o: {**o, "labels": o["labels"][:2]}))
+    labels = _write_batches(
+        tmp_path / "labels", bad=("test_batch", lambda o: {**o, "labels": o["labels"][:2]})
+    )
     with pytest.raises(DataError, match="test_batch: 4 images but 2 labels"):
         load_cifar_batches_dir(labels)
     garbage = _write_batches(tmp_path / "garbage")

@@ -5,10 +5,20 @@ import pandas as pd
 import pytest
 
 from advdefense.config import ConfigError, load_yaml, validate_config
+from advdefense.detection import (
+    POOLED,
+    AttackedSet,
+    SplitInputs,
+    calibrate,
+    load_latent_inputs,
+    mmd_power,
+    mmd_test,
+    noise_images,
+    run_detection_method,
+    training_arrays,
+)
+from advdefense.detectors import LN2, Detector, register, unregister
 from advdefense.errors import PipelineFileError
-from advdefense.detection import (POOLED, AttackedSet, SplitInputs, calibrate, load_latent_inputs, mmd_power,
-                                  mmd_test, noise_images, run_detection_method, training_arrays)
-from advdefense.detectors import LN2, REGISTRY, Detector, register
 from advdefense.metrics import auroc, roc_curve
 from conftest import REPO
 
@@ -49,15 +59,29 @@ def smoke(smoke_run):
     cfg = validate_config(load_yaml(REPO / "config/smoke.yaml"))
     root = smoke_run / f"results/latents/{D}"
     files = {k: root / f"{k.rsplit('_eps', 1)[0]}/eps{k.rsplit('_eps', 1)[1]}" for k in KEYS}
-    sets = {split: load_latent_inputs(root / f"clean/{split}.h5", {k: f / f"{split}.h5" for k, f in files.items()})
-            for split in ("train", "test")}
-    return {"dir": smoke_run, "cfg": cfg, "sets": sets, "tables": smoke_run / f"results/tables/{D}",
-            "detection": smoke_run / f"results/detection/{D}"}
+    sets = {
+        split: load_latent_inputs(
+            root / f"clean/{split}.h5", {k: f / f"{split}.h5" for k, f in files.items()}
+        )
+        for split in ("train", "test")
+    }
+    return {
+        "dir": smoke_run,
+        "cfg": cfg,
+        "sets": sets,
+        "tables": smoke_run / f"results/tables/{D}",
+        "detection": smoke_run / f"results/detection/{D}",
+    }
 
 
 def _attacked(x, label, pred_clean, pred_adv, changed):
-    return AttackedSet(np.asarray(x, np.float32), np.asarray(label), np.asarray(pred_clean), np.asarray(pred_adv),
-                       np.asarray(changed, bool))
+    return AttackedSet(
+        np.asarray(x, np.float32),
+        np.asarray(label),
+        np.asarray(pred_clean),
+        np.asarray(pred_adv),
+        np.asarray(changed, bool),
+    )
 
 
 def test_noop_adversarials_are_never_labelled_attacked(tmp_path):
@@ -72,9 +96,16 @@ def test_noop_adversarials_are_never_labelled_attacked(tmp_path):
     x, y = training_arrays(SplitInputs(clean, np.arange(6), {"deepfool_eps0.1": s}), "deepfool_eps0.1")
     attacked = x[y == 1]
     assert len(attacked) == 2 and not any((attacked == c).all() for c in clean)  # no clean copy labelled 1
-    rows, _ = run_detection_method("offgrid", {}, 0, SplitInputs(clean, np.arange(6), {"deepfool_eps0.1": s}),
-                                   SplitInputs(clean, np.arange(6), {"deepfool_eps0.1": s}),
-                                   np.zeros((200, 1), np.float32), tmp_path, fprs=(0.05,))
+    rows, _ = run_detection_method(
+        "offgrid",
+        {},
+        0,
+        SplitInputs(clean, np.arange(6), {"deepfool_eps0.1": s}),
+        SplitInputs(clean, np.arange(6), {"deepfool_eps0.1": s}),
+        np.zeros((200, 1), np.float32),
+        tmp_path,
+        fprs=(0.05,),
+    )
     honest = rows[(rows["test"] == "deepfool_eps0.1") & (rows["set"] == "honest")].iloc[0]
     everything = rows[(rows["test"] == "deepfool_eps0.1") & (rows["set"] == "all")].iloc[0]
     assert honest["n_attacked"] == 2 and everything["n_attacked"] == 6 and everything["n_noop"] == 1
@@ -83,7 +114,9 @@ def test_noop_adversarials_are_never_labelled_attacked(tmp_path):
 def test_attacked_set_without_successes_is_a_clear_error():
     clean = np.zeros((4, 1), np.float32)
     s = _attacked(clean + 1, [0] * 4, [0] * 4, [0] * 4, [1] * 4)  # changed, never fooled the classifier
-    with pytest.raises(ConfigError, match="fgsm_eps0.01 has no successful adversarials .*4 of 4 changed, 0 mis"):
+    with pytest.raises(
+        ConfigError, match="fgsm_eps0.01 has no successful adversarials .*4 of 4 changed, 0 mis"
+    ):
         training_arrays(SplitInputs(clean, np.arange(4), {"fgsm_eps0.01": s}), "fgsm_eps0.01")
 
 
@@ -101,8 +134,12 @@ def test_pixel_cnn_learns_plainly_detectable_sign_noise(tmp_path):
     train, test = _sign_noise_inputs(600, 0), _sign_noise_inputs(200, 1)
     calibration = _sign_noise_inputs(200, 2).clean
     settings = {"width": 16, "epochs": 4, "batch_size": 64, "lr": 0.001, "weight_decay": 0.0}
-    rows, fitted = run_detection_method("pixel_cnn", settings, 0, train, test, calibration, tmp_path, device="cpu")
-    row = rows[(rows["train"] == "sign_eps0.03") & (rows["test"] == "sign_eps0.03") & (rows["set"] == "honest")]
+    rows, fitted = run_detection_method(
+        "pixel_cnn", settings, 0, train, test, calibration, tmp_path, device="cpu"
+    )
+    row = rows[
+        (rows["train"] == "sign_eps0.03") & (rows["test"] == "sign_eps0.03") & (rows["set"] == "honest")
+    ]
     assert row.iloc[0]["trained"] and row.iloc[0]["final_loss"] < LN2 - 0.2
     assert row.iloc[0]["auroc"] > 0.9, row
 
@@ -113,8 +150,14 @@ def test_a_detector_at_chance_is_reported_as_not_trained(tmp_path):
     x = rng.normal(size=(400, 48, 1, 1)).astype(np.float32)
     s = _attacked(x.copy(), np.zeros(400, int), np.zeros(400, int), np.ones(400, int), np.ones(400, bool))
     inputs = SplitInputs(x, np.arange(400), {"same_eps0.01": s})
-    settings = {"widths": [8, 8, 8, 8], "dropout": 0.0, "epochs": 3, "batch_size": 100, "lr": 1e-4,
-                "weight_decay": 0.0}
+    settings = {
+        "widths": [8, 8, 8, 8],
+        "dropout": 0.0,
+        "epochs": 3,
+        "batch_size": 100,
+        "lr": 1e-4,
+        "weight_decay": 0.0,
+    }
     rows, _ = run_detection_method("latent_mlp", settings, 0, inputs, inputs, x[:200], tmp_path, device="cpu")
     assert not rows["trained"].any() and abs(rows["final_loss"].iloc[0] - LN2) < 0.02
     from advdefense.tables import NOT_TRAINED, table4
@@ -131,7 +174,9 @@ def test_thresholds_come_from_calibration_only(tmp_path):
 
     def inputs(shift):
         clean = rng.normal(shift, 1, size=(300, 1)).astype(np.float32)
-        s = _attacked(clean + 2, np.zeros(300, int), np.zeros(300, int), np.ones(300, int), np.ones(300, bool))
+        s = _attacked(
+            clean + 2, np.zeros(300, int), np.zeros(300, int), np.ones(300, int), np.ones(300, bool)
+        )
         return SplitInputs(clean, np.arange(300), {"k_eps0.1": s})
 
     @register
@@ -143,12 +188,14 @@ def test_thresholds_come_from_calibration_only(tmp_path):
 
     try:
         train = inputs(0.0)
-        run_detection_method("identity_test_only", {}, 0, train, inputs(0.0), calibration, tmp_path / "a",
-                             fprs=(0.01, 0.05))
-        run_detection_method("identity_test_only", {}, 0, train, inputs(3.0), calibration, tmp_path / "b",
-                             fprs=(0.01, 0.05))
+        run_detection_method(
+            "identity_test_only", {}, 0, train, inputs(0.0), calibration, tmp_path / "a", fprs=(0.01, 0.05)
+        )
+        run_detection_method(
+            "identity_test_only", {}, 0, train, inputs(3.0), calibration, tmp_path / "b", fprs=(0.01, 0.05)
+        )
     finally:
-        REGISTRY.pop("identity_test_only")
+        unregister("identity_test_only")
     with np.load(tmp_path / "a/scores_overall.npz") as a, np.load(tmp_path / "b/scores_overall.npz") as b:
         assert float(a["threshold_fpr5"]) == float(b["threshold_fpr5"])
         assert float(a["threshold_fpr1"]) == float(b["threshold_fpr1"])
@@ -166,9 +213,15 @@ def test_calibration_split_is_held_out_of_training(smoke):
     ds = read_dataset_h5(smoke["dir"] / f"results/data/{D}.h5")
     assert len(ds.calibration) == 200 and len(ds.train) == 3200
     assert not set(ds.calibration.source_index) & set(ds.train.source_index)
-    with pytest.raises(ConfigError, match="dataset.calibration_size: 3400 calibration images .* nothing to train"):
-        validate_config({**load_yaml(REPO / "config/smoke.yaml"),
-                         "dataset": {**load_yaml(REPO / "config/smoke.yaml")["dataset"], "calibration_size": 3400}})
+    with pytest.raises(
+        ConfigError, match="dataset.calibration_size: 3400 calibration images .* nothing to train"
+    ):
+        validate_config(
+            {
+                **load_yaml(REPO / "config/smoke.yaml"),
+                "dataset": {**load_yaml(REPO / "config/smoke.yaml")["dataset"], "calibration_size": 3400},
+            }
+        )
     with pytest.raises(ConfigError, match=r"detection.fprs: 0.001 is below 1/200"):
         cfg = load_yaml(REPO / "config/smoke.yaml")
         cfg["detection"]["fprs"] = [0.001, 0.05]
@@ -183,7 +236,7 @@ def test_offgrid_control_sees_float_not_8bit_adversarials(smoke):
 
 
 def test_8bit_attack_file_is_on_the_grid_within_eps(smoke):
-    from advdefense.attacks import read_attack_file
+    from advdefense.attack_files import read_attack_file
 
     a = read_attack_file(smoke["dir"] / f"results/attacks/{D}/pgd_8bit/eps0.03/test.h5")
     q = a["adv"].astype(np.float64) * 255
@@ -210,8 +263,12 @@ def test_detector_aware_attack_beats_the_non_adaptive_one(smoke):
 def test_tables_have_configured_rows_and_columns(smoke):
     t4 = pd.read_csv(smoke["tables"] / "table4_detection.csv", index_col=0)
     assert list(t4.index) == KEYS + [POOLED] + [f"{k} (all images)" for k in KEYS + [POOLED]]
-    assert list(t4.columns)[:4] == ["AUROC", "TPR at 1% FPR (%)", "TPR at 5% FPR (%)",
-                                    "test FPR at the 1% threshold (%)"]
+    assert list(t4.columns)[:4] == [
+        "AUROC",
+        "TPR at 1% FPR (%)",
+        "TPR at 5% FPR (%)",
+        "test FPR at the 1% threshold (%)",
+    ]
     assert t4.loc["deepfool_eps0.03 (all images)", "unchanged by the attack"] > 0
     assert t4.loc[POOLED, "attacked test images"] < t4.loc[f"{POOLED} (all images)", "attacked test images"]
     t5 = pd.read_csv(smoke["tables"] / "table5_comparison.csv", index_col=0)
@@ -244,12 +301,25 @@ def test_shuffled_labels_give_chance_auroc(smoke, tmp_path):
     n = len(attacked)
     fake = _attacked(both[perm[:n]], np.zeros(n, int), np.zeros(n, int), np.ones(n, int), np.ones(n, bool))
     shuffled = SplitInputs(both[perm[n:]], np.arange(len(both) - n), {"pgd_eps0.03": fake})
-    test = SplitInputs(smoke["sets"]["test"].clean, smoke["sets"]["test"].index,
-                       {"pgd_eps0.03": smoke["sets"]["test"].attacks["pgd_eps0.03"]})
+    test = SplitInputs(
+        smoke["sets"]["test"].clean,
+        smoke["sets"]["test"].index,
+        {"pgd_eps0.03": smoke["sets"]["test"].attacks["pgd_eps0.03"]},
+    )
     cfg = smoke["cfg"]
-    table, _ = run_detection_method("latent_mlp", cfg["detection"]["latent_mlp"], cfg["seed"], shuffled, test,
-                                    smoke["sets"]["test"].clean[:200], tmp_path, device="cpu")
-    row = table[(table["train"] == "pgd_eps0.03") & (table["test"] == "pgd_eps0.03") & (table["set"] == "honest")]
+    table, _ = run_detection_method(
+        "latent_mlp",
+        cfg["detection"]["latent_mlp"],
+        cfg["seed"],
+        shuffled,
+        test,
+        smoke["sets"]["test"].clean[:200],
+        tmp_path,
+        device="cpu",
+    )
+    row = table[
+        (table["train"] == "pgd_eps0.03") & (table["test"] == "pgd_eps0.03") & (table["set"] == "honest")
+    ]
     assert abs(row.iloc[0]["auroc"] - 0.5) < 0.1
 
 
@@ -264,7 +334,9 @@ def test_bad_detection_inputs(smoke, tmp_path):
         del g["z"]
         g["z"] = np.zeros((500, 24, 8, 8), np.float32)
         g.attrs.update(dict(f.attrs))
-    with pytest.raises(PipelineFileError, match=r"odd\.h5: latents of shape \(24, 8, 8\) cannot be mixed with"):
+    with pytest.raises(
+        PipelineFileError, match=r"odd\.h5: latents of shape \(24, 8, 8\) cannot be mixed with"
+    ):
         load_latent_inputs(root / "clean/test.h5", {"pgd_eps0.03": odd})
     with pytest.raises(PipelineFileError, match=r"latent file .*cw/eps0\.5/test\.h5 does not exist"):
         load_latent_inputs(root / "clean/test.h5", {"cw_eps0.5": root / "cw/eps0.5/test.h5"})
@@ -280,10 +352,20 @@ def test_mmd_test_level_and_power():
     g = torch.Generator().manual_seed(0)
     same = [mmd_test(rng.normal(size=(20, 10)), rng.normal(size=(20, 10)), 100, g) for _ in range(60)]
     assert 0.0 <= np.mean(np.array(same) < 0.05) <= 0.15  # level ~ alpha under the null
-    shifted = [mmd_test(rng.normal(size=(20, 10)), rng.normal(1.0, 1, size=(20, 10)), 100, g) for _ in range(20)]
+    shifted = [
+        mmd_test(rng.normal(size=(20, 10)), rng.normal(1.0, 1, size=(20, 10)), 100, g) for _ in range(20)
+    ]
     assert np.mean(np.array(shifted) < 0.05) >= 0.9
-    table = mmd_power(rng.normal(size=(100, 5)), rng.normal(size=(100, 5)), {"shift": rng.normal(2, 1, (100, 5))},
-                      [5, 10], trials=10, permutations=50, alpha=0.05, seed=0)
+    table = mmd_power(
+        rng.normal(size=(100, 5)),
+        rng.normal(size=(100, 5)),
+        {"shift": rng.normal(2, 1, (100, 5))},
+        [5, 10],
+        trials=10,
+        permutations=50,
+        alpha=0.05,
+        seed=0,
+    )
     power = table.set_index(["test", "batch_size"])["rejection_rate"]
     assert power[("shift", 10)] >= 0.9 and power[("clean", 10)] <= 0.3
 
@@ -296,12 +378,14 @@ def test_detector_training_does_not_depend_on_process_state(smoke, tmp_path):
     import torch
 
     torch.manual_seed(1)
-    first, _ = run_detection_method("latent_mlp", settings, 0, one(train), one(test), test.clean[:200],
-                                    tmp_path / "a", device="cpu")
+    first, _ = run_detection_method(
+        "latent_mlp", settings, 0, one(train), one(test), test.clean[:200], tmp_path / "a", device="cpu"
+    )
     torch.rand(1000)  # disturb the global generator
     torch.manual_seed(12345)
-    second, _ = run_detection_method("latent_mlp", settings, 0, one(train), one(test), test.clean[:200],
-                                     tmp_path / "b", device="cpu")
+    second, _ = run_detection_method(
+        "latent_mlp", settings, 0, one(train), one(test), test.clean[:200], tmp_path / "b", device="cpu"
+    )
     pd.testing.assert_frame_equal(first, second)
 
 
@@ -322,8 +406,9 @@ def test_clean_and_attacked_images_go_through_the_flow_the_same_way(smoke, tmp_p
         ds = read_dataset_h5(smoke["dir"] / f"results/data/{D}.h5")
         g["adv"][...] = ds.test.images[f["index"][()]].astype(np.float32) / 255.0
         g["linf"][...] = 0.0
-    attack_latents(identity, smoke["dir"] / f"results/flow/{D}/model.pt", tmp_path / "z.h5", device="cpu",
-                   batch_size=200)
+    attack_latents(
+        identity, smoke["dir"] / f"results/flow/{D}/model.pt", tmp_path / "z.h5", device="cpu", batch_size=200
+    )
     clean = read_latents(smoke["dir"] / f"results/latents/{D}/clean/test.h5")
     same = read_latents(tmp_path / "z.h5")
     assert np.array_equal(same["z"], clean["z"]) and np.array_equal(same["bpd"], clean["bpd"])

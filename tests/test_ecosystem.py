@@ -1,4 +1,5 @@
 """Fitting the ecosystem: a classifier the user brings, CIFAR-100, progress logs, the CPU estimate."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,10 @@ from advdefense.classifier import import_classifier, load_classifier, train_clas
 from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.data import DataError, build_dataset, load_cifar_batches_dir, make_synthetic, write_dataset_h5
 from advdefense.estimate import estimate_seconds
-from advdefense.h5io import file_sha256
 from advdefense.inference import predict
 from advdefense.models.checkpoint import load_checkpoint
+from advdefense.plan.names import file_sha256
 from advdefense.progress import ProgressLog
-
 from conftest import REPO, run_snakemake
 
 D = "synthetic-smoke"
@@ -28,7 +28,7 @@ MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
 
 
 # ----------------------------------------------------------------------------- bring your own classifier
-BUILDER = '''
+BUILDER = """
 import torchvision
 
 
@@ -38,7 +38,7 @@ def build():
 
 def build_imagenet():
     return torchvision.models.resnet18()  # 1000 classes
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,17 @@ def test_brought_classifier_is_imported_exactly(user_models, tmp_path, how):
     root = user_models["root"]
     path = root / ("scripted.pt" if how == "torchscript" else "weights.pt")
     builder = None if how == "torchscript" else f"{root / 'builder.py'}:build"
-    metrics = import_classifier(path, user_models["data"], tmp_path / "model.pt", tmp_path / "metrics.json",
-                                sha256=file_sha256(path), builder=builder, mean=MEAN, std=STD, device="cpu")
+    metrics = import_classifier(
+        path,
+        user_models["data"],
+        tmp_path / "model.pt",
+        tmp_path / "metrics.json",
+        sha256=file_sha256(path),
+        builder=builder,
+        mean=MEAN,
+        std=STD,
+        device="cpu",
+    )
     assert metrics["format"] == ("torchscript" if how == "torchscript" else "state_dict")
     # the stored checkpoint loads with weights_only=True and predicts exactly what the user's model does
     raw = torch.load(tmp_path / "model.pt", weights_only=True)
@@ -91,14 +100,25 @@ def test_brought_classifier_bad_inputs(user_models, tmp_path):
     root, data = user_models["root"], user_models["data"]
     scripted = root / "scripted.pt"
     out = (tmp_path / "model.pt", tmp_path / "metrics.json")
-    with pytest.raises(ConfigError, match=r"classifier.checkpoint.sha256: .*scripted.pt has sha256 [0-9a-f]{64}, but "
-                                          r"the config pins 0000"):
+    with pytest.raises(
+        ConfigError,
+        match=r"classifier.checkpoint.sha256: .*scripted.pt has sha256 [0-9a-f]{64}, but "
+        r"the config pins 0000",
+    ):
         import_classifier(scripted, data, *out, sha256="0" * 64, device="cpu")
     weights = root / "weights.pt"
-    with pytest.raises(ConfigError, match=r"the model's output for 4 random images is \(4, 1000\), expected 4 x 10"):
+    with pytest.raises(
+        ConfigError, match=r"the model's output for 4 random images is \(4, 1000\), expected 4 x 10"
+    ):
         torch.save(__import__("torchvision").models.resnet18().state_dict(), tmp_path / "imagenet.pt")
-        import_classifier(tmp_path / "imagenet.pt", data, *out, sha256=file_sha256(tmp_path / "imagenet.pt"),
-                          builder=f"{root / 'builder.py'}:build_imagenet", device="cpu")
+        import_classifier(
+            tmp_path / "imagenet.pt",
+            data,
+            *out,
+            sha256=file_sha256(tmp_path / "imagenet.pt"),
+            builder=f"{root / 'builder.py'}:build_imagenet",
+            device="cpu",
+        )
 
     class Noisy(torch.nn.Module):  # not eval-safe: noise in forward whatever the mode
         def __init__(self):
@@ -110,7 +130,9 @@ def test_brought_classifier_bad_inputs(user_models, tmp_path):
 
     torch.jit.save(torch.jit.script(Noisy()), str(tmp_path / "noisy.pt"))
     with pytest.raises(ConfigError, match="not in eval-safe form"):
-        import_classifier(tmp_path / "noisy.pt", data, *out, sha256=file_sha256(tmp_path / "noisy.pt"), device="cpu")
+        import_classifier(
+            tmp_path / "noisy.pt", data, *out, sha256=file_sha256(tmp_path / "noisy.pt"), device="cpu"
+        )
     with pytest.raises(ConfigError, match=r"classifier.checkpoint.builder: 'nocolon' is not of the form"):
         import_classifier(weights, data, *out, sha256=file_sha256(weights), builder="nocolon", device="cpu")
     assert not out[0].exists() and not out[1].exists()
@@ -132,7 +154,10 @@ def test_brought_classifier_runs_through_the_attack_stage(smoke_run, tmp_path):
     scripted = tmp_path / "user_model.pt"
     torch.jit.save(torch.jit.trace(original, torch.rand(2, 3, 32, 32)), str(scripted))
     cfg = load_yaml(REPO / "config/smoke.yaml")
-    cfg["classifier"] = {"source": "checkpoint", "checkpoint": {"path": str(scripted), "sha256": file_sha256(scripted)}}
+    cfg["classifier"] = {
+        "source": "checkpoint",
+        "checkpoint": {"path": str(scripted), "sha256": file_sha256(scripted)},
+    }
     cfg["attack_defaults"]["images"] = {"train": 60, "test": 60}
     cfg["purification"]["adaptive"]["images"] = 30
     cfg["detection"]["mmd"]["batch_sizes"] = [5, 10]
@@ -146,8 +171,9 @@ def test_brought_classifier_runs_through_the_attack_stage(smoke_run, tmp_path):
     assert "import_classifier" in out and "train_classifier" not in out
     metrics = json.loads((work / f"results/classifier/{D}/metrics.json").read_text())
     trained = json.loads((smoke_run / f"results/classifier/{D}/metrics.json").read_text())
-    assert metrics["source"] == "checkpoint" and metrics["test_accuracy"] == pytest.approx(trained["test_accuracy"],
-                                                                                          abs=0.004)
+    assert metrics["source"] == "checkpoint" and metrics["test_accuracy"] == pytest.approx(
+        trained["test_accuracy"], abs=0.004
+    )
     summary = pd.read_csv(work / f"results/attacks/{D}/summary.csv")
     assert len(summary) == 8 and (summary["n"] == 60).all()
     assert (summary["clean_accuracy"] > 0.8).all() and (summary["success_rate_on_correct"] > 0).all()
@@ -161,12 +187,19 @@ def _cifar100_dir(path: Path, n_train=60, n_test=20, drop_key: str | None = None
     rng = np.random.default_rng(0)
     for name, n in (("train", n_train), ("test", n_test)):
         fine = rng.integers(0, 100, n)
-        obj = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": [int(v) for v in fine],
-               "coarse_labels": [int(v) // 5 for v in fine], "filenames": [f"{i}.png" for i in range(n)],
-               "batch_label": name}
+        obj = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "fine_labels": [int(v) for v in fine],
+            "coarse_labels": [int(v) // 5 for v in fine],
+            "filenames": [f"{i}.png" for i in range(n)],
+            "batch_label": name,
+        }
         obj.pop(drop_key, None)
         (path / name).write_bytes(pickle.dumps(obj, protocol=2))
-    meta = {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"coarse{i}" for i in range(20)]}
+    meta = {
+        "fine_label_names": [f"fine{i}" for i in range(100)],
+        "coarse_label_names": [f"coarse{i}" for i in range(20)],
+    }
     (path / "meta").write_bytes(pickle.dumps(meta, protocol=2))
     return path
 
@@ -179,32 +212,53 @@ def test_cifar100_directory_fine_and_coarse(tmp_path):
     assert len(fine.train) == 60 and len(fine.test) == 20
     assert np.array_equal(coarse.train.labels, fine.train.labels // 5)
     assert np.array_equal(fine.train.images, coarse.train.images)
-    cfg = validate_config({"dataset": {"source": "local", "path": str(path), "labels": "coarse", "train_size": 50},
-                           "attack_defaults": {"images": {"train": 50, "test": 20}}, "flow": {"init_images": 50},
-                           "detection": {"mmd": {"batch_sizes": [5, 10], "table_batch_size": 10}}})
+    cfg = validate_config(
+        {
+            "dataset": {"source": "local", "path": str(path), "labels": "coarse", "train_size": 50},
+            "attack_defaults": {"images": {"train": 50, "test": 20}},
+            "flow": {"init_images": 50},
+            "detection": {"mmd": {"batch_sizes": [5, 10], "table_batch_size": 10}},
+        }
+    )
     ds = build_dataset(cfg["dataset"], 0)
     assert len(ds.train) == 50 and ds.class_names[0] == "coarse0"
-    with pytest.raises(ConfigError, match="dataset.train_size: asked for 61 images but the train split of the local "
-                                          "source has only 60"):
+    with pytest.raises(
+        ConfigError,
+        match="dataset.train_size: asked for 61 images but the train split of the local source has only 60",
+    ):
         validate_config({"dataset": {"source": "local", "path": str(path), "train_size": 61}})
 
 
 def test_cifar100_wrong_label_key_names_file_and_key(tmp_path):
     path = _cifar100_dir(tmp_path / "cifar-100-python", drop_key="coarse_labels")
-    with pytest.raises(DataError, match=r"cifar-100-python/train: missing key 'coarse_labels' .*is dataset.labels right"):
+    with pytest.raises(
+        DataError, match=r"cifar-100-python/train: missing key 'coarse_labels' .*is dataset.labels right"
+    ):
         load_cifar_batches_dir(path, "coarse")
     assert len(load_cifar_batches_dir(path, "fine").class_names) == 100
     (path / "meta").unlink()
-    with pytest.raises(ConfigError, match="neither a cifar-10-batches-py directory .* nor a cifar-100-python one"):
+    with pytest.raises(
+        ConfigError, match="neither a cifar-10-batches-py directory .* nor a cifar-100-python one"
+    ):
         load_cifar_batches_dir(path)
 
 
 def test_number_of_classes_flows_into_the_classifier(tmp_path):
     ds = load_cifar_batches_dir(_cifar100_dir(tmp_path / "c100", n_train=64, n_test=16), "coarse")
     write_dataset_h5(ds, tmp_path / "c100.h5")
-    settings = validate_config({"classifier": {"depth": 8, "width": 4, "epochs": 1, "batch_size": 32}})["classifier"]
-    metrics = train_classifier(tmp_path / "c100.h5", settings, 0, tmp_path / "m.pt", tmp_path / "m.json",
-                               tmp_path / "e.csv", tmp_path / "s.pt", device="cpu")
+    settings = validate_config({"classifier": {"depth": 8, "width": 4, "epochs": 1, "batch_size": 32}})[
+        "classifier"
+    ]
+    metrics = train_classifier(
+        tmp_path / "c100.h5",
+        settings,
+        0,
+        tmp_path / "m.pt",
+        tmp_path / "m.json",
+        tmp_path / "e.csv",
+        tmp_path / "s.pt",
+        device="cpu",
+    )
     model = load_classifier(tmp_path / "m.pt")
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 20)
     assert len(metrics["per_class_accuracy"]) == 20
@@ -213,8 +267,9 @@ def test_number_of_classes_flows_into_the_classifier(tmp_path):
 # ----------------------------------------------------------------------------- progress and estimate
 def test_progress_logs_at_a_steady_pace_with_time_left(caplog):
     clock = iter(float(t) for t in range(0, 1000, 5))  # each update 5 s after the last
-    progress = ProgressLog(logging.getLogger("progress-test"), "pgd eps=0.03", 100, every=30,
-                           clock=lambda: next(clock))
+    progress = ProgressLog(
+        logging.getLogger("progress-test"), "pgd eps=0.03", 100, every=30, clock=lambda: next(clock)
+    )
     with caplog.at_level(logging.INFO, logger="progress-test"):
         for done in range(1, 101):
             progress.update(done)
@@ -233,7 +288,9 @@ def test_cpu_estimate_orders_the_configs_and_matches_the_mini_run():
     assert paper > 24 * 3600  # the paper-size Glow alone is days of CPU
     three = load_yaml(REPO / "config/smoke.yaml")
     three["seeds"] = [0, 1, 2]
-    assert sum(estimate_seconds(validate_config(three), cores=2).values()) == pytest.approx(3 * smoke)  # a run each
+    assert sum(estimate_seconds(validate_config(three), cores=2).values()) == pytest.approx(
+        3 * smoke
+    )  # a run each
     cfg = load_yaml(REPO / "config/cifar10-mini.yaml")
     cfg["dataset"]["path"] = str(REPO.parent / "shared/data/cifar-10-mini/cifar-10-batches-py")
     if Path(cfg["dataset"]["path"]).is_dir():

@@ -1,6 +1,7 @@
 """Faults and bad input (issue 14): each case reproduces a fault found by trying the pipeline with bad
 inputs, and checks that it now fails early with an error naming its cause, or recovers, and that
 nothing is lost or silently wrong."""
+
 from __future__ import annotations
 
 import copy
@@ -20,18 +21,23 @@ import torch
 import yaml
 
 import advdefense.classifier as classifier_module
-from advdefense.attacks import AttackFileError, iter_adversarial_batches, read_attack_file
+from advdefense.attack_files import AttackFileError, iter_adversarial_batches, read_attack_file
 from advdefense.classifier import train_classifier
 from advdefense.config import ConfigError, check_config_files, load_yaml, validate_config
 from advdefense.config import main as check_config_main
-from advdefense.data import DataError, load_cifar_batches_dir, make_synthetic, read_dataset_h5, write_dataset_h5
+from advdefense.data import (
+    DataError,
+    load_cifar_batches_dir,
+    make_synthetic,
+    read_dataset_h5,
+    write_dataset_h5,
+)
 from advdefense.detection import load_pixel_inputs
 from advdefense.errors import PipelineFileError
 from advdefense.flow import attack_latents, read_latents
 from advdefense.h5io import atomic_h5, atomic_path, read_h5, remove_stale_temporaries
 from advdefense.models import load_checkpoint
 from advdefense.purification import purify_attack_file
-
 from conftest import REPO, SNAKEMAKE, run_snakemake
 
 DATASET = "synthetic-smoke"
@@ -49,8 +55,16 @@ def _tiny_classifier_config(**classifier):
 
 
 def _run_classifier(data_path, cfg, out: Path):
-    return train_classifier(data_path, cfg["classifier"], cfg["seed"], out / "model.pt", out / "metrics.json",
-                            out / "epochs.csv", out / "train_state.pt", device="cpu")
+    return train_classifier(
+        data_path,
+        cfg["classifier"],
+        cfg["seed"],
+        out / "model.pt",
+        out / "metrics.json",
+        out / "epochs.csv",
+        out / "train_state.pt",
+        device="cpu",
+    )
 
 
 def _train(data_path, cfg, out: Path, kill_after_epoch: int | None = None, monkeypatch=None):
@@ -116,20 +130,28 @@ def test_same_settings_still_resume_bit_for_bit(tiny_data, tmp_path, monkeypatch
     assert all(torch.equal(resumed[k], fresh[k]) for k in fresh)
 
 
-def test_changed_depth_or_corrupt_state_restarts_instead_of_crashing(tiny_data, tmp_path, monkeypatch, caplog):
-    _train(tiny_data, _tiny_classifier_config(), tmp_path / "run", kill_after_epoch=1, monkeypatch=monkeypatch)
+def test_changed_depth_or_corrupt_state_restarts_instead_of_crashing(
+    tiny_data, tmp_path, monkeypatch, caplog
+):
+    _train(
+        tiny_data, _tiny_classifier_config(), tmp_path / "run", kill_after_epoch=1, monkeypatch=monkeypatch
+    )
     deeper = _tiny_classifier_config(depth=14)
     with caplog.at_level(logging.WARNING):
         metrics = _train(tiny_data, deeper, tmp_path / "run")
     assert "config.depth" in caplog.text and metrics["epochs"] == 3
-    assert _weights(tmp_path / "run/model.pt")["layer1.1.conv1.weight"].shape[0] == 8  # depth 14: 2 blocks a stage
+    assert (
+        _weights(tmp_path / "run/model.pt")["layer1.1.conv1.weight"].shape[0] == 8
+    )  # depth 14: 2 blocks a stage
 
     caplog.clear()
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt/train_state.pt").write_bytes(b"PK\x03\x04 truncated")
     with caplog.at_level(logging.WARNING):
         metrics = _train(tiny_data, _tiny_classifier_config(), tmp_path / "corrupt")
-    assert f"discarding the resume state {tmp_path / 'corrupt/train_state.pt'}: it cannot be read" in caplog.text
+    assert (
+        f"discarding the resume state {tmp_path / 'corrupt/train_state.pt'}: it cannot be read" in caplog.text
+    )
     assert metrics["epochs"] == 3 and not (tmp_path / "corrupt/train_state.pt").exists()
 
 
@@ -144,8 +166,12 @@ class _Payload:
 
 def _batch(n=4, seed=0):
     rng = np.random.default_rng(seed)
-    return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": [int(v) for v in rng.integers(0, 10, n)],
-            "batch_label": "b", "filenames": [f"{i}.png" for i in range(n)]}
+    return {
+        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        "labels": [int(v) for v in rng.integers(0, 10, n)],
+        "batch_label": "b",
+        "filenames": [f"{i}.png" for i in range(n)],
+    }
 
 
 def _batches_dir(path: Path, poison: tuple[str, object] | None = None, protocol: int = 2) -> Path:
@@ -155,18 +181,24 @@ def _batches_dir(path: Path, poison: tuple[str, object] | None = None, protocol:
         if poison and poison[0] == name:
             obj = poison[1]
         (path / name).write_bytes(pickle.dumps(obj, protocol=protocol))
-    (path / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=protocol))
+    (path / "batches.meta").write_bytes(
+        pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=protocol)
+    )
     return path
 
 
 def test_crafted_cifar_batch_cannot_run_code(tmp_path):
     marker = tmp_path / "pwned"
     evil = _batches_dir(tmp_path / "evil", poison=("data_batch_3", {**_batch(), "labels": _Payload(marker)}))
-    with pytest.raises(DataError, match=r"data_batch_3: refused to load: the pickle asks for (posix|os)\.system"):
+    with pytest.raises(
+        DataError, match=r"data_batch_3: refused to load: the pickle asks for (posix|os)\.system"
+    ):
         load_cifar_batches_dir(evil)
     assert not marker.exists()
     # object arrays are refused as well (their elements would be arbitrary objects)
-    objects = _batches_dir(tmp_path / "objects", poison=("test_batch", {**_batch(), "data": np.array([1, "x"], object)}))
+    objects = _batches_dir(
+        tmp_path / "objects", poison=("test_batch", {**_batch(), "data": np.array([1, "x"], object)})
+    )
     with pytest.raises(DataError, match="test_batch: refused to load: the pickle holds an object array"):
         load_cifar_batches_dir(objects)
     # what the official files hold loads, whatever the pickle protocol
@@ -196,7 +228,9 @@ def _poisoned_copy(src: Path, dst: Path, image: int, value: float) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("value,what", [(np.nan, "non-finite"), (np.inf, "non-finite"), (1.5, r"values outside \[0, 1\]")])
+@pytest.mark.parametrize(
+    "value,what", [(np.nan, "non-finite"), (np.inf, "non-finite"), (1.5, r"values outside \[0, 1\]")]
+)
 def test_a_bad_adversarial_is_named_by_every_stage(smoke_run, tmp_path, value, what):
     results = smoke_run / "results"
     src = results / f"attacks/{DATASET}/pgd/eps0.03/test.h5"
@@ -212,8 +246,13 @@ def test_a_bad_adversarial_is_named_by_every_stage(smoke_run, tmp_path, value, w
     with pytest.raises(AttackFileError, match=expected):
         attack_latents(bad, results / f"flow/{DATASET}/model.pt", tmp_path / "latents.h5", device="cpu")
     with pytest.raises(AttackFileError, match=expected):
-        purify_attack_file(bad, results / f"autoencoder/{DATASET}/model.pt", results / f"classifier/{DATASET}/model.pt",
-                           tmp_path / "purified.h5", device="cpu")
+        purify_attack_file(
+            bad,
+            results / f"autoencoder/{DATASET}/model.pt",
+            results / f"classifier/{DATASET}/model.pt",
+            tmp_path / "purified.h5",
+            device="cpu",
+        )
     assert not (tmp_path / "latents.h5").exists() and not (tmp_path / "purified.h5").exists()
     assert not list(tmp_path.glob("*.tmp-*"))
     # the untouched file passes the same reader
@@ -226,8 +265,9 @@ def test_jobs_import_the_checkout_they_run_from(tmp_path):
     """Two checkouts: the installed package is this one, the Snakefile run is the other one's; the job
     must import the other one's code (before, it imported whichever advdefense was installed)."""
     other = tmp_path / "other-checkout"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in files:
         if (REPO / name).is_file():
             (other / name).parent.mkdir(parents=True, exist_ok=True)
@@ -238,8 +278,18 @@ def test_jobs_import_the_checkout_they_run_from(tmp_path):
     workdir.mkdir()
     config = workdir / "smoke.yaml"
     shutil.copy(REPO / "config/smoke.yaml", config)
-    cmd = [str(SNAKEMAKE), "--snakefile", str(other / "Snakefile"), "--directory", str(workdir), "--configfile",
-           str(config), "--cores", "1", f"results/data/{DATASET}.h5"]
+    cmd = [
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(other / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--cores",
+        "1",
+        f"results/data/{DATASET}.h5",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (workdir / f"logs/data/{DATASET}.log").read_text()
@@ -247,27 +297,54 @@ def test_jobs_import_the_checkout_they_run_from(tmp_path):
 
 
 # ----------------------------------------------------------------------------- 5. attack parameters
-@pytest.mark.parametrize("attack,params,message", [
-    ("pgd", {"steps": -5}, r"attacks.a.params.steps: must be a positive integer, got -5"),
-    ("pgd", {"steps": 0}, r"attacks.a.params.steps: must be a positive integer, got 0"),
-    ("pgd", {"rel_stepsize": 0.0}, r"attacks.a.params.rel_stepsize: must be positive, got 0.0"),
-    ("pgd", {"abs_stepsize": -0.01}, r"attacks.a.params.abs_stepsize: must be positive"),
-    ("deepfool", {"candidates": 0}, r"attacks.a.params.candidates: must be a positive integer"),
-    ("deepfool", {"overshoot": -0.02}, r"attacks.a.params.overshoot: must be 0 or more, got -0.02"),
-    ("cw", {"binary_search_steps": 0}, r"attacks.a.params.binary_search_steps: must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "attack,params,message",
+    [
+        ("pgd", {"steps": -5}, r"attacks.a.params.steps: must be a positive integer, got -5"),
+        ("pgd", {"steps": 0}, r"attacks.a.params.steps: must be a positive integer, got 0"),
+        ("pgd", {"rel_stepsize": 0.0}, r"attacks.a.params.rel_stepsize: must be positive, got 0.0"),
+        ("pgd", {"abs_stepsize": -0.01}, r"attacks.a.params.abs_stepsize: must be positive"),
+        ("deepfool", {"candidates": 0}, r"attacks.a.params.candidates: must be a positive integer"),
+        ("deepfool", {"overshoot": -0.02}, r"attacks.a.params.overshoot: must be 0 or more, got -0.02"),
+        (
+            "cw",
+            {"binary_search_steps": 0},
+            r"attacks.a.params.binary_search_steps: must be a positive integer",
+        ),
+    ],
+)
 def test_attack_parameters_out_of_range_are_refused_before_any_job(attack, params, message):
-    classes = {"pgd": ("LinfPGD", "linf"), "deepfool": ("LinfDeepFoolAttack", "linf"), "cw": ("L2CarliniWagnerAttack", "l2")}
+    classes = {
+        "pgd": ("LinfPGD", "linf"),
+        "deepfool": ("LinfDeepFoolAttack", "linf"),
+        "cw": ("L2CarliniWagnerAttack", "l2"),
+    }
     cls, norm = classes[attack]
     with pytest.raises(ConfigError, match=message):
-        validate_config({"attacks": {"a": {"class": cls, "norm": norm, "epsilons": [0.02], "params": params}}})
+        validate_config(
+            {"attacks": {"a": {"class": cls, "norm": norm, "epsilons": [0.02], "params": params}}}
+        )
 
 
 def test_attack_parameters_in_range_are_accepted():
-    cfg = validate_config({"attacks": {"a": {"class": "LinfPGD", "norm": "linf", "epsilons": [0.02],
-                                             "params": {"steps": 1, "abs_stepsize": 0.01, "random_start": False}},
-                                       "b": {"class": "LinfDeepFoolAttack", "norm": "linf", "epsilons": [0.02],
-                                             "params": {"overshoot": 0.0, "candidates": 10}}}})
+    cfg = validate_config(
+        {
+            "attacks": {
+                "a": {
+                    "class": "LinfPGD",
+                    "norm": "linf",
+                    "epsilons": [0.02],
+                    "params": {"steps": 1, "abs_stepsize": 0.01, "random_start": False},
+                },
+                "b": {
+                    "class": "LinfDeepFoolAttack",
+                    "norm": "linf",
+                    "epsilons": [0.02],
+                    "params": {"overshoot": 0.0, "candidates": 10},
+                },
+            }
+        }
+    )
     assert cfg["attacks"]["a"]["params"]["steps"] == 1
 
 
@@ -279,10 +356,18 @@ def test_size_errors_stop_snakemake_before_it_deletes_anything(smoke_run, tmp_pa
     mtime = data.stat().st_mtime_ns
     cfg = yaml.safe_load((run / "smoke.yaml").read_text())
     bad_cases = [
-        (("dataset", "train_size"), 10**6, "dataset.train_size: asked for 1000000 images but the train split of the "
-                                            "synthetic source has only 3400"),
+        (
+            ("dataset", "train_size"),
+            10**6,
+            "dataset.train_size: asked for 1000000 images but the train split of the "
+            "synthetic source has only 3400",
+        ),
         (("attack_defaults", "images", "test"), 9999, "attack_defaults.images.test: asked for 9999 images"),
-        (("purification", "adaptive", "images"), 100000, "purification.adaptive.images: 100000 is more than the"),
+        (
+            ("purification", "adaptive", "images"),
+            100000,
+            "purification.adaptive.images: 100000 is more than the",
+        ),
     ]
     for keys, value, message in bad_cases:
         bad = copy.deepcopy(cfg)
@@ -305,21 +390,31 @@ def test_size_checks_use_the_local_directory_counts(mini_cifar):
     cfg["dataset"]["path"] = str(mini_cifar)
     validate_config(cfg)
     cfg["dataset"]["test_size"] = 1001
-    with pytest.raises(ConfigError, match="dataset.test_size: asked for 1001 images but the test split of the local "
-                                          "source has only 1000"):
+    with pytest.raises(
+        ConfigError,
+        match="dataset.test_size: asked for 1001 images but the test split of the local source has only 1000",
+    ):
         validate_config(cfg)
 
 
-@pytest.mark.parametrize("patch,message", [
-    ({"flow": {"init_images": 5000}}, "flow.init_images: 5000 is more than the 3200 training images"),
-    ({"detection": {"mmd": {"batch_sizes": [10, 900], "table_batch_size": 10}}},
-     "detection.mmd.batch_sizes: 900 is more than the 200 images"),
-    # smoke: 500 attacked images per split, batches of 100: five batches, so at most five shards
-    ({"attack_defaults": {"shards": 6}}, r"attack_defaults.shards: 6 shards, but the train split "
-                                         r"\(attack_defaults.images.train\) has 500 image\(s\), 5 batch\(es\) of "
-                                         r"attack_defaults.batch_size 100; .* use at most 5 shards"),
-    ({"attack_defaults": {"shards": 0}}, r"attack_defaults.shards: 0 is less than the minimum of 1"),
-])
+@pytest.mark.parametrize(
+    "patch,message",
+    [
+        ({"flow": {"init_images": 5000}}, "flow.init_images: 5000 is more than the 3200 training images"),
+        (
+            {"detection": {"mmd": {"batch_sizes": [10, 900], "table_batch_size": 10}}},
+            "detection.mmd.batch_sizes: 900 is more than the 200 images",
+        ),
+        # smoke: 500 attacked images per split, batches of 100: five batches, so at most five shards
+        (
+            {"attack_defaults": {"shards": 6}},
+            r"attack_defaults.shards: 6 shards, but the train split "
+            r"\(attack_defaults.images.train\) has 500 image\(s\), 5 batch\(es\) of "
+            r"attack_defaults.batch_size 100; .* use at most 5 shards",
+        ),
+        ({"attack_defaults": {"shards": 0}}, r"attack_defaults.shards: 0 is less than the minimum of 1"),
+    ],
+)
 def test_other_counts_are_checked_against_the_data(smoke_config, patch, message):
     for section, values in patch.items():
         for k, v in values.items():
@@ -358,20 +453,31 @@ def test_a_truncated_input_of_a_job_is_named_in_its_log(smoke_run, tmp_path):
     stat = victim.stat()
     victim.write_bytes(victim.read_bytes()[:3000])
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime: Snakemake sees nothing new
-    proc = run_snakemake(run, run / "smoke.yaml", "--forcerun", "detect",
-                         targets=(f"results/detection/{DATASET}/latent_mlp/evaluation.csv",))
+    proc = run_snakemake(
+        run,
+        run / "smoke.yaml",
+        "--forcerun",
+        "detect",
+        targets=(f"results/detection/{DATASET}/latent_mlp/evaluation.csv",),
+    )
     assert proc.returncode != 0
     log = (run / f"logs/detection/{DATASET}/latent_mlp.log").read_text()
     # the job names its input as Snakemake gave it (relative to the working directory)
-    assert f"results/latents/{DATASET}/fgsm/eps0.03/test.h5: cannot be read as an HDF5 file, truncated or corrupt?" in log
+    assert (
+        f"results/latents/{DATASET}/fgsm/eps0.03/test.h5: cannot be read as an HDF5 file, truncated or corrupt?"
+        in log
+    )
 
 
 # ----------------------------------------------------------------------------- 8. two epsilons, one file
-@pytest.mark.parametrize("epsilons,message", [
-    ([0.03, 0.0300000001], r"attacks.a.epsilons: 0.03 and 0.0300000001 are the same epsilon .*eps0.03"),
-    ([0.02, 0.02], r"attacks.a.epsilons: \[0.02, 0.02\] has non-unique elements"),  # the schema
-    ([1e-11, 1e-12], r"attacks.a.epsilons: 1e-11 is too small to name a file"),
-])
+@pytest.mark.parametrize(
+    "epsilons,message",
+    [
+        ([0.03, 0.0300000001], r"attacks.a.epsilons: 0.03 and 0.0300000001 are the same epsilon .*eps0.03"),
+        ([0.02, 0.02], r"attacks.a.epsilons: \[0.02, 0.02\] has non-unique elements"),  # the schema
+        ([1e-11, 1e-12], r"attacks.a.epsilons: 1e-11 is too small to name a file"),
+    ],
+)
 def test_epsilons_whose_file_tags_collide_are_refused(epsilons, message):
     with pytest.raises(ConfigError, match=message):
         validate_config({"attacks": {"a": {"class": "LinfPGD", "norm": "linf", "epsilons": epsilons}}})
@@ -380,8 +486,11 @@ def test_epsilons_whose_file_tags_collide_are_refused(epsilons, message):
 # ----------------------------------------------------------------------------- 9. no silent caps
 def test_adaptive_images_beyond_the_attacked_images_are_refused(smoke_config):
     smoke_config["purification"]["adaptive"]["images"] = 100000
-    with pytest.raises(ConfigError, match=r"purification.adaptive.images: 100000 is more than the 500 test images "
-                                          r"that are attacked"):
+    with pytest.raises(
+        ConfigError,
+        match=r"purification.adaptive.images: 100000 is more than the 500 test images "
+        r"that are attacked",
+    ):
         validate_config(smoke_config)
     smoke_config["purification"]["adaptive"]["images"] = 500  # exactly the attacked images: fine
     validate_config(smoke_config)
@@ -399,8 +508,11 @@ def test_temporaries_of_dead_writers_are_cleaned_when_the_file_is_written_again(
     host = platform.node()
     dead = _dead_pid()
     stale = [tmp_path / f"test.h5.tmp-{host}-{dead}", tmp_path / f"test.h5.tmp-{dead}"]  # new and old naming
-    alive = [tmp_path / f"test.h5.tmp-{host}-{os.getppid()}", tmp_path / f"test.h5.tmp-otherhost-{dead}",
-             tmp_path / f"other.h5.tmp-{host}-{dead}"]
+    alive = [
+        tmp_path / f"test.h5.tmp-{host}-{os.getppid()}",
+        tmp_path / f"test.h5.tmp-otherhost-{dead}",
+        tmp_path / f"other.h5.tmp-{host}-{dead}",
+    ]
     for p in stale + alive:
         p.write_bytes(b"half-written")
     with atomic_h5(out) as f:
@@ -414,8 +526,10 @@ def test_temporaries_of_dead_writers_are_cleaned_when_the_file_is_written_again(
 
 def test_a_killed_writer_leaves_its_temporary_and_the_next_run_removes_it(tmp_path):
     out = tmp_path / "result.json"
-    script = ("import os, sys; sys.path.insert(0, sys.argv[2]); from advdefense.h5io import atomic_path\n"
-              "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('partial'); os._exit(9)")
+    script = (
+        "import os, sys; sys.path.insert(0, sys.argv[2]); from advdefense.h5io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('partial'); os._exit(9)"
+    )
     proc = subprocess.run([sys.executable, "-c", script, str(out), str(REPO / "src")])
     assert proc.returncode == 9 and not out.exists()
     leftovers = list(tmp_path.glob("result.json.tmp-*"))

@@ -20,7 +20,7 @@ def reference():
         pytest.skip(f"Glow reference vectors not found in {REFERENCE}")
     data = np.load(REFERENCE / "glow_reference_small.npz")
     hparams = json.loads((REFERENCE / "glow_reference_small.json").read_text())
-    state = {k[len("state/"):]: torch.from_numpy(data[k]) for k in data.files if k.startswith("state/")}
+    state = {k[len("state/") :]: torch.from_numpy(data[k]) for k in data.files if k.startswith("state/")}
     return {"x": data["x"], "z": data["z"], "bpd": data["bpd"], "hparams": hparams, "state": state}
 
 
@@ -50,7 +50,7 @@ def test_preprocess_maps_pixels_onto_the_published_convention(reference):
 def test_the_real_checkpoints_key_list_matches_our_module():
     keys = {}
     for line in (REFERENCE / "pretrained_cifar10_keys.tsv").read_text().splitlines():
-        if line.startswith("#") or line.startswith("key\t"):
+        if line.startswith(("#", "key\t")):
             continue
         name, shape = line.split("\t")
         keys[name] = tuple(int(s) for s in shape.split("x"))
@@ -60,7 +60,9 @@ def test_the_real_checkpoints_key_list_matches_our_module():
     assert sum(np.prod(s) for s in keys.values()) == pytest.approx(44.3e6, rel=0.01)
 
 
-@pytest.mark.parametrize("permutation,coupling", [("invconv", "affine"), ("shuffle", "additive"), ("reverse", "affine")])
+@pytest.mark.parametrize(
+    "permutation,coupling", [("invconv", "affine"), ("shuffle", "additive"), ("reverse", "affine")]
+)
 def test_reverse_of_forward_is_identity(permutation, coupling):
     torch.manual_seed(0)
     model = Glow(hidden_channels=16, K=2, L=3, flow_permutation=permutation, flow_coupling=coupling).double()
@@ -110,14 +112,19 @@ def _tamper(state, how):
     return state
 
 
-@pytest.mark.parametrize("how,message", [
-    ("missing", r"1 missing keys \(flow\.layers\.1\.invconv\.lower\)"),
-    ("unexpected", r"1 unexpected keys \(flow\.layers\.1\.extra\.weight\)"),
-    ("shape", r"1 shape mismatches \(prior_h: file \(1, 90, 4, 4\) vs model \(1, 96, 4, 4\)\)"),
-])
+@pytest.mark.parametrize(
+    "how,message",
+    [
+        ("missing", r"1 missing keys \(flow\.layers\.1\.invconv\.lower\)"),
+        ("unexpected", r"1 unexpected keys \(flow\.layers\.1\.extra\.weight\)"),
+        ("shape", r"1 shape mismatches \(prior_h: file \(1, 90, 4, 4\) vs model \(1, 96, 4, 4\)\)"),
+    ],
+)
 def test_wrong_checkpoints_are_refused_clearly(reference, tmp_path, how, message):
     ckpt, hp = _published_files(tmp_path, _tamper(reference["state"], how), reference["hparams"])
-    with pytest.raises(CheckpointError, match=r"glow_affine_coupling\.pt: does not match the Glow configuration: " + message):
+    with pytest.raises(
+        CheckpointError, match=r"glow_affine_coupling\.pt: does not match the Glow configuration: " + message
+    ):
         load_published_glow(ckpt, hp)
 
 
@@ -138,8 +145,15 @@ def test_wrong_hparams_and_files_are_refused(reference, tmp_path):
 
 def test_import_published_flow_writes_our_checkpoint(reference, smoke_run, tmp_path):
     ckpt, hp = _published_files(tmp_path, reference["state"], reference["hparams"])
-    metrics = import_published_flow(ckpt, hp, smoke_run / "results/data/synthetic-smoke.h5", tmp_path / "model.pt",
-                                     tmp_path / "metrics.json", device="cpu", eval_batch_size=250)
+    metrics = import_published_flow(
+        ckpt,
+        hp,
+        smoke_run / "results/data/synthetic-smoke.h5",
+        tmp_path / "model.pt",
+        tmp_path / "metrics.json",
+        device="cpu",
+        eval_batch_size=250,
+    )
     assert metrics["source"] == "pretrained" and np.isfinite(metrics["test_bpd"])
     model = load_flow(tmp_path / "model.pt")
     with torch.no_grad():
@@ -160,9 +174,10 @@ def test_flow_training_lowers_bits_per_dim(smoke_run):
 def test_latent_files_match_the_config(smoke_run):
     root = smoke_run / "results/latents/synthetic-smoke"
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.h5"))
-    expected = sorted([f"clean/{s}.h5" for s in ("train", "test", "calibration")] +
-                      [f"{a}/eps0.03/{s}.h5" for a in ("fgsm", "pgd", "deepfool", "pgd_8bit")
-                       for s in ("train", "test")])
+    expected = sorted(
+        [f"clean/{s}.h5" for s in ("train", "test", "calibration")]
+        + [f"{a}/eps0.03/{s}.h5" for a in ("fgsm", "pgd", "deepfool", "pgd_8bit") for s in ("train", "test")]
+    )
     assert files == expected
     calibration = read_latents(root / "clean/calibration.h5")
     assert calibration["z"].shape == (200, 48, 4, 4)  # every calibration image (dataset.calibration_size)
@@ -184,9 +199,16 @@ def test_latents_are_deterministic(smoke_run, tmp_path):
 
     cfg = validate_config(load_yaml(REPO / "config/smoke.yaml"))
     out = tmp_path / "again.h5"
-    clean_latents(smoke_run / "results/data/synthetic-smoke.h5", smoke_run / "results/flow/synthetic-smoke/model.pt",
-                  "test", out, images=cfg["attack_defaults"]["images"]["test"], seed=cfg["seed"], device="cpu",
-                  batch_size=cfg["latents"]["batch_size"])
+    clean_latents(
+        smoke_run / "results/data/synthetic-smoke.h5",
+        smoke_run / "results/flow/synthetic-smoke/model.pt",
+        "test",
+        out,
+        images=cfg["attack_defaults"]["images"]["test"],
+        seed=cfg["seed"],
+        device="cpu",
+        batch_size=cfg["latents"]["batch_size"],
+    )
     first = read_latents(smoke_run / "results/latents/synthetic-smoke/clean/test.h5")
     again = read_latents(out)
     assert np.array_equal(first["z"], again["z"]) and np.array_equal(first["bpd"], again["bpd"])

@@ -4,6 +4,7 @@ No test needs the full-size data (../shared/data/cifar-10-jpeg) or runs at full 
 validated and dry-run against a generated stand-in in the same layout, and each scaling fix has a test that the
 code before it fails: memory that does not grow with the images a job does not use, and work that does not grow
 with the number of scores."""
+
 from __future__ import annotations
 
 import pickle
@@ -25,7 +26,9 @@ from conftest import REPO, job_counts, run_snakemake
 
 
 # ----------------------------------------------------------------------------- the configuration
-def write_cifar_standin(root: Path, train_per_batch: int, test: int, seed: int = 0, zeros: bool = False) -> Path:
+def write_cifar_standin(
+    root: Path, train_per_batch: int, test: int, seed: int = 0, zeros: bool = False
+) -> Path:
     """A directory in the official cifar-10-batches-py layout (random pixels, or zeros; balanced labels)."""
     rng = np.random.default_rng(seed)
     d = root / "cifar-10-batches-py"
@@ -34,8 +37,16 @@ def write_cifar_standin(root: Path, train_per_batch: int, test: int, seed: int =
     def batch(name, n):
         data = np.zeros((n, 3072), np.uint8) if zeros else rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         with open(d / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": [i % 10 for i in range(n)], "data": data,
-                         "filenames": [f"{i}.png" for i in range(n)]}, f, protocol=2)
+            pickle.dump(
+                {
+                    "batch_label": name,
+                    "labels": [i % 10 for i in range(n)],
+                    "data": data,
+                    "filenames": [f"{i}.png" for i in range(n)],
+                },
+                f,
+                protocol=2,
+            )
 
     for j in range(1, 6):
         batch(f"data_batch_{j}", train_per_batch)
@@ -79,10 +90,28 @@ def test_full_config_validates_and_dry_runs_on_a_standin(tmp_path):
     # test: 24 files), AutoAttack at 2 epsilons and the noise control at 4 on test (6 files); Table 3 (adaptive)
     # on FGSM, PGD, DeepFool: 9
     assert job_counts(proc.stdout + proc.stderr) == {
-        "dataset": 1, "train_classifier": 1, "attack": 30, "attack_summary": 1, "train_flow": 1, "latents_clean": 3,
-        "latents_attack": 24, "train_autoencoder": 1, "purify_clean": 1, "purify_attack": 18, "adaptive_attack": 9,
-        "table3": 1, "detect": 7, "mmd_test": 1, "detection_tables": 1, "figure_examples": 1,
-        "figure_accuracy_eps": 1, "figure_auroc_eps": 1, "figure_detection": 1, "figure_training": 1, "all": 1}
+        "dataset": 1,
+        "train_classifier": 1,
+        "attack": 30,
+        "attack_summary": 1,
+        "train_flow": 1,
+        "latents_clean": 3,
+        "latents_attack": 24,
+        "train_autoencoder": 1,
+        "purify_clean": 1,
+        "purify_attack": 18,
+        "adaptive_attack": 9,
+        "table3": 1,
+        "detect": 7,
+        "mmd_test": 1,
+        "detection_tables": 1,
+        "figure_examples": 1,
+        "figure_accuracy_eps": 1,
+        "figure_auroc_eps": 1,
+        "figure_detection": 1,
+        "figure_training": 1,
+        "all": 1,
+    }
 
 
 def test_aware_epsilons_must_be_detection_epsilons(smoke_config):
@@ -118,12 +147,17 @@ def test_a_job_holds_only_the_images_it_uses(tmp_path):
     """An attack job on 500 training images must not hold the whole split (it read the whole dataset file:
     150 MB for the full-size one, 60 MB here at 20 000 images)."""
     small, large = _dataset_file(tmp_path / "small.h5", 2_000), _dataset_file(tmp_path / "large.h5", 20_000)
-    peaks = {n: _peak_bytes(lambda p=p: attacked_images(p, "train", 500, seed=0)) for n, p in ((2, small), (20, large))}
+    peaks = {
+        n: _peak_bytes(lambda p=p: attacked_images(p, "train", 500, seed=0))
+        for n, p in ((2, small), (20, large))
+    }
     assert peaks[20] < 1.2 * peaks[2], peaks  # flat in the size of the split
     assert peaks[20] < 8e6, peaks  # 500 images (1.5 MB) and one block (3 MB), not 20 000 images (61 MB)
     rows, index = attacked_images(large, "train", 500, seed=0)
     whole = read_split(large, "train")
-    assert np.array_equal(rows.images, whole.images[index]) and np.array_equal(rows.labels, whole.labels[index])
+    assert np.array_equal(rows.images, whole.images[index]) and np.array_equal(
+        rows.labels, whole.labels[index]
+    )
 
 
 def test_read_split_refuses_positions_it_cannot_honour(tmp_path):
@@ -134,8 +168,11 @@ def test_read_split_refuses_positions_it_cannot_honour(tmp_path):
 
 
 def _pca(settings=None) -> PCADetector:
-    return PCADetector({"skip_components": 10, **(settings or {})}, DetectorContext(0, torch.device("cpu"), Path(".")),
-                       "overall")
+    return PCADetector(
+        {"skip_components": 10, **(settings or {})},
+        DetectorContext(0, torch.device("cpu"), Path(".")),
+        "overall",
+    )
 
 
 def test_pca_fit_memory_does_not_grow_with_the_training_pool():
@@ -143,7 +180,9 @@ def test_pca_fit_memory_does_not_grow_with_the_training_pool():
     copies of it (3.5 GB at full size). Now: the covariance and one block."""
     rng = np.random.default_rng(0)
     pools = {n: rng.integers(0, 256, (n, 3, 8, 8), dtype=np.uint8) for n in (5_000, 50_000)}
-    peaks = {n: _peak_bytes(lambda x=x: _pca().fit(x[:10], np.zeros(10), clean_pool=x)) for n, x in pools.items()}
+    peaks = {
+        n: _peak_bytes(lambda x=x: _pca().fit(x[:10], np.zeros(10), clean_pool=x)) for n, x in pools.items()
+    }
     assert peaks[50_000] < 1.2 * peaks[5_000], peaks  # 50 000 x 192 float64 is 77 MB; three copies 230 MB
 
 
@@ -187,8 +226,10 @@ def _python_lines(fn) -> int:
 
 def _naive_roc(neg, pos):
     thresholds = np.unique(np.concatenate([neg, pos]))[::-1]
-    return (np.array([0.0] + [(neg >= t).mean() for t in thresholds]),
-            np.array([0.0] + [(pos >= t).mean() for t in thresholds]))
+    return (
+        np.array([0.0] + [(neg >= t).mean() for t in thresholds]),
+        np.array([0.0] + [(pos >= t).mean() for t in thresholds]),
+    )
 
 
 def test_roc_curve_equals_the_definition_with_ties():
@@ -204,7 +245,10 @@ def test_roc_curve_work_does_not_grow_with_the_scores():
     """One comparison pass per threshold made the ROC of a pooled full-size detector (14 000 scores) take
     2 x 10^8 comparisons; its Python-level work grew with every score."""
     rng = np.random.default_rng(0)
-    lines = {n: _python_lines(lambda n=n: roc_curve(rng.normal(size=n), rng.normal(1, 1, n))) for n in (100, 10_000)}
+    lines = {
+        n: _python_lines(lambda n=n: roc_curve(rng.normal(size=n), rng.normal(1, 1, n)))
+        for n in (100, 10_000)
+    }
     assert lines[10_000] == lines[100], lines
 
 
@@ -239,22 +283,38 @@ def test_a_detector_fitted_once_is_scored_once(tmp_path, monkeypatch):
 
     def split(keys):
         clean = np.round(rng.random((40, 3, 4, 4)) * 255) / 255
-        attacks = {k: AttackedSet(clean + 0.01, np.zeros(40, int), np.zeros(40, int), np.ones(40, int),
-                                  np.ones(40, bool)) for k in keys}
+        attacks = {
+            k: AttackedSet(
+                clean + 0.01, np.zeros(40, int), np.zeros(40, int), np.ones(40, int), np.ones(40, bool)
+            )
+            for k in keys
+        }
         return SplitInputs(clean.astype(np.float32), np.arange(40), attacks)
 
     calls = []
     original = OffGridPixels.score
-    monkeypatch.setattr(OffGridPixels, "score", lambda self, x, batch_size=500: calls.append(len(x)) or
-                        original(self, x, batch_size))
+    monkeypatch.setattr(
+        OffGridPixels,
+        "score",
+        lambda self, x, batch_size=500: calls.append(len(x)) or original(self, x, batch_size),
+    )
     counts = {}
     for n in (2, 6):
         keys = [f"a{i}_eps0.03" for i in range(n)]
         calls.clear()
-        table, _ = run_detection_method("offgrid", {}, 0, split(keys), split(keys),
-                                        np.round(rng.random((200, 3, 4, 4)) * 255).astype(np.float32) / 255,
-                                        tmp_path / str(n), fprs=(0.05,))
+        table, _ = run_detection_method(
+            "offgrid",
+            {},
+            0,
+            split(keys),
+            split(keys),
+            np.round(rng.random((200, 3, 4, 4)) * 255).astype(np.float32) / 255,
+            tmp_path / str(n),
+            fprs=(0.05,),
+        )
         counts[n] = len(calls)
         assert set(table["train"]) == set(keys) | {"overall"}
-        assert table.groupby("train")["auroc"].apply(tuple).nunique() == 1  # the same detector, the same numbers
+        assert (
+            table.groupby("train")["auroc"].apply(tuple).nunique() == 1
+        )  # the same detector, the same numbers
     assert counts[6] == counts[2] + 4  # once per test key more, not once per (training key x test key)

@@ -84,10 +84,17 @@ class CountingResNet(CifarResNet):
         return super().forward(x)
 
 
-@pytest.mark.parametrize("cls,params,passes_per_batch", [
-    ("FGSM", {}, 2),  # gradient at x (gives pred_clean) + the success check on the output (gives pred_adv)
-    ("LinfPGD", {"steps": 3, "abs_stepsize": 0.01, "random_start": True}, 3 + 1 + 1),  # + pred_clean
-])
+@pytest.mark.parametrize(
+    "cls,params,passes_per_batch",
+    [
+        (
+            "FGSM",
+            {},
+            2,
+        ),  # gradient at x (gives pred_clean) + the success check on the output (gives pred_adv)
+        ("LinfPGD", {"steps": 3, "abs_stepsize": 0.01, "random_start": True}, 3 + 1 + 1),  # + pred_clean
+    ],
+)
 def test_attack_stage_reuses_the_attacks_own_forward_passes(cls, params, passes_per_batch):
     torch.manual_seed(0)
     model = _trained_like(CountingResNet(8))
@@ -95,9 +102,23 @@ def test_attack_stage_reuses_the_attacks_own_forward_passes(cls, params, passes_
     spec = {"class": cls, "norm": "linf", "epsilons": [0.02], "params": params}
     out = Path(tempfile.mkdtemp()) / "a.h5"
     CountingResNet.calls = 0
-    run_attack(model, ds.train.images[:64], ds.train.labels[:64], np.arange(64), "a", spec, 0.02, out, batch_size=32,
-               seed=0, device=torch.device("cpu"), attrs={})
+    run_attack(
+        model,
+        ds.train.images[:64],
+        ds.train.labels[:64],
+        np.arange(64),
+        "a",
+        spec,
+        0.02,
+        out,
+        batch_size=32,
+        seed=0,
+        device=torch.device("cpu"),
+        attrs={},
+    )
     assert CountingResNet.calls == 2 * passes_per_batch
     with h5py.File(out) as f:
         assert np.array_equal(f["pred_adv"][()], predict(model, torch.from_numpy(f["adv"][()]), 32).numpy())
-        assert np.array_equal(f["pred_clean"][()], predict(model, torch.from_numpy(ds.train.images), 32).numpy())
+        assert np.array_equal(
+            f["pred_clean"][()], predict(model, torch.from_numpy(ds.train.images), 32).numpy()
+        )

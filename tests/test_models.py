@@ -105,25 +105,33 @@ def _reference_forward(model, x):
     return model.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 
+# relative error of each parameter's gradient against the float64 out-of-place formulation: float32 rounding,
+# and for channels-last on one CPU thread about 2e-3 (oneDNN's single-threaded channels-last convolution
+# backward; 1.5e-5 on two threads, where it runs another kernel)
+GRADIENT_TOLERANCE = {torch.contiguous_format: 1e-4, torch.channels_last: 1e-2}
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_in_place_training_step_gives_the_reference_gradients(layout):
     """In-place ReLU / residual add and channels-last change no value: same loss, same parameter
-    gradients and same batch-norm statistics updates as the out-of-place formulation."""
+    gradients and same batch-norm statistics updates as the out-of-place formulation (run in float64), up to
+    float32 rounding (`GRADIENT_TOLERANCE`)."""
     import copy
 
     import torch.nn.functional as F
 
     torch.manual_seed(0)
     model = CifarResNet(8).train()
-    reference = copy.deepcopy(model)
+    reference = copy.deepcopy(model).double()
     model = model.to(memory_format=layout)
     x, y = torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,))
     loss = F.cross_entropy(model(x), y)
-    loss_ref = F.cross_entropy(_reference_forward(reference, x), y)
+    loss_ref = F.cross_entropy(_reference_forward(reference, x.double()), y)
     loss.backward()
     loss_ref.backward()
-    assert torch.allclose(loss, loss_ref, atol=1e-6)
+    assert loss.item() == pytest.approx(loss_ref.item(), abs=1e-5)
     for (name, p), p_ref in zip(model.named_parameters(), reference.parameters()):
-        assert torch.allclose(p.grad, p_ref.grad, atol=1e-5, rtol=1e-4), name
+        error = ((p.grad.double() - p_ref.grad).norm() / p_ref.grad.norm()).item()
+        assert error <= GRADIENT_TOLERANCE[layout], (name, error)
     for (name, b), b_ref in zip(model.named_buffers(), reference.buffers()):
-        assert torch.allclose(b.float(), b_ref.float(), atol=1e-6), name
+        assert torch.allclose(b.double(), b_ref.double(), atol=1e-6), name

@@ -6,14 +6,16 @@ import pandas as pd
 import pytest
 import torch
 
-from advdefense.attacks import AttackFileError
+from advdefense.attack_files import AttackFileError
 from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.data import read_dataset_h5
 from advdefense.inference import predict
 from advdefense.models import CheckpointError, save_checkpoint
 from advdefense.models.autoencoder import ConvAutoencoder
-from advdefense.purification import load_autoencoder, psnr, purify_attack_file, read_purified
-from advdefense.tables import POOLED, TABLE3_ROWS, table3
+from advdefense.plan.names import POOLED
+from advdefense.purification import load_autoencoder, psnr, purify_attack_file
+from advdefense.purified_files import read_purified
+from advdefense.tables import TABLE3_ROWS, table3
 from conftest import REPO
 
 D = "synthetic-smoke"
@@ -21,9 +23,13 @@ D = "synthetic-smoke"
 
 @pytest.fixture(scope="module")
 def smoke(smoke_run):
-    return {"dir": smoke_run, "cfg": validate_config(load_yaml(REPO / "config/smoke.yaml")),
-            "ae": smoke_run / f"results/autoencoder/{D}/model.pt", "model": smoke_run / f"results/classifier/{D}/model.pt",
-            "table": smoke_run / f"results/tables/{D}/table3_purification.csv"}
+    return {
+        "dir": smoke_run,
+        "cfg": validate_config(load_yaml(REPO / "config/smoke.yaml")),
+        "ae": smoke_run / f"results/autoencoder/{D}/model.pt",
+        "model": smoke_run / f"results/classifier/{D}/model.pt",
+        "table": smoke_run / f"results/tables/{D}/table3_purification.csv",
+    }
 
 
 def test_autoencoder_shape_follows_figure_2():
@@ -51,7 +57,9 @@ def test_purification_helps_and_adaptive_attack_hurts(smoke):
     table = pd.read_csv(smoke["table"], index_col=0)
     for column in ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)", POOLED]:
         col = table[column]
-        assert col[TABLE3_ROWS[0]] == 0.0  # successful adversarials fool the undefended classifier by definition
+        assert (
+            col[TABLE3_ROWS[0]] == 0.0
+        )  # successful adversarials fool the undefended classifier by definition
         assert col[TABLE3_ROWS[1]] > 20.0  # ... and the autoencoder recovers a good share of them
         assert col[TABLE3_ROWS[4]] > col[TABLE3_ROWS[3]]  # all attacked images: after > before
         assert col[TABLE3_ROWS[5]] < col[TABLE3_ROWS[4]]  # adaptive < oblivious purified accuracy
@@ -61,10 +69,16 @@ def test_purification_helps_and_adaptive_attack_hurts(smoke):
 def test_table3_layout_matches_config(smoke):
     table = pd.read_csv(smoke["table"], index_col=0)
     assert list(table.index) == TABLE3_ROWS
-    assert list(table.columns) == ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)", "pgd_8bit (eps=0.03)",
-                                   "overall"]
+    assert list(table.columns) == [
+        "fgsm (eps=0.03)",
+        "pgd (eps=0.03)",
+        "deepfool (eps=0.03)",
+        "pgd_8bit (eps=0.03)",
+        "overall",
+    ]
     assert table.loc["Successful adversarials: count", "overall"] == sum(
-        table.loc["Successful adversarials: count", c] for c in table.columns[:4])
+        table.loc["Successful adversarials: count", c] for c in table.columns[:4]
+    )
     md = (smoke["table"].with_suffix(".md")).read_text()
     assert md.startswith("## Table 3") and "| Successful adversarials: count | " in md and "47.92" in md
 
@@ -86,7 +100,10 @@ def test_purified_files_are_consistent(smoke):
 def test_wrong_autoencoder_checkpoint_is_refused(smoke, tmp_path):
     path = tmp_path / "ae.pt"
     save_checkpoint(path, "autoencoder", ConvAutoencoder([16, 16]))
-    with pytest.raises(CheckpointError, match=r"ae\.pt: architecture does not match the configuration \(widths: file has \[16, 16\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"ae\.pt: architecture does not match the configuration \(widths: file has \[16, 16\]",
+    ):
         load_autoencoder(path, settings=smoke["cfg"]["autoencoder"])
     with pytest.raises(CheckpointError, match="holds a 'classifier' model, expected a 'autoencoder' model"):
         load_autoencoder(smoke["model"])
@@ -107,7 +124,9 @@ def test_bad_attack_files_are_refused(smoke, tmp_path):
             g[k] = f[k][()]
         g["adv"][0, 0, 0, 0] = 1.5
         g.attrs.update(dict(f.attrs))
-    with pytest.raises(AttackFileError, match=r"outside\.h5: adversarial image 0 \(of 'adv'\) holds values outside \[0, 1\]"):
+    with pytest.raises(
+        AttackFileError, match=r"outside\.h5: adversarial image 0 \(of 'adv'\) holds values outside \[0, 1\]"
+    ):
         purify_attack_file(outside, smoke["ae"], smoke["model"], tmp_path / "out.h5", device="cpu")
     assert not (tmp_path / "out.h5").exists()
 
@@ -120,21 +139,30 @@ def test_table_for_an_attack_that_was_not_generated(smoke):
 
 
 def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
-    """purification.adaptive.restarts: 2 (smoke) runs through `attacks.Restarts`: the stored file says 2 runs and
+    """purification.adaptive.restarts: 2 (smoke) runs through `attack_methods.Restarts`: the stored file says 2 runs and
     which run's adversarial it keeps; where it keeps the first run's, that adversarial is the single run's bit for
     bit, and a later run only ever replaced an image that the first run left classified correctly. The setting
     replaces the attack's own restarts (it does not multiply them)."""
-    from advdefense.attacks import read_attack_file
+    from advdefense.attack_files import read_attack_file
     from advdefense.purification import adaptive_attack
 
     cfg = smoke["cfg"]
-    stored = read_attack_file(smoke["dir"] / f"results/adaptive/{D}/pgd/eps0.03/test.h5",
-                              require=("adv", "restart", "success"))
+    stored = read_attack_file(
+        smoke["dir"] / f"results/adaptive/{D}/pgd/eps0.03/test.h5", require=("adv", "restart", "success")
+    )
     assert stored["attrs"]["restarts"] == 2 and set(np.unique(stored["restart"])) <= {0, 1}
-    spec = {**cfg["attacks"]["pgd"], "restarts": 7}  # the attack's own restarts: replaced by the adaptive setting
-    run = dict(images=cfg["attack_defaults"]["images"]["test"], adaptive_images=cfg["purification"]["adaptive"]["images"],
-               seed=cfg["seed"], device="cpu", batch_size=cfg["attack_defaults"]["batch_size"],
-               params=cfg["purification"]["adaptive"]["params"]["pgd"])
+    spec = {
+        **cfg["attacks"]["pgd"],
+        "restarts": 7,
+    }  # the attack's own restarts: replaced by the adaptive setting
+    run = {
+        "images": cfg["attack_defaults"]["images"]["test"],
+        "adaptive_images": cfg["purification"]["adaptive"]["images"],
+        "seed": cfg["seed"],
+        "device": "cpu",
+        "batch_size": cfg["attack_defaults"]["batch_size"],
+        "params": cfg["purification"]["adaptive"]["params"]["pgd"],
+    }
     args = (smoke["dir"] / f"results/data/{D}.h5", smoke["model"], smoke["ae"], "pgd", spec, 0.03)
     adaptive_attack(*args, tmp_path / "once.h5", restarts=1, **run)
     once = read_attack_file(tmp_path / "once.h5", require=("adv", "success"))

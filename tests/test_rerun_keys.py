@@ -1,6 +1,7 @@
 """Every key of the config schema, changed alone on a finished smoke run: a key that changes results
 schedules its stage; a runtime-only key (device, evaluation batch sizes, resources, threads) schedules
 nothing. Settings reach jobs through rule params only, so this holds by construction; the test keeps it so."""
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,7 @@ import pytest
 import torch
 import yaml
 
-from advdefense.h5io import file_sha256
-from advdefense.runtime import is_runtime_key
+from advdefense.plan.names import file_sha256, is_runtime_key
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,6 @@ NOTHING = frozenset()  # the change must schedule no job at all
 
 class Refused(str):
     """The change alone is invalid for the smoke run: the dry run must stop with an error naming the key."""
-
 
 
 # key -> (new value, expectation). Expectation: a rule name (that stage must be scheduled), NOTHING, or a
@@ -149,9 +148,15 @@ RESULT_KEYS = {
 
 # changed together with the key, where the key alone would make an invalid config
 COMPANIONS = {
-    "classifier.source": {"classifier.checkpoint.path": "{tmp}/classifier.pt", "classifier.checkpoint.sha256": "{sha}"},
+    "classifier.source": {
+        "classifier.checkpoint.path": "{tmp}/classifier.pt",
+        "classifier.checkpoint.sha256": "{sha}",
+    },
     "latents.enabled": {"detection.enabled": False},
-    "flow.source": {"flow.pretrained.checkpoint": "{tmp}/glow.pt", "flow.pretrained.hparams": "{tmp}/hparams.json"},
+    "flow.source": {
+        "flow.pretrained.checkpoint": "{tmp}/glow.pt",
+        "flow.pretrained.hparams": "{tmp}/hparams.json",
+    },
 }
 
 RUNTIME_VALUES = {"device": "auto"}  # other runtime keys: numbers, changed by +1
@@ -199,8 +204,10 @@ def test_result_keys_rerun_their_stage_and_runtime_keys_nothing(smoke_run, tmp_p
 
     run = Path(shutil.copytree(smoke_run, tmp_path / "run", symlinks=True))
     (tmp_path / "glow.pt").write_bytes(b"")
-    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))),
-                   str(tmp_path / "classifier.pt"))
+    torch.jit.save(
+        torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))),
+        str(tmp_path / "classifier.pt"),
+    )
     sha = file_sha256(tmp_path / "classifier.pt")
     (tmp_path / "hparams.json").write_text("{}")
     base = validate_config(load_yaml(run / "smoke.yaml"))  # every key present (schema defaults filled in)
@@ -226,15 +233,35 @@ def test_result_keys_rerun_their_stage_and_runtime_keys_nothing(smoke_run, tmp_p
     unchanged.write_text(yaml.safe_dump(base, sort_keys=False))
     # the same attacks listed in another order: only what shows them in that order (tables, figures) is redone
     reordered = tmp_path / "reordered.yaml"
-    reordered.write_text(yaml.safe_dump({**base, "attacks": dict(reversed(list(base["attacks"].items())))},
-                                        sort_keys=False))
-    proc = subprocess.run([sys.executable, str(REPO / "tests/dryrun_probe.py"), str(REPO / "Snakefile"), str(run),
-                           str(unchanged), str(reordered), *map(str, configs)], capture_output=True, text=True, timeout=900)
+    reordered.write_text(
+        yaml.safe_dump({**base, "attacks": dict(reversed(list(base["attacks"].items())))}, sort_keys=False)
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tests/dryrun_probe.py"),
+            str(REPO / "Snakefile"),
+            str(run),
+            str(unchanged),
+            str(reordered),
+            *map(str, configs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     scheduled = json.loads(proc.stdout.strip().splitlines()[-1])
     assert scheduled.pop(str(unchanged)) == []
-    assert set(scheduled.pop(str(reordered))) <= {"table3", "detection_tables", "figure_examples", "attack_summary",
-                                                  "figure_accuracy_eps", "figure_detection", "all"}
+    assert set(scheduled.pop(str(reordered))) <= {
+        "table3",
+        "detection_tables",
+        "figure_examples",
+        "attack_summary",
+        "figure_accuracy_eps",
+        "figure_detection",
+        "all",
+    }
     wrong = []
     for path, rules in scheduled.items():
         key, value, expected = expectations[path]
@@ -246,7 +273,9 @@ def test_result_keys_rerun_their_stage_and_runtime_keys_nothing(smoke_run, tmp_p
         elif isinstance(expected, str) and expected not in rules:
             wrong.append(f"{key} = {value!r}: expected {expected} to run, scheduled {sorted(set(rules))}")
         elif isinstance(expected, frozenset) and not set(rules) <= expected | {"all"}:
-            wrong.append(f"{key} = {value!r}: expected only {sorted(expected) or 'nothing'}, "
-                         f"scheduled {sorted(set(rules))}")
+            wrong.append(
+                f"{key} = {value!r}: expected only {sorted(expected) or 'nothing'}, "
+                f"scheduled {sorted(set(rules))}"
+            )
     assert not wrong, "\n".join(wrong)
     assert len(scheduled) == len(schema_keys())

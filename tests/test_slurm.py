@@ -3,6 +3,7 @@
 Needs root (the cluster is installed and started by ../shared/slurm/start_local_slurm.sh);
 skipped otherwise. `.ci/run` runs as root, so CI runs it.
 """
+
 import json
 import os
 import re
@@ -22,13 +23,19 @@ D = "synthetic-smoke"
 
 
 def _start_cluster(env) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SLURM_DIR / "start_local_slurm.sh")], capture_output=True, text=True,
-                          timeout=900, env=env)
+    return subprocess.run(
+        ["bash", str(SLURM_DIR / "start_local_slurm.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
 
 
 def _stop_cluster(*flags) -> None:
-    subprocess.run(["bash", str(SLURM_DIR / "stop_local_slurm.sh"), *flags], capture_output=True, text=True,
-                   timeout=300)
+    subprocess.run(
+        ["bash", str(SLURM_DIR / "stop_local_slurm.sh"), *flags], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +54,27 @@ def slurm_cluster():
         _stop_cluster("--purge")
         start = _start_cluster(env)
         if "SLURM_READY" not in start.stdout:
-            pytest.fail(f"SLURM did not start, twice (the second time from a purged state):\nfirst:\n{first}\n"
-                        f"second:\n{start.stdout[-3000:]}\n{start.stderr[-3000:]}")
+            pytest.fail(
+                f"SLURM did not start, twice (the second time from a purged state):\nfirst:\n{first}\n"
+                f"second:\n{start.stdout[-3000:]}\n{start.stderr[-3000:]}"
+            )
     yield
     _stop_cluster("--purge")
 
 
-GPU_RULES = {"train_classifier", "attack", "train_flow", "import_flow", "latents_clean", "latents_attack",
-             "train_autoencoder", "purify_attack", "purify_clean", "adaptive_attack", "detect"}
+GPU_RULES = {
+    "train_classifier",
+    "attack",
+    "train_flow",
+    "import_flow",
+    "latents_clean",
+    "latents_attack",
+    "train_autoencoder",
+    "purify_attack",
+    "purify_clean",
+    "adaptive_attack",
+    "detect",
+}
 
 
 def _rule_of(log) -> dict:
@@ -67,13 +87,24 @@ def slurm_requests(logs) -> list[dict]:
     out = []
     for log in logs:
         text = log.read_text()
-        rule, job, threads = re.search(r"rule\.(\w+) INFO: host \S+, slurm job id (\d+), threads (\d+)", text).groups()
-        info = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60).stdout
+        rule, job, threads = re.search(
+            r"rule\.(\w+) INFO: host \S+, slurm job id (\d+), threads (\d+)", text
+        ).groups()
+        info = subprocess.run(
+            ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60
+        ).stdout
         cpus = re.search(r"CPUs/Task=(\d+)", info) or re.search(r"NumCPUs=(\d+)", info)
         gpus = re.search(r"gres[:/]gpu[:=](\d+)", info)  # e.g. TresPerJob=gres:gpu:1 for --gpus=1
         assert cpus, f"scontrol show job {job}: {info[:500]}"
-        out.append({"rule": rule, "job": job, "threads": int(threads), "cpus": int(cpus.group(1)),
-                    "gpus": int(gpus.group(1)) if gpus else 0})
+        out.append(
+            {
+                "rule": rule,
+                "job": job,
+                "threads": int(threads),
+                "cpus": int(cpus.group(1)),
+                "gpus": int(gpus.group(1)) if gpus else 0,
+            }
+        )
     return out
 
 
@@ -97,9 +128,14 @@ def _test_profile(tmp_path):
 # cores): the whole DAG took 20 minutes of the CI's 2 cores, 18 jobs 12 minutes. The detectors learn PGD alone
 # here (`detection.attacks: [pgd]`), so the detection job needs 2 attack jobs, not 8; no job upstream of it reads
 # that key, so every file is still the local run's, bit for bit.
-TARGETS = [f"results/detection/{D}/offgrid/evaluation.csv", f"results/purified/{D}/pgd/eps0.03/test.h5",
-           f"results/purified/{D}/clean/test.h5", f"results/adaptive/{D}/pgd/eps0.03/test.h5",
-           f"results/latents/{D}/pgd/eps0.03/test.h5", f"results/latents/{D}/clean/test.h5"]
+TARGETS = [
+    f"results/detection/{D}/offgrid/evaluation.csv",
+    f"results/purified/{D}/pgd/eps0.03/test.h5",
+    f"results/purified/{D}/clean/test.h5",
+    f"results/adaptive/{D}/pgd/eps0.03/test.h5",
+    f"results/latents/{D}/pgd/eps0.03/test.h5",
+    f"results/latents/{D}/clean/test.h5",
+]
 
 
 def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path):
@@ -108,9 +144,22 @@ def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path)
     cfg = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     cfg["detection"]["attacks"] = ["pgd"]
     (workdir / "smoke.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = ["timeout", "-s", "KILL", "1800", str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), *TARGETS, "--configfile", str(workdir / "smoke.yaml"),
-           "--profile", str(_test_profile(tmp_path))]
+    cmd = [
+        "timeout",
+        "-s",
+        "KILL",
+        "1800",
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *TARGETS,
+        "--configfile",
+        str(workdir / "smoke.yaml"),
+        "--profile",
+        str(_test_profile(tmp_path)),
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.monotonic() - t0
@@ -120,8 +169,12 @@ def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path)
     # every job ran as a SLURM batch job: its log names the SLURM job id it ran under
     logs = sorted((workdir / "logs").rglob("*.log"))
     local_logs = sorted((smoke_run / "logs").rglob("*.log"))
-    assert len(logs) == 12 and {p.relative_to(workdir) for p in logs} <= {p.relative_to(smoke_run) for p in local_logs}
-    assert {r["rule"] for r in map(_rule_of, logs)} >= GPU_RULES - {"import_flow"}  # no flow is imported in smoke
+    assert len(logs) == 12 and {p.relative_to(workdir) for p in logs} <= {
+        p.relative_to(smoke_run) for p in local_logs
+    }
+    assert {r["rule"] for r in map(_rule_of, logs)} >= GPU_RULES - {
+        "import_flow"
+    }  # no flow is imported in smoke
     job_ids = set()
     for log in logs:
         match = re.search(r"slurm job id (\d+)", log.read_text())
@@ -133,14 +186,18 @@ def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path)
 
     # what each job asked SLURM for: its rule's threads as CPUs, a GPU exactly for the rules that declare one
     requests = slurm_requests(logs)
-    table = "\n".join(f"{r['rule']:<20} job {r['job']:>4}: {r['cpus']} CPU(s), {r['gpus']} GPU(s)" for r in requests)
+    table = "\n".join(
+        f"{r['rule']:<20} job {r['job']:>4}: {r['cpus']} CPU(s), {r['gpus']} GPU(s)" for r in requests
+    )
     (tmp_path / "slurm_requests.txt").write_text(table + "\n")  # kept by pytest for a look afterwards
     print(table)
     for r in requests:
         assert r["cpus"] == r["threads"], r
         assert r["gpus"] == (1 if r["rule"] in GPU_RULES else 0), r
     by_rule = {r["rule"]: r for r in requests}
-    assert by_rule["dataset"]["cpus"] == 1 and by_rule["train_classifier"]["cpus"] == 2  # not one value for all
+    assert (
+        by_rule["dataset"]["cpus"] == 1 and by_rule["train_classifier"]["cpus"] == 2
+    )  # not one value for all
 
     # and it computed the same results as the local run
     table = f"results/classifier/{D}/metrics.json"
@@ -150,14 +207,22 @@ def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path)
     table = f"results/detection/{D}/offgrid/evaluation.csv"
     ours, theirs = (pd.read_csv(d / table) for d in (workdir, smoke_run))
     assert "pgd_eps0.03" in set(ours["train"]) and not set(ours["train"]) - {"pgd_eps0.03", "overall"}
-    rows = ours[(ours["train"] == "pgd_eps0.03") & (ours["test"] != "overall")].reset_index(drop=True)  # overall: PGD alone here
+    rows = ours[(ours["train"] == "pgd_eps0.03") & (ours["test"] != "overall")].reset_index(
+        drop=True
+    )  # overall: PGD alone here
     assert {"pgd_eps0.03", "noise_sign_eps0.03"} <= set(rows["test"])
-    local = theirs.set_index(["train", "test", "set"]).loc[[tuple(k) for k in rows[["train", "test", "set"]].values]]
+    local = theirs.set_index(["train", "test", "set"]).loc[
+        [tuple(k) for k in rows[["train", "test", "set"]].values]
+    ]
     pd.testing.assert_frame_equal(rows, local.reset_index()[rows.columns])
     import h5py
 
-    for rel in (f"results/attacks/{D}/pgd/eps0.03/test.h5", f"results/latents/{D}/clean/test.h5",
-                f"results/purified/{D}/pgd/eps0.03/test.h5", f"results/adaptive/{D}/pgd/eps0.03/test.h5"):
+    for rel in (
+        f"results/attacks/{D}/pgd/eps0.03/test.h5",
+        f"results/latents/{D}/clean/test.h5",
+        f"results/purified/{D}/pgd/eps0.03/test.h5",
+        f"results/adaptive/{D}/pgd/eps0.03/test.h5",
+    ):
         with h5py.File(workdir / rel, "r") as a, h5py.File(smoke_run / rel, "r") as b:
             keys = sorted(k for k in a if isinstance(a[k], h5py.Dataset))
             assert keys and keys == sorted(k for k in b if isinstance(b[k], h5py.Dataset)), rel

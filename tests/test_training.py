@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from advdefense.augment import RandomCropFlip
 from advdefense.classifier import ClassificationObjective
 from advdefense.models import CifarResNet
-from advdefense.training import TrainingDiverged, TrainingRun, fit, lr_lambda
+from advdefense.training import FitSettings, TrainingDiverged, TrainingRun, fit, lr_lambda
 
 
 def _setup(seed=0):
@@ -35,7 +35,7 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
     model, opt, sched, gen, data, epochs, bs = _setup()
     objective = ClassificationObjective(model, RandomCropFlip(4, True))
     run = TrainingRun(tmp_path / "a_state.pt", tmp_path / "a.csv")
-    full = fit(model, objective, data, opt, sched, epochs, bs, gen, run)
+    full = fit(model, objective, data, opt, FitSettings(epochs, bs, sched), gen, run)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
 
     # the same run, killed in the middle of epoch 3 ...
@@ -51,14 +51,24 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
 
     run_b = TrainingRun(tmp_path / "b_state.pt", tmp_path / "b.csv")
     with pytest.raises(Interrupt):
-        fit(model, dying, data, opt, sched, epochs, bs, gen, run_b)
+        fit(model, dying, data, opt, FitSettings(epochs, bs, sched), gen, run_b)
     state = torch.load(run_b.state_path, weights_only=True)
     assert state["epoch"] == 2
 
     # ... and restarted from scratch in a new process (fresh objects), resuming from the state file
-    model, opt, sched, gen, data, epochs, bs = _setup(seed=99)  # other init: everything must come from the state
+    model, opt, sched, gen, data, epochs, bs = _setup(
+        seed=99
+    )  # other init: everything must come from the state
     objective = ClassificationObjective(model, RandomCropFlip(4, True))
-    resumed = fit(model, objective, data, opt, sched, epochs, bs, gen, TrainingRun(run_b.state_path, run_b.log_path))
+    resumed = fit(
+        model,
+        objective,
+        data,
+        opt,
+        FitSettings(epochs, bs, sched),
+        gen,
+        TrainingRun(run_b.state_path, run_b.log_path),
+    )
     for k, v in model.state_dict().items():
         assert torch.equal(v, reference[k]), k
     assert [r["epoch"] for r in resumed] == [1, 2, 3, 4]
@@ -80,20 +90,21 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, check_every):
 
     run = TrainingRun(tmp_path / "s.pt", tmp_path / "l.csv")
     with pytest.raises(TrainingDiverged, match="loss is nan at epoch 2, step 2"):
-        fit(model, exploding, data, opt, sched, epochs, bs, gen, run, check_every=check_every)
+        fit(model, exploding, data, opt, FitSettings(epochs, bs, sched, check_every=check_every), gen, run)
     assert torch.load(run.state_path, weights_only=True)["epoch"] == 1  # only the good epoch was saved
     # with a deferred check the loop may run on to the check, never past the epoch's end
     assert steps["n"] == (6 if check_every == 25 else 5)  # 3 steps per epoch: 25 defers to the end
 
 
-@pytest.mark.parametrize("kwargs,message", [({"epochs": 0}, "epochs must be positive"),
-                                            ({"batch_size": 0}, "batch_size must be positive")])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [({"epochs": 0}, "epochs must be positive"), ({"batch_size": 0}, "batch_size must be positive")],
+)
 def test_fit_refuses_non_positive_settings(tmp_path, kwargs, message):
-    model, opt, sched, gen, data, epochs, bs = _setup()
+    _, _, sched, _, _, epochs, bs = _setup()
     args = {"epochs": epochs, "batch_size": bs, **kwargs}
     with pytest.raises(ValueError, match=message):
-        fit(model, lambda b, g: None, data, opt, sched, args["epochs"], args["batch_size"], gen,
-            TrainingRun(tmp_path / "s.pt", tmp_path / "l.csv"))
+        FitSettings(args["epochs"], args["batch_size"], sched)
 
 
 def test_schedules():
@@ -114,8 +125,15 @@ def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
     padded = F.pad(x, (4, 4, 4, 4))
     flips = 0
     for i in range(64):
-        windows = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
-                   if torch.equal(out[i], (lambda w: w.flip(-1) if f else w)(padded[i, :, dy:dy + 32, dx:dx + 32]))]
+        windows = [
+            (dy, dx, f)
+            for dy in range(9)
+            for dx in range(9)
+            for f in (False, True)
+            if torch.equal(
+                out[i], (lambda w: w.flip(-1) if f else w)(padded[i, :, dy : dy + 32, dx : dx + 32])
+            )
+        ]
         assert windows, f"image {i} is not a crop of its padded original"
         flips += windows[0][2]
     assert 10 < flips < 54  # about half are flipped
@@ -149,10 +167,18 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
 def test_keep_freed_memory_stops_per_step_page_faults():
     src = str(Path(__file__).resolve().parents[1] / "src")
-    faults = {mode: int(subprocess.run([sys.executable, "-c", FAULTS_CHILD, src, mode], capture_output=True,
-                                       text=True, check=True).stdout) for mode in ("default", "tuned")}
+    faults = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", FAULTS_CHILD, src, mode], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for mode in ("default", "tuned")
+    }
     # by default every step faults its activations in again; with the setting they are reused
     assert faults["default"] > 10 * 1000 and faults["tuned"] < faults["default"] / 5, faults

@@ -1,4 +1,5 @@
 """Integration: the Snakemake DAG itself, on the smoke config (synthetic data, CPU)."""
+
 import json
 import shutil
 from pathlib import Path
@@ -41,34 +42,78 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     # the new epsilon's attacks and latents (+ purification and adaptive attack on its test split),
     # and the aggregates that include it; nothing else
-    assert job_counts(proc.stdout + proc.stderr) == {"attack": 2, "attack_summary": 1, "latents_attack": 2,
-                                                     "purify_attack": 1, "adaptive_attack": 1, "table3": 1,
-                                                     "detect": 7, "mmd_test": 1, "detection_tables": 1,
-                                                     "figure_accuracy_eps": 1, "figure_auroc_eps": 1,
-                                                     "figure_detection": 1, "all": 1}
+    assert job_counts(proc.stdout + proc.stderr) == {
+        "attack": 2,
+        "attack_summary": 1,
+        "latents_attack": 2,
+        "purify_attack": 1,
+        "adaptive_attack": 1,
+        "table3": 1,
+        "detect": 7,
+        "mmd_test": 1,
+        "detection_tables": 1,
+        "figure_accuracy_eps": 1,
+        "figure_auroc_eps": 1,
+        "figure_detection": 1,
+        "all": 1,
+    }
     assert "results/attacks/synthetic-smoke/pgd/eps0.05/train.h5" in proc.stdout + proc.stderr
 
     # run the new epsilon's own jobs and the tables of attacks: the new files appear, and nothing that existed
     # before is rewritten (the 7 detection jobs that retrain on the new files are left out: 3 CI minutes)
-    before = {p: p.stat().st_mtime_ns for p in (smoke_run / "results").rglob("*")
-              if p.is_file() and "benchmarks" not in p.parts}
-    new = [f"results/{kind}/synthetic-smoke/pgd/eps0.05/{split}.h5" for kind in ("attacks", "latents")
-           for split in ("train", "test")]
-    new += ["results/purified/synthetic-smoke/pgd/eps0.05/test.h5", "results/adaptive/synthetic-smoke/pgd/eps0.05/test.h5",
-            "results/attacks/synthetic-smoke/summary.csv", "results/tables/synthetic-smoke/table3_purification.md"]
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in (smoke_run / "results").rglob("*")
+        if p.is_file() and "benchmarks" not in p.parts
+    }
+    new = [
+        f"results/{kind}/synthetic-smoke/pgd/eps0.05/{split}.h5"
+        for kind in ("attacks", "latents")
+        for split in ("train", "test")
+    ]
+    new += [
+        "results/purified/synthetic-smoke/pgd/eps0.05/test.h5",
+        "results/adaptive/synthetic-smoke/pgd/eps0.05/test.h5",
+        "results/attacks/synthetic-smoke/summary.csv",
+        "results/tables/synthetic-smoke/table3_purification.md",
+    ]
     proc = run_snakemake(smoke_run, configfile, targets=tuple(new))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (smoke_run / "results/attacks/synthetic-smoke/pgd/eps0.05/test.h5").is_file()
     assert all((smoke_run / target).is_file() for target in new)
-    assert job_counts(proc.stdout + proc.stderr) == {"attack": 2, "attack_summary": 1, "latents_attack": 2,
-                                                     "purify_attack": 1, "adaptive_attack": 1, "table3": 1}
-    aggregates = ("summary.csv", "table3_purification", "table4_detection", "table5_comparison",
-                  "detection_generalisation", "detection_defended", "evaluation.csv", "aware.csv",
-                  "power.csv",  # tables over all epsilons
-                  "accuracy_vs_epsilon.png", "auroc_vs_epsilon.png", "roc_latent_detector.png",
-                  "scores_latent_detector.png", "accuracy_vs_epsilon.csv", "auroc_vs_epsilon.csv")  # figures
-    rewritten = [p for p, mtime in before.items() if p.exists() and p.stat().st_mtime_ns != mtime
-                 and not any(a in p.name for a in aggregates) and "models" not in p.parts]
+    assert job_counts(proc.stdout + proc.stderr) == {
+        "attack": 2,
+        "attack_summary": 1,
+        "latents_attack": 2,
+        "purify_attack": 1,
+        "adaptive_attack": 1,
+        "table3": 1,
+    }
+    aggregates = (
+        "summary.csv",
+        "table3_purification",
+        "table4_detection",
+        "table5_comparison",
+        "detection_generalisation",
+        "detection_defended",
+        "evaluation.csv",
+        "aware.csv",
+        "power.csv",  # tables over all epsilons
+        "accuracy_vs_epsilon.png",
+        "auroc_vs_epsilon.png",
+        "roc_latent_detector.png",
+        "scores_latent_detector.png",
+        "accuracy_vs_epsilon.csv",
+        "auroc_vs_epsilon.csv",
+    )  # figures
+    rewritten = [
+        p
+        for p, mtime in before.items()
+        if p.exists()
+        and p.stat().st_mtime_ns != mtime
+        and not any(a in p.name for a in aggregates)
+        and "models" not in p.parts
+    ]
     assert rewritten == []
     table = pd.read_csv(smoke_run / "results/attacks/synthetic-smoke/summary.csv")
     assert sorted(table.loc[table.attack == "pgd", "epsilon"].unique()) == [0.03, 0.05]
@@ -82,14 +127,29 @@ def test_dry_run_lists_the_jobs(tmp_path, config):
     # paper's 3 rounded to 8 bits at 0.02: 26 (attack, epsilon) pairs; Table 3 (adaptive) on FGSM, PGD, DeepFool
     paper = config == "config.yaml"
     attacks = 52 if paper else 8  # smoke: 4 attacks; both splits
-    assert job_counts(proc.stdout + proc.stderr) == {"dataset": 1, "train_classifier": 1, "attack": attacks,
-                                                     "attack_summary": 1, "train_flow": 1, "latents_clean": 3,
-                                                     "latents_attack": attacks, "train_autoencoder": 1,
-                                                     "purify_clean": 1, "purify_attack": 52 if paper else 4,
-                                                     "adaptive_attack": 13 if paper else 4, "table3": 1, "detect": 7,
-                                                     "mmd_test": 1, "detection_tables": 1, "figure_examples": 1,
-                                                     "figure_accuracy_eps": 1, "figure_auroc_eps": 1,
-                                                     "figure_detection": 1, "figure_training": 1, "all": 1}
+    assert job_counts(proc.stdout + proc.stderr) == {
+        "dataset": 1,
+        "train_classifier": 1,
+        "attack": attacks,
+        "attack_summary": 1,
+        "train_flow": 1,
+        "latents_clean": 3,
+        "latents_attack": attacks,
+        "train_autoencoder": 1,
+        "purify_clean": 1,
+        "purify_attack": 52 if paper else 4,
+        "adaptive_attack": 13 if paper else 4,
+        "table3": 1,
+        "detect": 7,
+        "mmd_test": 1,
+        "detection_tables": 1,
+        "figure_examples": 1,
+        "figure_accuracy_eps": 1,
+        "figure_auroc_eps": 1,
+        "figure_detection": 1,
+        "figure_training": 1,
+        "all": 1,
+    }
 
 
 def test_pretrained_flow_replaces_training(tmp_path):
@@ -97,7 +157,10 @@ def test_pretrained_flow_replaces_training(tmp_path):
     (tmp_path / "glow.pt").write_bytes(b"")
     (tmp_path / "hparams.json").write_text("{}")
     cfg["flow"]["source"] = "pretrained"
-    cfg["flow"]["pretrained"] = {"checkpoint": str(tmp_path / "glow.pt"), "hparams": str(tmp_path / "hparams.json")}
+    cfg["flow"]["pretrained"] = {
+        "checkpoint": str(tmp_path / "glow.pt"),
+        "hparams": str(tmp_path / "hparams.json"),
+    }
     configfile = tmp_path / "pre.yaml"
     configfile.write_text(yaml.safe_dump(cfg))
     proc = run_snakemake(tmp_path, configfile, "-n")
@@ -119,8 +182,12 @@ def test_bad_config_stops_before_any_job(tmp_path):
 def test_lint_is_clean(tmp_path):
     import subprocess
 
-    proc = subprocess.run([str(SNAKEMAKE), "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(SNAKEMAKE), "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Lints for" not in out, out
@@ -128,8 +195,14 @@ def test_lint_is_clean(tmp_path):
 
 def test_figures_and_report(smoke_run, tmp_path):
     figures = smoke_run / "results/figures/synthetic-smoke"
-    names = ["figure1_examples.png", "accuracy_vs_epsilon.png", "auroc_vs_epsilon.png", "roc_latent_detector.png",
-             "scores_latent_detector.png", "training_curves.png"]
+    names = [
+        "figure1_examples.png",
+        "accuracy_vs_epsilon.png",
+        "auroc_vs_epsilon.png",
+        "roc_latent_detector.png",
+        "scores_latent_detector.png",
+        "training_curves.png",
+    ]
     for name in names:
         data = (figures / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
@@ -137,8 +210,13 @@ def test_figures_and_report(smoke_run, tmp_path):
     proc = run_snakemake(smoke_run, smoke_run / "smoke.yaml", "--report", str(report))
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = report.read_text(errors="replace")
-    for name in names + ["table3_purification.csv", "table4_detection.csv", "table5_comparison.csv",
-                         "detection_generalisation.csv", "summary.csv"]:
+    for name in names + [
+        "table3_purification.csv",
+        "table4_detection.csv",
+        "table5_comparison.csv",
+        "detection_generalisation.csv",
+        "summary.csv",
+    ]:
         assert name in html, name
     assert "Figure 1." in html and "ROC curves of the latent detector" in html
 
@@ -148,8 +226,28 @@ def test_snakefmt_check_is_clean():
     import subprocess
 
     snakefmt = SNAKEMAKE.with_name("snakefmt")
-    proc = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [str(snakefmt), "--check", "Snakefile", "workflow/"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+PYTHON_CODE = ["src", "tests", "workflow/scripts", "benchmarks"]
+
+
+@pytest.mark.parametrize("command", [["format", "--check"], ["check"]], ids=["ruff-format", "ruff-check"])
+def test_python_code_is_formatted_and_lint_clean(command):
+    """The Python code is as `ruff format` writes it, and `ruff check` (rules in pyproject.toml) finds nothing."""
+    import subprocess
+
+    ruff = SNAKEMAKE.with_name("ruff")
+    proc = subprocess.run(
+        [str(ruff), *command, *PYTHON_CODE], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -158,7 +256,9 @@ def test_workflow_catalog_metadata_describes_standard_usage():
     usage = meta["usage"]
     assert set(usage) == {"mandatory-flags", "software-stack-deployment", "report"}
     flags = usage["mandatory-flags"]["flags"]
-    assert flags == "--resources gpu=1" and flags in (REPO / "README.md").read_text()  # the README's commands use it
+    assert (
+        flags == "--resources gpu=1" and flags in (REPO / "README.md").read_text()
+    )  # the README's commands use it
     assert usage["software-stack-deployment"]["conda"] is True and (REPO / "envs/pipeline.yaml").is_file()
     assert usage["report"] is True and "report:" in (REPO / "Snakefile").read_text()
     assert (REPO / "config/README.md").is_file() and (REPO / "config/config.yaml").is_file()

@@ -1,4 +1,5 @@
 """Batch augmentation on tensors (on whatever device the batch lives), CIFAR style."""
+
 from __future__ import annotations
 
 import torch

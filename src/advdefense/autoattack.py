@@ -10,6 +10,7 @@ With one batch holding every image it is the package's own evaluation, adversari
 compares them). The package's own sanity checks run on the first batch, its warnings are kept for the attack
 file and `summary.csv`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,39 +18,7 @@ import warnings
 
 import torch
 
-from .errors import ConfigError
-
-VERSIONS = ("standard", "plus", "rand", "custom")
-SUB_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
-NORMS = {"linf": "Linf", "l2": "L2"}
-PARAMS = ("version", "attacks")
-
-
-def check_autoattack_params(key: str, params: dict, norm: str) -> None:
-    """`attacks.<name>.params` of an AutoAttack entry: a known version, and for `custom` a list of known
-    sub-attacks without repeats (the other versions fix their own list)."""
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise ConfigError(f"{key}.params: {', '.join(unknown)} not accepted by AutoAttack (it takes {', '.join(PARAMS)})")
-    version = params.get("version", "standard")
-    if version not in VERSIONS:
-        raise ConfigError(f"{key}.params.version: {version!r} is not an AutoAttack version ({', '.join(VERSIONS)})")
-    subs = params.get("attacks")
-    if version == "custom":
-        if not isinstance(subs, list) or not subs:
-            raise ConfigError(f"{key}.params.attacks: version custom needs a non-empty list of sub-attacks "
-                              f"({', '.join(SUB_ATTACKS)})")
-        bad = [s for s in subs if s not in SUB_ATTACKS]
-        if bad:
-            raise ConfigError(f"{key}.params.attacks: {', '.join(map(repr, bad))} not an AutoAttack sub-attack "
-                              f"(known: {', '.join(SUB_ATTACKS)})")
-        if len(set(subs)) != len(subs):
-            raise ConfigError(f"{key}.params.attacks: {subs} names a sub-attack twice")
-    elif subs is not None:
-        raise ConfigError(f"{key}.params.attacks: only version custom takes a list of sub-attacks; version "
-                          f"{version!r} runs its own")
-    if norm not in NORMS:
-        raise ConfigError(f"{key}.norm: AutoAttack is run here for {', '.join(NORMS)}, not {norm!r}")
+from .plan.attack_specs import AUTOATTACK_NORMS
 
 
 class _WarningLog(logging.Handler):
@@ -71,19 +40,30 @@ class AutoAttackRunner:
     The sub-attack per image is its position in `self.sub_attacks` of the sub-attack that fooled the model,
     -1 where none did (robust, or misclassified already when clean: then the image is returned unchanged)."""
 
+    runs = None  # one run per batch (attack_methods.AttackMethod)
+
     def __init__(self, model: torch.nn.Module, norm: str, eps: float, params: dict, device):
         from pyautoattack import AutoAttack
 
         version = params.get("version", "standard")
-        self.adversary = AutoAttack(model, norm=NORMS[norm], eps=float(eps), device=device, seed=0,
-                                    version=version, attacks=params.get("attacks") if version == "custom" else None)
+        self.adversary = AutoAttack(
+            model,
+            norm=AUTOATTACK_NORMS[norm],
+            eps=float(eps),
+            device=device,
+            seed=0,
+            version=version,
+            attacks=params.get("attacks") if version == "custom" else None,
+        )
         self.adversary.verbose = False
         self.sub_attacks: list[str] = list(self.adversary.attacks_to_run)
         self.model = model
         self.warnings = _WarningLog()
         self.adversary.logger.addHandler(self.warnings)
         self._checked = False
-        self.robust: dict[str, int] = {}  # images still classified correctly after each sub-attack, all batches
+        self.robust: dict[
+            str, int
+        ] = {}  # images still classified correctly after each sub-attack, all batches
         self.images = 0
 
     def close(self):
@@ -101,8 +81,13 @@ class AutoAttackRunner:
                 checks.check_randomized(aa.get_logits, x, y, bs=len(x), logger=aa.logger)
             n_cls = checks.check_range_output(aa.get_logits, x, logger=aa.logger)
             checks.check_dynamic(self.model, x, False, logger=aa.logger)
-            checks.check_n_classes(n_cls, self.sub_attacks, aa.apgd_targeted.n_target_classes,
-                                   aa.fab.n_target_classes, logger=aa.logger)
+            checks.check_n_classes(
+                n_cls,
+                self.sub_attacks,
+                aa.apgd_targeted.n_target_classes,
+                aa.fab.n_target_classes,
+                logger=aa.logger,
+            )
         for w in caught:
             if str(w.message) not in self.warnings.messages:
                 self.warnings.messages.append(str(w.message))
@@ -154,6 +139,8 @@ class AutoAttackRunner:
         from pyautoattack import checks
 
         if self.images:
-            checks.check_square_sr({k: v / self.images for k, v in self.robust.items()}, logger=self.adversary.logger)
+            checks.check_square_sr(
+                {k: v / self.images for k, v in self.robust.items()}, logger=self.adversary.logger
+            )
         self.close()
         return list(self.warnings.messages)

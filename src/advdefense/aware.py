@@ -15,11 +15,12 @@ share of attacked test images that are classified correctly or rejected.
 Gradient-masking checks: the mean objective per step (it must fall) and a run at an unbounded eps
 (`sanity_epsilon`, must reach ~100 %).
 """
+
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -55,12 +56,48 @@ def _judge(classifier, scorer, x, label, threshold):
     return misclassified, flagged
 
 
-def detector_aware_pgd(classifier, scorer, images01: torch.Tensor, labels: torch.Tensor, threshold: float,
-                       scale: float, eps: float, *, steps: int, restarts: int, lambdas, step_factor: float = 2.5,
-                       kappa: float = 0.1, seed: int = 0, batch_size: int = 100,
-                       step_rules=("sign",)) -> AwareResult:
+@dataclass(frozen=True)
+class AwarePGD:
+    """The detector-aware PGD's settings (`detection.aware`): `steps` per run, a run per restart and step rule
+    for each weight in `lambdas` of the detector's term, steps of `step_factor` x eps / steps on a cosine,
+    margin `kappa` on both terms, `batch_size` images at a time."""
+
+    steps: int
+    restarts: int
+    lambdas: tuple[float, ...]
+    step_factor: float = 2.5
+    kappa: float = 0.1
+    batch_size: int = 100
+    step_rules: tuple[str, ...] = ("sign",)
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> AwarePGD:
+        return cls(
+            steps=settings["steps"],
+            restarts=settings["restarts"],
+            lambdas=tuple(settings["lambdas"]),
+            step_factor=settings["step_factor"],
+            kappa=settings["kappa"],
+            batch_size=settings["batch_size"],
+            step_rules=tuple(settings["step_rules"]),
+        )
+
+
+def detector_aware_pgd(
+    classifier,
+    scorer,
+    images01: torch.Tensor,
+    labels: torch.Tensor,
+    threshold: float,
+    scale: float,
+    eps: float,
+    attack: AwarePGD,
+    seed: int = 0,
+) -> AwareResult:
     """Attack `images01` (N x 3 x 32 x 32 in [0, 1]) within the eps L-inf ball; see the module docstring.
     `classifier` and `scorer` map pixels to logits / detector scores (differentiable, eval mode)."""
+    steps, restarts, lambdas, kappa = attack.steps, attack.restarts, attack.lambdas, attack.kappa
+    step_factor, batch_size, step_rules = attack.step_factor, attack.batch_size, attack.step_rules
     device = images01.device
     generator = torch.Generator(device="cpu").manual_seed(seed)
     n = len(images01)
@@ -68,11 +105,15 @@ def detector_aware_pgd(classifier, scorer, images01: torch.Tensor, labels: torch
     broken = torch.zeros(n, dtype=torch.bool, device=device)
     # step sizes fall from 2 x (step_factor x eps / steps) to 0 on a cosine: the same total travel as the
     # constant step of Madry et al., coarse first and fine at the end (where the detector's threshold is met)
-    steps_t = [2 * step_factor * eps / steps * 0.5 * (1 + math.cos(math.pi * t / steps)) for t in range(steps)]
+    steps_t = [
+        2 * step_factor * eps / steps * 0.5 * (1 + math.cos(math.pi * t / steps)) for t in range(steps)
+    ]
     by_lambda, curve = {}, []
     # the unmodified image first: a misclassified clean image that is not flagged is broken already
     for s in range(0, n, batch_size):
-        mis, flag = _judge(classifier, scorer, images01[s : s + batch_size], labels[s : s + batch_size], threshold)
+        mis, flag = _judge(
+            classifier, scorer, images01[s : s + batch_size], labels[s : s + batch_size], threshold
+        )
         broken[s : s + batch_size] = mis & ~flag
     by_lambda["clean"] = int(broken.sum())
     for lam in lambdas:
@@ -98,7 +139,7 @@ def detector_aware_pgd(classifier, scorer, images01: torch.Tensor, labels: torch
                     score = scorer(x)
                     m = margin(logits, y)
                     loss = m.clamp_min(-kappa) + lam * torch.relu((score - threshold) / scale + kappa)
-                    grad, = torch.autograd.grad(loss.sum(), delta)
+                    (grad,) = torch.autograd.grad(loss.sum(), delta)
                     with torch.no_grad():
                         # the point just evaluated: keep the first one that breaks each image
                         hit = (m < 0) & (score <= threshold) & ~found
@@ -109,7 +150,9 @@ def detector_aware_pgd(classifier, scorer, images01: torch.Tensor, labels: torch
                         if rule == "sign":  # steepest descent under L-inf (Madry et al.)
                             direction = grad.sign()
                         else:  # the gradient scaled to a largest entry of 1: keeps the image's structure
-                            direction = grad / grad.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None, None]
+                            direction = (
+                                grad / grad.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None, None]
+                            )
                         delta = (delta - steps_t[t] * direction).clamp(-eps, eps)
                         delta = (x0 + delta).clamp(0, 1) - x0
                 x = (x0 + delta).detach()
@@ -119,22 +162,42 @@ def detector_aware_pgd(classifier, scorer, images01: torch.Tensor, labels: torch
                 found |= last
                 broken[idx[found]] = True
             if restart == 0:
-                curve.append({"lambda": lam, "rule": rule, "loss": (step_losses / max(len(todo), 1)).tolist()})
+                curve.append(
+                    {"lambda": lam, "rule": rule, "loss": (step_losses / max(len(todo), 1)).tolist()}
+                )
         by_lambda[lam] = int(broken.sum()) - before
         log.info("lambda %g: %d more images broken (%d of %d)", lam, by_lambda[lam], int(broken.sum()), n)
     # judge the stored points again, as the evaluation sees them
     mis_all, flag_all = [], []
     for s in range(0, n, batch_size):
-        mis, flag = _judge(classifier, scorer, best[s : s + batch_size], labels[s : s + batch_size], threshold)
+        mis, flag = _judge(
+            classifier, scorer, best[s : s + batch_size], labels[s : s + batch_size], threshold
+        )
         mis_all.append(mis)
         flag_all.append(flag)
     mis, flag = torch.cat(mis_all), torch.cat(flag_all)
-    return AwareResult(best.cpu().numpy(), (mis & ~flag).cpu().numpy(), mis.cpu().numpy(), flag.cpu().numpy(),
-                       by_lambda, curve)
+    return AwareResult(
+        best.cpu().numpy(),
+        (mis & ~flag).cpu().numpy(),
+        mis.cpu().numpy(),
+        flag.cpu().numpy(),
+        by_lambda,
+        curve,
+    )
 
 
-def run_aware_attacks(classifier, detector, clean01: np.ndarray, labels: np.ndarray, eps_list, settings: dict,
-                      non_adaptive: dict, seed: int, fpr: float, device) -> list[dict]:
+def run_aware_attacks(
+    classifier,
+    detector,
+    clean01: np.ndarray,
+    labels: np.ndarray,
+    eps_list,
+    settings: dict,
+    non_adaptive: dict,
+    seed: int,
+    fpr: float,
+    device,
+) -> list[dict]:
     """The detector-aware attack on `detector` (fitted, with `thresholds` at `fpr`) at every eps, next to the
     non-adaptive attacks at that eps. `non_adaptive`: {eps: {key: (pred_adv, label, flagged)}} on the same
     images. One row per eps, plus the unbounded-eps sanity run."""
@@ -147,23 +210,28 @@ def run_aware_attacks(classifier, detector, clean01: np.ndarray, labels: np.ndar
     x = torch.from_numpy(np.ascontiguousarray(clean01, dtype=np.float32)).to(device)
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     clean_mis, clean_flag = _judge(classifier, scorer, x, y, threshold)
-    kwargs = dict(steps=settings["steps"], restarts=settings["restarts"], lambdas=settings["lambdas"],
-                  step_factor=settings["step_factor"], kappa=settings["kappa"], batch_size=settings["batch_size"],
-                  step_rules=tuple(settings["step_rules"]))
+    attack = AwarePGD.from_settings(settings)
     rows = []
     for i, eps in enumerate(list(eps_list) + [settings["sanity_epsilon"]]):
         sanity = i == len(eps_list)
         n = min(settings["sanity_images"], len(x)) if sanity else len(x)  # the images it runs on, as reported
-        run = {**kwargs, "steps": settings["sanity_steps"]} if sanity else kwargs
-        res = detector_aware_pgd(classifier, scorer, x[:n], y[:n], threshold, scale, float(eps),
-                                 seed=seed + i, **run)
+        run = replace(attack, steps=settings["sanity_steps"]) if sanity else attack
+        res = detector_aware_pgd(
+            classifier, scorer, x[:n], y[:n], threshold, scale, float(eps), run, seed=seed + i
+        )
         adaptive_defended = ~res.broken
-        row = {"method": detector.name, "epsilon": float(eps), "sanity": sanity, "images": n,
-               "fpr": fpr, "threshold": threshold,
-               "clean_accuracy": float((~clean_mis[:n]).float().mean()),
-               "clean_accepted_and_correct": float((~clean_mis[:n] & ~clean_flag[:n]).float().mean()),
-               "defended_accuracy_adaptive": float(adaptive_defended.mean()),
-               "attack_success_adaptive": float(res.broken.mean())}
+        row = {
+            "method": detector.name,
+            "epsilon": float(eps),
+            "sanity": sanity,
+            "images": n,
+            "fpr": fpr,
+            "threshold": threshold,
+            "clean_accuracy": float((~clean_mis[:n]).float().mean()),
+            "clean_accepted_and_correct": float((~clean_mis[:n] & ~clean_flag[:n]).float().mean()),
+            "defended_accuracy_adaptive": float(adaptive_defended.mean()),
+            "attack_success_adaptive": float(res.broken.mean()),
+        }
         # the mean objective per step of the last (largest-lambda) run that still had images to attack
         curve = res.loss_curve[-1] if res.loss_curve else {"lambda": float("nan"), "loss": [float("nan")]}
         row["loss_lambda"] = curve["lambda"]
@@ -178,11 +246,20 @@ def run_aware_attacks(classifier, detector, clean01: np.ndarray, labels: np.ndar
                 undefended &= correct
                 defended &= correct | flagged[:n]
                 row[f"defended_accuracy_{key}"] = float((correct | flagged[:n]).mean())
-            row["robust_accuracy_no_detector"] = float(undefended.mean()) if non_adaptive.get(float(eps)) else math.nan
-            row["defended_accuracy_non_adaptive"] = float(defended.mean()) if non_adaptive.get(float(eps)) else math.nan
+            row["robust_accuracy_no_detector"] = (
+                float(undefended.mean()) if non_adaptive.get(float(eps)) else math.nan
+            )
+            row["defended_accuracy_non_adaptive"] = (
+                float(defended.mean()) if non_adaptive.get(float(eps)) else math.nan
+            )
             row["defended_accuracy_strongest"] = float((defended & adaptive_defended).mean())
-        log.info("%s eps %g%s: defended accuracy %.1f%% under the detector-aware attack (%d images)",
-                 detector.name, eps, " (sanity, unbounded)" if sanity else "",
-                 100 * row["defended_accuracy_adaptive"], n)
+        log.info(
+            "%s eps %g%s: defended accuracy %.1f%% under the detector-aware attack (%d images)",
+            detector.name,
+            eps,
+            " (sanity, unbounded)" if sanity else "",
+            100 * row["defended_accuracy_adaptive"],
+            n,
+        )
         rows.append(row)
     return rows

@@ -1,4 +1,5 @@
 """Classifier stage: train a CIFAR ResNet on the dataset file and report its test accuracy."""
+
 from __future__ import annotations
 
 import logging
@@ -11,19 +12,31 @@ import torch.nn.functional as F
 from .augment import RandomCropFlip
 from .data import class_names, read_split
 from .errors import ConfigError
-from .h5io import file_sha256, write_json
-from .models import CifarResNet, load_checkpoint, save_checkpoint
-from .models.external import ExternalClassifier, builder_source, check_classifier_model, load_user_model, traced
-from .runtime import resolve_device
+from .h5io import write_json
 from .inference import channels_last, predict, to_float_pixels
-from .training import TrainingRun, finish_training, fit, prepare_training, run_settings
+from .models import CifarResNet, load_checkpoint, save_checkpoint
+from .models.external import (
+    ExternalClassifier,
+    check_classifier_model,
+    load_user_model,
+    traced,
+)
+from .plan.builder_spec import builder_source
+from .plan.names import file_sha256
+from .runtime import resolve_device
+from .training import FitSettings, TrainingRun, finish_training, fit, prepare_training, run_settings
 
 log = logging.getLogger(__name__)
 
 
 def classifier_arch(settings: dict, num_classes: int = 10) -> dict:
     """The checkpoint architecture of the `classifier` settings."""
-    return {"name": "resnet", "depth": settings["depth"], "num_classes": num_classes, "width": settings["width"]}
+    return {
+        "name": "resnet",
+        "depth": settings["depth"],
+        "num_classes": num_classes,
+        "width": settings["width"],
+    }
 
 
 PRECISIONS = ("float32", "bfloat16")
@@ -62,9 +75,18 @@ def accuracy_report(pred: torch.Tensor, labels: torch.Tensor, class_names) -> di
     return {"accuracy": float(correct.float().mean()), "per_class_accuracy": per_class, "n": int(len(labels))}
 
 
-def train_classifier(dataset_path: str | Path, settings: dict, seed: int, model_path: str | Path,
-                     metrics_path: str | Path, log_path: str | Path, state_path: str | Path, *,
-                     device: str = "auto", eval_batch_size: int = 1000) -> dict:
+def train_classifier(
+    dataset_path: str | Path,
+    settings: dict,
+    seed: int,
+    model_path: str | Path,
+    metrics_path: str | Path,
+    log_path: str | Path,
+    state_path: str | Path,
+    *,
+    device: str = "auto",
+    eval_batch_size: int = 1000,
+) -> dict:
     """Train (or resume training) a ResNet with the `classifier` settings (depth, width, epochs, batch size,
     optimizer, schedule, augmentation); write checkpoint, metrics and log. `device` and
     `eval_batch_size` only decide where and in what chunks the work runs."""
@@ -80,23 +102,45 @@ def train_classifier(dataset_path: str | Path, settings: dict, seed: int, model_
 
     model = channels_last(CifarResNet(settings["depth"], num_classes, settings["width"]).to(device))
     sgd = settings["optimizer"]
-    optimizer = torch.optim.SGD(model.parameters(), lr=sgd["lr"], momentum=sgd["momentum"],
-                                nesterov=sgd["nesterov"] and sgd["momentum"] > 0, weight_decay=sgd["weight_decay"])
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=sgd["lr"],
+        momentum=sgd["momentum"],
+        nesterov=sgd["nesterov"] and sgd["momentum"] > 0,
+        weight_decay=sgd["weight_decay"],
+    )
     augment = settings["augment"]
-    objective = ClassificationObjective(model, RandomCropFlip(augment["crop_padding"], augment["flip"]),
-                                        settings.get("precision", "float32"))
+    objective = ClassificationObjective(
+        model, RandomCropFlip(augment["crop_padding"], augment["flip"]), settings.get("precision", "float32")
+    )
 
     def evaluate():
         pred = predict(model, test_x, eval_batch_size, device)
         return {"test_accuracy": float((pred == test_y).float().mean())}
 
-    log.info("training ResNet-%d (%d parameters) on %d images, %s, %d epochs, %s",
-             settings["depth"], sum(p.numel() for p in model.parameters()), len(train_y), device, settings["epochs"],
-             settings.get("precision", "float32"))
+    log.info(
+        "training ResNet-%d (%d parameters) on %d images, %s, %d epochs, %s",
+        settings["depth"],
+        sum(p.numel() for p in model.parameters()),
+        len(train_y),
+        device,
+        settings["epochs"],
+        settings.get("precision", "float32"),
+    )
     t0 = time.perf_counter()
-    run = TrainingRun(Path(state_path), Path(log_path), run_settings("classifier", settings, seed, data.dataset_sha256))
-    history = fit(model, objective, (train_x, train_y), optimizer, settings["schedule"], settings["epochs"],
-                  settings["batch_size"], generator, run, evaluate=evaluate, name="classifier")
+    run = TrainingRun(
+        Path(state_path), Path(log_path), run_settings("classifier", settings, seed, data.dataset_sha256)
+    )
+    history = fit(
+        model,
+        objective,
+        (train_x, train_y),
+        optimizer,
+        FitSettings(settings["epochs"], settings["batch_size"], settings["schedule"], name="classifier"),
+        generator,
+        run,
+        evaluate=evaluate,
+    )
     report = accuracy_report(predict(model, test_x, eval_batch_size, device), test_y, data.class_names)
     metrics = {
         "test_accuracy": report["accuracy"],
@@ -106,14 +150,34 @@ def train_classifier(dataset_path: str | Path, settings: dict, seed: int, model_
         "dataset": str(dataset_path),
         "seed": seed,
     }
-    return finish_training("classifier", model, history, run, device, len(train_y), t0, model_path, metrics_path,
-                           metrics, {"test_accuracy": report["accuracy"], "seed": seed, "dataset": str(dataset_path)})
+    return finish_training(
+        "classifier",
+        model,
+        history,
+        run,
+        device,
+        len(train_y),
+        t0,
+        model_path,
+        metrics_path,
+        metrics,
+        {"test_accuracy": report["accuracy"], "seed": seed, "dataset": str(dataset_path)},
+    )
 
 
-def import_classifier(checkpoint: str | Path, dataset_path: str | Path, model_path: str | Path,
-                      metrics_path: str | Path, *, sha256: str, builder: str | None = None,
-                      mean: list[float] | None = None, std: list[float] | None = None, device: str = "auto",
-                      eval_batch_size: int = 1000) -> dict:
+def import_classifier(
+    checkpoint: str | Path,
+    dataset_path: str | Path,
+    model_path: str | Path,
+    metrics_path: str | Path,
+    *,
+    sha256: str,
+    builder: str | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    device: str = "auto",
+    eval_batch_size: int = 1000,
+) -> dict:
     """Bring your own classifier (`classifier.source: checkpoint`): check its sha256 pin, load it
     (TorchScript, or `builder` + a state dict with weights_only=True), check that it gives N x classes
     logits in eval-safe form, store it in the pipeline's checkpoint format (every later stage loads it
@@ -121,12 +185,16 @@ def import_classifier(checkpoint: str | Path, dataset_path: str | Path, model_pa
     t0 = time.perf_counter()
     found = file_sha256(checkpoint)
     if found != sha256:
-        raise ConfigError(f"classifier.checkpoint.sha256: {checkpoint} has sha256 {found}, but the config pins "
-                          f"{sha256}; refusing a file that is not the one pinned")
+        raise ConfigError(
+            f"classifier.checkpoint.sha256: {checkpoint} has sha256 {found}, but the config pins "
+            f"{sha256}; refusing a file that is not the one pinned"
+        )
     names, test = class_names(dataset_path), read_split(dataset_path, "test")
     num_classes = len(names)
     model, fmt = load_user_model(checkpoint, builder)
-    real = to_float_pixels(torch.from_numpy(test.images[:CHECK_IMAGES]))  # on the 8-bit grid, as every image is
+    real = to_float_pixels(
+        torch.from_numpy(test.images[:CHECK_IMAGES])
+    )  # on the 8-bit grid, as every image is
     if fmt != "torchscript":  # stored as TorchScript: no later job calls the builder (nor any code it names)
         check_classifier_model(ExternalClassifier(model, num_classes, fmt, mean, std), num_classes, real)
         model = traced(model, ((real - _as_channels(mean, 0.0)) / _as_channels(std, 1.0)).contiguous())
@@ -141,15 +209,31 @@ def import_classifier(checkpoint: str | Path, dataset_path: str | Path, model_pa
     model = load_classifier(model_path, device)  # exactly what the later stages will evaluate
     test_x, test_y = torch.from_numpy(test.images), torch.from_numpy(test.labels)
     report = accuracy_report(predict(model, test_x, eval_batch_size, device), test_y, names)
-    metrics = {"source": "checkpoint", "checkpoint": str(checkpoint), "checkpoint_sha256": found, "format": fmt,
-               "stored_as": "torchscript" if fmt == "torchscript" else "torchscript (traced from the builder's model)",
-               **{k: v for k, v in provenance.items() if k.startswith("builder")},
-               "test_accuracy": report["accuracy"], "per_class_accuracy": report["per_class_accuracy"],
-               "test_images": report["n"], "parameters": sum(p.numel() for p in wrapped.parameters()),
-               "device": str(device), "dataset": str(dataset_path), "wall_seconds_this_run": round(time.perf_counter() - t0, 2)}
+    metrics = {
+        "source": "checkpoint",
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": found,
+        "format": fmt,
+        "stored_as": "torchscript"
+        if fmt == "torchscript"
+        else "torchscript (traced from the builder's model)",
+        **{k: v for k, v in provenance.items() if k.startswith("builder")},
+        "test_accuracy": report["accuracy"],
+        "per_class_accuracy": report["per_class_accuracy"],
+        "test_images": report["n"],
+        "parameters": sum(p.numel() for p in wrapped.parameters()),
+        "device": str(device),
+        "dataset": str(dataset_path),
+        "wall_seconds_this_run": round(time.perf_counter() - t0, 2),
+    }
     write_json(metrics_path, metrics)
-    log.info("imported %s (%s): test accuracy %.2f%% over %d images", checkpoint, fmt, 100 * report["accuracy"],
-             report["n"])
+    log.info(
+        "imported %s (%s): test accuracy %.2f%% over %d images",
+        checkpoint,
+        fmt,
+        100 * report["accuracy"],
+        report["n"],
+    )
     return metrics
 
 
@@ -163,7 +247,11 @@ def _as_channels(values: list[float] | None, default: float) -> torch.Tensor:
 def load_classifier(path: str | Path, device: str | torch.device = "cpu", settings: dict | None = None):
     """Load a classifier checkpoint; with `settings` (the `classifier` section of a trained ResNet), refuse
     one whose architecture differs from them."""
-    expected = classifier_arch(settings) if settings is not None and settings.get("source", "train") == "train" else None
+    expected = (
+        classifier_arch(settings)
+        if settings is not None and settings.get("source", "train") == "train"
+        else None
+    )
     if expected is not None:
         expected.pop("num_classes")
     model, _ = load_checkpoint(path, "classifier", expected, map_location=device)

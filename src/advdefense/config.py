@@ -3,28 +3,29 @@
 Every error is a :class:`ConfigError` whose message starts with the dotted key that is wrong,
 so that a user knows which line of the YAML file to change.
 """
+
 from __future__ import annotations
 
 import argparse
 import copy
 import math
-import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 import yaml
 
-from .attacks import check_attack_method, check_attack_spec, eps_tag, shard_range
-from .models.external import check_builder_spec
-from .data import check_cifar_batches_dir, check_labels_setting, split_sizes
-from .detectors import REGISTRY
 from .errors import ConfigError
-from .h5io import file_sha256
-from .runtime import resolve_device
+from .plan.attack_specs import check_attack_method, check_attack_spec, shard_range
+from .plan.builder_spec import check_builder_spec
+from .plan.decisions import attacked_splits, detection_attacks
+from .plan.detector_specs import DETECTORS, PAPER_DETECTOR, detector_spec
+from .plan.names import CLEAN, SEED_RUN, eps_tag, file_sha256
+from .sources import check_cifar_batches_dir, check_labels_setting, split_sizes
 
-__all__ = ["ConfigError", "eps_tag", "load_yaml", "resolve_device", "validate_config"]
+__all__ = ["ConfigError", "check_config_files", "load_yaml", "validate_config"]
 
 
 def _extend_with_defaults(validator_class):
@@ -61,7 +62,9 @@ def load_yaml(path: str | Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level, not {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping at the top level, not {type(data).__name__}"
+        )
     return data
 
 
@@ -104,10 +107,14 @@ def check_semantics(cfg: dict) -> None:
     seeds = cfg.get("seeds")
     if seeds is not None:
         if not seeds:
-            raise ConfigError("seeds: an empty list runs nothing; list at least one seed (or null: one run with `seed`)")
+            raise ConfigError(
+                "seeds: an empty list runs nothing; list at least one seed (or null: one run with `seed`)"
+            )
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:
-            raise ConfigError(f"seeds: {', '.join(map(str, repeated))} listed more than once; each seed is one run")
+            raise ConfigError(
+                f"seeds: {', '.join(map(str, repeated))} listed more than once; each seed is one run"
+            )
     data = cfg["dataset"]
     check_run_name(data["name"])
     if data["calibration_size"] is None:  # a calibration split only where detectors need thresholds
@@ -127,45 +134,59 @@ def check_semantics(cfg: dict) -> None:
     check_attack_splits(cfg)
     for name in cfg["tables"]["table3"]["attacks"] or []:
         if name not in attacks:
-            raise ConfigError(f"tables.table3.attacks: {name!r} is not generated (configured attacks: {sorted(attacks)})")
+            raise ConfigError(
+                f"tables.table3.attacks: {name!r} is not generated (configured attacks: {sorted(attacks)})"
+            )
     splits = cfg["purification"]["splits"] or []
     for split in splits:
         if split not in attacked_splits(cfg):
-            raise ConfigError(f"purification.splits: {split!r} is not attacked (attacks.<name>.splits, default "
-                              f"attack_defaults.splits {cfg['attack_defaults']['splits']})")
+            raise ConfigError(
+                f"purification.splits: {split!r} is not attacked (attacks.<name>.splits, default "
+                f"attack_defaults.splits {cfg['attack_defaults']['splits']})"
+            )
     det = cfg["detection"]
     if det["enabled"] and attacks:
         for name in det["attacks"] or []:
             if name not in attacks:
-                raise ConfigError(f"detection.attacks: {name!r} is not a configured attack (configured: "
-                                  f"{sorted(attacks)})")
+                raise ConfigError(
+                    f"detection.attacks: {name!r} is not a configured attack (configured: {sorted(attacks)})"
+                )
         for name in detection_attacks(cfg):
             if set(attacks[name]["splits"]) != {"train", "test"}:
-                raise ConfigError(f"attacks.{name}.splits: {attacks[name]['splits']}, but detection trains on "
-                                  f"attacked train images and tests on attacked test images; attack both splits, "
-                                  f"leave {name} out of detection.attacks, or set detection.enabled: false")
-        if "latent_mlp" not in det["methods"]:
-            raise ConfigError("detection.methods: must include latent_mlp (the paper's detector; Tables 4 and 5 use it)")
+                raise ConfigError(
+                    f"attacks.{name}.splits: {attacks[name]['splits']}, but detection trains on "
+                    f"attacked train images and tests on attacked test images; attack both splits, "
+                    f"leave {name} out of detection.attacks, or set detection.enabled: false"
+                )
+        if PAPER_DETECTOR not in det["methods"]:
+            raise ConfigError(
+                f"detection.methods: must include {PAPER_DETECTOR} (the paper's detector; Tables 4 and 5 use it)"
+            )
         if not cfg["latents"]["enabled"]:
             raise ConfigError("detection.methods: latent_mlp needs latents.enabled: true")
         check_detection(det, cfg)
         if det["mmd"]["enabled"] and det["mmd"]["table_batch_size"] not in det["mmd"]["batch_sizes"]:
-            raise ConfigError(f"detection.mmd.table_batch_size: {det['mmd']['table_batch_size']} is not one of "
-                              f"detection.mmd.batch_sizes {det['mmd']['batch_sizes']}")
-    if "clean" in attacks:
-        raise ConfigError("attacks.clean: 'clean' is reserved for the unattacked images; choose another name")
+            raise ConfigError(
+                f"detection.mmd.table_batch_size: {det['mmd']['table_batch_size']} is not one of "
+                f"detection.mmd.batch_sizes {det['mmd']['batch_sizes']}"
+            )
+    if CLEAN in attacks:
+        raise ConfigError(
+            f"attacks.{CLEAN}: '{CLEAN}' is reserved for the unattacked images; choose another name"
+        )
     for name, spec in cfg.get("attacks", {}).items():
         check_attack_spec(name, spec)
     for name, overrides in cfg["purification"]["adaptive"]["params"].items():
         if name not in attacks:
-            raise ConfigError(f"purification.adaptive.params.{name}: no attack {name!r} is configured "
-                              f"(configured: {sorted(attacks)})")
-        check_attack_method(f"purification.adaptive.params.{name}",
-                            {**attacks[name], "params": {**(attacks[name].get("params") or {}), **overrides}})
+            raise ConfigError(
+                f"purification.adaptive.params.{name}: no attack {name!r} is configured "
+                f"(configured: {sorted(attacks)})"
+            )
+        check_attack_method(
+            f"purification.adaptive.params.{name}",
+            {**attacks[name], "params": {**(attacks[name].get("params") or {}), **overrides}},
+        )
     check_sizes(cfg)
-
-
-SEED_RUN = re.compile(r".*-seed[0-9]+")
 
 
 def check_run_name(name: str) -> None:
@@ -173,12 +194,16 @@ def check_run_name(name: str) -> None:
     not be a path part ('.', '..', or hidden), nor look like a run of `seeds` (<name>-seed<s>), which another
     configuration with `seeds` writes to."""
     if name.startswith("."):
-        raise ConfigError(f"dataset.name: {name!r} starts with a dot; it names directories of results/ "
-                          f"('..' would write into results/ itself, where other runs' files are): use a plain name")
+        raise ConfigError(
+            f"dataset.name: {name!r} starts with a dot; it names directories of results/ "
+            f"('..' would write into results/ itself, where other runs' files are): use a plain name"
+        )
     if SEED_RUN.fullmatch(name):
-        raise ConfigError(f"dataset.name: {name!r} ends in -seed<s>, the name of a run of `seeds` (a configuration "
-                          f"with dataset.name {name.rsplit('-seed', 1)[0]!r} and seeds would write to the same "
-                          f"files); choose another name, or use `seeds` / `seed`")
+        raise ConfigError(
+            f"dataset.name: {name!r} ends in -seed<s>, the name of a run of `seeds` (a configuration "
+            f"with dataset.name {name.rsplit('-seed', 1)[0]!r} and seeds would write to the same "
+            f"files); choose another name, or use `seeds` / `seed`"
+        )
 
 
 def check_attack_splits(cfg: dict) -> None:
@@ -189,21 +214,10 @@ def check_attack_splits(cfg: dict) -> None:
         spec.setdefault("splits", list(cfg["attack_defaults"]["splits"]))
         if "test" not in spec["splits"]:
             key = f"attacks.{name}.splits" if own else "attack_defaults.splits"
-            raise ConfigError(f"{key}: {spec['splits']} leaves out test, the split every table and figure "
-                              f"evaluates attacks on{'' if own else f' (the splits of attacks.{name})'}")
-
-
-def attacked_splits(cfg: dict) -> list[str]:
-    """The splits some attack runs on, train before test (a validated config)."""
-    used = {s for spec in cfg.get("attacks", {}).values() for s in spec["splits"]}
-    return [s for s in ("train", "test") if s in used]
-
-
-def detection_attacks(cfg: dict) -> list[str]:
-    """The attacks the detectors train and are tested on (`detection.attacks`, null: all), in the order of
-    `attacks` (the order of the detection tables' rows)."""
-    chosen = cfg["detection"]["attacks"]
-    return [name for name in cfg.get("attacks", {}) if chosen is None or name in chosen]
+            raise ConfigError(
+                f"{key}: {spec['splits']} leaves out test, the split every table and figure "
+                f"evaluates attacks on{'' if own else f' (the splits of attacks.{name})'}"
+            )
 
 
 def check_classifier_source(classifier: dict) -> None:
@@ -215,14 +229,18 @@ def check_classifier_source(classifier: dict) -> None:
     if not ckpt["path"]:
         raise ConfigError("classifier.checkpoint.path: required when classifier.source is 'checkpoint'")
     if not ckpt["sha256"]:
-        raise ConfigError("classifier.checkpoint.sha256: required when classifier.source is 'checkpoint' (the "
-                          "file's sha256, e.g. from `sha256sum`): the pipeline only runs the model it was told to")
+        raise ConfigError(
+            "classifier.checkpoint.sha256: required when classifier.source is 'checkpoint' (the "
+            "file's sha256, e.g. from `sha256sum`): the pipeline only runs the model it was told to"
+        )
     if not Path(ckpt["path"]).is_file():
         raise ConfigError(f"classifier.checkpoint.path: file {ckpt['path']} does not exist")
     found = file_sha256(ckpt["path"])
     if found != ckpt["sha256"]:
-        raise ConfigError(f"classifier.checkpoint.sha256: {ckpt['path']} has sha256 {found}, but the config pins "
-                          f"{ckpt['sha256']}; refusing a file that is not the one pinned")
+        raise ConfigError(
+            f"classifier.checkpoint.sha256: {ckpt['path']} has sha256 {found}, but the config pins "
+            f"{ckpt['sha256']}; refusing a file that is not the one pinned"
+        )
     if (ckpt["mean"] is None) != (ckpt["std"] is None):
         raise ConfigError("classifier.checkpoint.mean, .std: give both (the input normalisation) or neither")
     if ckpt["builder"] is not None:
@@ -233,33 +251,44 @@ def check_detection(det: dict, cfg: dict) -> None:
     """Detection methods against the registry, the calibration split, the thresholds' FPRs and the
     detector-aware attack's settings."""
     for name in det["methods"]:
-        if name not in REGISTRY:
-            raise ConfigError(f"detection.methods: unknown detector {name!r} (registered: {', '.join(REGISTRY)})")
-    if any(REGISTRY[m].inputs != "pixels" for m in det["methods"]) and not cfg["latents"]["enabled"]:
+        detector_spec(name)  # an unknown name is an error naming detection.methods
+    if any(DETECTORS[m].on_flow_outputs for m in det["methods"]) and not cfg["latents"]["enabled"]:
         raise ConfigError("detection.methods: latent_mlp and bits_per_dim need latents.enabled: true")
     calibration = cfg["dataset"]["calibration_size"]
     if calibration < 1:
-        raise ConfigError("dataset.calibration_size: detection needs a calibration split (> 0 clean images held "
-                          "out of training) for its thresholds; set it or detection.enabled: false")
+        raise ConfigError(
+            "dataset.calibration_size: detection needs a calibration split (> 0 clean images held "
+            "out of training) for its thresholds; set it or detection.enabled: false"
+        )
     for fpr in det["fprs"]:
         if fpr * calibration < 1 - 1e-9:
-            raise ConfigError(f"detection.fprs: {fpr} is below 1/{calibration}, the smallest false-positive rate "
-                              f"that {calibration} calibration images (dataset.calibration_size) can set a "
-                              f"threshold for; raise calibration_size to at least {math.ceil(1 / fpr)} or drop {fpr}")
+            raise ConfigError(
+                f"detection.fprs: {fpr} is below 1/{calibration}, the smallest false-positive rate "
+                f"that {calibration} calibration images (dataset.calibration_size) can set a "
+                f"threshold for; raise calibration_size to at least {math.ceil(1 / fpr)} or drop {fpr}"
+            )
     aware = det["aware"]
     if aware["enabled"]:
         if aware["fpr"] not in det["fprs"]:
-            raise ConfigError(f"detection.aware.fpr: {aware['fpr']} is not one of detection.fprs {det['fprs']}")
-        differentiable = [m for m in det["methods"] if REGISTRY[m].differentiable]
-        for name in aware["methods"] or []:  # null: every differentiable one (`aware_methods` in common.smk)
+            raise ConfigError(
+                f"detection.aware.fpr: {aware['fpr']} is not one of detection.fprs {det['fprs']}"
+            )
+        differentiable = [m for m in det["methods"] if DETECTORS[m].differentiable]
+        for name in aware["methods"] or []:  # null: every differentiable one (plan.decisions.aware_methods)
             if name not in differentiable:
-                raise ConfigError(f"detection.aware.methods: {name!r} is not a configured detector with a "
-                                  f"differentiable score (those are: {', '.join(differentiable)})")
-        detected = sorted({float(e) for name in detection_attacks(cfg) for e in cfg["attacks"][name]["epsilons"]})
+                raise ConfigError(
+                    f"detection.aware.methods: {name!r} is not a configured detector with a "
+                    f"differentiable score (those are: {', '.join(differentiable)})"
+                )
+        detected = sorted(
+            {float(e) for name in detection_attacks(cfg) for e in cfg["attacks"][name]["epsilons"]}
+        )
         for eps in aware["epsilons"] or []:  # null: every epsilon the detectors are evaluated at
             if eps_tag(eps) not in {eps_tag(e) for e in detected}:
-                raise ConfigError(f"detection.aware.epsilons: {eps!r} is not an epsilon of the attacks the detectors "
-                                  f"learn (detection.attacks: {', '.join(f'{e:g}' for e in detected)})")
+                raise ConfigError(
+                    f"detection.aware.epsilons: {eps!r} is not an epsilon of the attacks the detectors "
+                    f"learn (detection.attacks: {', '.join(f'{e:g}' for e in detected)})"
+                )
 
 
 def check_sizes(cfg: dict) -> None:
@@ -270,38 +299,56 @@ def check_sizes(cfg: dict) -> None:
     for split in ("train", "test"):
         n = cfg["attack_defaults"]["images"][split]
         if n is not None and n > sizes[split]:
-            raise ConfigError(f"attack_defaults.images.{split}: asked for {n} images but the {split} split has only "
-                              f"{sizes[split]}")
+            raise ConfigError(
+                f"attack_defaults.images.{split}: asked for {n} images but the {split} split has only "
+                f"{sizes[split]}"
+            )
         attacked[split] = sizes[split] if n is None else n
     shards, batch = cfg["attack_defaults"]["shards"], cfg["attack_defaults"]["batch_size"]
     if cfg.get("attacks"):
         for split in attacked_splits(cfg):
-            shard_range(attacked[split], batch, 0, shards, f"the {split} split (attack_defaults.images.{split})")
+            shard_range(
+                attacked[split], batch, 0, shards, f"the {split} split (attack_defaults.images.{split})"
+            )
     aware = cfg["detection"]["aware"]
     if cfg["detection"]["enabled"] and cfg.get("attacks") and aware["enabled"]:
         if aware["images"] is not None and aware["images"] > attacked["test"]:
-            raise ConfigError(f"detection.aware.images: {aware['images']} is more than the {attacked['test']} test "
-                              f"images that are attacked (attack_defaults.images.test)")
+            raise ConfigError(
+                f"detection.aware.images: {aware['images']} is more than the {attacked['test']} test "
+                f"images that are attacked (attack_defaults.images.test)"
+            )
         available = attacked["test"] if aware["images"] is None else aware["images"]
         if aware["sanity_images"] > available:
-            raise ConfigError(f"detection.aware.sanity_images: {aware['sanity_images']} is more than the {available} "
-                              f"images the detector-aware attack runs on (detection.aware.images)")
+            raise ConfigError(
+                f"detection.aware.sanity_images: {aware['sanity_images']} is more than the {available} "
+                f"images the detector-aware attack runs on (detection.aware.images)"
+            )
     adaptive = cfg["purification"]["adaptive"]
-    if cfg["purification"]["enabled"] and adaptive["enabled"] and adaptive["images"] is not None \
-            and adaptive["images"] > attacked["test"]:
-        raise ConfigError(f"purification.adaptive.images: {adaptive['images']} is more than the {attacked['test']} "
-                          f"test images that are attacked (attack_defaults.images.test); the adaptive attack runs "
-                          f"on a subset of those")
+    if (
+        cfg["purification"]["enabled"]
+        and adaptive["enabled"]
+        and adaptive["images"] is not None
+        and adaptive["images"] > attacked["test"]
+    ):
+        raise ConfigError(
+            f"purification.adaptive.images: {adaptive['images']} is more than the {attacked['test']} "
+            f"test images that are attacked (attack_defaults.images.test); the adaptive attack runs "
+            f"on a subset of those"
+        )
     flow = cfg["flow"]
     if cfg["latents"]["enabled"] and flow["source"] == "train" and flow["init_images"] > sizes["train"]:
-        raise ConfigError(f"flow.init_images: {flow['init_images']} is more than the {sizes['train']} training images")
+        raise ConfigError(
+            f"flow.init_images: {flow['init_images']} is more than the {sizes['train']} training images"
+        )
     mmd = cfg["detection"]["mmd"]
     if cfg["detection"]["enabled"] and cfg.get("attacks") and mmd["enabled"]:
         available = min(attacked["test"], sizes["calibration"])
         for b in mmd["batch_sizes"]:
             if b > available:
-                raise ConfigError(f"detection.mmd.batch_sizes: {b} is more than the {available} images a batch is "
-                                  f"drawn from (attacked test images, and calibration images as reference)")
+                raise ConfigError(
+                    f"detection.mmd.batch_sizes: {b} is more than the {available} images a batch is "
+                    f"drawn from (attacked test images, and calibration images as reference)"
+                )
 
 
 def check_config_files(paths: list[str | Path], schema_path: str | Path | None = None) -> dict:
@@ -322,8 +369,9 @@ def _update(base: dict, new: dict) -> None:
             base[k] = v
 
 
-def config_from_command_line(prog: str, description: str, argv: list[str] | None,
-                             flags: dict[str, str] | None = None) -> tuple[argparse.Namespace, dict | None]:
+def config_from_command_line(
+    prog: str, description: str, argv: list[str] | None, flags: dict[str, str] | None = None
+) -> tuple[argparse.Namespace, dict | None]:
     """Parse `prog FILE [FILE ...] [--flag ...]` and check the config files; on a problem print it (naming
     the file, line or key) and return None for the config."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
@@ -344,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     args, cfg = config_from_command_line("advdefense-check-config", main.__doc__, argv)
     if cfg is None:
         return 1
-    print(f"{' + '.join(args.files)}: valid ({len(cfg.get('attacks', {}))} attack(s), dataset {cfg['dataset']['name']})")
+    print(
+        f"{' + '.join(args.files)}: valid ({len(cfg.get('attacks', {}))} attack(s), dataset {cfg['dataset']['name']})"
+    )
     return 0
 
 

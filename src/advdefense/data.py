@@ -1,4 +1,5 @@
-"""Dataset stage: CIFAR-10 (download, local batches directory, or synthetic) into one HDF5 file.
+"""Dataset stage: CIFAR-10 or CIFAR-100 (download, or a local directory in the official python layout, read
+by `sources`) or synthetic data, into one HDF5 file.
 
 HDF5 layout (`results/data/<name>.h5`)::
 
@@ -12,40 +13,35 @@ HDF5 layout (`results/data/<name>.h5`)::
 
 Pixels stay uint8 in the file; the models take float pixels in [0, 1].
 """
+
 from __future__ import annotations
 
-import codecs
 import json
-import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, PipelineFileError
+from .errors import ConfigError
 from .h5io import atomic_h5, open_h5, provenance_attrs
-
-try:  # numpy >= 2
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct, scalar as _np_scalar
-    from numpy._core.numeric import _frombuffer as _np_frombuffer
-except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct, scalar as _np_scalar
-    from numpy.core.numeric import _frombuffer as _np_frombuffer
-
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+from .plan.decisions import SOURCES
+from .sources import (
+    CIFAR10_CLASSES,
+    CIFAR100_LABELS,
+    META_FILE,
+    TEST_BATCH,
+    TRAIN_BATCHES,
+    DataError,
+    _class_names,
+    _read_pickle,
+    check_labels_setting,
+    cifar_dir_layout,
 )
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCH = "test_batch"
-META_FILE = "batches.meta"
+
 SPLITS = ("train", "test")  # the splits that are attacked
 ALL_SPLITS = ("train", "test", "calibration")
 DATASET_FORMAT = "advdefense-dataset-v1"
-
-
-class DataError(PipelineFileError):
-    """A data file or directory is missing or malformed."""
 
 
 @dataclass
@@ -67,7 +63,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, indices: np.ndarray) -> "Split":
+    def take(self, indices: np.ndarray) -> Split:
         return Split(self.images[indices], self.labels[indices], self.source_index[indices])
 
 
@@ -88,98 +84,15 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- local batches
-CIFAR100_FILES = ("train", "test", "meta")
-CIFAR100_LABELS = {"fine": ("fine_labels", "fine_label_names", 100), "coarse": ("coarse_labels", "coarse_label_names", 20)}
-
-
-def cifar_dir_layout(path: str | Path, key: str = "dataset.path") -> str:
-    """'cifar10' for a cifar-10-batches-py directory, 'cifar100' for a cifar-100-python one (by the
-    files present); anything else is a ConfigError naming what is missing."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ConfigError(f"{key}: directory {path} does not exist")
-    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META_FILE) if not (path / n).is_file()]
-    if all((path / n).is_file() for n in CIFAR100_FILES):
-        if not missing:
-            raise ConfigError(f"{key}: {path} holds both a cifar-10-batches-py layout (data_batch_1..5, test_batch, "
-                              f"batches.meta) and a cifar-100-python one (train, test, meta); point it at a directory "
-                              f"with one of them")
-        return "cifar100"
-    if missing:
-        raise ConfigError(f"{key}: {path} is neither a cifar-10-batches-py directory (missing {', '.join(missing)}) "
-                          f"nor a cifar-100-python one (train, test, meta)")
-    return "cifar10"
-
-
-def check_cifar_batches_dir(path: str | Path, key: str = "dataset.path") -> Path:
-    """Cheap structural check of a local CIFAR directory (either layout; existence of every file)."""
-    cifar_dir_layout(path, key)
-    return Path(path)
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """Admits only what the official CIFAR pickles hold: dicts, lists, str/bytes, numbers and numpy
-    arrays of numbers (rebuilt through numpy's array reconstructor and `_codecs.encode` for the
-    latin-1 byte strings of Python 2 pickles). Any other global, an object dtype or another codec
-    is refused, so a crafted batch file cannot run code."""
-
-    def __init__(self, fh, path: Path):
-        super().__init__(fh, encoding="latin1")
-        self.path = path
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ARRAY_GLOBALS:
-            return _ARRAY_GLOBALS[(module, name)]
-        if (module, name) == ("numpy", "dtype"):
-            return self._dtype
-        if (module, name) == ("_codecs", "encode"):
-            return self._encode
-        raise DataError(f"{self.path}: refused to load: the pickle asks for {module}.{name}, which the official "
-                        "CIFAR files never contain (it could run code)")
-
-    def _dtype(self, spec, *args):
-        dtype = np.dtype(spec, *args)
-        if dtype.hasobject:
-            raise DataError(f"{self.path}: refused to load: the pickle holds an object array")
-        return dtype
-
-    def _encode(self, text, encoding="utf-8", errors="strict"):
-        if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
-            raise DataError(f"{self.path}: refused to load: the pickle asks for the {encoding!r} codec")
-        return codecs.encode(text, encoding, errors)
-
-
-_ARRAY_GLOBALS = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
-    ("numpy.core.multiarray", "scalar"): _np_scalar,  # numpy integers in a label list
-    ("numpy._core.multiarray", "scalar"): _np_scalar,
-    # pickle protocol 5 (Python 3's default) rebuilds arrays from a buffer
-    ("numpy.core.numeric", "_frombuffer"): _np_frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _np_frombuffer,
-}
-
-
-def _read_pickle(path: Path) -> dict:
-    """One CIFAR pickle through the restricted unpickler; any failure names the file."""
-    try:
-        with path.open("rb") as fh:
-            obj = _CifarUnpickler(fh, path).load()
-    except DataError:
-        raise
-    except Exception as exc:  # pickle raises many types on garbage
-        raise DataError(f"{path}: not a readable CIFAR-10 pickle ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a dict, found {type(obj).__name__}")
-    return obj
-
-
 def _read_batch(path: Path, label_key: str = "labels", classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     obj = _read_pickle(path)
     for key in ("data", label_key):
         if key not in obj:
-            hint = " (is dataset.labels right for this directory?)" if key == label_key and label_key != "labels" else ""
+            hint = (
+                " (is dataset.labels right for this directory?)"
+                if key == label_key and label_key != "labels"
+                else ""
+            )
             raise DataError(f"{path}: missing key {key!r} (found {sorted(obj)}){hint}")
     data = np.asarray(obj["data"])
     labels = np.asarray(obj[label_key], dtype=np.int64)
@@ -188,37 +101,10 @@ def _read_batch(path: Path, label_key: str = "labels", classes: int = 10) -> tup
     if labels.shape != (data.shape[0],):
         raise DataError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise DataError(f"{path}: {label_key} must lie in 0..{classes - 1}, found {labels.min()}..{labels.max()}")
+        raise DataError(
+            f"{path}: {label_key} must lie in 0..{classes - 1}, found {labels.min()}..{labels.max()}"
+        )
     return data.reshape(-1, 3, 32, 32), labels
-
-
-def _class_names(names, path: Path, key: str) -> tuple[str, ...]:
-    """Class names of a meta file as text: bytes (the official files hold str, copies written under Python 2
-    or by other tools bytes) are decoded, anything else is an error naming the file."""
-    out = []
-    for name in names:
-        if isinstance(name, bytes):
-            try:
-                name = name.decode("utf-8")
-            except UnicodeDecodeError:
-                name = name.decode("latin-1")
-        if not isinstance(name, str):
-            raise DataError(f"{path}: {key!r} must list class names (text), found {type(name).__name__} {name!r}")
-        out.append(name)
-    return tuple(out)
-
-
-def check_labels_setting(data_cfg: dict) -> None:
-    """`dataset.labels: coarse` exists only for CIFAR-100 (its 20 superclasses): anywhere else it would be
-    silently ignored."""
-    if data_cfg.get("labels", "fine") != "coarse":
-        return
-    source = data_cfg["source"]
-    layout = cifar_dir_layout(data_cfg["path"]) if source == "local" else source
-    if layout != "cifar100":
-        what = f"{data_cfg['path']} is a CIFAR-10 directory" if source == "local" else f"source {source!r}"
-        raise ConfigError(f"dataset.labels: coarse (the 20 superclasses) exists only for CIFAR-100, but {what}, "
-                          f"which has no coarse labels; use labels: fine or a cifar-100-python directory")
 
 
 def load_cifar_batches_dir(path: str | Path, labels: str = "fine") -> Dataset:
@@ -250,8 +136,12 @@ def _load_cifar100_dir(path: Path, labels: str) -> Dataset:
     names = _class_names(meta[names_key], path / "meta", names_key)
     if len(names) != classes:
         raise DataError(f"{path / 'meta'}: {names_key!r} must list {classes} classes, found {len(names)}")
-    return Dataset(train, test, names, {"source": "local", "layout": "cifar-100-python", "labels": labels,
-                                        "path": str(path.resolve())})
+    return Dataset(
+        train,
+        test,
+        names,
+        {"source": "local", "layout": "cifar-100-python", "labels": labels, "path": str(path.resolve())},
+    )
 
 
 # --------------------------------------------------------------------------- download
@@ -272,7 +162,9 @@ def download_cifar10(root: str | Path) -> Dataset:
             ) from exc
         splits[name] = Split(np.asarray(ds.data).transpose(0, 3, 1, 2), np.asarray(ds.targets))
     return Dataset(
-        splits["train"], splits["test"], tuple(CIFAR10_CLASSES),
+        splits["train"],
+        splits["test"],
+        tuple(CIFAR10_CLASSES),
         {"source": "cifar10", "root": str(root.resolve()), "checksums": "verified by torchvision"},
     )
 
@@ -293,8 +185,15 @@ def download_cifar100(root: str | Path, labels: str = "fine") -> Dataset:
                 "extracted cifar-100-python directory."
             ) from exc
     ds = _load_cifar100_dir(root / "cifar-100-python", labels)
-    return replace(ds, provenance={"source": "cifar100", "labels": labels, "root": str(root.resolve()),
-                                   "checksums": "verified by torchvision"})
+    return replace(
+        ds,
+        provenance={
+            "source": "cifar100",
+            "labels": labels,
+            "root": str(root.resolve()),
+            "checksums": "verified by torchvision",
+        },
+    )
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -362,70 +261,26 @@ def hold_out_calibration(ds: Dataset, size: int, seed: int) -> Dataset:
     if size == 0:
         return ds
     if size >= len(ds.train):
-        raise ConfigError(f"dataset.calibration_size: {size} calibration images leave nothing to train on "
-                          f"(the training pool has {len(ds.train)})")
+        raise ConfigError(
+            f"dataset.calibration_size: {size} calibration images leave nothing to train on "
+            f"(the training pool has {len(ds.train)})"
+        )
     rng = np.random.default_rng([seed, 0xCA1])
     held = np.zeros(len(ds.train), bool)
     held[rng.choice(len(ds.train), size=size, replace=False)] = True
     prov = dict(ds.provenance, calibration_size=size)
-    return replace(ds, train=ds.train.take(np.flatnonzero(~held)), calibration=ds.train.take(np.flatnonzero(held)),
-                   provenance=prov)
-
-
-CIFAR_SIZES = {"train": 50_000, "test": 10_000}  # CIFAR-10 and CIFAR-100 alike
-
-
-def _count_labels(path: Path, label_key: str = "labels") -> int:
-    obj = _read_pickle(path)
-    if label_key not in obj:
-        hint = " (is dataset.labels right for this directory?)" if label_key != "labels" else ""
-        raise DataError(f"{path}: missing key {label_key!r} (found {sorted(obj)}){hint}")
-    return len(obj[label_key])
-
-
-def source_sizes(data_cfg: dict) -> dict[str, int]:
-    """Images per split of the configured source, without building the data set: the official sizes for
-    the download, the configured ones for synthetic data, the batch files' label counts for a local
-    directory (read with the restricted unpickler)."""
-    source = data_cfg["source"]
-    if source in ("cifar10", "cifar100"):
-        return dict(CIFAR_SIZES)
-    if source == "synthetic":
-        syn = data_cfg.get("synthetic", {})
-        return {"train": syn.get("train_images", 2000), "test": syn.get("test_images", 500)}
-    if source == "local":
-        path = Path(data_cfg["path"])
-        if cifar_dir_layout(path) == "cifar100":
-            label_key = CIFAR100_LABELS.get(data_cfg.get("labels", "fine"), ("fine_labels",))[0]
-            return {"train": _count_labels(path / "train", label_key), "test": _count_labels(path / "test", label_key)}
-        return {"train": sum(_count_labels(path / n) for n in TRAIN_BATCHES), "test": _count_labels(path / TEST_BATCH)}
-    raise ConfigError(f"dataset.source: unknown source {source!r} (use cifar10, local or synthetic)")
-
-
-def split_sizes(data_cfg: dict) -> dict[str, int]:
-    """Images per split of the dataset file this configuration writes (after `train_size`/`test_size`);
-    a subset larger than its split is a ConfigError naming the key."""
-    sizes = source_sizes(data_cfg)
-    for name in SPLITS:
-        size = data_cfg.get(f"{name}_size")
-        if size is not None:
-            if size > sizes[name]:
-                raise ConfigError(f"dataset.{name}_size: asked for {size} images but the {name} split of the "
-                                  f"{data_cfg['source']} source has only {sizes[name]}")
-            sizes[name] = size
-    calibration = data_cfg.get("calibration_size") or 0
-    if calibration >= sizes["train"]:
-        raise ConfigError(f"dataset.calibration_size: {calibration} calibration images are held out of the "
-                          f"{sizes['train']} training images, which leaves nothing to train on")
-    sizes["train"] -= calibration
-    sizes["calibration"] = calibration
-    return sizes
+    return replace(
+        ds,
+        train=ds.train.take(np.flatnonzero(~held)),
+        calibration=ds.train.take(np.flatnonzero(held)),
+        provenance=prov,
+    )
 
 
 def build_dataset(data_cfg: dict, seed: int) -> Dataset:
     """Dispatch on `dataset.source` and apply the optional subsets."""
     source = data_cfg["source"]
-    if source in ("cifar10", "cifar100", "local", "synthetic") and (source != "local" or data_cfg.get("path")):
+    if source in SOURCES and (source != "local" or data_cfg.get("path")):
         check_labels_setting(data_cfg)
     if source == "cifar10":
         ds = download_cifar10(data_cfg["root"])
@@ -437,9 +292,11 @@ def build_dataset(data_cfg: dict, seed: int) -> Dataset:
         ds = load_cifar_batches_dir(data_cfg["path"], data_cfg.get("labels", "fine"))
     elif source == "synthetic":
         syn = data_cfg.get("synthetic", {})
-        ds = make_synthetic(syn.get("train_images", 2000), syn.get("test_images", 500), seed, syn.get("noise", 0.15))
+        ds = make_synthetic(
+            syn.get("train_images", 2000), syn.get("test_images", 500), seed, syn.get("noise", 0.15)
+        )
     else:
-        raise ConfigError(f"dataset.source: unknown source {source!r} (use cifar10, cifar100, local or synthetic)")
+        raise ConfigError(f"dataset.source: unknown source {source!r} (use {', '.join(SOURCES)})")
     ds = take_subset(ds, data_cfg.get("train_size"), data_cfg.get("test_size"), seed)
     return hold_out_calibration(ds, data_cfg.get("calibration_size") or 0, seed)
 
@@ -452,8 +309,13 @@ def write_dataset_h5(ds: Dataset, path: str | Path) -> None:
             if split is None:
                 continue
             g = f.create_group(name)
-            g.create_dataset("images", data=split.images, chunks=(min(len(split), 256), 3, 32, 32),
-                             compression="gzip", compression_opts=4)
+            g.create_dataset(
+                "images",
+                data=split.images,
+                chunks=(min(len(split), 256), 3, 32, 32),
+                compression="gzip",
+                compression_opts=4,
+            )
             g.create_dataset("labels", data=split.labels)
             g.create_dataset("source_index", data=split.source_index)
         f.attrs["format"] = DATASET_FORMAT
@@ -477,7 +339,9 @@ def _split_labels(path: Path, split: str) -> np.ndarray:
 
 def _check_format(f, path: Path) -> None:
     if f.attrs.get("format") != DATASET_FORMAT:
-        raise DataError(f"{path}: not a dataset file of this pipeline (format attribute {f.attrs.get('format')!r})")
+        raise DataError(
+            f"{path}: not a dataset file of this pipeline (format attribute {f.attrs.get('format')!r})"
+        )
 
 
 def _split_group(f, path: Path, split: str):
@@ -485,14 +349,18 @@ def _split_group(f, path: Path, split: str):
         raise DataError(f"unknown split {split!r} (use one of {ALL_SPLITS})")
     if split not in f:
         if split == "calibration":
-            raise DataError(f"{path}: this dataset file has no calibration split (set dataset.calibration_size > 0)")
+            raise DataError(
+                f"{path}: this dataset file has no calibration split (set dataset.calibration_size > 0)"
+            )
         raise DataError(f"{path}: missing /{split}/images or /{split}/labels")
     g = f[split]
     if any(k not in g for k in ("images", "labels")):
         raise DataError(f"{path}: missing /{split}/images or /{split}/labels")
     if g["images"].ndim != 4 or g["images"].shape[1:] != (3, 32, 32) or len(g["images"]) != len(g["labels"]):
-        raise DataError(f"{path}: /{split}: images must be N x 3 x 32 x 32 with one label each, found "
-                        f"{g['images'].shape} images and {g['labels'].shape} labels")
+        raise DataError(
+            f"{path}: /{split}: images must be N x 3 x 32 x 32 with one label each, found "
+            f"{g['images'].shape} images and {g['labels'].shape} labels"
+        )
     return g
 
 
@@ -547,7 +415,9 @@ def read_dataset_h5(path: str | Path) -> Dataset:
     path = Path(path)
     with open_h5(path, "dataset") as f:
         if f.attrs.get("format") != DATASET_FORMAT:
-            raise DataError(f"{path}: not a dataset file of this pipeline (format attribute {f.attrs.get('format')!r})")
+            raise DataError(
+                f"{path}: not a dataset file of this pipeline (format attribute {f.attrs.get('format')!r})"
+            )
         splits = {"calibration": None}
         for name in ALL_SPLITS:
             if name == "calibration" and name not in f:

@@ -19,6 +19,7 @@ attacked versions); every detector is evaluated on the *test* split. The rules o
 One detector per attack key plus one trained on all keys pooled; each is evaluated on every key (the
 generalisation matrix). `mmd` (a two-sample test on batches) is its own rule.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .attacks import eps_tag, read_attack_file
+from .attack_files import read_attack_file
 from .aware import run_aware_attacks
 from .classifier import load_classifier
 from .data import DatasetFile
@@ -39,22 +40,15 @@ from .errors import ConfigError, PipelineFileError
 from .flow import latents_of, load_flow, read_latents
 from .h5io import atomic_path
 from .inference import evaluation_model
-from .purification import load_autoencoder
 from .metrics import auroc
+from .plan.detector_specs import FLOW_FIELD
+from .plan.names import POOLED, control_key, eps_tag, fpr_label
+from .purification import load_autoencoder
 from .runtime import resolve_device
 from .training import seed_everything
 
 log = logging.getLogger(__name__)
-POOLED = "overall"  # the detector trained on all attacks pooled, and the pooled test set
 SETS = ("honest", "all")
-
-
-def attack_key(attack: str, eps: float) -> str:
-    return f"{attack}_eps{eps_tag(eps)}"
-
-
-def fpr_label(fpr: float) -> str:
-    return f"{100 * fpr:g}"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -93,8 +87,10 @@ class SplitInputs:
 def _attacked_set(x, meta, path) -> AttackedSet:
     missing = [k for k in ("pred_clean", "linf") if k not in meta]
     if missing:
-        raise PipelineFileError(f"{path}: lacks {', '.join(missing)} (written by an older version; delete it to "
-                                f"have it made again)")
+        raise PipelineFileError(
+            f"{path}: lacks {', '.join(missing)} (written by an older version; delete it to "
+            f"have it made again)"
+        )
     return AttackedSet(x, meta["label"], meta["pred_clean"], meta["pred_adv"], meta["linf"] > 0)
 
 
@@ -110,8 +106,10 @@ def load_latent_inputs(clean_path, attack_paths: dict[str, str], field: str = "z
     for key, path in attack_paths.items():
         adv = read_latents(path)
         if adv["z"].shape[1:] != clean["z"].shape[1:]:
-            raise PipelineFileError(f"{path}: latents of shape {adv['z'].shape[1:]} cannot be mixed with "
-                                    f"{clean_path}'s {clean['z'].shape[1:]}")
+            raise PipelineFileError(
+                f"{path}: latents of shape {adv['z'].shape[1:]} cannot be mixed with "
+                f"{clean_path}'s {clean['z'].shape[1:]}"
+            )
         _check_aligned(path, adv["index"], clean["index"], clean_path)
         attacks[key] = _attacked_set(_latent_field(adv, field), adv, path)
     return SplitInputs(_latent_field(clean, field), clean["index"], attacks)
@@ -145,25 +143,26 @@ def load_inputs(kind: str, split: str, files: dict, keys: list[str], data: Datas
     """Detector inputs of `split` for a detector whose inputs are `kind` (pixels | latent | bpd); `files`:
     the named inputs of the detect job, `data` the contents of its dataset file."""
     attack_files = {key: files[f"{key}__{split}"] for key in keys}
-    if kind == "pixels":
+    field = FLOW_FIELD[kind]
+    if field is None:
         return load_pixel_inputs(data, split, attack_files)
-    return load_latent_inputs(files[f"clean__{split}"], attack_files, "z" if kind == "latent" else "bpd")
+    return load_latent_inputs(files[f"clean__{split}"], attack_files, field)
 
 
 def calibration_inputs(kind: str, files: dict, data: DatasetFile) -> np.ndarray:
     """Clean calibration images (pixels) or their latents/bits-per-dim."""
-    if kind == "pixels":
+    if FLOW_FIELD[kind] is None:
         return data.split("calibration").images.astype(np.float32) / 255.0
-    return _latent_field(read_latents(files["clean__calibration"]), "z" if kind == "latent" else "bpd")
+    return _latent_field(read_latents(files["clean__calibration"]), FLOW_FIELD[kind])
 
 
 def clean_training_pool(kind: str, files: dict, data: DatasetFile) -> np.ndarray:
     """Every clean training input (detectors that model clean data fit on all of them): for pixel detectors the
     uint8 images as stored (a detector converts them a block at a time: 48 000 images are 147 MB as uint8 and
     590 MB as float32), else the latents or bits/dim of the attacked training images."""
-    if kind == "pixels":
+    if FLOW_FIELD[kind] is None:
         return data.split("train").images
-    return _latent_field(read_latents(files["clean__train"]), "z" if kind == "latent" else "bpd")
+    return _latent_field(read_latents(files["clean__train"]), FLOW_FIELD[kind])
 
 
 def training_sets(train: SplitInputs, key: str) -> list[AttackedSet]:
@@ -175,9 +174,11 @@ def training_sets(train: SplitInputs, key: str) -> list[AttackedSet]:
     for k in keys:
         s = train.attacks[k]
         if not s.honest.any():
-            raise ConfigError(f"detection: the attack {k} has no successful adversarials among the training images "
-                              f"({int(s.changed.sum())} of {len(s.changed)} changed, {int(s.success.sum())} "
-                              f"misclassified); a detector cannot learn it; strengthen or drop the attack")
+            raise ConfigError(
+                f"detection: the attack {k} has no successful adversarials among the training images "
+                f"({int(s.changed.sum())} of {len(s.changed)} changed, {int(s.success.sum())} "
+                f"misclassified); a detector cannot learn it; strengthen or drop the attack"
+            )
     return [train.attacks[k] for k in keys]
 
 
@@ -206,10 +207,6 @@ def noise_images(clean01: np.ndarray, kind: str, eps: float, seed: int) -> np.nd
     return np.clip(clean01 + delta, 0.0, 1.0).astype(np.float32)
 
 
-def control_key(kind: str, eps: float) -> str:
-    return f"noise_{kind}_eps{eps_tag(eps)}"
-
-
 # ----------------------------------------------------------------------------- thresholds and metrics
 def calibrate(calibration_scores: np.ndarray, fprs) -> dict[float, float]:
     """{fpr: threshold}: flagging scores above the threshold flags at most `fpr` of the calibration images."""
@@ -221,9 +218,11 @@ def calibrate(calibration_scores: np.ndarray, fprs) -> dict[float, float]:
     for fpr in fprs:
         k = int(math.floor(fpr * n + 1e-9))
         if k < 1:
-            raise ConfigError(f"detection.fprs: {fpr} is below 1/{n}, the smallest false-positive rate that "
-                              f"{n} calibration images can set a threshold for; raise dataset.calibration_size "
-                              f"to at least {math.ceil(1 / fpr)} or drop {fpr}")
+            raise ConfigError(
+                f"detection.fprs: {fpr} is below 1/{n}, the smallest false-positive rate that "
+                f"{n} calibration images can set a threshold for; raise dataset.calibration_size "
+                f"to at least {math.ceil(1 / fpr)} or drop {fpr}"
+            )
         out[float(fpr)] = float(scores[k])
     return out
 
@@ -231,19 +230,25 @@ def calibrate(calibration_scores: np.ndarray, fprs) -> dict[float, float]:
 def threshold_metrics(clean: np.ndarray, attacked: np.ndarray, thresholds: dict[float, float]) -> dict:
     """AUROC, and at each calibrated threshold the TPR on `attacked` and the FPR realised on `clean`;
     accuracy: balanced accuracy at the largest FPR's threshold."""
-    out = {"n_clean": len(clean), "n_attacked": len(attacked),
-           "auroc": auroc(clean, attacked) if len(attacked) else float("nan")}
+    out = {
+        "n_clean": len(clean),
+        "n_attacked": len(attacked),
+        "auroc": auroc(clean, attacked) if len(attacked) else float("nan"),
+    }
     for fpr, t in sorted(thresholds.items()):
         label = fpr_label(fpr)
         out[f"tpr_at_fpr{label}"] = float((attacked > t).mean()) if len(attacked) else float("nan")
         out[f"fpr_test_at_fpr{label}"] = float((clean > t).mean())
     t = thresholds[max(thresholds)]
-    out["accuracy"] = float(0.5 * ((clean <= t).mean() + (attacked > t).mean())) if len(attacked) else float("nan")
+    out["accuracy"] = (
+        float(0.5 * ((clean <= t).mean() + (attacked > t).mean())) if len(attacked) else float("nan")
+    )
     return out
 
 
-def evaluate_detector(detector, test: SplitInputs, thresholds: dict, controls: dict[str, np.ndarray],
-                      scores: dict) -> list[dict]:
+def evaluate_detector(
+    detector, test: SplitInputs, thresholds: dict, controls: dict[str, np.ndarray], scores: dict
+) -> list[dict]:
     """Rows of one detector: every test key and all keys pooled, honest and all-images sets, and controls."""
     clean = detector.score(test.clean)
     scores["clean"] = clean
@@ -256,24 +261,48 @@ def evaluate_detector(detector, test: SplitInputs, thresholds: dict, controls: d
         for which in SETS:
             m = s.mask(which)
             pooled[which].append(adv[m])
-            rows.append({"test": key, "set": which, "n_noop": int((~s.changed).sum()),
-                         **threshold_metrics(clean, adv[m], thresholds)})
+            rows.append(
+                {
+                    "test": key,
+                    "set": which,
+                    "n_noop": int((~s.changed).sum()),
+                    **threshold_metrics(clean, adv[m], thresholds),
+                }
+            )
     for which in SETS:
-        rows.append({"test": POOLED, "set": which,
-                     "n_noop": int(sum((~s.changed).sum() for s in test.attacks.values())),
-                     **threshold_metrics(clean, np.concatenate(pooled[which]), thresholds)})
+        rows.append(
+            {
+                "test": POOLED,
+                "set": which,
+                "n_noop": int(sum((~s.changed).sum() for s in test.attacks.values())),
+                **threshold_metrics(clean, np.concatenate(pooled[which]), thresholds),
+            }
+        )
     for name, x in sorted(controls.items()):
         noise = detector.score(x)
         scores[name] = noise
-        rows.append({"test": name, "set": "control", "n_noop": 0, **threshold_metrics(clean, noise, thresholds)})
+        rows.append(
+            {"test": name, "set": "control", "n_noop": 0, **threshold_metrics(clean, noise, thresholds)}
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- one method
-def run_detection_method(method: str, settings: dict, seed: int, train: SplitInputs, test: SplitInputs,
-                         calibration: np.ndarray, workdir, *, fprs=(0.01, 0.05), clean_pool: np.ndarray | None = None,
-                         controls: dict[str, np.ndarray] | None = None, models: dict | None = None,
-                         device: str = "auto") -> tuple[pd.DataFrame, dict]:
+def run_detection_method(
+    method: str,
+    settings: dict,
+    seed: int,
+    train: SplitInputs,
+    test: SplitInputs,
+    calibration: np.ndarray,
+    workdir,
+    *,
+    fprs=(0.01, 0.05),
+    clean_pool: np.ndarray | None = None,
+    controls: dict[str, np.ndarray] | None = None,
+    models: dict | None = None,
+    device: str = "auto",
+) -> tuple[pd.DataFrame, dict]:
     """Fit detector `method` (one per key and one pooled when it is supervised, once otherwise), calibrate
     its thresholds on the clean `calibration` inputs, evaluate it on every test key and control.
     Returns (the long table, {training key: fitted detector})."""
@@ -302,20 +331,38 @@ def run_detection_method(method: str, settings: dict, seed: int, train: SplitInp
             calibration_scores = detector.score(calibration)
             thresholds = calibrate(calibration_scores, fprs)
             scores = {"calibration": calibration_scores}
-            evaluation = (calibration_scores, thresholds, scores,
-                          evaluate_detector(detector, test, thresholds, controls or {}, scores))
+            evaluation = (
+                calibration_scores,
+                thresholds,
+                scores,
+                evaluate_detector(detector, test, thresholds, controls or {}, scores),
+            )
         calibration_scores, thresholds, scores, evaluated = evaluation
-        np.savez(workdir / f"scores_{key}.npz", **{f"threshold_fpr{fpr_label(f)}": t for f, t in thresholds.items()},
-                 **scores)
+        np.savez(
+            workdir / f"scores_{key}.npz",
+            **{f"threshold_fpr{fpr_label(f)}": t for f, t in thresholds.items()},
+            **scores,
+        )
         detector.thresholds = thresholds
         detector.calibration_scale = float(np.std(calibration_scores)) or 1.0
         for row in evaluated:
-            rows.append({"method": method, "train": key, "trained": detector.trained,
-                         "final_loss": detector.final_loss, "fit_images": getattr(detector, "fitted_on", fit_images),
-                         **row})
+            rows.append(
+                {
+                    "method": method,
+                    "train": key,
+                    "trained": detector.trained,
+                    "final_loss": detector.final_loss,
+                    "fit_images": getattr(detector, "fitted_on", fit_images),
+                    **row,
+                }
+            )
         honest = [r for r in evaluated if r["set"] == "honest"]
-        log.info("%s trained on %s: %s", method, key,
-                 ", ".join(f"{r['test']} auroc {r['auroc']:.3f}" for r in honest))
+        log.info(
+            "%s trained on %s: %s",
+            method,
+            key,
+            ", ".join(f"{r['test']} auroc {r['auroc']:.3f}" for r in honest),
+        )
     return pd.DataFrame(rows), fitted
 
 
@@ -323,26 +370,46 @@ def run_detection_method(method: str, settings: dict, seed: int, train: SplitInp
 def _stage_models(cls, files: dict, aware: bool, device) -> dict:
     """Evaluation copies (eval mode, frozen) of the other stages' models this detector (or the
     detector-aware attack, which needs the classifier) uses."""
-    needs = set(cls.needs) | ({"classifier"} | ({"flow"} if cls.inputs != "pixels" else set()) if aware else set())
+    needs = cls.spec.models(attacked=aware)
     loaders = {"classifier": load_classifier, "flow": load_flow, "autoencoder": load_autoencoder}
     return {name: evaluation_model(loaders[name](files[name], device), device) for name in sorted(needs)}
 
 
-def _control_inputs(kind: str, clean01: np.ndarray, epsilons, controls: list[str], seed: int, models: dict,
-                    batch_size: int, device) -> dict[str, np.ndarray]:
+def _control_inputs(
+    kind: str,
+    clean01: np.ndarray,
+    epsilons,
+    controls: list[str],
+    seed: int,
+    models: dict,
+    batch_size: int,
+    device,
+) -> dict[str, np.ndarray]:
     out = {}
     for eps in epsilons:
         for noise in controls:
             x = noise_images(clean01, noise, eps, seed)
-            if kind != "pixels":
+            if FLOW_FIELD[kind] is not None:
                 z, bpd = latents_of(models["flow"], x, batch_size, device)
-                x = z if kind == "latent" else bpd.astype(np.float32)[:, None]
+                x = z if FLOW_FIELD[kind] == "z" else bpd.astype(np.float32)[:, None]
             out[control_key(noise, eps)] = x
     return out
 
 
-def run_detection_stage(method: str, files: dict, attack_keys: list, settings: dict, evaluation: dict, seed: int,
-                        evaluation_path, aware_path, workdir, *, device: str = "auto", batch_size: int = 256) -> None:
+def run_detection_stage(
+    method: str,
+    files: dict,
+    attack_keys: list,
+    settings: dict,
+    evaluation: dict,
+    seed: int,
+    evaluation_path,
+    aware_path,
+    workdir,
+    *,
+    device: str = "auto",
+    batch_size: int = 256,
+) -> None:
     """Stage entry point (rule `detect`): `files` are the job's named inputs, `attack_keys` [[attack, eps,
     key], ...], `settings` the `detection.<method>` section, `evaluation` the shared evaluation settings
     (fprs, controls, aware)."""
@@ -360,11 +427,23 @@ def run_detection_stage(method: str, files: dict, attack_keys: list, settings: d
     test_split = data.split("test")
     test_pixels = test_split.images[test.index].astype(np.float32) / 255.0
     epsilons = sorted(set(key_eps.values()))
-    controls = _control_inputs(kind, test_pixels, epsilons, evaluation["controls"], seed, models, batch_size, device)
+    controls = _control_inputs(
+        kind, test_pixels, epsilons, evaluation["controls"], seed, models, batch_size, device
+    )
     table, fitted = run_detection_method(
-        method, settings, seed, train, test, calibration_inputs(kind, files, data), workdir, fprs=evaluation["fprs"],
-        clean_pool=clean_training_pool(kind, files, data) if not cls.supervised else None, controls=controls,
-        models=models, device=str(device))
+        method,
+        settings,
+        seed,
+        train,
+        test,
+        calibration_inputs(kind, files, data),
+        workdir,
+        fprs=evaluation["fprs"],
+        clean_pool=clean_training_pool(kind, files, data) if not cls.supervised else None,
+        controls=controls,
+        models=models,
+        device=str(device),
+    )
     # the test key's attack and epsilon (empty for the pooled set and the noise controls)
     table.insert(table.columns.get_loc("test") + 1, "test_attack", table["test"].map(key_attack))
     table.insert(table.columns.get_loc("test_attack") + 1, "test_epsilon", table["test"].map(key_eps))
@@ -377,16 +456,31 @@ def run_detection_stage(method: str, files: dict, attack_keys: list, settings: d
             raise ConfigError(f"detection.aware.fpr: {fpr} is not one of detection.fprs {evaluation['fprs']}")
         n = aware["images"] or len(test.index)
         if n > len(test.index):
-            raise ConfigError(f"detection.aware.images: {n} is more than the {len(test.index)} attacked test images")
+            raise ConfigError(
+                f"detection.aware.images: {n} is more than the {len(test.index)} attacked test images"
+            )
         non_adaptive: dict = {}
         for key, s in test.attacks.items():
             flagged = detector.score(s.attacked[:n]) > detector.thresholds[fpr]
             non_adaptive.setdefault(key_eps[key], {})[key] = (s.pred_adv[:n], s.label[:n], flagged)
         torch.manual_seed(seed)
-        aware_eps = epsilons if aware.get("epsilons") is None else \
-            [e for e in epsilons if eps_tag(e) in {eps_tag(a) for a in aware["epsilons"]}]
-        rows = run_aware_attacks(models["classifier"], detector, test_pixels[:n], test_split.labels[test.index[:n]],
-                                 aware_eps, aware, non_adaptive, seed, fpr, device)
+        aware_eps = (
+            epsilons
+            if aware.get("epsilons") is None
+            else [e for e in epsilons if eps_tag(e) in {eps_tag(a) for a in aware["epsilons"]}]
+        )
+        rows = run_aware_attacks(
+            models["classifier"],
+            detector,
+            test_pixels[:n],
+            test_split.labels[test.index[:n]],
+            aware_eps,
+            aware,
+            non_adaptive,
+            seed,
+            fpr,
+            device,
+        )
     with atomic_path(aware_path) as tmp:
         pd.DataFrame(rows, columns=None if rows else ["method", "epsilon"]).to_csv(tmp, index=False)
 
@@ -402,8 +496,13 @@ def _mmd2_unbiased(k: torch.Tensor, m: int) -> torch.Tensor:
     return (kxx.sum((-2, -1)) + kyy.sum((-2, -1)) - diag) / (m * (m - 1)) - 2 * kxy.mean((-2, -1))
 
 
-def mmd_test(x: np.ndarray, y: np.ndarray, permutations: int, generator: torch.Generator,
-             bandwidth: float | None = None) -> float:
+def mmd_test(
+    x: np.ndarray,
+    y: np.ndarray,
+    permutations: int,
+    generator: torch.Generator,
+    bandwidth: float | None = None,
+) -> float:
     """p-value of the kernel two-sample test (Gaussian kernel, unbiased MMD^2, permutation null)."""
     m = len(x)
     if len(y) != m or m < 2:
@@ -420,8 +519,16 @@ def mmd_test(x: np.ndarray, y: np.ndarray, permutations: int, generator: torch.G
     return float(((null >= observed).sum() + 1) / (permutations + 1))
 
 
-def mmd_power(reference: np.ndarray, clean_test: np.ndarray, attacked: dict[str, np.ndarray], batch_sizes,
-              trials: int, permutations: int, alpha: float, seed: int) -> pd.DataFrame:
+def mmd_power(
+    reference: np.ndarray,
+    clean_test: np.ndarray,
+    attacked: dict[str, np.ndarray],
+    batch_sizes,
+    trials: int,
+    permutations: int,
+    alpha: float,
+    seed: int,
+) -> pd.DataFrame:
     """For each batch size: how often a batch of attacked images (power) or of clean test images
     (false-positive rate) is rejected as 'not from the clean distribution' at level alpha."""
     generator = torch.Generator().manual_seed(seed)
@@ -436,5 +543,7 @@ def mmd_power(reference: np.ndarray, clean_test: np.ndarray, attacked: dict[str,
                 ref = reference[rng.choice(len(reference), b, replace=False)]
                 batch = pool[rng.choice(len(pool), b, replace=False)]
                 rejected += mmd_test(ref, batch, permutations, generator) < alpha
-            rows.append({"test": name, "batch_size": b, "rejection_rate": rejected / trials, "trials": trials})
+            rows.append(
+                {"test": name, "batch_size": b, "rejection_rate": rejected / trials, "trials": trials}
+            )
     return pd.DataFrame(rows)

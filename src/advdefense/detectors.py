@@ -6,17 +6,20 @@ supervised detectors); thresholds never come from here but from the clean calibr
 (`detection.calibrate`). Detectors that can be written as a differentiable function of the pixels give
 `torch_scorer`, which the detector-aware attack (`aware.py`) differentiates.
 
-Adding a detector: one subclass with `name`, `title`, `inputs` (and `needs`), decorated with
-`@register`, plus its settings under `detection.<name>` in the schema. The schema's method list, the
-rules' inputs and the tables' labels all come from `REGISTRY`.
+Adding a detector: one subclass with `name` (and `title`, `inputs`, `needs` ... as class attributes),
+decorated with `@register`, plus its settings under `detection.<name>` in the schema. The built-in detectors
+are declared in `plan.detector_specs` (torch-free: the DAG, the checks and the tables read the declarations
+without this module); `register` gives a built-in class its declaration and adds that of any other class.
 """
+
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -25,23 +28,44 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .models import save_checkpoint
 from .models.detectors import LatentMLP, PixelCNNDetector
-from .training import TrainingRun, fit, run_settings, seed_everything
+from .plan.detector_specs import BUILT_IN, DETECTORS, FLOW_FIELD, DetectorSpec, detector_spec
+from .training import FitSettings, TrainingRun, fit, run_settings, seed_everything
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
 CHANCE_LOSS_MARGIN = 0.02  # a final training loss within this of ln 2: the detector did not train
-REGISTRY: dict[str, type["Detector"]] = {}
-INPUT_KINDS = ("pixels", "latent", "bpd")
+REGISTRY: dict[str, type[Detector]] = {}
 
 
 def register(cls):
+    """Add a detector class to REGISTRY. A built-in one takes its declaration (`plan.DETECTORS[name]`); one
+    defined elsewhere declares itself by its class attributes, and its declaration joins `plan.DETECTORS`."""
+    if cls.name in REGISTRY:
+        raise ValueError(
+            f"detector {cls.name!r} is registered twice ({REGISTRY[cls.name].__name__}, {cls.__name__})"
+        )
+    spec = DETECTORS.get(cls.name)
+    if spec is None:
+        spec = DetectorSpec(
+            **{f.name: getattr(cls, f.name) for f in fields(DetectorSpec) if hasattr(cls, f.name)}
+        )
+        DETECTORS[spec.name] = spec
+    cls.spec = spec
+    for f in fields(DetectorSpec):
+        setattr(cls, f.name, getattr(spec, f.name))
     REGISTRY[cls.name] = cls
     return cls
 
 
-def detector_class(name: str, key: str = "detection.methods") -> type["Detector"]:
-    if name not in REGISTRY:
-        raise ConfigError(f"{key}: unknown detector {name!r} (registered: {', '.join(REGISTRY)})")
+def unregister(name: str) -> None:
+    """Remove a detector added by `register` (and its declaration, unless it is a built-in one)."""
+    REGISTRY.pop(name, None)
+    if name not in BUILT_IN:
+        DETECTORS.pop(name, None)
+
+
+def detector_class(name: str, key: str = "detection.methods") -> type[Detector]:
+    detector_spec(name, key)  # an unknown name: a ConfigError naming `key`
     return REGISTRY[name]
 
 
@@ -62,9 +86,12 @@ class DetectorContext:
 
 
 class Detector:
+    # the declaration's fields (plan.DetectorSpec), set by `register`; a detector defined outside the package
+    # sets those that differ from these defaults
+    spec: ClassVar[DetectorSpec]
     name: ClassVar[str]
     title: ClassVar[str]  # label in the tables
-    inputs: ClassVar[str] = "pixels"  # pixels | latent | bpd
+    inputs: ClassVar[str] = "pixels"  # one of plan.INPUT_KINDS
     needs: ClassVar[tuple[str, ...]] = ()  # other stages' models: autoencoder, classifier, flow
     supervised: ClassVar[bool] = False  # learns from attacked examples (one model per attack)
     control: ClassVar[bool] = False  # a control that shows what a cue alone achieves, not a method
@@ -101,13 +128,13 @@ class Detector:
     def pixel_scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """Differentiable pixels in [0, 1] -> scores: what a white-box attacker differentiates."""
         scorer = self.torch_scorer()
-        if self.inputs == "pixels":
+        if self.spec.on_pixels:
             return scorer
         flow = self.context.model("flow", self.name)
 
         def through_flow(pixels01):
             z, bpd = flow(flow.preprocess(pixels01))
-            return scorer(z if self.inputs == "latent" else bpd[:, None])
+            return scorer(z if FLOW_FIELD[self.inputs] == "z" else bpd[:, None])
 
         return through_flow
 
@@ -136,8 +163,6 @@ class BinaryObjective:
 class NeuralDetector(Detector):
     """A binary network trained with the shared training loop; score = its logit."""
 
-    supervised = True
-
     def build(self, x: np.ndarray) -> torch.nn.Module:
         raise NotImplementedError
 
@@ -150,18 +175,37 @@ class NeuralDetector(Detector):
         yt = torch.from_numpy(np.asarray(y, dtype=np.float32)).to(ctx.device)
         self.model.standardize.fit(xt)
         n_pos = float(y.sum())
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
-        run = TrainingRun(ctx.workdir / f"{self.tag}.state.pt", ctx.workdir / f"{self.tag}.epochs.csv",
-                          {**run_settings("detection", settings, ctx.seed), "examples": len(y)})
-        history = fit(self.model, BinaryObjective(self.model, (len(y) - n_pos) / n_pos), (xt, yt), optimizer,
-                      {"name": "cosine"}, settings["epochs"], settings["batch_size"], generator, run,
-                      name=f"{self.name} {self.tag}")
+        optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"]
+        )
+        run = TrainingRun(
+            ctx.workdir / f"{self.tag}.state.pt",
+            ctx.workdir / f"{self.tag}.epochs.csv",
+            {**run_settings("detection", settings, ctx.seed), "examples": len(y)},
+        )
+        history = fit(
+            self.model,
+            BinaryObjective(self.model, (len(y) - n_pos) / n_pos),
+            (xt, yt),
+            optimizer,
+            FitSettings(
+                settings["epochs"], settings["batch_size"], {"name": "cosine"}, f"{self.name} {self.tag}"
+            ),
+            generator,
+            run,
+        )
         run.state_path.unlink(missing_ok=True)
         self.final_loss = float(history[-1]["train_loss"])
         if not self.trained:
-            log.warning("%s trained on %s did not train: final training loss %.4f is within %.2f of ln 2 = %.4f "
-                        "(chance); it is reported as 'did not train'", self.name, self.tag, self.final_loss,
-                        CHANCE_LOSS_MARGIN, LN2)
+            log.warning(
+                "%s trained on %s did not train: final training loss %.4f is within %.2f of ln 2 = %.4f "
+                "(chance); it is reported as 'did not train'",
+                self.name,
+                self.tag,
+                self.final_loss,
+                CHANCE_LOSS_MARGIN,
+                LN2,
+            )
         self.model.eval()
 
     def torch_scorer(self):
@@ -169,16 +213,17 @@ class NeuralDetector(Detector):
         return self.model
 
     def save(self) -> None:
-        save_checkpoint(self.context.workdir / f"{self.tag}.pt", "detector", self.model,
-                        {"trained_on": self.tag, "method": self.name, "final_loss": self.final_loss})
+        save_checkpoint(
+            self.context.workdir / f"{self.tag}.pt",
+            "detector",
+            self.model,
+            {"trained_on": self.tag, "method": self.name, "final_loss": self.final_loss},
+        )
 
 
 @register
 class LatentMLPDetector(NeuralDetector):
     name = "latent_mlp"
-    title = "Glow latent + 5-layer MLP (paper)"
-    inputs = "latent"
-    needs = ("flow",)
 
     def build(self, x):
         return LatentMLP(int(np.prod(x.shape[1:])), self.settings["widths"], self.settings["dropout"])
@@ -187,7 +232,6 @@ class LatentMLPDetector(NeuralDetector):
 @register
 class PixelCNN(NeuralDetector):
     name = "pixel_cnn"
-    title = "Binary CNN on pixels (Gong et al. 2017)"
 
     def build(self, x):
         return PixelCNNDetector(self.settings["width"])
@@ -202,15 +246,16 @@ class PCADetector(Detector):
     components, where the signal lives, do not exist)."""
 
     name = "pca"
-    title = "PCA trailing-component energy (Hendrycks & Gimpel 2016)"
 
     def fit(self, x, y, clean_pool=None) -> None:
         clean = clean_pool if clean_pool is not None else x[y < 0.5]
         n, dims = len(clean), int(np.prod(clean.shape[1:]))
         if n < dims:
-            raise ConfigError(f"detection.methods: pca needs at least as many clean training images as dimensions "
-                              f"({dims}) to have every principal component, but the training split has {n}; use a "
-                              f"larger dataset.train_size (or synthetic.train_images) or leave pca out")
+            raise ConfigError(
+                f"detection.methods: pca needs at least as many clean training images as dimensions "
+                f"({dims}) to have every principal component, but the training split has {n}; use a "
+                f"larger dataset.train_size (or synthetic.train_images) or leave pca out"
+            )
         skip = self.settings["skip_components"]
         if skip >= dims - 1:
             raise ConfigError(f"detection.pca.skip_components: {skip} leaves no components of {dims}")
@@ -222,8 +267,12 @@ class PCADetector(Detector):
         self.components = torch.from_numpy(eigenvectors[:, order].T[keep][skip:].astype(np.float32))
         self.std = torch.from_numpy(std[keep][skip:].astype(np.float32))
         self.fitted_on = n
-        log.info("pca: fitted on %d clean training images of %d dimensions; %d trailing components scored",
-                 n, dims, len(self.std))
+        log.info(
+            "pca: fitted on %d clean training images of %d dimensions; %d trailing components scored",
+            n,
+            dims,
+            len(self.std),
+        )
 
     def torch_scorer(self):
         device = self.context.device
@@ -262,8 +311,6 @@ class ReconstructionError(Detector):
     """MagNet's detector I: mean squared reconstruction error of the clean-trained autoencoder."""
 
     name = "magnet"
-    title = "Autoencoder reconstruction error (MagNet)"
-    needs = ("autoencoder",)
 
     def torch_scorer(self):
         ae = self.context.model("autoencoder", self.name).eval()
@@ -276,8 +323,6 @@ class MagNetJSD(Detector):
     softmax at temperature T on the image and on its autoencoder reconstruction."""
 
     name = "magnet_jsd"
-    title = "Autoencoder + classifier JSD (MagNet)"
-    needs = ("autoencoder", "classifier")
 
     def torch_scorer(self):
         ae = self.context.model("autoencoder", self.name).eval()
@@ -299,9 +344,6 @@ class BitsPerDim(Detector):
     """Likelihood detector: the Glow's bits/dim of the image (already stored with every latent)."""
 
     name = "bits_per_dim"
-    title = "Glow bits/dim threshold (likelihood)"
-    inputs = "bpd"
-    needs = ("flow",)
 
     def torch_scorer(self):
         return lambda bpd: bpd.flatten(1)[:, 0]
@@ -313,9 +355,6 @@ class OffGridPixels(Detector):
     all on it; float adversarials are not. What this scores is what the stored file format gives away."""
 
     name = "offgrid"
-    title = "Control: share of off-grid pixels (no parameters)"
-    control = True
-    differentiable = False
     tolerance = 1e-3  # in units of 1/255; float32 holds k/255 to about 1e-5 of them
 
     def score(self, x, batch_size=500):

@@ -7,6 +7,7 @@ import it (no import circle through the configuration module).
   checkpoint, training state, CIFAR batch) is missing, unreadable, truncated or malformed; the
   message starts with the file's path. Each stage's own file error derives from it.
 """
+
 from __future__ import annotations
 
 

@@ -12,29 +12,41 @@ DeepFool steps a batch needs and how many images AutoAttack's later sub-attacks 
 CPU it prints the estimate per stage. `--calibrate` first times a few ResNet-20 training steps here and scales
 every rate by this machine's speed relative to the reference machine's.
 """
+
 from __future__ import annotations
 
 import os
 import time
 
-from .config import attacked_splits, config_from_command_line, detection_attacks
-from .data import split_sizes
-from .detectors import REGISTRY
+from .config import config_from_command_line
+from .plan.decisions import (
+    attacked_splits,
+    aware_methods,
+    detected_attacks,
+    purification_splits,
+    trains_autoencoder,
+)
+from .plan.detector_specs import DETECTORS
 from .progress import format_seconds
+from .sources import split_sizes
 
 MEASURED_CORES = 2
 
 # ResNet-20 (width 16), images per second
 RESNET20_TRAIN = {"float32": 600.0, "bfloat16": 800.0}  # training steps (batch 128, crop + flip)
 RESNET20_EVAL = 2300.0  # forward, evaluation copy (batch norm folded)
-RESNET20_PASSES = 950.0  # forward + backward to the input inside an attack (PGD-40: 22.7 images/s x 42 passes)
+RESNET20_PASSES = (
+    950.0  # forward + backward to the input inside an attack (PGD-40: 22.7 images/s x 42 passes)
+)
 # Glow, per flow step and level: seconds per image = a + b x hidden^2 (fitted on hidden 64 and 128, checked on 96)
 GLOW_TRAIN = (9.73e-5, 1.58e-8)
 GLOW_FORWARD = (2.65e-5, 4.67e-9)
 GLOW_TRAIN_IN_LOOP = 0.84  # the training loop's rate over the bare step's (dequantisation noise, clipping)
 AUTOENCODER_TRAIN = 4700.0  # the paper's autoencoder (32, 64)
 AUTOENCODER_EVAL = 15000.0
-PURIFY = 4000.0  # autoencoder + ResNet-20 forward, written to a file (full-size run: 9000 clean images in 5.7 s)
+PURIFY = (
+    4000.0  # autoencoder + ResNet-20 forward, written to a file (full-size run: 9000 clean images in 5.7 s)
+)
 PIXEL_CNN_TRAIN = (2.7e-4, 2.45e-7)  # seconds per image = a + b x width^2 (2150 images/s at 16, 700 at 32)
 LATENT_MLP_TRAIN = 25000.0
 JOB_START = 4.0  # seconds per job: Python, torch and the project's imports, reading its inputs
@@ -55,8 +67,18 @@ STAGE_RULES = {
     "purification": ("purify_clean", "purify_attack"),
     "adaptive attacks": ("adaptive_attack",),
     "detectors": ("detect", "mmd_test"),
-    "tables and figures": ("attack_summary", "table3", "detection_tables", "figure_examples", "figure_accuracy_eps",
-                           "figure_auroc_eps", "figure_detection", "figure_training", "seed_table", "seed_figure"),
+    "tables and figures": (
+        "attack_summary",
+        "table3",
+        "detection_tables",
+        "figure_examples",
+        "figure_accuracy_eps",
+        "figure_auroc_eps",
+        "figure_detection",
+        "figure_training",
+        "seed_table",
+        "seed_figure",
+    ),
 }
 
 
@@ -83,7 +105,7 @@ def attack_passes(spec: dict) -> float:
 
 
 def _single_run_passes(cls: str, params: dict) -> float:
-    if cls == "FGSM" or cls.endswith("FastGradientAttack") or cls.endswith("FastGradientMethod"):
+    if cls == "FGSM" or cls.endswith(("FastGradientAttack", "FastGradientMethod")):
         return 3
     if "AdditiveUniformNoise" in cls or "AdditiveGaussianNoise" in cls:  # random noise: no gradient at all
         return 1 + (params.get("repeats", 100) if "Repeated" in cls else 0)
@@ -104,30 +126,40 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
     images = {s: (sizes[s] if n is None else n) for s, n in cfg["attack_defaults"]["images"].items()}
     attacks = cfg["attacks"]
     classifier, resnet = cfg["classifier"], _resnet_cost(cfg["classifier"])
-    files = [(name, spec, eps, split) for name, spec in attacks.items() for eps in spec["epsilons"]
-             for split in spec["splits"]]
+    files = [
+        (name, spec, eps, split)
+        for name, spec in attacks.items()
+        for eps in spec["epsilons"]
+        for split in spec["splits"]
+    ]
     out = {"dataset": JOB_START + (sizes["train"] + sizes["calibration"] + sizes["test"]) / 8000}
 
     # classifier: training epochs and the test evaluation after each
     if classifier["source"] == "train":
         rate = RESNET20_TRAIN[classifier.get("precision", "float32")] / resnet
         per_epoch = sizes["train"] / rate + sizes["test"] * resnet / RESNET20_EVAL
-        out["classifier"] = JOB_START + classifier["epochs"] * per_epoch + sizes["test"] * resnet / RESNET20_EVAL
+        out["classifier"] = (
+            JOB_START + classifier["epochs"] * per_epoch + sizes["test"] * resnet / RESNET20_EVAL
+        )
     else:
         out["classifier"] = JOB_START + 30 + sizes["test"] * resnet / RESNET20_EVAL
 
     # attacks: every (attack, epsilon, split) file; shards add a job each and a merge
     shards = cfg["attack_defaults"]["shards"]
-    out["attacks"] = sum(images[split] * attack_passes(spec) * resnet / RESNET20_PASSES for _, spec, _, split in files)
+    out["attacks"] = sum(
+        images[split] * attack_passes(spec) * resnet / RESNET20_PASSES for _, spec, _, split in files
+    )
     out["attacks"] += len(files) * (JOB_START * shards + (LIGHT_JOB if shards > 1 else 0))
 
     glow_forward = _glow_seconds(cfg["flow"], GLOW_FORWARD)
-    detected = detection_attacks(cfg) if cfg["detection"]["enabled"] else []
+    detected = detected_attacks(cfg)
     if cfg["latents"]["enabled"]:
         flow = cfg["flow"]
         if flow["source"] == "train":
             train = _glow_seconds(flow, GLOW_TRAIN) / GLOW_TRAIN_IN_LOOP
-            out["flow training"] = JOB_START + flow["epochs"] * (sizes["train"] * train + sizes["test"] * glow_forward)
+            out["flow training"] = JOB_START + flow["epochs"] * (
+                sizes["train"] * train + sizes["test"] * glow_forward
+            )
         else:
             out["flow training"] = JOB_START + sizes["test"] * glow_forward
         latent_files = [(n, s, e, sp) for n, s, e, sp in files if n in detected]
@@ -135,15 +167,14 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
         out["latents"] = (clean + sum(images[sp] for *_, sp in latent_files)) * glow_forward
         out["latents"] += (len(attacked_splits(cfg)) + bool(detected) + len(latent_files)) * JOB_START
 
-    autoencoder_trains = cfg["purification"]["enabled"] or any("autoencoder" in REGISTRY[m].needs
-                                                               for m in cfg["detection"]["methods"] if detected)
-    if autoencoder_trains:
+    if trains_autoencoder(cfg):
         ae = cfg["autoencoder"]
-        out["autoencoder"] = JOB_START + ae["epochs"] * (sizes["train"] / AUTOENCODER_TRAIN
-                                                         + sizes["test"] / AUTOENCODER_EVAL)
+        out["autoencoder"] = JOB_START + ae["epochs"] * (
+            sizes["train"] / AUTOENCODER_TRAIN + sizes["test"] / AUTOENCODER_EVAL
+        )
 
     if cfg["purification"]["enabled"] and attacks:
-        splits = cfg["purification"]["splits"] or attacked_splits(cfg)
+        splits = purification_splits(cfg)
         purified = [(n, s, e, sp) for n, s, e, sp in files if sp in splits]
         clean = sum(images[s] for s in splits)
         out["purification"] = (clean + sum(images[sp] for *_, sp in purified)) / PURIFY
@@ -154,13 +185,16 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
             columns = cfg["tables"]["table3"]["attacks"] or list(attacks)
             seconds = 0.0
             for name in columns:
-                spec = {**attacks[name], "params": {**(attacks[name].get("params") or {}),
-                                                    **adaptive["params"].get(name, {})}}
+                spec = {
+                    **attacks[name],
+                    "params": {**(attacks[name].get("params") or {}), **adaptive["params"].get(name, {})},
+                }
                 if adaptive["restarts"] is not None:
                     spec["restarts"] = adaptive["restarts"]
                 # through autoencoder + classifier: the autoencoder's passes cost about 0.3 of a ResNet-20's
-                seconds += len(spec["epsilons"]) * (n * attack_passes(spec) * (resnet + 0.3) / RESNET20_PASSES
-                                                    + JOB_START)
+                seconds += len(spec["epsilons"]) * (
+                    n * attack_passes(spec) * (resnet + 0.3) / RESNET20_PASSES + JOB_START
+                )
             out["adaptive attacks"] = seconds
 
     if detected:
@@ -171,44 +205,53 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
     return {stage: seconds * runs * scale for stage, seconds in out.items() if seconds > 0}
 
 
-def _detection_seconds(cfg: dict, images: dict, sizes: dict, resnet: float, glow_forward: float,
-                       detected: list[str]) -> float:
+def _detection_seconds(
+    cfg: dict, images: dict, sizes: dict, resnet: float, glow_forward: float, detected: list[str]
+) -> float:
     """Every detector job: fitting (one model per attack key and one pooled for the supervised ones), the noise
     controls' latents, scoring, the detector-aware attack; and the MMD test."""
     det, attacks = cfg["detection"], cfg["attacks"]
     keys = [(name, eps) for name in detected for eps in attacks[name]["epsilons"]]
     n_eps = len({eps for _, eps in keys})
     n_train, n_test, n_cal = images["train"], images["test"], sizes["calibration"]
-    honest = 0.9  # share of attacked images that count (changed, clean-correct, fooled) on an undefended ResNet
+    honest = (
+        0.9  # share of attacked images that count (changed, clean-correct, fooled) on an undefended ResNet
+    )
     # examples per epoch over every model: each key's (clean + its attacked), and the pooled (clean + all attacked)
     examples = len(keys) * n_train * (1 + honest) + n_train * (1 + honest * len(keys))
     controls = len(det["controls"]) * n_eps * n_test
     scored = n_cal + n_test * (1 + len(keys)) + controls  # what each fitted detector scores
     aware = det["aware"]
-    aware_methods = aware["methods"] or [m for m in det["methods"] if REGISTRY[m].differentiable]
+    targeted = aware_methods(cfg)
     aware_eps = len(aware["epsilons"]) if aware["epsilons"] is not None else n_eps
     n_aware = aware["images"] or n_test
     # PGD rounds (lambda x step rule x restart) on the images still standing: about half of them on average
     rounds = len(aware["lambdas"]) * len(aware["step_rules"]) * aware["restarts"] * 0.5
     total = 0.0
     for method in det["methods"]:
-        cls = REGISTRY[method]
+        cls = DETECTORS[method]
         seconds = JOB_START + 5
-        if cls.inputs != "pixels":
+        if cls.on_flow_outputs:
             seconds += controls * glow_forward
         if method == "latent_mlp":
             seconds += det["latent_mlp"]["epochs"] * examples / LATENT_MLP_TRAIN
         elif method == "pixel_cnn":
             a, b = PIXEL_CNN_TRAIN
             per_image = a + b * det["pixel_cnn"]["width"] ** 2
-            seconds += det["pixel_cnn"]["epochs"] * examples * per_image + (len(keys) + 1) * scored * per_image / 3
+            seconds += (
+                det["pixel_cnn"]["epochs"] * examples * per_image + (len(keys) + 1) * scored * per_image / 3
+            )
         elif method == "pca":
-            seconds += sizes["train"] / 2000 + scored * 2e-5 + 15  # covariance of the training pool, eigh of 3072
+            seconds += (
+                sizes["train"] / 2000 + scored * 2e-5 + 15
+            )  # covariance of the training pool, eigh of 3072
         elif "autoencoder" in cls.needs:
-            seconds += scored * (1.0 / AUTOENCODER_EVAL + ("classifier" in cls.needs) * 2 * resnet / RESNET20_EVAL)
-        if aware["enabled"] and method in aware_methods:
+            seconds += scored * (
+                1.0 / AUTOENCODER_EVAL + ("classifier" in cls.needs) * 2 * resnet / RESNET20_EVAL
+            )
+        if method in targeted:
             pass_cost = resnet / RESNET20_PASSES  # classifier forward + backward per image
-            if cls.inputs != "pixels":
+            if cls.on_flow_outputs:
                 pass_cost += 3 * _glow_seconds(cfg["flow"], GLOW_FORWARD)  # the Glow's forward + backward
             elif "autoencoder" in cls.needs:
                 pass_cost *= 1.3 + ("classifier" in cls.needs)
@@ -219,7 +262,8 @@ def _detection_seconds(cfg: dict, images: dict, sizes: dict, resnet: float, glow
     if mmd["enabled"]:
         pools = 1 + len(keys)
         total += JOB_START + pools * mmd["trials"] * sum(
-            mmd["permutations"] * (2 * b) ** 2 * 2e-8 + 1e-3 for b in mmd["batch_sizes"])
+            mmd["permutations"] * (2 * b) ** 2 * 2e-8 + 1e-3 for b in mmd["batch_sizes"]
+        )
     return total
 
 
@@ -260,9 +304,14 @@ def calibrate_speed(steps: int = 6) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args, cfg = config_from_command_line(
-        "advdefense-estimate", __doc__.split("\n\n")[0], argv,
-        {"--cpu": "estimate for the CPU even when a GPU is present",
-         "--calibrate": "time a few ResNet-20 steps here first and scale the reference rates to this machine"})
+        "advdefense-estimate",
+        __doc__.split("\n\n")[0],
+        argv,
+        {
+            "--cpu": "estimate for the CPU even when a GPU is present",
+            "--calibrate": "time a few ResNet-20 steps here first and scale the reference rates to this machine",
+        },
+    )
     if cfg is None:
         return 1
     import torch
@@ -273,15 +322,19 @@ def main(argv: list[str] | None = None) -> int:
     speed = calibrate_speed() if args.calibrate else 1.0
     stages = estimate_seconds(cfg, speed=speed)
     total = sum(stages.values())
-    where = f"{os.cpu_count()} CPU core(s)" + (f", {speed:.2f}x the reference machine's speed" if args.calibrate else "")
+    where = f"{os.cpu_count()} CPU core(s)" + (
+        f", {speed:.2f}x the reference machine's speed" if args.calibrate else ""
+    )
     print(f"No GPU: {' + '.join(args.files)} runs on {where}. Estimate: {format_seconds(total)} in all.")
     for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
         if seconds >= 1:
             print(f"  {stage:<18} {format_seconds(seconds)}")
     if total > 3600:
-        print("Smaller runs: --configfile config/cifar10-full.yaml (all 50 000 images, about 3 h on 2 cores), "
-              "config/cifar10-mini.yaml (real CIFAR-10 images, ../shared/data) or config/smoke.yaml (synthetic data, "
-              "minutes); `make mini` / `make smoke`.")
+        print(
+            "Smaller runs: --configfile config/cifar10-full.yaml (all 50 000 images, about 3 h on 2 cores), "
+            "config/cifar10-mini.yaml (real CIFAR-10 images, ../shared/data) or config/smoke.yaml (synthetic data, "
+            "minutes); `make mini` / `make smoke`."
+        )
     return 0
 
 

@@ -1,5 +1,6 @@
 """Figures of the report: Figure 1 (examples), accuracy vs epsilon, ROC curves, score histograms,
 training curves. Each function reads pipeline outputs and writes one PNG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,12 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .attacks import check_adversarials, open_attack_file, read_attack_file  # noqa: E402
+from .attack_files import check_adversarials, open_attack_file, read_attack_file  # noqa: E402
 from .data import class_names, read_split  # noqa: E402
-from .detection import POOLED  # noqa: E402
 from .errors import PipelineFileError  # noqa: E402
 from .h5io import atomic_path  # noqa: E402
 from .metrics import auroc, roc_curve  # noqa: E402
+from .plan.names import POOLED, run_of  # noqa: E402
+from .tables import trained_flag  # noqa: E402
 
 
 def _save(fig, path) -> None:
@@ -29,8 +31,10 @@ def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_ima
     """Rows: clean image, then each attack's adversarial (same images); titles: true / predicted class.
     Images where every attack succeeded are preferred, as in the paper's Figure 1."""
     names = class_names(dataset_path)
-    files = {k: read_attack_file(p, require=("index", "label", "pred_clean", "pred_adv", "success"))
-             for k, p in attack_files.items()}
+    files = {
+        k: read_attack_file(p, require=("index", "label", "pred_clean", "pred_adv", "success"))
+        for k, p in attack_files.items()
+    }
     first = next(iter(files.values()))
     index = first["index"]
     all_success = np.all([f["success"] for f in files.values()], axis=0)
@@ -50,25 +54,25 @@ def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_ima
         clean = clean_images[i].transpose(1, 2, 0)
         axes[0, j].imshow(clean)
         axes[0, j].set_title(f"{names[label]}\npred {names[int(first['pred_clean'][i])]}", fontsize=7)
-        for r, (key, f) in enumerate(files.items(), start=1):
+        for r, f in enumerate(files.values(), start=1):
             axes[r, j].imshow(np.clip(f["adv"][i].transpose(1, 2, 0), 0, 1))
-            axes[r, j].set_title(f"pred {names[int(f['pred_adv'][i])]}", fontsize=7,
-                                 color="red" if f["success"][i] else "black")
+            axes[r, j].set_title(
+                f"pred {names[int(f['pred_adv'][i])]}",
+                fontsize=7,
+                color="red" if f["success"][i] else "black",
+            )
     for r, key in enumerate(["clean", *files], start=0):
         axes[r, 0].set_ylabel(key, fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("Figure 1: clean test images and their adversarial versions (red: classifier fooled)", fontsize=9)
+    fig.suptitle(
+        "Figure 1: clean test images and their adversarial versions (red: classifier fooled)", fontsize=9
+    )
     _save(fig, out_path)
 
 
 NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
-
-
-def run_of(path) -> str:
-    """The run (`results/<stage>/<run>/...`) a pipeline file belongs to."""
-    return Path(path).parts[Path(path).parts.index("results") + 2] if "results" in Path(path).parts else str(path)
 
 
 DEFENDED = {"purified": "autoencoder", "adaptive": "autoencoder, adaptive attack"}
@@ -78,39 +82,48 @@ def defended_accuracy(purified_paths=(), adaptive_paths=()) -> pd.DataFrame:
     """Test accuracy with the autoencoder, per run, attack and epsilon: against the attack that ignores it (its
     purified test files) and against the adaptive attack through it (the adaptive files). Columns run, defence,
     attack, epsilon, accuracy, images."""
-    from .purification import read_purified
+    from .purified_files import read_purified
 
     rows = []
     for path in purified_paths:
         p = read_purified(path)
-        rows.append({"run": run_of(path), "defence": DEFENDED["purified"], "attack": p["attrs"]["attack"],
-                     "epsilon": float(p["attrs"]["epsilon"]), "accuracy": float((p["pred_purified"] == p["label"]).mean()),
-                     "images": len(p["label"])})
+        rows.append(
+            {
+                "run": run_of(path),
+                "defence": DEFENDED["purified"],
+                "attack": p["attrs"]["attack"],
+                "epsilon": float(p["attrs"]["epsilon"]),
+                "accuracy": float((p["pred_purified"] == p["label"]).mean()),
+                "images": len(p["label"]),
+            }
+        )
     for path in adaptive_paths:
         a = read_attack_file(path, require=("label", "pred_adv"))
-        rows.append({"run": run_of(path), "defence": DEFENDED["adaptive"], "attack": a["attrs"]["attack"],
-                     "epsilon": float(a["attrs"]["epsilon"]), "accuracy": float((a["pred_adv"] == a["label"]).mean()),
-                     "images": len(a["label"])})
+        rows.append(
+            {
+                "run": run_of(path),
+                "defence": DEFENDED["adaptive"],
+                "attack": a["attrs"]["attack"],
+                "epsilon": float(a["attrs"]["epsilon"]),
+                "accuracy": float((a["pred_adv"] == a["label"]).mean()),
+                "images": len(a["label"]),
+            }
+        )
     return pd.DataFrame(rows, columns=["run", "defence", "attack", "epsilon", "accuracy", "images"])
-
-
-def _as_bool(value, path) -> bool:
-    """A True/False cell of a CSV written by pandas (bool, or the words after a round trip)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if str(value) in ("True", "False"):
-        return str(value) == "True"
-    raise PipelineFileError(f"{path}: column 'trained' holds {value!r}, expected True or False")
 
 
 def _mean_sd(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     """Mean, sample sd (0 for one run) and number of runs of `value` per group of `by`."""
-    points = table.groupby(by).agg(mean=(value, "mean"), sd=(value, "std"), runs=("run", "nunique")).reset_index()
+    points = (
+        table.groupby(by).agg(mean=(value, "mean"), sd=(value, "std"), runs=("run", "nunique")).reset_index()
+    )
     points["sd"] = points["sd"].fillna(0.0)
     return points
 
 
-def accuracy_vs_epsilon(summary_csvs, out_path, defended: pd.DataFrame | None = None, points_csv=None) -> pd.DataFrame:
+def accuracy_vs_epsilon(
+    summary_csvs, out_path, defended: pd.DataFrame | None = None, points_csv=None
+) -> pd.DataFrame:
     """Test accuracy under each attack versus its epsilon, one panel per threat model (L-inf, L2: their epsilons
     are not on one scale), clean accuracy at epsilon 0; dashed: with the autoencoder against the attack that
     ignores it, dotted: against the adaptive attack through it (`defended`, from `defended_accuracy`).
@@ -122,16 +135,21 @@ def accuracy_vs_epsilon(summary_csvs, out_path, defended: pd.DataFrame | None = 
     table = table[table["split"] == "test"]
     bare = _mean_sd(table, ["norm", "attack", "epsilon"], "robust_accuracy").assign(defence="none")
     clean = _mean_sd(table.drop_duplicates(["run", "attack"]), ["norm", "attack"], "clean_accuracy").assign(
-        defence="none", epsilon=0.0)
+        defence="none", epsilon=0.0
+    )
     parts = [clean, bare]
     if defended is not None and len(defended):
         norms = table.drop_duplicates("attack").set_index("attack")["norm"]
-        parts.append(_mean_sd(defended, ["defence", "attack", "epsilon"], "accuracy").assign(
-            norm=lambda d: d["attack"].map(norms)))
+        parts.append(
+            _mean_sd(defended, ["defence", "attack", "epsilon"], "accuracy").assign(
+                norm=lambda d: d["attack"].map(norms)
+            )
+        )
     points = pd.concat(parts, ignore_index=True)
     points["order"] = points["defence"].map({"none": 0, DEFENDED["purified"]: 1, DEFENDED["adaptive"]: 2})
     points = points.sort_values(["norm", "attack", "order", "epsilon"]).reset_index(drop=True)[
-        ["norm", "attack", "defence", "epsilon", "mean", "sd", "runs"]]
+        ["norm", "attack", "defence", "epsilon", "mean", "sd", "runs"]
+    ]
     norms = [n for n in NORM_LABELS if n in set(points["norm"])]
     styles = {"none": ("o", "-"), DEFENDED["purified"]: ("s", "--"), DEFENDED["adaptive"]: ("^", ":")}
     fig, axes = plt.subplots(1, max(1, len(norms)), figsize=(5.5 * max(1, len(norms)), 3.8), squeeze=False)
@@ -143,8 +161,17 @@ def accuracy_vs_epsilon(summary_csvs, out_path, defended: pd.DataFrame | None = 
                 if not len(r):
                     continue
                 label = attack if defence == "none" else f"{attack} + {defence}"
-                drawn = ax.errorbar(r["epsilon"], 100 * r["mean"], yerr=100 * r["sd"], marker=marker, linestyle=line,
-                                    capsize=3, color=color, label=label, markersize=4)
+                drawn = ax.errorbar(
+                    r["epsilon"],
+                    100 * r["mean"],
+                    yerr=100 * r["sd"],
+                    marker=marker,
+                    linestyle=line,
+                    capsize=3,
+                    color=color,
+                    label=label,
+                    markersize=4,
+                )
                 color = drawn.lines[0].get_color()
         ax.set_xlabel(f"epsilon ({NORM_LABELS[norm]}, pixels in [0, 1])")
         ax.set_ylabel("test accuracy (%)")
@@ -169,13 +196,27 @@ def auroc_by_epsilon(evaluation_csvs) -> pd.DataFrame:
         ev = pd.read_csv(path)
         missing = {"test_attack", "test_epsilon", "trained"} - set(ev.columns)
         if missing:
-            raise PipelineFileError(f"{path}: lacks the column(s) {', '.join(sorted(missing))} (written by an older "
-                                    f"version; delete it to have it made again)")
+            raise PipelineFileError(
+                f"{path}: lacks the column(s) {', '.join(sorted(missing))} (written by an older "
+                f"version; delete it to have it made again)"
+            )
         ev = ev[(ev["set"] == "honest") & (ev["train"] == ev["test"]) & ev["test_attack"].notna()]
-        rows += [{"run": run_of(path), "method": r.method, "attack": r.test_attack, "epsilon": float(r.test_epsilon),
-                  "auroc": float(r.auroc), "trained": _as_bool(r.trained, path)} for r in ev.itertuples()]
-    return pd.DataFrame(rows, columns=["run", "method", "attack", "epsilon", "auroc", "trained"]).sort_values(
-        ["attack", "method", "epsilon", "run"]).reset_index(drop=True)
+        rows += [
+            {
+                "run": run_of(path),
+                "method": r.method,
+                "attack": r.test_attack,
+                "epsilon": float(r.test_epsilon),
+                "auroc": float(r.auroc),
+                "trained": trained_flag(r.trained, path),
+            }
+            for r in ev.itertuples()
+        ]
+    return (
+        pd.DataFrame(rows, columns=["run", "method", "attack", "epsilon", "auroc", "trained"])
+        .sort_values(["attack", "method", "epsilon", "run"])
+        .reset_index(drop=True)
+    )
 
 
 def auroc_vs_epsilon(evaluation_csvs, out_path, points_csv=None) -> pd.DataFrame:
@@ -186,10 +227,16 @@ def auroc_vs_epsilon(evaluation_csvs, out_path, points_csv=None) -> pd.DataFrame
     `points_csv`): attack, method, epsilon, auroc, auroc_sd, runs (that trained), untrained_runs."""
     table = auroc_by_epsilon(evaluation_csvs)
     table["trained"] = table["trained"].astype(bool)
-    untrained = (table[~table["trained"]].groupby(["attack", "method", "epsilon"])["run"].nunique()
-                 .rename("untrained_runs").reset_index())
+    untrained = (
+        table[~table["trained"]]
+        .groupby(["attack", "method", "epsilon"])["run"]
+        .nunique()
+        .rename("untrained_runs")
+        .reset_index()
+    )
     points = _mean_sd(table[table["trained"]], ["attack", "method", "epsilon"], "auroc").rename(
-        columns={"mean": "auroc", "sd": "auroc_sd"})
+        columns={"mean": "auroc", "sd": "auroc_sd"}
+    )
     points = points.merge(untrained, on=["attack", "method", "epsilon"], how="left")
     points["untrained_runs"] = points["untrained_runs"].fillna(0).astype(int)
     attacks = sorted(set(points["attack"])) or ["(none)"]
@@ -198,7 +245,9 @@ def auroc_vs_epsilon(evaluation_csvs, out_path, points_csv=None) -> pd.DataFrame
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.4 * rows_n), squeeze=False)
     for ax, attack in zip(axes.ravel(), attacks):
         for method, rows in points[points["attack"] == attack].groupby("method"):
-            ax.errorbar(rows["epsilon"], rows["auroc"], yerr=rows["auroc_sd"], marker="o", capsize=3, label=method)
+            ax.errorbar(
+                rows["epsilon"], rows["auroc"], yerr=rows["auroc_sd"], marker="o", capsize=3, label=method
+            )
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
         ax.set_ylim(0.4, 1.01)
         ax.set_xlabel("epsilon")
@@ -206,11 +255,14 @@ def auroc_vs_epsilon(evaluation_csvs, out_path, points_csv=None) -> pd.DataFrame
         ax.set_title(attack, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    for ax in axes.ravel()[len(attacks):]:
+    for ax in axes.ravel()[len(attacks) :]:
         ax.axis("off")
     runs = int(points["runs"].max()) if len(points) else 1
-    fig.suptitle("Detection AUROC versus epsilon (each detector trained and tested on one attack and epsilon)"
-                 + (f"; mean ± sd over {runs} seeds" if runs > 1 else ""), fontsize=9)
+    fig.suptitle(
+        "Detection AUROC versus epsilon (each detector trained and tested on one attack and epsilon)"
+        + (f"; mean ± sd over {runs} seeds" if runs > 1 else ""),
+        fontsize=9,
+    )
     _save(fig, out_path)
     if points_csv is not None:
         with atomic_path(points_csv) as tmp:
@@ -223,7 +275,7 @@ def _detector_scores(models_dir) -> dict[str, dict]:
         raise FileNotFoundError(f"{models_dir}: no detector scores (scores_*.npz); re-run the detect rule")
     out = {}
     for path in sorted(Path(models_dir).glob("scores_*.npz")):
-        key = path.stem[len("scores_"):]
+        key = path.stem[len("scores_") :]
         with np.load(path) as data:
             out[key] = {k: data[k] for k in data.files}
     return out

@@ -10,6 +10,7 @@ Latent files (`results/latents/<dataset>/clean/<split>.h5` and
     success, pred_adv              (attack files only) copied from the attack file
     attrs: kind (clean|attack), source file, flow_sha256, split, [attack, epsilon]
 """
+
 from __future__ import annotations
 
 import json
@@ -20,26 +21,45 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attacks import attacked_images, iter_adversarial_batches, read_attack_file
-from .errors import ConfigError
-from .runtime import resolve_device
+from .attack_files import iter_adversarial_batches, read_attack_file
+from .attacks import attacked_images
 from .data import read_split
-from .h5io import atomic_h5, file_sha256, provenance_attrs, read_h5, write_json
+from .errors import ConfigError
+from .h5io import atomic_h5, provenance_attrs, read_h5, write_json
+from .inference import to_float_pixels
 from .models import CheckpointError, load_checkpoint, save_checkpoint
 from .models.glow import Glow
-from .inference import to_float_pixels
+from .plan.names import file_sha256
 from .progress import ProgressLog
-from .training import TrainingDiverged, TrainingRun, finish_training, fit, prepare_training, run_settings
+from .runtime import resolve_device
+from .training import (
+    FitSettings,
+    TrainingDiverged,
+    TrainingRun,
+    finish_training,
+    fit,
+    prepare_training,
+    run_settings,
+)
 
 log = logging.getLogger(__name__)
 LATENT_FORMAT = "advdefense-latents-v1"
 
 
 def glow_arch(settings: dict, seed: int) -> dict:
-    return {"name": "glow", "hidden_channels": settings["hidden_channels"], "K": settings["K"], "L": settings["L"],
-            "actnorm_scale": settings["actnorm_scale"], "flow_permutation": settings["permutation"],
-            "flow_coupling": settings["coupling"], "learn_top": settings["learn_top"], "image_shape": [3, 32, 32],
-            "n_bits": 8, "seed": seed}
+    return {
+        "name": "glow",
+        "hidden_channels": settings["hidden_channels"],
+        "K": settings["K"],
+        "L": settings["L"],
+        "actnorm_scale": settings["actnorm_scale"],
+        "flow_permutation": settings["permutation"],
+        "flow_coupling": settings["coupling"],
+        "learn_top": settings["learn_top"],
+        "image_shape": [3, 32, 32],
+        "n_bits": 8,
+        "seed": seed,
+    }
 
 
 def build_glow(settings: dict, seed: int) -> Glow:
@@ -62,15 +82,24 @@ def load_published_glow(checkpoint: str | Path, hparams: str | Path) -> Glow:
         raise CheckpointError(f"{hparams}: only the LU-decomposed invertible 1x1 convolution is supported")
     shape = hp.get("image_shape", [32, 32, 3])
     image_shape = (shape[2], shape[0], shape[1])  # published as H, W, C
-    model = Glow(hidden_channels=hp["hidden_channels"], K=hp["K"], L=hp["L"],
-                 actnorm_scale=hp.get("actnorm_scale", 1.0), flow_permutation=hp["flow_permutation"],
-                 flow_coupling=hp["flow_coupling"], learn_top=hp["learn_top"], image_shape=image_shape)
+    model = Glow(
+        hidden_channels=hp["hidden_channels"],
+        K=hp["K"],
+        L=hp["L"],
+        actnorm_scale=hp.get("actnorm_scale", 1.0),
+        flow_permutation=hp["flow_permutation"],
+        flow_coupling=hp["flow_coupling"],
+        learn_top=hp["learn_top"],
+        image_shape=image_shape,
+    )
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{checkpoint}: not loadable with weights_only=True ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}); flow.pretrained.checkpoint must be glow_affine_coupling.pt (are "
-                              f"checkpoint and hparams swapped?)") from exc
+        raise CheckpointError(
+            f"{checkpoint}: not loadable with weights_only=True ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); flow.pretrained.checkpoint must be glow_affine_coupling.pt (are "
+            f"checkpoint and hparams swapped?)"
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -78,22 +107,36 @@ def load_published_glow(checkpoint: str | Path, hparams: str | Path) -> Glow:
     check_state_dict(model, state, checkpoint)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise CheckpointError(f"{checkpoint}: {len(bad)} weight tensor(s) hold NaN or inf ({', '.join(bad[:3])}"
-                              f"{', ...' if len(bad) > 3 else ''}); refusing a flow that cannot give finite latents")
+        raise CheckpointError(
+            f"{checkpoint}: {len(bad)} weight tensor(s) hold NaN or inf ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); refusing a flow that cannot give finite latents"
+        )
     model.load_state_dict(state)
     return model.eval()
 
 
 # the published hparams.json: key -> (what it must be, check)
 _HPARAM_CHECKS = {
-    "hidden_channels": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "hidden_channels": (
+        "a positive integer",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    ),
     "K": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
     "L": ("an integer from 1 to 5", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5),
-    "flow_permutation": ("one of invconv, shuffle, reverse", lambda v: v in ("invconv", "shuffle", "reverse")),
+    "flow_permutation": (
+        "one of invconv, shuffle, reverse",
+        lambda v: v in ("invconv", "shuffle", "reverse"),
+    ),
     "flow_coupling": ("affine or additive", lambda v: v in ("affine", "additive")),
     "learn_top": ("true or false", lambda v: isinstance(v, bool)),
-    "actnorm_scale": ("a positive number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0),
-    "image_shape": ("[32, 32, 3] (height, width, channels of the pipeline's images)", lambda v: v == [32, 32, 3]),
+    "actnorm_scale": (
+        "a positive number",
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+    ),
+    "image_shape": (
+        "[32, 32, 3] (height, width, channels of the pipeline's images)",
+        lambda v: v == [32, 32, 3],
+    ),
 }
 
 
@@ -104,17 +147,26 @@ def _read_hparams(path: Path) -> dict:
         text = path.read_bytes().decode("utf-8")
         hp = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a JSON text file ({type(exc).__name__}); flow.pretrained.hparams must "
-                              f"be the hparams.json of glow.zip (are checkpoint and hparams swapped?)") from exc
+        raise CheckpointError(
+            f"{path}: not a JSON text file ({type(exc).__name__}); flow.pretrained.hparams must "
+            f"be the hparams.json of glow.zip (are checkpoint and hparams swapped?)"
+        ) from exc
     if not isinstance(hp, dict):
-        raise CheckpointError(f"{path}: expected a JSON object of hyper-parameters, found {type(hp).__name__}")
-    missing = [k for k in ("hidden_channels", "K", "L", "flow_permutation", "flow_coupling", "learn_top")
-               if k not in hp]
+        raise CheckpointError(
+            f"{path}: expected a JSON object of hyper-parameters, found {type(hp).__name__}"
+        )
+    missing = [
+        k
+        for k in ("hidden_channels", "K", "L", "flow_permutation", "flow_coupling", "learn_top")
+        if k not in hp
+    ]
     if missing:
         raise CheckpointError(f"{path}: missing hyper-parameter(s) {', '.join(missing)}")
     for key, (what, ok) in _HPARAM_CHECKS.items():
         if key in hp and not ok(hp[key]):
-            raise CheckpointError(f"{path}: {key} must be {what}, found {hp[key]!r} ({type(hp[key]).__name__})")
+            raise CheckpointError(
+                f"{path}: {key} must be {what}, found {hp[key]!r} ({type(hp[key]).__name__})"
+            )
     return hp
 
 
@@ -123,12 +175,21 @@ def check_state_dict(model: torch.nn.Module, state: dict, source: Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in expected if k in state and state[k].shape != expected[k].shape]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", shapes),
+    ):
         if items:
-            problems.append(f"{len(items)} {label} ({', '.join(items[:4])}{', ...' if len(items) > 4 else ''})")
+            problems.append(
+                f"{len(items)} {label} ({', '.join(items[:4])}{', ...' if len(items) > 4 else ''})"
+            )
     if problems:
         raise CheckpointError(f"{source}: does not match the Glow configuration: " + "; ".join(problems))
 
@@ -164,14 +225,26 @@ def mean_bpd(model: Glow, images: torch.Tensor, batch_size: int, device, seed: i
     return total / len(images)
 
 
-def train_flow(dataset_path, settings: dict, seed: int, model_path, metrics_path, log_path, state_path, *,
-               device: str = "auto", eval_batch_size: int = 256) -> dict:
+def train_flow(
+    dataset_path,
+    settings: dict,
+    seed: int,
+    model_path,
+    metrics_path,
+    log_path,
+    state_path,
+    *,
+    device: str = "auto",
+    eval_batch_size: int = 256,
+) -> dict:
     """Train a Glow with the `flow` settings (architecture, epochs, batch size, ActNorm initialisation,
     optimizer) on the training split; write checkpoint, metrics and log."""
     data = prepare_training(dataset_path, device, seed + 1)
     device, generator, train_x, test_x = data.device, data.generator, data.train_x, data.test_x
     model = build_glow(settings, seed).to(device)
-    run = TrainingRun(Path(state_path), Path(log_path), run_settings("flow", settings, seed, data.dataset_sha256))
+    run = TrainingRun(
+        Path(state_path), Path(log_path), run_settings("flow", settings, seed, data.dataset_sha256)
+    )
     if run.load_state() is None:  # no state to resume: data-dependent ActNorm initialisation on a fixed batch
         init = train_x[: settings["init_images"]]
         model.train()
@@ -187,15 +260,37 @@ def train_flow(dataset_path, settings: dict, seed: int, model_path, metrics_path
         return {"test_bpd": mean_bpd(model, test_x, eval_batch_size, device)}
 
     params = sum(p.numel() for p in model.parameters())
-    log.info("training Glow (hidden %d, K %d, L %d, %d parameters) on %d images, %s",
-             settings["hidden_channels"], settings["K"], settings["L"], params, len(train_x), device)
+    log.info(
+        "training Glow (hidden %d, K %d, L %d, %d parameters) on %d images, %s",
+        settings["hidden_channels"],
+        settings["K"],
+        settings["L"],
+        params,
+        len(train_x),
+        device,
+    )
     t0 = time.perf_counter()
-    history = fit(model, FlowObjective(model), (train_x,), optimizer, schedule, settings["epochs"],
-                  settings["batch_size"], generator, run, evaluate=evaluate, name="flow",
-                  max_grad_norm=adamax["max_grad_norm"])
+    history = fit(
+        model,
+        FlowObjective(model),
+        (train_x,),
+        optimizer,
+        FitSettings(
+            settings["epochs"],
+            settings["batch_size"],
+            schedule,
+            "flow",
+            max_grad_norm=adamax["max_grad_norm"],
+        ),
+        generator,
+        run,
+        evaluate=evaluate,
+    )
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise TrainingDiverged(f"flow: non-finite weights after training ({', '.join(bad[:3])}); checkpoint not written")
+        raise TrainingDiverged(
+            f"flow: non-finite weights after training ({', '.join(bad[:3])}); checkpoint not written"
+        )
     metrics = {
         "source": "train",
         "test_bpd": history[-1]["test_bpd"],
@@ -203,23 +298,51 @@ def train_flow(dataset_path, settings: dict, seed: int, model_path, metrics_path
         "test_bpd_per_epoch": [r["test_bpd"] for r in history],
         "top_latent_shape": list(model.top_shape),
     }
-    return finish_training("flow", model, history, run, device, len(train_x), t0, model_path, metrics_path, metrics,
-                           {"test_bpd": metrics["test_bpd"], "seed": seed})
+    return finish_training(
+        "flow",
+        model,
+        history,
+        run,
+        device,
+        len(train_x),
+        t0,
+        model_path,
+        metrics_path,
+        metrics,
+        {"test_bpd": metrics["test_bpd"], "seed": seed},
+    )
 
 
-def import_published_flow(checkpoint, hparams, dataset_path, model_path, metrics_path, *, device: str = "auto",
-                          eval_batch_size: int = 256) -> dict:
+def import_published_flow(
+    checkpoint,
+    hparams,
+    dataset_path,
+    model_path,
+    metrics_path,
+    *,
+    device: str = "auto",
+    eval_batch_size: int = 256,
+) -> dict:
     """Convert the published checkpoint into this pipeline's format; report its test bits/dim here."""
     device = resolve_device(device)
     model = load_published_glow(checkpoint, hparams).to(device)
     test = read_split(dataset_path, "test")
     bpd = mean_bpd(model, torch.from_numpy(test.images), eval_batch_size, device)
     if not np.isfinite(bpd):
-        raise CheckpointError(f"{checkpoint}: the flow gives {bpd} bits/dim on the test split of {dataset_path}; "
-                              f"refusing a flow that cannot give finite latents")
-    metrics = {"source": "pretrained", "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
-               "test_bpd": bpd, "parameters": sum(p.numel() for p in model.parameters()),
-               "architecture": model.arch, "top_latent_shape": list(model.top_shape), "device": str(device)}
+        raise CheckpointError(
+            f"{checkpoint}: the flow gives {bpd} bits/dim on the test split of {dataset_path}; "
+            f"refusing a flow that cannot give finite latents"
+        )
+    metrics = {
+        "source": "pretrained",
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "test_bpd": bpd,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "architecture": model.arch,
+        "top_latent_shape": list(model.top_shape),
+        "device": str(device),
+    }
     save_checkpoint(model_path, "flow", model, {"test_bpd": bpd, "imported_from": str(checkpoint)})
     write_json(metrics_path, metrics)
     return metrics
@@ -251,8 +374,14 @@ def _write_latents(out_path, model: Glow, n: int, batches, device, arrays: dict,
     c, h, w = model.top_shape
     t0 = time.perf_counter()
     with atomic_h5(out_path) as f:
-        z_ds = f.create_dataset("z", (n, c, h, w), np.float32, chunks=(min(n, 256), c, h, w),
-                                compression="gzip", compression_opts=4)
+        z_ds = f.create_dataset(
+            "z",
+            (n, c, h, w),
+            np.float32,
+            chunks=(min(n, 256), c, h, w),
+            compression="gzip",
+            compression_opts=4,
+        )
         bpd_ds = f.create_dataset("bpd", (n,), np.float32)
         for name, values in arrays.items():
             f.create_dataset(name, data=values)
@@ -260,7 +389,9 @@ def _write_latents(out_path, model: Glow, n: int, batches, device, arrays: dict,
         progress = ProgressLog(log, f"latents {out_path}", n)
         for z, bpd in _latent_batches(model, batches, device):
             if not (np.isfinite(z).all() and np.isfinite(bpd).all()):
-                raise TrainingDiverged(f"{out_path}: the flow produced non-finite latents for images {start}..")
+                raise TrainingDiverged(
+                    f"{out_path}: the flow produced non-finite latents for images {start}.."
+                )
             z_ds[start : start + len(z)] = z
             bpd_ds[start : start + len(z)] = bpd
             start += len(z)
@@ -270,33 +401,69 @@ def _write_latents(out_path, model: Glow, n: int, batches, device, arrays: dict,
         seconds = time.perf_counter() - t0
         f.attrs.update({"format": LATENT_FORMAT, "seconds": seconds, "images_per_s": n / seconds, **attrs})
         mean_bpd_value = float(bpd_ds[()].mean())
-    log.info("%s: %d latents (%dx%dx%d), mean %.3f bits/dim, %.0f images/s", out_path, n, c, h, w, mean_bpd_value,
-             n / seconds)
+    log.info(
+        "%s: %d latents (%dx%dx%d), mean %.3f bits/dim, %.0f images/s",
+        out_path,
+        n,
+        c,
+        h,
+        w,
+        mean_bpd_value,
+        n / seconds,
+    )
     return {"n": n, "mean_bpd": mean_bpd_value, "seconds": seconds}
 
 
-def clean_latents(dataset_path, flow_path, split: str, out_path, *, images: int | None, seed: int,
-                  device: str = "auto", batch_size: int = 256) -> dict:
+def clean_latents(
+    dataset_path,
+    flow_path,
+    split: str,
+    out_path,
+    *,
+    images: int | None,
+    seed: int,
+    device: str = "auto",
+    batch_size: int = 256,
+) -> dict:
     """Latents of the clean images that the attacks use (`attacks.attacked_images`), so they line up."""
     device = resolve_device(device)
     model = load_flow(flow_path, device)
     data, index = attacked_images(dataset_path, split, images, seed)
-    batches = (data.images[s : s + batch_size].astype(np.float32) / 255.0 for s in range(0, len(index), batch_size))
+    batches = (
+        data.images[s : s + batch_size].astype(np.float32) / 255.0 for s in range(0, len(index), batch_size)
+    )
     attrs = {"kind": "clean", "source": str(dataset_path), "split": split, **provenance_attrs(flow=flow_path)}
-    return _write_latents(out_path, model, len(index), batches, device, {"index": index, "label": data.labels}, attrs)
+    return _write_latents(
+        out_path, model, len(index), batches, device, {"index": index, "label": data.labels}, attrs
+    )
 
 
 def attack_latents(attack_path, flow_path, out_path, *, device: str = "auto", batch_size: int = 256) -> dict:
     """Latents of the adversarials of one attack file."""
     device = resolve_device(device)
     model = load_flow(flow_path, device)
-    meta = read_attack_file(attack_path, require=("index", "label", "success", "pred_clean", "pred_adv", "linf"))
+    meta = read_attack_file(
+        attack_path, require=("index", "label", "success", "pred_clean", "pred_adv", "linf")
+    )
     a = meta["attrs"]
-    attrs = {"kind": "attack", "source": str(attack_path), "split": a.get("split", ""), "attack": a["attack"],
-             "epsilon": float(a["epsilon"]), **provenance_attrs(flow=flow_path)}
+    attrs = {
+        "kind": "attack",
+        "source": str(attack_path),
+        "split": a.get("split", ""),
+        "attack": a["attack"],
+        "epsilon": float(a["epsilon"]),
+        **provenance_attrs(flow=flow_path),
+    }
     arrays = {k: meta[k] for k in ("index", "label", "success", "pred_clean", "pred_adv", "linf")}
-    return _write_latents(out_path, model, len(meta["index"]), iter_adversarial_batches(attack_path, batch_size),
-                          device, arrays, attrs)
+    return _write_latents(
+        out_path,
+        model,
+        len(meta["index"]),
+        iter_adversarial_batches(attack_path, batch_size),
+        device,
+        arrays,
+        attrs,
+    )
 
 
 def read_latents(path) -> dict:

@@ -1,20 +1,22 @@
 """Small I/O helpers shared by every stage: atomic writes, file hashes, versions."""
+
 from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import json
 import logging
 import os
 import platform
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 
 from .errors import PipelineFileError
+from .plan.names import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     if not path.parent.is_dir():
         return removed
     for tmp in path.parent.glob(f"{glob.escape(path.name)}{TMP_MARK}*"):
-        tail = tmp.name[len(path.name) + len(TMP_MARK):]
+        tail = tmp.name[len(path.name) + len(TMP_MARK) :]
         owner, _, pid = tail.rpartition("-") if "-" in tail else (host, "", tail)
         if not pid.isdigit() or owner != host or _pid_alive(int(pid)):
             continue
@@ -81,22 +83,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
     """An HDF5 file opened for writing that appears under `path` only when complete."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            yield f
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        yield f
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def provenance_attrs(**files: str | Path) -> dict[str, str]:
@@ -111,8 +104,12 @@ def library_versions() -> dict[str, str]:
     import numpy
     import torch
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "numpy": numpy.__version__, "h5py": h5py.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "h5py": h5py.__version__,
+    }
     try:
         import foolbox
 
@@ -132,7 +129,9 @@ def open_h5(path: str | Path, what: str = "HDF5") -> Iterator[h5py.File]:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise PipelineFileError(f"{path}: cannot be read as an HDF5 file, truncated or corrupt? ({exc})") from exc
+        raise PipelineFileError(
+            f"{path}: cannot be read as an HDF5 file, truncated or corrupt? ({exc})"
+        ) from exc
     try:
         with f:
             yield f
@@ -146,7 +145,9 @@ def read_h5(path: str | Path, fmt: str, what: str, skip: tuple[str, ...] = ()) -
     path = Path(path)
     with open_h5(path, what) as f:
         if f.attrs.get("format") != fmt:
-            raise PipelineFileError(f"{path}: not a {what} file of this pipeline (format {f.attrs.get('format')!r})")
+            raise PipelineFileError(
+                f"{path}: not a {what} file of this pipeline (format {f.attrs.get('format')!r})"
+            )
         out = {k: f[k][()] for k in f if k not in skip}
         out["attrs"] = dict(f.attrs)
     return out

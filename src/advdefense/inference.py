@@ -6,6 +6,7 @@ the convolutions (the same affine map, fewer memory passes), parameters frozen, 
 channels-last layout for the convolutional networks. Using one copy everywhere means a
 prediction stored by one stage is the prediction every other stage would compute.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,12 +63,16 @@ def check_finite(values: torch.Tensor, what: str, first: int = 0) -> None:
     bad = ~torch.isfinite(values.flatten(1)).all(1)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise NonFiniteOutput(f"{what} hold NaN or inf for {int(bad.sum())} image(s), the first image {first + i}; "
-                              f"every stage needs finite outputs (argmax of NaN is a meaningless class)")
+        raise NonFiniteOutput(
+            f"{what} hold NaN or inf for {int(bad.sum())} image(s), the first image {first + i}; "
+            f"every stage needs finite outputs (argmax of NaN is a meaningless class)"
+        )
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | None = None) -> torch.Tensor:
+def predict(
+    model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | None = None
+) -> torch.Tensor:
     """Class predictions (on the CPU) of the evaluation copy of `model` for uint8 or [0, 1] float images."""
     device = device or next(model.parameters()).device
     model = evaluation_model(model, device)
@@ -92,7 +97,9 @@ class LogitRecorder(nn.Module):
         self.model = model
         self.first: tuple[torch.Tensor, torch.Tensor] | None = None
         self.latest: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.finite: torch.Tensor | None = None  # all logits since reset() finite (on the device: no sync per pass)
+        self.finite: torch.Tensor | None = (
+            None  # all logits since reset() finite (on the device: no sync per pass)
+        )
 
     def reset(self) -> None:
         self.first = self.latest = self.finite = None
@@ -100,8 +107,10 @@ class LogitRecorder(nn.Module):
     def check_finite(self, what: str) -> None:
         """Raise NonFiniteOutput if any forward pass since `reset()` gave NaN or inf logits."""
         if self.finite is not None and not bool(self.finite):
-            raise NonFiniteOutput(f"{what}: the classifier's logits held NaN or inf in a forward pass of the attack; "
-                                  f"every stage needs finite logits")
+            raise NonFiniteOutput(
+                f"{what}: the classifier's logits held NaN or inf in a forward pass of the attack; "
+                f"every stage needs finite logits"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)

@@ -1,6 +1,6 @@
 """Detection metrics on scores where larger means "more likely attacked" (label 1)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 
@@ -26,7 +26,7 @@ def auroc(scores_clean, scores_adv) -> float:
     _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
     avg = first + (counts - 1) / 2.0 + 1.0
     ranks[order] = np.repeat(avg, counts)
-    rank_sum_pos = ranks[len(neg):].sum()
+    rank_sum_pos = ranks[len(neg) :].sum()
     u = rank_sum_pos - len(pos) * (len(pos) + 1) / 2.0
     return float(u / (len(pos) * len(neg)))
 

@@ -1,5 +1,6 @@
 """Progress a person can follow: a long job logs how far it is, its rate and the time left at that
 rate, at a steady pace (every `every` seconds, plus the first and the last update), not once per batch."""
+
 from __future__ import annotations
 
 import logging
@@ -19,9 +20,23 @@ def format_seconds(seconds: float) -> str:
 class ProgressLog:
     """`update(done)` after each unit of work (images, epochs ...) out of `total`."""
 
-    def __init__(self, logger: logging.Logger, what: str, total: int, unit: str = "images", every: float = 30.0,
-                 clock=time.perf_counter):
-        self.logger, self.what, self.total, self.unit, self.every, self.clock = logger, what, total, unit, every, clock
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        total: int,
+        unit: str = "images",
+        every: float = 30.0,
+        clock=time.perf_counter,
+    ):
+        self.logger, self.what, self.total, self.unit, self.every, self.clock = (
+            logger,
+            what,
+            total,
+            unit,
+            every,
+            clock,
+        )
         self.start = clock()
         self.last_logged: float | None = None
         self.lines = 0
@@ -36,7 +51,16 @@ class ProgressLog:
         rate = (done - start_done) / elapsed if elapsed > 0 else float("nan")
         left = (self.total - done) / rate if rate and rate > 0 else float("nan")
         eta = "done" if done >= self.total else (f"about {format_seconds(left)} left" if left == left else "")
-        self.logger.info("%s: %d/%d %s (%.0f%%), %.3g %s/s, %s", self.what, done, self.total, self.unit,
-                         100.0 * done / max(self.total, 1), rate, self.unit, eta)
+        self.logger.info(
+            "%s: %d/%d %s (%.0f%%), %.3g %s/s, %s",
+            self.what,
+            done,
+            self.total,
+            self.unit,
+            100.0 * done / max(self.total, 1),
+            rate,
+            self.unit,
+            eta,
+        )
         self.last_logged = now
         self.lines += 1

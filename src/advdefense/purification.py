@@ -7,6 +7,7 @@ Purified files (`results/purified/<dataset>/<attack>/eps<eps>/<split>.h5`, and `
     index, label, pred_clean                 as in the attack file (clean: prediction without the autoencoder)
     pred_adv, success                        (attack files only) copied from the attack file
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,24 +20,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attacks import attack_split, attacked_images, iter_adversarial_batches, read_attack_file
+from .attack_files import iter_adversarial_batches, read_attack_file
+from .attacks import attack_split, attacked_images
 from .classifier import load_classifier
-from .runtime import resolve_device
-from .h5io import atomic_h5, provenance_attrs, read_h5
+from .h5io import atomic_h5, provenance_attrs
+from .inference import check_finite, evaluation_model, predict, to_float_pixels
 from .models import load_checkpoint
 from .models.autoencoder import ConvAutoencoder, Purified
-from .inference import check_finite, evaluation_model, predict, to_float_pixels
 from .progress import ProgressLog
-from .training import TrainingRun, finish_training, fit, prepare_training, run_settings
+from .purified_files import PURIFIED_FORMAT
+from .runtime import resolve_device
+from .training import FitSettings, TrainingRun, finish_training, fit, prepare_training, run_settings
 
 log = logging.getLogger(__name__)
-PURIFIED_FORMAT = "advdefense-purified-v1"
 
 
 def autoencoder_arch(settings: dict) -> dict:
     """The checkpoint architecture of the `autoencoder` settings."""
-    return {"name": "autoencoder", "widths": list(settings["widths"]), "kernel": settings["kernel"],
-            "activation": settings["activation"], "batch_norm": settings["batch_norm"]}
+    return {
+        "name": "autoencoder",
+        "widths": list(settings["widths"]),
+        "kernel": settings["kernel"],
+        "activation": settings["activation"],
+        "batch_norm": settings["batch_norm"],
+    }
 
 
 def load_autoencoder(path, device="cpu", settings: dict | None = None) -> ConvAutoencoder:
@@ -77,8 +84,18 @@ def reconstruction_mse(model, images: torch.Tensor, batch_size: int, device) -> 
     return total / len(images)
 
 
-def train_autoencoder(dataset_path, settings: dict, seed: int, model_path, metrics_path, log_path, state_path, *,
-                      device: str = "auto", eval_batch_size: int = 1000) -> dict:
+def train_autoencoder(
+    dataset_path,
+    settings: dict,
+    seed: int,
+    model_path,
+    metrics_path,
+    log_path,
+    state_path,
+    *,
+    device: str = "auto",
+    eval_batch_size: int = 1000,
+) -> dict:
     """Train the purifier with the `autoencoder` settings on clean training images (Adam, cosine schedule)."""
     data = prepare_training(dataset_path, device, seed + 2)
     device, generator, train_x, test_x = data.device, data.generator, data.train_x, data.test_x
@@ -93,14 +110,37 @@ def train_autoencoder(dataset_path, settings: dict, seed: int, model_path, metri
         return {"test_mse": mse, "test_psnr": psnr(mse)}
 
     t0 = time.perf_counter()
-    run = TrainingRun(Path(state_path), Path(log_path), run_settings("autoencoder", settings, seed, data.dataset_sha256))
-    history = fit(model, ReconstructionObjective(model, settings["noise_std"]), (train_x,), optimizer,
-                  {"name": "cosine"}, settings["epochs"], settings["batch_size"], generator, run, evaluate=evaluate,
-                  name="autoencoder")
-    metrics = {"test_mse": history[-1]["test_mse"], "test_psnr": history[-1]["test_psnr"],
-               "noise_std": settings["noise_std"]}
-    return finish_training("autoencoder", model, history, run, device, len(train_x), t0, model_path, metrics_path,
-                           metrics, {"test_psnr": metrics["test_psnr"], "seed": seed})
+    run = TrainingRun(
+        Path(state_path), Path(log_path), run_settings("autoencoder", settings, seed, data.dataset_sha256)
+    )
+    history = fit(
+        model,
+        ReconstructionObjective(model, settings["noise_std"]),
+        (train_x,),
+        optimizer,
+        FitSettings(settings["epochs"], settings["batch_size"], {"name": "cosine"}, "autoencoder"),
+        generator,
+        run,
+        evaluate=evaluate,
+    )
+    metrics = {
+        "test_mse": history[-1]["test_mse"],
+        "test_psnr": history[-1]["test_psnr"],
+        "noise_std": settings["noise_std"],
+    }
+    return finish_training(
+        "autoencoder",
+        model,
+        history,
+        run,
+        device,
+        len(train_x),
+        t0,
+        model_path,
+        metrics_path,
+        metrics,
+        {"test_psnr": metrics["test_psnr"], "seed": seed},
+    )
 
 
 # ----------------------------------------------------------------------------- purify jobs
@@ -134,8 +174,9 @@ def _evaluation_models(ae_path, classifier_path, device: str):
     return evaluation_model(autoencoder, device), evaluation_model(classifier, device), device
 
 
-def purify_attack_file(attack_path, ae_path, classifier_path, out_path, *, device: str = "auto",
-                       batch_size: int = 500) -> dict:
+def purify_attack_file(
+    attack_path, ae_path, classifier_path, out_path, *, device: str = "auto", batch_size: int = 500
+) -> dict:
     """The adversarials of one attack file through the autoencoder, and the classifier on the result."""
     autoencoder, classifier, device = _evaluation_models(ae_path, classifier_path, device)
     meta = read_attack_file(attack_path, require=("index", "label", "pred_clean", "pred_adv", "success"))
@@ -146,50 +187,105 @@ def purify_attack_file(attack_path, ae_path, classifier_path, out_path, *, devic
             f.create_dataset(k, data=meta[k])
         _purify_into(f, autoencoder, classifier, iter_adversarial_batches(attack_path, batch_size), n, device)
         a = meta["attrs"]
-        f.attrs.update({"format": PURIFIED_FORMAT, "kind": "attack", "attack": a["attack"],
-                        "epsilon": float(a["epsilon"]), "split": a.get("split", ""), "source": str(attack_path),
-                        **provenance_attrs(autoencoder=ae_path), "seconds": time.perf_counter() - t0})
+        f.attrs.update(
+            {
+                "format": PURIFIED_FORMAT,
+                "kind": "attack",
+                "attack": a["attack"],
+                "epsilon": float(a["epsilon"]),
+                "split": a.get("split", ""),
+                "source": str(attack_path),
+                **provenance_attrs(autoencoder=ae_path),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         acc = float((f["pred_purified"][()] == meta["label"]).mean())
     log.info("%s: accuracy after purification %.2f%% over %d images", out_path, 100 * acc, n)
     return {"n": n, "accuracy_after": acc}
 
 
-def purify_clean(dataset_path, ae_path, classifier_path, split: str, out_path, *, images: int | None, seed: int,
-                 device: str = "auto", batch_size: int = 500) -> dict:
+def purify_clean(
+    dataset_path,
+    ae_path,
+    classifier_path,
+    split: str,
+    out_path,
+    *,
+    images: int | None,
+    seed: int,
+    device: str = "auto",
+    batch_size: int = 500,
+) -> dict:
     """The clean images the attacks used, through the autoencoder: the defence's clean-accuracy cost."""
     autoencoder, classifier, device = _evaluation_models(ae_path, classifier_path, device)
     data, index = attacked_images(dataset_path, split, images, seed)
-    batches = (data.images[s : s + batch_size].astype(np.float32) / 255.0 for s in range(0, len(index), batch_size))
+    batches = (
+        data.images[s : s + batch_size].astype(np.float32) / 255.0 for s in range(0, len(index), batch_size)
+    )
     pred_clean = predict(classifier, torch.from_numpy(data.images), batch_size, device).numpy()
     with atomic_h5(out_path) as f:
         f.create_dataset("index", data=index)
         f.create_dataset("label", data=data.labels)
         f.create_dataset("pred_clean", data=pred_clean)
         _purify_into(f, autoencoder, classifier, batches, len(index), device)
-        f.attrs.update({"format": PURIFIED_FORMAT, "kind": "clean", "split": split, "source": str(dataset_path),
-                        **provenance_attrs(autoencoder=ae_path)})
+        f.attrs.update(
+            {
+                "format": PURIFIED_FORMAT,
+                "kind": "clean",
+                "split": split,
+                "source": str(dataset_path),
+                **provenance_attrs(autoencoder=ae_path),
+            }
+        )
     return {"n": len(index)}
 
 
-def adaptive_attack(dataset_path, classifier_path, ae_path, name: str, spec: dict, eps: float, out_path, *,
-                    images: int | None, adaptive_images: int | None, seed: int, device: str = "auto",
-                    batch_size: int = 500, restarts: int | None = None, params: dict | None = None) -> dict:
+def adaptive_attack(
+    dataset_path,
+    classifier_path,
+    ae_path,
+    name: str,
+    spec: dict,
+    eps: float,
+    out_path,
+    *,
+    images: int | None,
+    adaptive_images: int | None,
+    seed: int,
+    device: str = "auto",
+    batch_size: int = 500,
+    restarts: int | None = None,
+    params: dict | None = None,
+) -> dict:
     """White-box attack on the defended model: attack `name` (`spec`, its Foolbox `params` overridden by
     `params`, e.g. more steps) through autoencoder + classifier, on the first `adaptive_images` of the
     attacked test images (None: all of them); `restarts` runs per image in place of the attack's own
-    (`attacks.Restarts`: again on the images no earlier run fooled, the first success kept; None: the
+    (`attack_methods.Restarts`: again on the images no earlier run fooled, the first success kept; None: the
     attack's own)."""
     where = resolve_device(device)
-    defended = Purified(load_autoencoder(ae_path, where), load_classifier(classifier_path, where)).to(where).eval()
+    defended = (
+        Purified(load_autoencoder(ae_path, where), load_classifier(classifier_path, where)).to(where).eval()
+    )
     spec = {**spec, "params": {**(spec.get("params") or {}), **(params or {})}}
     if restarts is not None:
         spec["restarts"] = restarts
-    attrs = {"defense": "autoencoder", "adaptive": True, **provenance_attrs(classifier=classifier_path,
-                                                                             autoencoder=ae_path)}
-    return attack_split(defended, dataset_path, "test", name, spec, eps, out_path, images=images, seed=seed,
-                        device=device, batch_size=batch_size, limit=adaptive_images, attrs=attrs)
-
-
-def read_purified(path) -> dict:
-    """A purified file without its images (the tables need labels and predictions only)."""
-    return read_h5(path, PURIFIED_FORMAT, "purified", skip=("purified",))
+    attrs = {
+        "defense": "autoencoder",
+        "adaptive": True,
+        **provenance_attrs(classifier=classifier_path, autoencoder=ae_path),
+    }
+    return attack_split(
+        defended,
+        dataset_path,
+        "test",
+        name,
+        spec,
+        eps,
+        out_path,
+        images=images,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        limit=adaptive_images,
+        attrs=attrs,
+    )

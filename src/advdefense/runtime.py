@@ -1,4 +1,5 @@
 """Where a job runs: the `device` setting resolved to a torch device."""
+
 from __future__ import annotations
 
 import re
@@ -19,25 +20,9 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"device: {name!r} requested but CUDA is not available on this machine")
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise ConfigError(
+                f"device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
     if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ConfigError("device: 'mps' requested but MPS is not available on this machine")
     return torch.device(name)
-
-
-# Config keys that decide only where and in what chunks a job runs, never what it computes: they are kept
-# out of every rule's params (changing them re-runs nothing), and they are the only keys a job reads from
-# the config itself (`snakemake_job.runtime_setting`). Everything else reaches jobs through rule params.
-RUNTIME_KEYS = frozenset({
-    "device",
-    "classifier.eval_batch_size",
-    "flow.eval_batch_size",
-    "autoencoder.eval_batch_size",
-    "latents.batch_size",
-    "purification.batch_size",
-})
-
-
-def is_runtime_key(key: str) -> bool:
-    """Whether the dotted config key is runtime-only: one of RUNTIME_KEYS or any key of a `resources` section."""
-    return key in RUNTIME_KEYS or "resources" in key.split(".")

@@ -1,4 +1,5 @@
 """`seeds`: the tables of every run gathered cell by cell into the mean and standard deviation over seeds."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import pandas as pd
 
 from .errors import PipelineFileError
 from .h5io import atomic_path
-from .tables import _fmt
+from .tables import format_cell
 
 # columns of the pipeline's tables that describe a row rather than label it (an attack's warnings): where the runs
 # differ, the gathered cell says what each seed said; every other text column must agree between runs
@@ -28,9 +29,11 @@ def gather_over_seeds(paths: list, seeds: list[int]) -> pd.DataFrame:
     first = frames[0]
     for path, frame in zip(paths[1:], frames[1:]):
         if list(frame.columns) != list(first.columns) or len(frame) != len(first):
-            raise PipelineFileError(f"{path}: its rows or columns differ from {paths[0]} ({len(frame)} x "
-                                    f"{len(frame.columns)} against {len(first)} x {len(first.columns)}); the runs "
-                                    f"of one configuration make tables of one shape")
+            raise PipelineFileError(
+                f"{path}: its rows or columns differ from {paths[0]} ({len(frame)} x "
+                f"{len(frame.columns)} against {len(first)} x {len(first.columns)}); the runs "
+                f"of one configuration make tables of one shape"
+            )
     out = {}
     for column in first.columns:
         out.update(_gather_column(column, [f[column] for f in frames], paths))
@@ -57,18 +60,24 @@ def _gather_column(column: str, cells: list[pd.Series], paths: list) -> dict:
         blank = (words[:, row] == "") & np.isnan(values[:, row])  # neither a word nor a number
         if len(said) > 1 or (said and blank.any()):
             seed = next(k for k in range(1, len(cells)) if text[k].iloc[row] != text[0].iloc[row])
-            raise PipelineFileError(f"{paths[seed]}: column {column!r} differs from {paths[0]}'s in row {row} "
-                                    f"({text[seed].iloc[row]!r} against {text[0].iloc[row]!r}); the runs of one "
-                                    f"configuration label their rows alike")
+            raise PipelineFileError(
+                f"{paths[seed]}: column {column!r} differs from {paths[0]}'s in row {row} "
+                f"({text[seed].iloc[row]!r} against {text[0].iloc[row]!r}); the runs of one "
+                f"configuration label their rows alike"
+            )
     with np.errstate(invalid="ignore", divide="ignore"):
         counts = np.sum(~np.isnan(values), axis=0)
         mean = np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
-        sd = np.sqrt(np.where(counts > 1, np.nansum((values - mean) ** 2, axis=0) / np.maximum(counts - 1, 1), np.nan))
+        sd = np.sqrt(
+            np.where(counts > 1, np.nansum((values - mean) ** 2, axis=0) / np.maximum(counts - 1, 1), np.nan)
+        )
     out = {column: mean, f"{column}_sd": sd}
     if words.any():
         n = len(cells)
-        out[f"{column}_note"] = [next((f"{w} in {int((words[:, r] == w).sum())} of {n} seeds"
-                                       for w in words[:, r] if w), "") for r in range(words.shape[1])]
+        out[f"{column}_note"] = [
+            next((f"{w} in {int((words[:, r] == w).sum())} of {n} seeds" for w in words[:, r] if w), "")
+            for r in range(words.shape[1])
+        ]
     return out
 
 
@@ -78,7 +87,9 @@ def _per_seed(values: list) -> str:
     for k, v in enumerate(values):
         if isinstance(v, str) and v:
             said.setdefault(v, []).append(k)
-    return "; ".join(f"seed{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}: {v}" for v, ks in said.items())
+    return "; ".join(
+        f"seed{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}: {v}" for v, ks in said.items()
+    )
 
 
 def mean_sd_markdown(table: pd.DataFrame, title: str, seeds: list[int], digits: int = 3) -> str:
@@ -91,15 +102,18 @@ def mean_sd_markdown(table: pd.DataFrame, title: str, seeds: list[int], digits: 
         for c in shown:
             note = row.get(f"{c}_note") or ""
             if f"{c}_sd" not in table.columns:
-                cells.append(_fmt(row[c], digits))
+                cells.append(format_cell(row[c], digits))
             elif np.isnan(float(row[c])):
                 cells.append(note or "–")
             else:
-                cell = f"{_fmt(float(row[c]), digits)} ± {_fmt(float(row[f'{c}_sd']), digits)}"
+                cell = f"{format_cell(float(row[c]), digits)} ± {format_cell(float(row[f'{c}_sd']), digits)}"
                 cells.append(f"{cell} ({note})" if note else cell)
         lines.append("| " + " | ".join(cells) + " |")
-    return (f"## {title}: mean ± sd over {len(seeds)} seeds ({', '.join(map(str, seeds))})\n\n"
-            + "\n".join(lines) + "\n")
+    return (
+        f"## {title}: mean ± sd over {len(seeds)} seeds ({', '.join(map(str, seeds))})\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def write_seed_table(paths: list, seeds: list[int], csv_path, md_path) -> pd.DataFrame:

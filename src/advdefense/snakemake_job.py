@@ -5,6 +5,7 @@
 failure with its traceback. A script passes its rule's `input`, `params` and `output` to the library;
 runtime-only settings (device, evaluation batch sizes) come from `runtime_setting`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,13 +13,12 @@ import os
 import platform
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import Any
 
 from . import __version__
-from .runtime import is_runtime_key
+from .plan.names import is_runtime_key
 
 
 def setup_logging(log_path: str | Path | None) -> None:
@@ -26,8 +26,12 @@ def setup_logging(log_path: str | Path | None) -> None:
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-                        handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
 
 
 def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
@@ -49,11 +53,13 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(libc.mallopt(m_trim_threshold, threshold_bytes))
+    return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(
+        libc.mallopt(m_trim_threshold, threshold_bytes)
+    )
 
 
 def runtime_setting(smk: Any, key: str) -> Any:
-    """A runtime-only config value (`runtime.RUNTIME_KEYS`, e.g. 'device' or 'latents.batch_size') for the
+    """A runtime-only config value (`plan.names.RUNTIME_KEYS`, e.g. 'device' or 'latents.batch_size') for the
     job. Settings that change results are not read here: they reach the job through its rule's params, so
     that Snakemake re-runs the job when they change."""
     if not is_runtime_key(key):
@@ -68,13 +74,18 @@ def run_script(smk: Any, main: Callable[[Any], Any]) -> None:
     """Run `main(snakemake)` with logging to `snakemake.log[0]`; a failure is logged with its traceback."""
     setup_logging(smk.log[0] if len(smk.log) else None)
     logger = logging.getLogger(f"rule.{smk.rule}")
-    torch.set_num_threads(max(1, int(smk.threads)))
+    if "torch" in sys.modules:  # a stage that computes with torch (tables and figures run without it)
+        sys.modules["torch"].set_num_threads(max(1, int(smk.threads)))
     logger.info("advdefense %s from %s", __version__, Path(__file__).resolve().parent)
     if keep_freed_memory():
         logger.info("glibc malloc keeps freed memory for reuse (no page faults per step)")
     # where the job ran: SLURM sets SLURM_JOB_ID in every batch job (the cluster test relies on this line)
-    logger.info("host %s, slurm job id %s, threads %s", platform.node(), os.environ.get("SLURM_JOB_ID", "none"),
-                smk.threads)
+    logger.info(
+        "host %s, slurm job id %s, threads %s",
+        platform.node(),
+        os.environ.get("SLURM_JOB_ID", "none"),
+        smk.threads,
+    )
     try:
         main(smk)
     except Exception as exc:

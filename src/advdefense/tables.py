@@ -6,6 +6,7 @@ written as CSV (full precision) and Markdown (rounded, with a caption and notes)
 - Table 4 (latent detector), Table 5 (detectors compared), the generalisation matrix:
   `table4`, `table5`, `generalisation_matrix`, `write_detection_tables`.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .attacks import eps_tag, read_attack_file
-from .detection import POOLED, fpr_label
-from .detectors import REGISTRY
-from .errors import ConfigError
+from .attack_files import read_attack_file
+from .errors import ConfigError, PipelineFileError
 from .h5io import atomic_path
-from .purification import read_purified
+from .plan.detector_specs import PAPER_DETECTOR, detector_title
+from .plan.names import POOLED, eps_tag, fpr_label
+from .purified_files import read_purified
 
 
-def _fmt(value, digits: int) -> str:
+def format_cell(value, digits: int) -> str:
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
@@ -39,12 +40,13 @@ def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
     header = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v, digits) for v in row) + " |")
+        lines.append("| " + " | ".join(format_cell(v, digits) for v in row) + " |")
     return "\n".join(lines)
 
 
-def write_table(table: pd.DataFrame, csv_path, md_path, title: str, notes: list[str] | None = None,
-                digits: int = 2) -> None:
+def write_table(
+    table: pd.DataFrame, csv_path, md_path, title: str, notes: list[str] | None = None, digits: int = 2
+) -> None:
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp)
     text = f"## {title}\n\n{to_markdown(table, digits)}\n"
@@ -81,8 +83,10 @@ def table3(columns: list[tuple[str, float]], purified: dict, adaptive: dict, cle
     pooled = {k: [] for k in ("succ_before", "succ_after", "all_before", "all_after", "adaptive")}
     for key in columns:
         if key not in purified:
-            raise ConfigError(f"tables.table3.attacks: no purified test file for {key[0]} at eps {key[1]} "
-                              "(was the attack generated?)")
+            raise ConfigError(
+                f"tables.table3.attacks: no purified test file for {key[0]} at eps {key[1]} "
+                "(was the attack generated?)"
+            )
         p = read_purified(purified[key])
         succ = p["success"].astype(bool)
         after_ok = p["pred_purified"] == p["label"]
@@ -109,9 +113,12 @@ def table3(columns: list[tuple[str, float]], purified: dict, adaptive: dict, cle
     clean = read_purified(clean_path)
     cat = {k: np.concatenate(v) if v else np.array([]) for k, v in pooled.items()}
     data[POOLED] = {
-        TABLE3_ROWS[0]: _pct(cat["succ_before"]), TABLE3_ROWS[1]: _pct(cat["succ_after"]),
-        TABLE3_ROWS[2]: int(cat["succ_after"].size), TABLE3_ROWS[3]: _pct(cat["all_before"]),
-        TABLE3_ROWS[4]: _pct(cat["all_after"]), TABLE3_ROWS[5]: _pct(cat["adaptive"]),
+        TABLE3_ROWS[0]: _pct(cat["succ_before"]),
+        TABLE3_ROWS[1]: _pct(cat["succ_after"]),
+        TABLE3_ROWS[2]: int(cat["succ_after"].size),
+        TABLE3_ROWS[3]: _pct(cat["all_before"]),
+        TABLE3_ROWS[4]: _pct(cat["all_after"]),
+        TABLE3_ROWS[5]: _pct(cat["adaptive"]),
     }
     for col in data.values():
         col[TABLE3_ROWS[6]] = _pct(clean["pred_clean"] == clean["label"])
@@ -126,17 +133,25 @@ def column_name(attack: str, eps: float) -> str:
     return f"{attack} (eps={eps_tag(eps)})"
 
 
-def write_table3(columns: list[tuple[str, float]], purified: dict, adaptive: dict, clean_path, csv_path, md_path) -> None:
+def write_table3(
+    columns: list[tuple[str, float]], purified: dict, adaptive: dict, clean_path, csv_path, md_path
+) -> None:
     """Table 3 with its notes (see `table3` for the arguments)."""
     notes = [
         "Accuracy (%) of the classifier on the test images attacked at each epsilon; 'overall' pools all columns.",
         "Successful adversarials: images the attack made the undefended classifier misclassify (the paper's rows).",
         "Adaptive attack: the same attack and epsilon run end to end through autoencoder + classifier (white box).",
         "Paper (successful adversarials, after purification): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in PAPER_TABLE3.items()) + "; before: 0 by definition.",
+        + ", ".join(f"{k} {v:.2f}" for k, v in PAPER_TABLE3.items())
+        + "; before: 0 by definition.",
     ]
-    write_table(table3(columns, purified, adaptive, clean_path), csv_path, md_path,
-                "Table 3: purification by the autoencoder", notes)
+    write_table(
+        table3(columns, purified, adaptive, clean_path),
+        csv_path,
+        md_path,
+        "Table 3: purification by the autoencoder",
+        notes,
+    )
 
 
 # ----------------------------------------------------------------------------- Tables 4 and 5: detection
@@ -165,19 +180,36 @@ def _cell(row: pd.Series, column: str):
 
 
 def _select(evaluation: pd.DataFrame, train: str, test: str, which: str) -> pd.Series | None:
-    sel = evaluation[(evaluation["train"] == train) & (evaluation["test"] == test) & (evaluation["set"] == which)]
+    sel = evaluation[
+        (evaluation["train"] == train) & (evaluation["test"] == test) & (evaluation["set"] == which)
+    ]
     return None if sel.empty else sel.iloc[0]
 
 
+def trained_flag(value, path) -> bool:
+    """The `trained` cell of a detector evaluation (evaluation.csv): a bool, or the words True/False after a CSV
+    round trip; anything else is an error naming `path` (never the truth value of a string)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if str(value) in ("True", "False"):
+        return str(value) == "True"
+    raise PipelineFileError(f"{path}: column 'trained' holds {value!r}, expected True or False")
+
+
 def _trained(row: pd.Series) -> bool:
-    return bool(row["trained"]) if "trained" in row else True
+    return trained_flag(row["trained"], "detector evaluation") if "trained" in row else True
 
 
 def table4(latent_eval: pd.DataFrame, keys: list[str], fprs) -> pd.DataFrame:
     """Paper Table 4: the latent detector of each key on that key's test set, and the pooled one; honest
     sets first, then the paper's all-images sets."""
-    columns = {"auroc": "AUROC", **_rate_columns(fprs), "accuracy": f"accuracy at {fpr_label(max(fprs))}% FPR (%)",
-               "n_attacked": "attacked test images", "n_noop": "unchanged by the attack"}
+    columns = {
+        "auroc": "AUROC",
+        **_rate_columns(fprs),
+        "accuracy": f"accuracy at {fpr_label(max(fprs))}% FPR (%)",
+        "n_attacked": "attacked test images",
+        "n_noop": "unchanged by the attack",
+    }
     rows = {}
     for which, suffix in (("honest", ""), ("all", " (all images)")):
         for key in keys + [POOLED]:
@@ -186,23 +218,24 @@ def table4(latent_eval: pd.DataFrame, keys: list[str], fprs) -> pd.DataFrame:
                 raise ConfigError(f"tables: no latent-detector evaluation for {key} ({which} set)")
             label = key + suffix
             if not _trained(row):
-                rows[label] = {title: NOT_TRAINED for title in columns.values()}
+                rows[label] = dict.fromkeys(columns.values(), NOT_TRAINED)
                 continue
             rows[label] = {title: _cell(row, col) for col, title in columns.items()}
-            rows[label]["paper accuracy (%)"] = PAPER_TABLE4.get(key.split("_eps")[0], float("nan")) \
-                if which == "all" else float("nan")
+            rows[label]["paper accuracy (%)"] = (
+                PAPER_TABLE4.get(key.split("_eps")[0], float("nan")) if which == "all" else float("nan")
+            )
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "attack"
     return table
 
 
 def method_label(method: str) -> str:
-    cls = REGISTRY.get(method)
-    return cls.title if cls is not None else method
+    return detector_title(method)
 
 
-def table5(evaluations: pd.DataFrame, mmd: pd.DataFrame | None, keys: list[str], mmd_batch: int | None,
-           fprs) -> pd.DataFrame:
+def table5(
+    evaluations: pd.DataFrame, mmd: pd.DataFrame | None, keys: list[str], mmd_batch: int | None, fprs
+) -> pd.DataFrame:
     """Methods x attacks, all measured here on the honest sets: AUROC and TPR at the largest calibrated FPR
     of each detector on its own key, and each detector's flag rate on the noise controls."""
     top = fpr_label(max(fprs))
@@ -222,8 +255,11 @@ def table5(evaluations: pd.DataFrame, mmd: pd.DataFrame | None, keys: list[str],
                 row[f"{key} TPR@{top}%"] = 100 * float(sel[f"tpr_at_fpr{top}"])
         for control in controls:
             sel = _select(ev, POOLED, control, "control")
-            row[f"flags {control} (%)"] = float("nan") if sel is None else \
-                (NOT_TRAINED if not _trained(sel) else 100 * float(sel[f"tpr_at_fpr{top}"]))
+            row[f"flags {control} (%)"] = (
+                float("nan")
+                if sel is None
+                else (NOT_TRAINED if not _trained(sel) else 100 * float(sel[f"tpr_at_fpr{top}"]))
+            )
         label = method_label(method)
         if method == "pca" and "fit_images" in ev.columns:
             label += f", fitted on {int(ev['fit_images'].iloc[0])} clean images"
@@ -238,8 +274,10 @@ def table5(evaluations: pd.DataFrame, mmd: pd.DataFrame | None, keys: list[str],
         attacked = [power[k] for k in keys if k in power]
         row[f"{POOLED} AUROC"] = float("nan")
         row[f"{POOLED} TPR@{top}%"] = 100 * float(np.mean(attacked)) if attacked else float("nan")
-        rows[f"Kernel MMD test, batches of {mmd_batch} (Grosse et al. 2017; power, clean rejection "
-             f"{100 * power.get('clean', float('nan')):.0f}%)"] = row
+        rows[
+            f"Kernel MMD test, batches of {mmd_batch} (Grosse et al. 2017; power, clean rejection "
+            f"{100 * power.get('clean', float('nan')):.0f}%)"
+        ] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
     return table
@@ -273,64 +311,100 @@ def defended_table(aware: pd.DataFrame) -> pd.DataFrame:
     non-adaptive attacks and the detector-aware one, with the gradient-masking checks."""
     rows = {}
     for _, r in aware[~aware["sanity"].astype(bool)].iterrows():
-        row = {title: (int(r[col]) if col == "images" else 100 * float(r.get(col, float("nan"))))
-               for col, title in DEFENDED_COLUMNS.items()}
+        row = {
+            title: (int(r[col]) if col == "images" else 100 * float(r.get(col, float("nan"))))
+            for col, title in DEFENDED_COLUMNS.items()
+        }
         sanity = aware[(aware["method"] == r["method"]) & aware["sanity"].astype(bool)]
-        row["aware attack success at unbounded eps (%)"] = \
+        row["aware attack success at unbounded eps (%)"] = (
             100 * float(sanity.iloc[0]["attack_success_adaptive"]) if not sanity.empty else float("nan")
-        row["objective, first -> last step (lambda)"] = \
+        )
+        row["objective, first -> last step (lambda)"] = (
             f"{r['loss_first_step']:.3g} -> {r['loss_last_step']:.3g} ({r['loss_lambda']:g})"
+        )
         rows[f"{method_label(r['method'])}, eps {r['epsilon']:g}"] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "detector"
     return table
 
 
-def write_detection_tables(evaluations: pd.DataFrame, mmd: pd.DataFrame | None, keys: list[str],
-                           mmd_batch: int | None, out: dict, fprs=(0.01, 0.05),
-                           aware: pd.DataFrame | None = None) -> None:
+def write_detection_tables(
+    evaluations: pd.DataFrame,
+    mmd: pd.DataFrame | None,
+    keys: list[str],
+    mmd_batch: int | None,
+    out: dict,
+    fprs=(0.01, 0.05),
+    aware: pd.DataFrame | None = None,
+) -> None:
     """Table 4, Table 5, the generalisation matrix and the defended-accuracy table from the detectors'
     evaluations (`out`: the paths table4_csv, table4_md, table5_csv, table5_md, general_csv, general_md,
     defended_csv, defended_md)."""
-    latent = evaluations[evaluations["method"] == "latent_mlp"]
+    latent = evaluations[evaluations["method"] == PAPER_DETECTOR]
     top = fpr_label(max(fprs))
     paper = ", ".join(f"{k} {v:.2f}" for k, v in PAPER_TABLE4.items())
-    write_table(table4(latent, keys, fprs), out["table4_csv"], out["table4_md"],
-                "Table 4: detection from the Glow latent (5-layer MLP)",
-                ["Honest sets (first rows): the clean test images against the attacked images that the attack changed "
-                 "and that fooled the classifier although it classified the clean image correctly; the detector "
-                 "trained on the same kind of training images. '(all images)': the paper's sets, every attacked "
-                 "image (including those the attack left unchanged, counted in the last column).",
-                 "Thresholds come from the clean calibration split (held out of all training, not the test split); "
-                 "TPR at x% FPR uses them; 'test FPR' is the false-positive rate they realise on clean test images.",
-                 f"accuracy: balanced accuracy at the {top}% FPR threshold. The paper reported accuracy on balanced "
-                 "all-images sets at its own threshold.",
-                 "An attack name ending in 8bit: adversarials rounded to the 8-bit grid (what an image file holds).",
-                 f"Paper (accuracy %): {paper}."])
-    write_table(table5(evaluations, mmd, keys, mmd_batch if mmd is not None else None, fprs), out["table5_csv"],
-                out["table5_md"], "Table 5: detection methods compared on the same images",
-                ["Every method sees the same training, calibration and test images; honest attacked sets; the paper "
-                 "copied its baseline numbers from other papers and data sets.",
-                 f"AUROC (threshold-free) and TPR at the {top}% FPR threshold calibrated on clean held-out images, of "
-                 "the detector trained on that attack; 'overall': trained and tested on all attacks pooled.",
-                 f"flags noise_*: share of clean test images with uniform or sign noise of the same eps that the pooled "
-                 f"detector flags at the {top}% threshold (a detector of noise, not of attacks, flags them too).",
-                 "Control: the off-grid share needs no training; it shows how much the 8-bit fingerprint of float "
-                 "adversarials alone gives away (AUROC ~1 on float, ~0.5 on 8bit adversarials).",
-                 f"'{NOT_TRAINED}': the detector's final training loss stayed within 0.02 of ln 2 (chance).",
-                 "MMD: a test on batches, not single images: the TPR column is its power on attacked batches at the "
-                 "configured level; see results/detection/<dataset>/mmd/power.csv for every batch size."])
-    write_table(generalisation_matrix(latent), out["general_csv"], out["general_md"],
-                "Latent detector generalisation: AUROC on honest sets, trained on rows, tested on columns", digits=3)
-    defended = defended_table(aware) if aware is not None and not aware.empty else \
-        pd.DataFrame(columns=list(DEFENDED_COLUMNS.values()))
-    write_table(defended, out["defended_csv"], out["defended_md"],
-                "Defended system accuracy: classified correctly or rejected, under attacks that ignore and that know "
-                "the detector",
-                [f"Detector: the pooled one, at its {top}% FPR threshold from the calibration split. An attacked test "
-                 "image counts as defended when the classifier gets it right or the detector rejects it.",
-                 "Non-adaptive: the configured attacks (stored files) at that eps, worst case per image. Detector-aware: "
-                 "PGD on the classifier's margin plus lambda x the detector's calibrated excess score, several lambda "
-                 "(0 = ignores the detector) and restarts; strongest: an image survives only if it survives all.",
-                 "Gradient-masking checks: the aware attack at an unbounded eps must break ~100 %, and its objective "
-                 "must fall from the first to the last step."])
+    write_table(
+        table4(latent, keys, fprs),
+        out["table4_csv"],
+        out["table4_md"],
+        "Table 4: detection from the Glow latent (5-layer MLP)",
+        [
+            "Honest sets (first rows): the clean test images against the attacked images that the attack changed "
+            "and that fooled the classifier although it classified the clean image correctly; the detector "
+            "trained on the same kind of training images. '(all images)': the paper's sets, every attacked "
+            "image (including those the attack left unchanged, counted in the last column).",
+            "Thresholds come from the clean calibration split (held out of all training, not the test split); "
+            "TPR at x% FPR uses them; 'test FPR' is the false-positive rate they realise on clean test images.",
+            f"accuracy: balanced accuracy at the {top}% FPR threshold. The paper reported accuracy on balanced "
+            "all-images sets at its own threshold.",
+            "An attack name ending in 8bit: adversarials rounded to the 8-bit grid (what an image file holds).",
+            f"Paper (accuracy %): {paper}.",
+        ],
+    )
+    write_table(
+        table5(evaluations, mmd, keys, mmd_batch if mmd is not None else None, fprs),
+        out["table5_csv"],
+        out["table5_md"],
+        "Table 5: detection methods compared on the same images",
+        [
+            "Every method sees the same training, calibration and test images; honest attacked sets; the paper "
+            "copied its baseline numbers from other papers and data sets.",
+            f"AUROC (threshold-free) and TPR at the {top}% FPR threshold calibrated on clean held-out images, of "
+            "the detector trained on that attack; 'overall': trained and tested on all attacks pooled.",
+            f"flags noise_*: share of clean test images with uniform or sign noise of the same eps that the pooled "
+            f"detector flags at the {top}% threshold (a detector of noise, not of attacks, flags them too).",
+            "Control: the off-grid share needs no training; it shows how much the 8-bit fingerprint of float "
+            "adversarials alone gives away (AUROC ~1 on float, ~0.5 on 8bit adversarials).",
+            f"'{NOT_TRAINED}': the detector's final training loss stayed within 0.02 of ln 2 (chance).",
+            "MMD: a test on batches, not single images: the TPR column is its power on attacked batches at the "
+            "configured level; see results/detection/<dataset>/mmd/power.csv for every batch size.",
+        ],
+    )
+    write_table(
+        generalisation_matrix(latent),
+        out["general_csv"],
+        out["general_md"],
+        "Latent detector generalisation: AUROC on honest sets, trained on rows, tested on columns",
+        digits=3,
+    )
+    defended = (
+        defended_table(aware)
+        if aware is not None and not aware.empty
+        else pd.DataFrame(columns=list(DEFENDED_COLUMNS.values()))
+    )
+    write_table(
+        defended,
+        out["defended_csv"],
+        out["defended_md"],
+        "Defended system accuracy: classified correctly or rejected, under attacks that ignore and that know "
+        "the detector",
+        [
+            f"Detector: the pooled one, at its {top}% FPR threshold from the calibration split. An attacked test "
+            "image counts as defended when the classifier gets it right or the detector rejects it.",
+            "Non-adaptive: the configured attacks (stored files) at that eps, worst case per image. Detector-aware: "
+            "PGD on the classifier's margin plus lambda x the detector's calibrated excess score, several lambda "
+            "(0 = ignores the detector) and restarts; strongest: an image survives only if it survives all.",
+            "Gradient-masking checks: the aware attack at an unbounded eps must break ~100 %, and its objective "
+            "must fall from the first to the last step.",
+        ],
+    )

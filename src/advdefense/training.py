@@ -6,6 +6,7 @@ log and resumable state. All randomness of the loop and of the objective comes f
 CPU ``torch.Generator`` whose state is saved each epoch, so on CPU a run killed after any
 epoch and resumed gives bit-identical final weights to an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,19 +14,21 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from .data import read_dataset_h5
-from .h5io import atomic_path, file_sha256, write_json
-from .progress import ProgressLog
+from .h5io import atomic_path, write_json
 from .models import save_checkpoint
-from .runtime import is_runtime_key, resolve_device
+from .plan.names import file_sha256, is_runtime_key
+from .progress import ProgressLog
+from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,9 @@ class TrainingDiverged(RuntimeError):
 
 
 class Objective(Protocol):
-    def __call__(self, batch: Sequence[torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, batch: Sequence[torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Return (mean loss to back-propagate, {metric: batch sum}) for one batch. Metric values may
         be tensors on the training device (the loop sums them there, without a host sync per step)."""
 
@@ -73,8 +78,11 @@ def run_settings(section: str, settings: dict, seed: int, dataset_sha256: str | 
     """What a training run's result depends on: the settings of its config `section` (its runtime-only
     keys, `runtime.is_runtime_key`, left out), the seed and the training data file. A resume state
     records it and is used only by a run with the same."""
-    return {"config": {k: v for k, v in settings.items() if not is_runtime_key(f"{section}.{k}")}, "seed": seed,
-            "dataset_sha256": dataset_sha256}
+    return {
+        "config": {k: v for k, v in settings.items() if not is_runtime_key(f"{section}.{k}")},
+        "seed": seed,
+        "dataset_sha256": dataset_sha256,
+    }
 
 
 def _flatten(obj, prefix: str = "") -> dict:
@@ -122,12 +130,18 @@ class TrainingRun:
         if state.get("settings") != _settings_text(self.settings):
             old = json.loads(state["settings"]) if isinstance(state.get("settings"), str) else {}
             changed = changed_settings(old, json.loads(_settings_text(self.settings)))
-            return self._discard("it was made with other settings (changed: " + ", ".join(changed[:8])
-                                 + (" ..." if len(changed) > 8 else "") + ")")
+            return self._discard(
+                "it was made with other settings (changed: "
+                + ", ".join(changed[:8])
+                + (" ..." if len(changed) > 8 else "")
+                + ")"
+            )
         return state
 
     def _discard(self, why: str) -> None:
-        log.warning("discarding the resume state %s: %s; training starts again from epoch 1", self.state_path, why)
+        log.warning(
+            "discarding the resume state %s: %s; training starts again from epoch 1", self.state_path, why
+        )
         self.state_path.unlink(missing_ok=True)
         return None
 
@@ -149,11 +163,32 @@ def _write_log(path: Path, history: list[dict]) -> None:
     if not history:
         return
     columns = list(dict.fromkeys(k for row in history for k in row))
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(history)
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How `fit` trains: `epochs` passes over the training tensors in shuffled batches of `batch_size` (the last,
+    smaller one dropped with `drop_last`), the learning rate of every step set by `schedule` (see `lr_lambda`;
+    None: constant), the global gradient norm clipped to `max_grad_norm` (None: not clipped), losses checked
+    for non-finite values every `check_every` steps (None: the device's default); `name` labels the log."""
+
+    epochs: int
+    batch_size: int
+    schedule: dict | None = None
+    name: str = "model"
+    drop_last: bool = False
+    max_grad_norm: float | None = None
+    check_every: int | None = None
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
 
 def fit(
@@ -161,39 +196,41 @@ def fit(
     objective: Objective,
     train_tensors: Sequence[torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    schedule: dict | None,
-    epochs: int,
-    batch_size: int,
+    settings: FitSettings,
     generator: torch.Generator,
     run: TrainingRun,
     evaluate: Callable[[], dict[str, float]] | None = None,
-    drop_last: bool = False,
-    name: str = "model",
-    max_grad_norm: float | None = None,
-    check_every: int | None = None,
 ) -> list[dict]:
-    """Train `model` for `epochs` epochs, resuming from `run.state_path` when it exists.
+    """Train `model` as `settings` say, resuming from `run.state_path` when it exists.
 
     `train_tensors` are indexed together along dim 0 (e.g. images and labels, already on the
-    training device). `schedule` (see `lr_lambda`; None: constant) sets the learning rate of every
-    step from the optimizer's base rate; `max_grad_norm` clips the
-    global gradient norm. Losses are checked for non-finite values every `check_every` steps and at
+    training device). Losses are checked for non-finite values every `settings.check_every` steps and at
     the end of each epoch (default: every step on the CPU, every CUDA_CHECK_EVERY steps on a GPU,
     where each check is a host sync); an epoch with one is never saved. Returns the history: one
     dict per epoch with mean training metrics, evaluation metrics, lr and seconds.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be positive, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    epochs, batch_size, schedule, name = (
+        settings.epochs,
+        settings.batch_size,
+        settings.schedule,
+        settings.name,
+    )
+    drop_last, max_grad_norm, check_every = settings.drop_last, settings.max_grad_norm, settings.check_every
     n = len(train_tensors[0])
     if any(len(t) != n for t in train_tensors):
-        raise ValueError("training tensors differ in length: " + ", ".join(str(len(t)) for t in train_tensors))
+        raise ValueError(
+            "training tensors differ in length: " + ", ".join(str(len(t)) for t in train_tensors)
+        )
     if n == 0:
         raise ValueError("the training set is empty")
-    steps_per_epoch = len(range(0, n - (n % batch_size) if (drop_last and n >= batch_size) else n, batch_size))
-    scheduler = None if schedule is None else \
-        torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, epochs, steps_per_epoch))
+    steps_per_epoch = len(
+        range(0, n - (n % batch_size) if (drop_last and n >= batch_size) else n, batch_size)
+    )
+    scheduler = (
+        None
+        if schedule is None
+        else torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, epochs, steps_per_epoch))
+    )
 
     start_epoch = 1
     state = run.load_state()
@@ -259,8 +296,15 @@ def fit(
         run.history.append(row)
         _save_state(run, model, optimizer, scheduler, generator, epoch)
         _write_log(run.log_path, run.history)
-        log.info("%s epoch %d/%d: %s", name, epoch, epochs,
-                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
+        log.info(
+            "%s epoch %d/%d: %s",
+            name,
+            epoch,
+            epochs,
+            ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"
+            ),
+        )
         progress.update(epoch, start_done=start_epoch - 1)
     _write_log(run.log_path, run.history)
     model.eval()
@@ -319,14 +363,31 @@ def prepare_training(dataset_path, device: str, seed: int) -> TrainingData:
     device = resolve_device(device)
     generator = seed_everything(seed)
     ds = read_dataset_h5(dataset_path)
-    return TrainingData(device, generator, torch.from_numpy(ds.train.images).to(device),
-                        torch.from_numpy(ds.train.labels).to(device), torch.from_numpy(ds.test.images),
-                        torch.from_numpy(ds.test.labels), ds.class_names, file_sha256(dataset_path))
+    return TrainingData(
+        device,
+        generator,
+        torch.from_numpy(ds.train.images).to(device),
+        torch.from_numpy(ds.train.labels).to(device),
+        torch.from_numpy(ds.test.images),
+        torch.from_numpy(ds.test.labels),
+        ds.class_names,
+        file_sha256(dataset_path),
+    )
 
 
-def finish_training(kind: str, model: nn.Module, history: list[dict], run: TrainingRun, device: torch.device,
-                    train_images: int, started: float, model_path, metrics_path, metrics: dict,
-                    checkpoint_meta: dict) -> dict:
+def finish_training(
+    kind: str,
+    model: nn.Module,
+    history: list[dict],
+    run: TrainingRun,
+    device: torch.device,
+    train_images: int,
+    started: float,
+    model_path,
+    metrics_path,
+    metrics: dict,
+    checkpoint_meta: dict,
+) -> dict:
     """The common end of every training stage: add the run's statistics to the stage's `metrics`, write
     the checkpoint and the metrics JSON, then remove the resumable state (the run is complete)."""
     train_seconds = sum(row["train_seconds"] for row in history)
@@ -340,7 +401,9 @@ def finish_training(kind: str, model: nn.Module, history: list[dict], run: Train
         "wall_seconds_this_run": round(time.perf_counter() - started, 2),
         "train_seconds_all_epochs": round(train_seconds, 2),
         "mean_epoch_seconds": round(train_seconds / len(history), 3),
-        "train_images_per_s": round(train_images * len(history) / train_seconds, 1) if train_seconds > 0 else None,
+        "train_images_per_s": round(train_images * len(history) / train_seconds, 1)
+        if train_seconds > 0
+        else None,
     }
     save_checkpoint(model_path, kind, model, checkpoint_meta)
     write_json(metrics_path, metrics)

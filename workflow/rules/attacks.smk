@@ -5,9 +5,9 @@ rule attack:
     output:
         ATTACK,
     log:
-        "logs/attacks/{dataset}/{attack}/eps{eps}/{split}.log",
+        "logs/attacks/{run}/{attack}/eps{eps}/{split}.log",
     benchmark:
-        "results/benchmarks/attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
+        "results/benchmarks/attack/{run}/{attack}/eps{eps}/{split}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("attack_defaults")
@@ -15,9 +15,9 @@ rule attack:
         **resources_of("attack_defaults", gpu=True),
     params:
         # only this file's epsilon: adding an epsilon to the list does not re-run the existing ones
-        attack=attack_method,
+        attack=attack_settings,
         epsilon=attack_epsilon,
-        images=attacked_images,
+        images=attacked_count,
         # a batch's random draws (PGD's random start, AutoAttack's restarts) come from its seed and position,
         # so another batch size gives other adversarials: a result setting
         batch_size=config["attack_defaults"]["batch_size"],
@@ -35,9 +35,9 @@ if SHARDS > 1:
         output:
             ATTACK_SHARD,
         log:
-            "logs/attacks/{dataset}/{attack}/eps{eps}/{split}.shard{shard}-of-{shards}.log",
+            "logs/attacks/{run}/{attack}/eps{eps}/{split}.shard{shard}-of-{shards}.log",
         benchmark:
-            "results/benchmarks/attack/{dataset}/{attack}/eps{eps}/{split}.shard{shard}-of-{shards}.tsv"
+            "results/benchmarks/attack/{run}/{attack}/eps{eps}/{split}.shard{shard}-of-{shards}.tsv"
 
     rule merge_attack_shards:
         input:
@@ -45,9 +45,9 @@ if SHARDS > 1:
         output:
             ATTACK,
         log:
-            "logs/attacks/{dataset}/{attack}/eps{eps}/{split}.merge.log",
+            "logs/attacks/{run}/{attack}/eps{eps}/{split}.merge.log",
         benchmark:
-            "results/benchmarks/merge_attack_shards/{dataset}/{attack}/eps{eps}/{split}.tsv"
+            "results/benchmarks/merge_attack_shards/{run}/{attack}/eps{eps}/{split}.tsv"
         conda:
             "../../envs/pipeline.yaml"
         threads: threads_of("tables")
@@ -59,7 +59,7 @@ if SHARDS > 1:
 
 rule attack_summary:
     input:
-        lambda w: attack_files(w.dataset),
+        lambda w: attack_files(w.run),
     output:
         report(
             ATTACK_SUMMARY,
@@ -68,9 +68,9 @@ rule attack_summary:
             subcategory="Attacks",
         ),
     log:
-        "logs/attacks/{dataset}/summary.log",
+        "logs/attacks/{run}/summary.log",
     benchmark:
-        "results/benchmarks/attack_summary/{dataset}/summary.tsv"
+        "results/benchmarks/attack_summary/{run}/summary.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("tables")

@@ -8,9 +8,9 @@ if config["classifier"]["source"] == "train":
             metrics=CLASSIFIER_METRICS,
             epochs=CLASSIFIER_EPOCHS,
         log:
-            "logs/classifier/{dataset}.log",
+            "logs/classifier/{run}.log",
         benchmark:
-            "results/benchmarks/train_classifier/{dataset}.tsv"
+            "results/benchmarks/train_classifier/{run}.tsv"
         conda:
             "../../envs/pipeline.yaml"
         threads: threads_of("classifier")
@@ -38,9 +38,9 @@ else:
             model=CLASSIFIER,
             metrics=CLASSIFIER_METRICS,
         log:
-            "logs/classifier/{dataset}.log",
+            "logs/classifier/{run}.log",
         benchmark:
-            "results/benchmarks/import_classifier/{dataset}.tsv"
+            "results/benchmarks/import_classifier/{run}.tsv"
         conda:
             "../../envs/pipeline.yaml"
         threads: threads_of("classifier")

@@ -2,9 +2,9 @@ rule dataset:
     output:
         DATA,
     log:
-        "logs/data/{dataset}.log",
+        "logs/data/{run}.log",
     benchmark:
-        "results/benchmarks/dataset/{dataset}.tsv"
+        "results/benchmarks/dataset/{run}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("dataset")

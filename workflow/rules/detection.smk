@@ -6,11 +6,11 @@ rule detect:
         aware=DETECTION_AWARE,
         models=directory(DETECTION_MODELS),
     log:
-        "logs/detection/{dataset}/{method}.log",
+        "logs/detection/{run}/{method}.log",
     benchmark:
-        "results/benchmarks/detect/{dataset}/{method}.tsv"
+        "results/benchmarks/detect/{run}/{method}.tsv"
     wildcard_constraints:
-        method="|".join(REGISTRY),
+        method="|".join(DETECTORS),
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("detection")
@@ -27,7 +27,7 @@ rule detect:
                 "controls": sorted(config["detection"]["controls"]),
                 "aware": (
                     {**config["detection"]["aware"], "methods": [w.method]}
-                    if w.method in aware_methods()
+                    if w.method in decisions.aware_methods(config)
                     else {"enabled": False, "methods": []}
                 ),
             }
@@ -43,9 +43,9 @@ rule mmd_test:
     output:
         MMD_POWER,
     log:
-        "logs/detection/{dataset}/mmd.log",
+        "logs/detection/{run}/mmd.log",
     benchmark:
-        "results/benchmarks/mmd_test/{dataset}/mmd.tsv"
+        "results/benchmarks/mmd_test/{run}/mmd.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("detection")
@@ -69,7 +69,7 @@ rule detection_tables:
             path(DETECTION_EVALUATION, method=m)
             for m in config["detection"]["methods"]
         ],
-        aware=[path(DETECTION_AWARE, method=m) for m in aware_methods()],
+        aware=[path(DETECTION_AWARE, method=m) for m in decisions.aware_methods(config)],
         mmd=[MMD_POWER] if config["detection"]["mmd"]["enabled"] else [],
     output:
         table4_csv=report(
@@ -101,9 +101,9 @@ rule detection_tables:
         ),
         defended_md=path(TABLE, table="detection_defended.md"),
     log:
-        "logs/tables/{dataset}/detection.log",
+        "logs/tables/{run}/detection.log",
     benchmark:
-        "results/benchmarks/detection_tables/{dataset}/detection.tsv"
+        "results/benchmarks/detection_tables/{run}/detection.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("tables")

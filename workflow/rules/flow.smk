@@ -8,9 +8,9 @@ if config["flow"]["source"] == "train":
             metrics=FLOW_METRICS,
             epochs=FLOW_EPOCHS,
         log:
-            "logs/flow/{dataset}.log",
+            "logs/flow/{run}.log",
         benchmark:
-            "results/benchmarks/train_flow/{dataset}.tsv"
+            "results/benchmarks/train_flow/{run}.tsv"
         conda:
             "../../envs/pipeline.yaml"
         threads: threads_of("flow")
@@ -34,9 +34,9 @@ else:
             model=FLOW,
             metrics=FLOW_METRICS,
         log:
-            "logs/flow/{dataset}.log",
+            "logs/flow/{run}.log",
         benchmark:
-            "results/benchmarks/import_flow/{dataset}.tsv"
+            "results/benchmarks/import_flow/{run}.tsv"
         conda:
             "../../envs/pipeline.yaml"
         threads: threads_of("flow")
@@ -53,16 +53,16 @@ rule latents_clean:
     output:
         LATENTS_CLEAN,
     log:
-        "logs/latents/{dataset}/clean/{split}.log",
+        "logs/latents/{run}/clean/{split}.log",
     benchmark:
-        "results/benchmarks/latents_clean/{dataset}/clean/{split}.tsv"
+        "results/benchmarks/latents_clean/{run}/clean/{split}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("latents")
     resources:
         **resources_of("latents", gpu=True),
     params:
-        images=attacked_images,
+        images=attacked_count,
         seed=seed_of,
     script:
         "../scripts/latents.py"
@@ -75,9 +75,9 @@ rule latents_attack:
     output:
         LATENTS_ATTACK,
     log:
-        "logs/latents/{dataset}/{attack}/eps{eps}/{split}.log",
+        "logs/latents/{run}/{attack}/eps{eps}/{split}.log",
     benchmark:
-        "results/benchmarks/latents_attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
+        "results/benchmarks/latents_attack/{run}/{attack}/eps{eps}/{split}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("latents")

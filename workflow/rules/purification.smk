@@ -6,9 +6,9 @@ rule train_autoencoder:
         metrics=AUTOENCODER_METRICS,
         epochs=AUTOENCODER_EPOCHS,
     log:
-        "logs/autoencoder/{dataset}.log",
+        "logs/autoencoder/{run}.log",
     benchmark:
-        "results/benchmarks/train_autoencoder/{dataset}.tsv"
+        "results/benchmarks/train_autoencoder/{run}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("autoencoder")
@@ -30,9 +30,9 @@ rule purify_attack:
     output:
         PURIFIED_ATTACK,
     log:
-        "logs/purified/{dataset}/{attack}/eps{eps}/{split}.log",
+        "logs/purified/{run}/{attack}/eps{eps}/{split}.log",
     benchmark:
-        "results/benchmarks/purify_attack/{dataset}/{attack}/eps{eps}/{split}.tsv"
+        "results/benchmarks/purify_attack/{run}/{attack}/eps{eps}/{split}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("purification")
@@ -50,16 +50,16 @@ rule purify_clean:
     output:
         PURIFIED_CLEAN,
     log:
-        "logs/purified/{dataset}/clean/{split}.log",
+        "logs/purified/{run}/clean/{split}.log",
     benchmark:
-        "results/benchmarks/purify_clean/{dataset}/clean/{split}.tsv"
+        "results/benchmarks/purify_clean/{run}/clean/{split}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("purification")
     resources:
         **resources_of("purification", gpu=True),
     params:
-        images=attacked_images,
+        images=attacked_count,
         seed=seed_of,
     script:
         "../scripts/purify.py"
@@ -73,16 +73,16 @@ rule adaptive_attack:
     output:
         ADAPTIVE,
     log:
-        "logs/adaptive/{dataset}/{attack}/eps{eps}.log",
+        "logs/adaptive/{run}/{attack}/eps{eps}.log",
     benchmark:
-        "results/benchmarks/adaptive_attack/{dataset}/{attack}/eps{eps}.tsv"
+        "results/benchmarks/adaptive_attack/{run}/{attack}/eps{eps}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("attack_defaults")
     resources:
         **resources_of("attack_defaults", gpu=True),
     params:
-        attack=attack_method,
+        attack=attack_settings,
         epsilon=attack_epsilon,
         images=config["attack_defaults"]["images"]["test"],
         adaptive_images=config["purification"]["adaptive"]["images"],
@@ -98,8 +98,8 @@ rule adaptive_attack:
 
 rule table3:
     input:
-        purified=lambda w: table3_inputs(w.dataset)["purified"],
-        adaptive=lambda w: table3_inputs(w.dataset)["adaptive"],
+        purified=lambda w: table3_inputs(w.run)["purified"],
+        adaptive=lambda w: table3_inputs(w.run)["adaptive"],
         clean=path(PURIFIED_CLEAN, split="test"),
     output:
         csv=report(
@@ -110,9 +110,9 @@ rule table3:
         ),
         md=path(TABLE, table="table3_purification.md"),
     log:
-        "logs/tables/{dataset}/table3.log",
+        "logs/tables/{run}/table3.log",
     benchmark:
-        "results/benchmarks/table3/{dataset}/table3.tsv"
+        "results/benchmarks/table3/{run}/table3.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("tables")

@@ -1,7 +1,7 @@
 rule figure_examples:
     input:
         data=DATA,
-        attacks=lambda w: figure1_attack_files(w.dataset),
+        attacks=lambda w: figure1_attack_files(w.run),
     output:
         report(
             path(FIGURE, figure="figure1_examples.png"),
@@ -9,9 +9,9 @@ rule figure_examples:
             category="Figures",
         ),
     log:
-        "logs/figures/{dataset}/figure1.log",
+        "logs/figures/{run}/figure1.log",
     benchmark:
-        "results/benchmarks/figure_examples/{dataset}/figure1.tsv"
+        "results/benchmarks/figure_examples/{run}/figure1.tsv"
     conda:
         "../../envs/report.yaml"
     threads: threads_of("tables")
@@ -24,8 +24,8 @@ rule figure_examples:
 rule figure_accuracy_eps:
     input:
         summaries=ATTACK_SUMMARY,
-        purified=lambda w: purified_test_files(w.dataset),
-        adaptive=lambda w: adaptive_test_files(w.dataset),
+        purified=lambda w: purified_test_files(w.run),
+        adaptive=lambda w: adaptive_test_files(w.run),
     output:
         png=report(
             path(FIGURE, figure="accuracy_vs_epsilon.png"),
@@ -34,9 +34,9 @@ rule figure_accuracy_eps:
         ),
         csv=path(FIGURE, figure="accuracy_vs_epsilon.csv"),
     log:
-        "logs/figures/{dataset}/accuracy_vs_epsilon.log",
+        "logs/figures/{run}/accuracy_vs_epsilon.log",
     benchmark:
-        "results/benchmarks/figure_accuracy_eps/{dataset}/accuracy_vs_epsilon.tsv"
+        "results/benchmarks/figure_accuracy_eps/{run}/accuracy_vs_epsilon.tsv"
     conda:
         "../../envs/report.yaml"
     threads: threads_of("tables")
@@ -49,7 +49,7 @@ rule figure_accuracy_eps:
 rule figure_auroc_eps:
     input:
         evaluations=lambda w: [
-            path(DETECTION_EVALUATION, dataset=w.dataset, method=m)
+            path(DETECTION_EVALUATION, run=w.run, method=m)
             for m in config["detection"]["methods"]
         ],
     output:
@@ -60,9 +60,9 @@ rule figure_auroc_eps:
         ),
         csv=path(FIGURE, figure="auroc_vs_epsilon.csv"),
     log:
-        "logs/figures/{dataset}/auroc_vs_epsilon.log",
+        "logs/figures/{run}/auroc_vs_epsilon.log",
     benchmark:
-        "results/benchmarks/figure_auroc_eps/{dataset}/auroc_vs_epsilon.tsv"
+        "results/benchmarks/figure_auroc_eps/{run}/auroc_vs_epsilon.tsv"
     conda:
         "../../envs/report.yaml"
     threads: threads_of("tables")
@@ -74,7 +74,7 @@ rule figure_auroc_eps:
 
 rule figure_detection:
     input:
-        models=path(DETECTION_MODELS, method="latent_mlp"),
+        models=path(DETECTION_MODELS, method=PAPER_DETECTOR),
     output:
         roc=report(
             path(FIGURE, figure="roc_latent_detector.png"),
@@ -87,9 +87,9 @@ rule figure_detection:
             category="Figures",
         ),
     log:
-        "logs/figures/{dataset}/detection.log",
+        "logs/figures/{run}/detection.log",
     benchmark:
-        "results/benchmarks/figure_detection/{dataset}/detection.tsv"
+        "results/benchmarks/figure_detection/{run}/detection.tsv"
     conda:
         "../../envs/report.yaml"
     threads: threads_of("tables")
@@ -109,9 +109,9 @@ rule figure_training:
             category="Figures",
         ),
     log:
-        "logs/figures/{dataset}/training.log",
+        "logs/figures/{run}/training.log",
     benchmark:
-        "results/benchmarks/figure_training/{dataset}/training.tsv"
+        "results/benchmarks/figure_training/{run}/training.tsv"
     conda:
         "../../envs/report.yaml"
     threads: threads_of("tables")

@@ -12,9 +12,9 @@ rule seed_table:
         ),
         md=path(SEED_TABLE, table="{table}.md"),
     log:
-        "logs/seeds/{dataset}/{table}.log",
+        "logs/seeds/{name}/{table}.log",
     benchmark:
-        "results/benchmarks/seed_table/{dataset}/{table}.tsv"
+        "results/benchmarks/seed_table/{name}/{table}.tsv"
     wildcard_constraints:
         table=r"[a-z0-9_]+",
     conda:
@@ -30,7 +30,7 @@ rule seed_table:
 
 rule seed_figure_accuracy:
     input:
-        summaries=[path(ATTACK_SUMMARY, dataset=run) for run in RUNS],
+        summaries=[path(ATTACK_SUMMARY, run=run) for run in RUNS],
         purified=[f for run in RUNS for f in purified_test_files(run)],
         adaptive=[f for run in RUNS for f in adaptive_test_files(run)],
     output:
@@ -41,9 +41,9 @@ rule seed_figure_accuracy:
         ),
         csv=path(SEED_FIGURE, figure="accuracy_vs_epsilon.csv"),
     log:
-        "logs/seeds/{dataset}/accuracy_vs_epsilon.log",
+        "logs/seeds/{name}/accuracy_vs_epsilon.log",
     benchmark:
-        "results/benchmarks/seed_figure_accuracy/{dataset}/accuracy_vs_epsilon.tsv"
+        "results/benchmarks/seed_figure_accuracy/{name}/accuracy_vs_epsilon.tsv"
     conda:
         "../../envs/report.yaml"
     threads: threads_of("tables")
@@ -56,7 +56,7 @@ rule seed_figure_accuracy:
 rule seed_figure_auroc:
     input:
         evaluations=[
-            path(DETECTION_EVALUATION, dataset=run, method=m)
+            path(DETECTION_EVALUATION, run=run, method=m)
             for run in RUNS
             for m in config["detection"]["methods"]
         ],
@@ -68,9 +68,9 @@ rule seed_figure_auroc:
         ),
         csv=path(SEED_FIGURE, figure="auroc_vs_epsilon.csv"),
     log:
-        "logs/seeds/{dataset}/auroc_vs_epsilon.log",
+        "logs/seeds/{name}/auroc_vs_epsilon.log",
     benchmark:
-        "results/benchmarks/seed_figure_auroc/{dataset}/auroc_vs_epsilon.tsv"
+        "results/benchmarks/seed_figure_auroc/{name}/auroc_vs_epsilon.tsv"
     conda:
         "../../envs/report.yaml"
     threads: threads_of("tables")

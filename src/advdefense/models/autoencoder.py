@@ -3,6 +3,7 @@
 Four convolutional layers: two stride-2 convolutions that shrink 32x32 -> 16x16 -> 8x8 and two
 transposed convolutions that grow back to 32x32, a sigmoid keeping pixels in [0, 1].
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,13 @@ ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "sigm
 
 
 class ConvAutoencoder(nn.Module):
-    def __init__(self, widths: list[int] | tuple[int, int] = (32, 64), kernel: int = 3, activation: str = "relu",
-                 batch_norm: bool = False):
+    def __init__(
+        self,
+        widths: list[int] | tuple[int, int] = (32, 64),
+        kernel: int = 3,
+        activation: str = "relu",
+        batch_norm: bool = False,
+    ):
         super().__init__()
         if len(widths) != 2 or min(widths) < 1:
             raise ValueError(f"autoencoder.widths: need two positive widths, got {widths!r}")
@@ -21,8 +27,13 @@ class ConvAutoencoder(nn.Module):
             raise ValueError(f"autoencoder.kernel: must be odd, got {kernel}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"autoencoder.activation: unknown {activation!r} (use {', '.join(ACTIVATIONS)})")
-        self._arch = {"name": "autoencoder", "widths": list(widths), "kernel": kernel, "activation": activation,
-                      "batch_norm": batch_norm}
+        self._arch = {
+            "name": "autoencoder",
+            "widths": list(widths),
+            "kernel": kernel,
+            "activation": activation,
+            "batch_norm": batch_norm,
+        }
         w1, w2 = widths
         pad = kernel // 2
         act = ACTIVATIONS[activation]
@@ -31,12 +42,19 @@ class ConvAutoencoder(nn.Module):
             return nn.BatchNorm2d(c) if batch_norm else nn.Identity()
 
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, w1, kernel, stride=2, padding=pad), norm(w1), act(),
-            nn.Conv2d(w1, w2, kernel, stride=2, padding=pad), norm(w2), act(),
+            nn.Conv2d(3, w1, kernel, stride=2, padding=pad),
+            norm(w1),
+            act(),
+            nn.Conv2d(w1, w2, kernel, stride=2, padding=pad),
+            norm(w2),
+            act(),
         )
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(w2, w1, kernel, stride=2, padding=pad, output_padding=1), norm(w1), act(),
-            nn.ConvTranspose2d(w1, 3, kernel, stride=2, padding=pad, output_padding=1), nn.Sigmoid(),
+            nn.ConvTranspose2d(w2, w1, kernel, stride=2, padding=pad, output_padding=1),
+            norm(w1),
+            act(),
+            nn.ConvTranspose2d(w1, 3, kernel, stride=2, padding=pad, output_padding=1),
+            nn.Sigmoid(),
         )
 
     @property

@@ -4,10 +4,12 @@ Everything in it is a tensor, str, number, bool, list or dict, so it loads with
 ``torch.load(path, weights_only=True)``. ``arch`` is the constructor's keyword arguments
 plus ``name``; loading rebuilds the model from it and refuses mismatching weights.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,8 +30,13 @@ class CheckpointError(PipelineFileError):
 
 
 def _builders() -> dict[str, Callable[..., nn.Module]]:
-    return {"resnet": CifarResNet, "glow": Glow, "autoencoder": ConvAutoencoder, "latent_mlp": LatentMLP,
-            "pixel_cnn": PixelCNNDetector}
+    return {
+        "resnet": CifarResNet,
+        "glow": Glow,
+        "autoencoder": ConvAutoencoder,
+        "latent_mlp": LatentMLP,
+        "pixel_cnn": PixelCNNDetector,
+    }
 
 
 def build_model(arch: dict) -> nn.Module:
@@ -41,12 +48,15 @@ def build_model(arch: dict) -> nn.Module:
     return builders[name](**arch)
 
 
-def save_checkpoint(path: str | Path, kind: str, model: nn.Module, metadata: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | Path, kind: str, model: nn.Module, metadata: dict[str, Any] | None = None
+) -> None:
     payload = {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
         "arch": dict(model.arch),
-        "state_dict": model.checkpoint_state() if hasattr(model, "checkpoint_state")
+        "state_dict": model.checkpoint_state()
+        if hasattr(model, "checkpoint_state")
         else {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
     }
@@ -66,7 +76,9 @@ def load_checkpoint(
     except Exception as exc:
         raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a checkpoint of this pipeline (expected format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(
+            f"{path}: not a checkpoint of this pipeline (expected format {CHECKPOINT_FORMAT})"
+        )
     if payload["kind"] != kind:
         raise CheckpointError(f"{path}: holds a {payload['kind']!r} model, expected a {kind!r} model")
     arch = payload["arch"]

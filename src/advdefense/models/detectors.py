@@ -1,4 +1,5 @@
 """Binary clean-vs-attacked classifiers: the paper's latent MLP and a raw-pixel CNN baseline."""
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,15 @@ class LatentMLP(nn.Module):
     def __init__(self, in_features: int = 768, widths=(512, 256, 128, 64), dropout: float = 0.0):
         super().__init__()
         if len(widths) != 4:
-            raise ValueError(f"detection.latent_mlp.widths: 5 layers need 4 hidden widths, got {list(widths)}")
-        self._arch = {"name": "latent_mlp", "in_features": in_features, "widths": list(widths), "dropout": dropout}
+            raise ValueError(
+                f"detection.latent_mlp.widths: 5 layers need 4 hidden widths, got {list(widths)}"
+            )
+        self._arch = {
+            "name": "latent_mlp",
+            "in_features": in_features,
+            "widths": list(widths),
+            "dropout": dropout,
+        }
         self.standardize = Standardize(in_features)
         layers, prev = [], in_features
         for w in widths:
@@ -80,9 +88,16 @@ class PixelCNNDetector(nn.Module):
         w = width
         self.standardize = ChannelStandardize(3)
         self.net = nn.Sequential(
-            *_conv_bn_relu(3, w), *_conv_bn_relu(w, w), nn.MaxPool2d(2),
-            *_conv_bn_relu(w, 2 * w), *_conv_bn_relu(2 * w, 2 * w), nn.MaxPool2d(2),
-            *_conv_bn_relu(2 * w, 2 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * w, 1),
+            *_conv_bn_relu(3, w),
+            *_conv_bn_relu(w, w),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(w, 2 * w),
+            *_conv_bn_relu(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(2 * w, 2 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(2 * w, 1),
         )
 
     @property

@@ -12,6 +12,7 @@ Input convention: x = pixels/256 - 0.5 (pixels 0..255), so x lies in [-0.5, 0.5)
 uniform dequantisation noise U(0, 1/256); the constant -log(256) per dimension is always part
 of the log-likelihood, so bits/dim are comparable with the literature.
 """
+
 from __future__ import annotations
 
 import math
@@ -147,7 +148,9 @@ class Permute2d(nn.Module):
 
     def __init__(self, channels: int, shuffle: bool, generator: torch.Generator | None = None):
         super().__init__()
-        order = torch.randperm(channels, generator=generator) if shuffle else torch.arange(channels - 1, -1, -1)
+        order = (
+            torch.randperm(channels, generator=generator) if shuffle else torch.arange(channels - 1, -1, -1)
+        )
         self.register_buffer("indices", order)
         self.register_buffer("indices_inverse", torch.argsort(order))
 
@@ -156,13 +159,25 @@ class Permute2d(nn.Module):
 
 
 def coupling_block(cin: int, cout: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(Conv2dActNorm(cin, hidden, 3), nn.ReLU(), Conv2dActNorm(hidden, hidden, 1), nn.ReLU(),
-                         Conv2dZeros(hidden, cout))
+    return nn.Sequential(
+        Conv2dActNorm(cin, hidden, 3),
+        nn.ReLU(),
+        Conv2dActNorm(hidden, hidden, 1),
+        nn.ReLU(),
+        Conv2dZeros(hidden, cout),
+    )
 
 
 class FlowStep(nn.Module):
-    def __init__(self, channels: int, hidden: int, actnorm_scale: float, permutation: str, coupling: str,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        actnorm_scale: float,
+        permutation: str,
+        coupling: str,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         self.coupling = coupling
         self.actnorm = ActNorm2d(channels, actnorm_scale)
@@ -231,8 +246,17 @@ class Squeeze(nn.Module):
 
 
 class FlowNet(nn.Module):
-    def __init__(self, image_shape, hidden: int, K: int, L: int, actnorm_scale: float, permutation: str,
-                 coupling: str, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        image_shape,
+        hidden: int,
+        K: int,
+        L: int,
+        actnorm_scale: float,
+        permutation: str,
+        coupling: str,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         c, h, w = image_shape
         self.layers = nn.ModuleList()
@@ -250,24 +274,46 @@ class FlowNet(nn.Module):
 class Glow(nn.Module):
     """The flow plus its learned top prior. `forward(x)` gives (top latent z, bits/dim)."""
 
-    def __init__(self, hidden_channels: int = 512, K: int = 32, L: int = 3, actnorm_scale: float = 1.0,
-                 flow_permutation: str = "invconv", flow_coupling: str = "affine", learn_top: bool = True,
-                 image_shape: tuple[int, int, int] | list[int] = (3, 32, 32), n_bits: int = 8, seed: int = 0):
+    def __init__(
+        self,
+        hidden_channels: int = 512,
+        K: int = 32,
+        L: int = 3,
+        actnorm_scale: float = 1.0,
+        flow_permutation: str = "invconv",
+        flow_coupling: str = "affine",
+        learn_top: bool = True,
+        image_shape: tuple[int, int, int] | list[int] = (3, 32, 32),
+        n_bits: int = 8,
+        seed: int = 0,
+    ):
         super().__init__()
         if flow_permutation not in ("invconv", "shuffle", "reverse"):
-            raise ValueError(f"flow.permutation: unknown permutation {flow_permutation!r} (invconv, shuffle, reverse)")
+            raise ValueError(
+                f"flow.permutation: unknown permutation {flow_permutation!r} (invconv, shuffle, reverse)"
+            )
         if flow_coupling not in ("affine", "additive"):
             raise ValueError(f"flow.coupling: unknown coupling {flow_coupling!r} (affine, additive)")
         c, h, w = image_shape
         if h % (2**L) or w % (2**L):
             raise ValueError(f"flow.L: {L} levels need the image size {h}x{w} to be divisible by {2**L}")
-        self._arch = {"name": "glow", "hidden_channels": hidden_channels, "K": K, "L": L,
-                      "actnorm_scale": actnorm_scale, "flow_permutation": flow_permutation,
-                      "flow_coupling": flow_coupling, "learn_top": learn_top, "image_shape": list(image_shape),
-                      "n_bits": n_bits, "seed": seed}
+        self._arch = {
+            "name": "glow",
+            "hidden_channels": hidden_channels,
+            "K": K,
+            "L": L,
+            "actnorm_scale": actnorm_scale,
+            "flow_permutation": flow_permutation,
+            "flow_coupling": flow_coupling,
+            "learn_top": learn_top,
+            "image_shape": list(image_shape),
+            "n_bits": n_bits,
+            "seed": seed,
+        }
         generator = torch.Generator().manual_seed(seed)
-        self.flow = FlowNet((c, h, w), hidden_channels, K, L, actnorm_scale, flow_permutation, flow_coupling,
-                            generator)
+        self.flow = FlowNet(
+            (c, h, w), hidden_channels, K, L, actnorm_scale, flow_permutation, flow_coupling, generator
+        )
         tc, th, tw = self.flow.top_shape
         self.register_buffer("prior_h", torch.zeros(1, 2 * tc, th, tw))
         if learn_top:

@@ -5,6 +5,7 @@ subsampling and zero-padded channels), global average pooling and a linear layer
 ResNet-20 (n=3, width 16) has 0.27 M parameters. Input normalisation is part of the
 model, so every caller passes pixels in [0, 1].
 """
+
 from __future__ import annotations
 
 import copy
@@ -105,8 +106,16 @@ class CifarResNet(nn.Module):
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """conv followed by eval-mode batch norm -> one convolution with bias (the same affine map)."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+    ).to(conv.weight.device, conv.weight.dtype)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)

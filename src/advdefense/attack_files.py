@@ -1,0 +1,283 @@
+"""Attack files: the HDF5 file of one (attack, epsilon, split), read, checked, summarised and merged from shards.
+
+Without torch: the tables, figures and the report read attack files through this module.
+
+File layout (`results/attacks/<run>/<attack>/eps<eps>/<split>.h5`)::
+
+    adv         float32 N x 3 x 32 x 32 in [0, 1] (Foolbox's clipped output; rounded to the 8-bit grid
+                inside the eps ball only for an attack with `quantize: 8bit`, attribute `quantize`)
+    index       int64 N   position of each image in the split of the dataset file
+    label       int64 N   true class
+    pred_clean  int64 N   classifier prediction on the clean image   } the classifier's evaluation copy
+    pred_adv    int64 N   classifier prediction on `adv`             } (`inference.predict` at the same batch size)
+    success     bool  N   pred_adv != label
+    sub_attack  int8  N   AutoAttack only: position in attrs `sub_attacks` of the sub-attack that fooled the
+                          classifier (-1: none did)
+    linf, l2    float32 N norms of adv - clean
+    attrs: attack, foolbox_class, params (JSON), epsilon, norm, seed, versions (JSON),
+           quantize (float | 8bit), sub_attacks (JSON), warnings (JSON: the attack's own warnings),
+           classifier_sha256, dataset, split, seconds, images_per_s, format
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .errors import PipelineFileError
+from .h5io import atomic_h5, open_h5
+
+log = logging.getLogger(__name__)
+
+ATTACK_FORMAT = "advdefense-attack-v1"
+ATTACK_DATASETS = ("adv", "index", "label", "pred_clean", "pred_adv", "success", "linf", "l2")
+# AutoAttack: which sub-attack fooled the model (-1: none); restarts > 1: which run's adversarial is kept (0-based)
+OPTIONAL_DATASETS = ("sub_attack", "restart")
+
+
+class AttackFileError(PipelineFileError):
+    """An attack file is missing, incomplete or holds invalid images."""
+
+
+def check_adversarials(adv: np.ndarray, path, first: int = 0) -> None:
+    """Shape, finiteness and the [0, 1] range of a block of stored adversarials; `first` is the position
+    of `adv[0]` in the file. The error names the file and the first bad image."""
+    if adv.ndim != 4 or adv.shape[1:] != (3, 32, 32):
+        raise AttackFileError(f"{path}: 'adv' must be N x 3 x 32 x 32, found {adv.shape}")
+    flat = adv.reshape(len(adv), -1)
+    finite = np.isfinite(flat).all(1)
+    with np.errstate(invalid="ignore"):
+        in_range = finite & (flat.min(1, initial=0.0) >= 0.0) & (flat.max(1, initial=1.0) <= 1.0)
+    if not in_range.all():
+        i = int(np.flatnonzero(~in_range)[0])
+        img = adv[i]
+        what = (
+            "non-finite values (NaN or inf)"
+            if not finite[i]
+            else f"values outside [0, 1] (min {img.min():.6g}, max {img.max():.6g})"
+        )
+        raise AttackFileError(
+            f"{path}: adversarial image {first + i} (of 'adv') holds {what}; "
+            f"{int((~in_range).sum())} bad image(s) in images {first}..{first + len(adv) - 1}"
+        )
+
+
+@contextlib.contextmanager
+def open_attack_file(path, require: tuple[str, ...] = ATTACK_DATASETS) -> Iterator[h5py.File]:
+    """Open an attack file for reading: it must exist, be readable HDF5, carry this pipeline's attack
+    format and the datasets `require`, all of one length. Errors name the file."""
+    if not Path(path).is_file():
+        raise AttackFileError(f"attack file {path} does not exist")
+    with open_h5(path, "attack") as f:
+        if f.attrs.get("format") != ATTACK_FORMAT:
+            raise AttackFileError(
+                f"{path}: not an attack file of this pipeline (format {f.attrs.get('format')!r})"
+            )
+        missing = [k for k in require if k not in f]
+        if missing:
+            raise AttackFileError(f"{path}: missing dataset(s) {', '.join(missing)}")
+        lengths = {k: len(f[k]) for k in require}
+        if len(set(lengths.values())) > 1:
+            raise AttackFileError(f"{path}: datasets differ in length ({lengths})")
+        yield f
+
+
+def read_attack_file(path: str | Path, require: tuple[str, ...] = ATTACK_DATASETS) -> dict:
+    """Load an attack file into arrays (+ 'attrs'); `adv`, when required, is checked image by image
+    (finite, in [0, 1]) as every stage needs it. The one reader of attack files."""
+    with open_attack_file(path, require) as f:
+        out = {k: f[k][()] for k in require}
+        out["attrs"] = dict(f.attrs)
+    if "adv" in out:
+        check_adversarials(out["adv"], path)
+    return out
+
+
+def iter_adversarial_batches(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
+    """The stored adversarials of an attack file in batches of `batch_size` (float32 N x 3 x 32 x 32),
+    each checked like `read_attack_file` checks them: for stages that stream instead of loading all."""
+    with open_attack_file(path, ("adv",)) as f:
+        adv = f["adv"]
+        for start in range(0, len(adv), batch_size):
+            block = adv[start : start + batch_size]
+            check_adversarials(block, path, start)
+            yield block
+
+
+SUMMARY_DATASETS = ("label", "pred_clean", "pred_adv", "success", "linf", "l2")
+
+
+def summarize_attack_file(f: h5py.File) -> dict:
+    label, pred_clean, pred_adv = f["label"][()], f["pred_clean"][()], f["pred_adv"][()]
+    success, linf, l2 = f["success"][()], f["linf"][()], f["l2"][()]
+    correct = pred_clean == label
+    n = len(label)
+    return {
+        "attack": f.attrs["attack"],
+        "epsilon": float(f.attrs["epsilon"]),
+        "split": f.attrs.get("split", ""),
+        "norm": f.attrs["norm"],
+        "foolbox_class": f.attrs["foolbox_class"],
+        "quantize": f.attrs.get("quantize", "float"),
+        "n": n,
+        "unchanged": int((linf == 0).sum()),
+        "clean_accuracy": float(correct.mean()) if n else float("nan"),
+        "robust_accuracy": float((pred_adv == label).mean()) if n else float("nan"),
+        "success_rate": float(success.mean()) if n else float("nan"),
+        "success_rate_on_correct": float(success[correct].mean()) if correct.any() else float("nan"),
+        "mean_linf": float(linf.mean()) if n else float("nan"),
+        "max_linf": float(linf.max()) if n else float("nan"),
+        "mean_l2": float(l2.mean()) if n else float("nan"),
+        "max_l2": float(l2.max()) if n else float("nan"),
+        **fooled_by(f),
+        "warnings": " | ".join(json.loads(f.attrs.get("warnings", "[]"))),
+        "seconds": float(f.attrs.get("seconds", float("nan"))),
+        "images_per_s": float(f.attrs.get("images_per_s", float("nan"))),
+    }
+
+
+def fooled_by(f: h5py.File) -> dict[str, int]:
+    """{fooled_by_<sub-attack>: how many images it fooled first} of an AutoAttack file, e.g. fooled_by_apgd-ce
+    812, fooled_by_apgd-t 9 (numbers, so that they gather over seeds); {} for other attacks."""
+    subs = json.loads(f.attrs.get("sub_attacks", "[]"))
+    if not subs or "sub_attack" not in f:
+        return {}
+    counts = np.bincount(f["sub_attack"][()].astype(np.int64) + 1, minlength=len(subs) + 1)[1:]
+    return {f"fooled_by_{s}": int(c) for s, c in zip(subs, counts)}
+
+
+def summarize_attack_files(paths):
+    rows = []
+    for path in paths:
+        with open_attack_file(path, SUMMARY_DATASETS) as f:
+            rows.append(summarize_attack_file(f))
+    # one fooled_by_<sub-attack> column per AutoAttack sub-attack of any file (empty for the other attacks)
+    subs = list(dict.fromkeys(k for row in rows for k in row if k.startswith("fooled_by_")))
+    columns = [
+        "attack",
+        "epsilon",
+        "split",
+        "norm",
+        "foolbox_class",
+        "quantize",
+        "n",
+        "unchanged",
+        "clean_accuracy",
+        "robust_accuracy",
+        "success_rate",
+        "success_rate_on_correct",
+        "mean_linf",
+        "max_linf",
+        "mean_l2",
+        "max_l2",
+        *subs,
+        "warnings",
+        "seconds",
+        "images_per_s",
+    ]
+    df = pd.DataFrame(rows, columns=columns)
+    return df.sort_values(["attack", "epsilon", "split"]).reset_index(drop=True)
+
+
+SHARD_ATTRS = ("shard", "shards", "shard_first", "shard_of_images")
+# attributes of an attack file that describe one run of the job rather than the job: where and how fast it ran,
+# which shard it is, the attack's own warnings (gathered over the shards)
+RUN_ATTRS = frozenset({"seconds", "images_per_s", "warnings", "device", "shard", "shard_first"})
+
+
+def _job_attrs_differ(a: dict, b: dict) -> list[str]:
+    """The attributes that define an attack job (attack, class, norm, params, epsilon, quantize, restarts, seed,
+    batch size, split, dataset, the classifier's sha256, versions ...: all but RUN_ATTRS) on which two files differ,
+    as 'key (a vs b)'."""
+    keys = sorted((set(a) | set(b)) - RUN_ATTRS)
+    return [
+        f"{k} ({a.get(k, '<absent>')!r} vs {b.get(k, '<absent>')!r})"
+        for k in keys
+        if not _same_value(a.get(k), b.get(k))
+    ]
+
+
+def _same_value(x, y) -> bool:
+    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+        return np.array_equal(np.asarray(x), np.asarray(y))
+    return x == y
+
+
+def merge_attack_shards(paths: list, out_path, block: int = 1024) -> dict:
+    """The attack file of a whole job from its shards (in order): their datasets joined, their attributes those of
+    the first shard but the seconds summed. Equal, dataset for dataset, to the file of the unsharded job. Copied
+    `block` images at a time: memory stays flat in the number of images."""
+    if not paths:
+        raise AttackFileError(f"{out_path}: no shards to merge")
+    attrs, lengths, keys, expected_first, warned = None, [], None, 0, []
+    for k, path in enumerate(paths):
+        with open_attack_file(path) as f:
+            a = dict(f.attrs)
+            if a.get("shard") != k or a.get("shards") != len(paths):
+                raise AttackFileError(
+                    f"{path}: holds shard {a.get('shard', '?')} of {a.get('shards', '?')}, "
+                    f"expected shard {k} of {len(paths)}"
+                )
+            if a["shard_first"] != expected_first:
+                raise AttackFileError(
+                    f"{path}: starts at image {a['shard_first']}, expected {expected_first} (shards "
+                    f"of different batch sizes cannot be joined; re-run them)"
+                )
+            here = [x for x in ATTACK_DATASETS + OPTIONAL_DATASETS if x in f]
+            warned += [w for w in json.loads(a.get("warnings", "[]")) if w not in warned]
+            if attrs is None:
+                attrs, keys = a, here
+            else:
+                differ = _job_attrs_differ(attrs, a)
+                if differ or here != keys:
+                    what = "; ".join(differ) if differ else f"datasets {here} vs {keys}"
+                    raise AttackFileError(
+                        f"{path}: made by another job than {paths[0]} ({what}); every shard of a "
+                        f"job must come from the same attack, settings, classifier and data: "
+                        f"delete the shards and run them again"
+                    )
+                attrs["seconds"] += a["seconds"]
+            lengths.append(len(f["index"]))
+            expected_first += lengths[-1]
+    n = expected_first
+    if n != attrs["shard_of_images"]:
+        raise AttackFileError(
+            f"{out_path}: the shards hold {n} images, the job has {attrs['shard_of_images']}"
+        )
+    with atomic_h5(out_path) as out:
+        with h5py.File(paths[0], "r") as f:
+            ds = {
+                key: out.create_dataset(
+                    key,
+                    (n, *f[key].shape[1:]),
+                    f[key].dtype,
+                    chunks=(min(n, 128), 3, 32, 32) if key == "adv" else None,
+                )
+                for key in keys
+            }
+        start = 0
+        for path, length in zip(paths, lengths):
+            with h5py.File(path, "r") as f:
+                for lo in range(0, length, block):
+                    hi = min(lo + block, length)
+                    for key in keys:
+                        ds[key][start + lo : start + hi] = f[key][lo:hi]
+            start += length
+        out.attrs.update({k: v for k, v in attrs.items() if k not in SHARD_ATTRS})
+        out.attrs.update(
+            {
+                "images_per_s": n / attrs["seconds"],
+                "merged_shards": len(paths),
+                "warnings": json.dumps(warned),
+            }
+        )
+        summary = summarize_attack_file(out)
+    log.info("%s: %d shards merged (%d images)", out_path, len(paths), n)
+    return summary

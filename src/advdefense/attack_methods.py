@@ -1,0 +1,114 @@
+"""Attack methods: what attacks one batch, behind one protocol.
+
+`AttackMethod` is what the batch runner (`attacks.run_attack`) calls: a Foolbox attack (`FoolboxMethod`),
+AutoAttack (`autoattack.AutoAttackRunner`), or either run again on the images still standing (`Restarts`).
+`build_method` picks one from an attack's settings (`plan.decisions.attack_settings`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+from .autoattack import AutoAttackRunner
+from .inference import LogitRecorder
+from .plan.attack_specs import AUTOATTACK, foolbox_class
+
+
+class AttackMethod(Protocol):
+    """Attacks one batch: `(x, y, seed) -> (clipped adversarials, sub-attack per image or None)`.
+
+    `sub_attacks`: the names an AutoAttack run records per image (empty for a single attack); `runs`: after
+    each batch, per image the run (0-based) whose adversarial is kept, where the method restarts (else None);
+    `finish()`: the warnings the method gathered over the job."""
+
+    sub_attacks: list[str]
+    runs: torch.Tensor | None
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def finish(self) -> list[str]: ...
+
+
+def quantize_8bit(adv: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
+    """`adv` rounded to the nearest 8-bit value k/255 that stays within `eps` (L-inf) of the clean image,
+    which lies on that grid. What a real image file of the adversarial would hold."""
+    q = torch.round(adv * 255.0)
+    c = torch.round(clean * 255.0)
+    reach = math.floor(eps * 255.0 + 1e-6)  # grid steps allowed each way
+    return (torch.minimum(torch.maximum(q, c - reach), c + reach).clamp(0, 255) / 255.0).float()
+
+
+def build_attack(spec: dict):
+    return foolbox_class(spec["class"], "attacks.<name>.class")(**(spec.get("params") or {}))
+
+
+class FoolboxMethod:
+    """A Foolbox attack as a callable `(x, y, seed) -> (clipped adversarials, None)`."""
+
+    sub_attacks: list[str] = []
+    runs = None
+
+    def __init__(self, spec: dict, net: torch.nn.Module, eps: float, device):
+        import foolbox
+
+        self.attack = build_attack(spec)
+        self.fmodel = foolbox.PyTorchModel(net, bounds=(0.0, 1.0), device=device)
+        self.eps = eps
+
+    def __call__(self, x, y, seed: int):
+        torch.manual_seed(seed)
+        _, clipped, _ = self.attack(self.fmodel, x, y, epsilons=self.eps)
+        return clipped, None
+
+    def finish(self) -> list[str]:
+        return []
+
+
+class Restarts:
+    """An attack run up to `restarts` times on a batch, each run with its own seed (a fresh random start) on
+    the images that no earlier run fooled; per image the first run that fooled the model is kept.
+    `runs`: after each batch, per image the run (0-based) whose adversarial is kept."""
+
+    def __init__(self, method, restarts: int, model: torch.nn.Module):
+        self.method, self.restarts, self.model = method, restarts, model
+        self.sub_attacks = method.sub_attacks
+        self.runs: torch.Tensor | None = None
+
+    def __call__(self, x, y, seed: int):
+        adv, sub = self.method(x, y, seed)
+        self.runs = torch.zeros(len(x), dtype=torch.int8, device=y.device)
+        for r in range(1, self.restarts):
+            with torch.no_grad():
+                robust = self.model(adv.float().clamp(0.0, 1.0)).argmax(1) == y
+            if not robust.any():
+                break
+            idx = torch.nonzero(robust).flatten()
+            again, sub_again = self.method(x[idx], y[idx], (seed + 104_729 * r) % (2**31))
+            with torch.no_grad():
+                fooled = self.model(again.float().clamp(0.0, 1.0)).argmax(1) != y[idx]
+            adv = adv.clone()
+            adv[idx[fooled]] = again[fooled].to(adv.dtype)
+            self.runs[idx[fooled]] = r
+            if sub is not None:
+                sub[idx[fooled]] = sub_again[fooled]
+        return adv, sub
+
+    def finish(self) -> list[str]:
+        return self.method.finish()
+
+
+def build_method(spec: dict, net: LogitRecorder, eps: float, device) -> AttackMethod:
+    """The callable that attacks one batch for an attack entry: AutoAttack (runs the bare evaluation network:
+    its hundreds of passes need no recording) or a Foolbox class (runs `net`, whose recorded passes
+    give the stored predictions); with `restarts` > 1, run again on the images still classified correctly."""
+    if spec["class"] == AUTOATTACK:
+        method = AutoAttackRunner(net.model, spec["norm"], eps, spec.get("params") or {}, device)
+    else:
+        method = FoolboxMethod(spec, net, eps, device)
+    restarts = spec.get("restarts", 1)
+    return Restarts(method, restarts, net.model) if restarts > 1 else method

@@ -1,0 +1,137 @@
+"""Decisions: what a validated configuration makes, computed once.
+
+Which splits are attacked, which attacks the detectors learn, which detectors the detector-aware attack
+targets, which models a detector job loads, which models a run trains, which tables the seeds gather: the
+rules (`common.smk`), the config checks, the estimate and the stages all ask here instead of deciding again.
+Torch-free. Every function takes a configuration validated by `advdefense.config.validate_config`.
+"""
+
+from __future__ import annotations
+
+from .detector_specs import DETECTORS
+
+# dataset.source -> the `dataset` keys of that source that decide the dataset file (beside the subset sizes)
+SOURCES = {
+    "cifar10": ("root",),
+    "cifar100": ("root", "labels"),
+    "local": ("path", "labels"),
+    "synthetic": ("synthetic",),
+}
+
+
+def attacked_splits(cfg: dict) -> list[str]:
+    """The splits some attack runs on, train before test."""
+    used = {s for spec in cfg.get("attacks", {}).values() for s in spec["splits"]}
+    return [s for s in ("train", "test") if s in used]
+
+
+def detects(cfg: dict) -> bool:
+    """Whether the run has a detection stage (detection enabled, and attacks to detect)."""
+    return bool(cfg["detection"]["enabled"] and cfg.get("attacks"))
+
+
+def detection_attacks(cfg: dict) -> list[str]:
+    """The attacks the detectors train and are tested on (`detection.attacks`, null: all), in the order of
+    `attacks` (the order of the detection tables' rows)."""
+    chosen = cfg["detection"]["attacks"]
+    return [name for name in cfg.get("attacks", {}) if chosen is None or name in chosen]
+
+
+def detected_attacks(cfg: dict) -> list[str]:
+    """`detection_attacks` where the run detects, else none."""
+    return detection_attacks(cfg) if detects(cfg) else []
+
+
+def detection_keys(cfg: dict) -> list[tuple[str, float]]:
+    """(attack, epsilon) of every attack file pair the detectors learn from, in table order."""
+    return [(name, float(eps)) for name in detection_attacks(cfg) for eps in cfg["attacks"][name]["epsilons"]]
+
+
+def uses_flow_outputs(cfg: dict) -> bool:
+    """Whether a configured detector reads Glow latents or bits/dim (then calibration latents are made)."""
+    return detects(cfg) and any(DETECTORS[m].on_flow_outputs for m in cfg["detection"]["methods"])
+
+
+def latent_clean_splits(cfg: dict) -> list[str]:
+    """Splits whose clean latents are made: the attacked ones, and calibration for latent detectors."""
+    return attacked_splits(cfg) + (["calibration"] if uses_flow_outputs(cfg) else [])
+
+
+def aware_methods(cfg: dict) -> list[str]:
+    """The detectors the detector-aware attack targets (`detection.aware.methods`; null: every configured
+    differentiable one)."""
+    aware = cfg["detection"]["aware"]
+    if not aware["enabled"]:
+        return []
+    if aware["methods"] is not None:
+        return list(aware["methods"])
+    return [m for m in cfg["detection"]["methods"] if DETECTORS[m].differentiable]
+
+
+def detector_models(cfg: dict, method: str) -> set[str]:
+    """The models of other stages that the detection job of `method` loads."""
+    spec = DETECTORS.get(method)
+    if spec is None:
+        return set()
+    return spec.models(attacked=method in aware_methods(cfg))
+
+
+def trains_autoencoder(cfg: dict) -> bool:
+    """The autoencoder is trained where purification runs or a configured detector needs it."""
+    needed = detects(cfg) and any("autoencoder" in DETECTORS[m].needs for m in cfg["detection"]["methods"])
+    return bool(cfg["purification"]["enabled"] or needed)
+
+
+def trained_models(cfg: dict) -> list[str]:
+    """The models a run trains (each has a training log): a brought classifier or flow is not trained here."""
+    models = ["classifier"] if cfg["classifier"]["source"] == "train" else []
+    if cfg["latents"]["enabled"] and cfg["flow"]["source"] == "train":
+        models.append("flow")
+    if trains_autoencoder(cfg):
+        models.append("autoencoder")
+    return models
+
+
+def purifies(cfg: dict) -> bool:
+    """Whether the run has a purification stage (purification enabled, and attacks to purify)."""
+    return bool(cfg["purification"]["enabled"] and cfg.get("attacks"))
+
+
+def purification_splits(cfg: dict) -> list[str]:
+    """The splits whose attacked images are purified (`purification.splits`; null: every attacked split)."""
+    return list(cfg["purification"]["splits"] or attacked_splits(cfg))
+
+
+def table3_columns(cfg: dict) -> list[tuple[str, float]]:
+    """(attack, epsilon) of Table 3's columns (`tables.table3.attacks`; null: every attack)."""
+    names = cfg["tables"]["table3"]["attacks"] or list(cfg.get("attacks", {}))
+    return [(name, float(eps)) for name in names for eps in cfg["attacks"][name]["epsilons"]]
+
+
+def seed_tables(cfg: dict) -> list[str]:
+    """Base names of the tables every run makes; the seeds gather each into mean and sd."""
+    names = ["summary"] if cfg.get("attacks") else []
+    if purifies(cfg):
+        names.append("table3_purification")
+    if detects(cfg):
+        names += ["table4_detection", "table5_comparison", "detection_generalisation", "detection_defended"]
+    return names
+
+
+def attack_settings(spec: dict) -> dict:
+    """What one attack job of a validated `attacks.<name>` entry runs: Foolbox class (or AutoAttack), norm,
+    constructor parameters, rounding and restarts; not its epsilons or splits (one job per each)."""
+    return {
+        "class": spec["class"],
+        "norm": spec["norm"],
+        "params": spec.get("params") or {},
+        "quantize": spec["quantize"],
+        "restarts": spec["restarts"],
+    }
+
+
+def dataset_settings(cfg: dict) -> dict:
+    """The `dataset` keys that decide the dataset file: its source's own keys (SOURCES) and the subset sizes."""
+    data = cfg["dataset"]
+    keys = ["source", "train_size", "test_size", "calibration_size", *SOURCES[data["source"]]]
+    return {k: data[k] for k in keys}

@@ -1,0 +1,103 @@
+"""Detector declarations: what the DAG, the checks, the estimate and the tables need to know of a detector,
+without its implementation (which lives in `advdefense.detectors` and needs torch).
+
+A declaration says what the detector reads (`inputs`), which models of other stages it uses (`needs`), whether
+it learns from attacked examples (`supervised`: one model per attack key), whether it is a control rather than
+a method, and whether it has a differentiable score (the detector-aware attack targets those). The built-in
+detectors are declared here; `detectors.register` adds the declaration of a detector defined elsewhere (a
+plug-in, or a test's toy detector) from its class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+# what a detector may read: pixels in [0, 1], the Glow top latent, the Glow's bits/dim; each with the field of a
+# latents file that holds it (None: the images themselves)
+FLOW_FIELD = {"pixels": None, "latent": "z", "bpd": "bpd"}
+INPUT_KINDS = tuple(FLOW_FIELD)
+STAGE_MODELS = ("autoencoder", "classifier", "flow")  # models of other stages a detector may need
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    name: str
+    title: str  # its label in the tables
+    inputs: str = "pixels"  # one of INPUT_KINDS
+    needs: tuple[str, ...] = ()  # of STAGE_MODELS
+    supervised: bool = False  # learns from attacked examples (one model per attack key)
+    control: bool = False  # shows what a cue alone achieves; not a method
+    differentiable: bool = True  # has a differentiable score: the detector-aware attack can target it
+
+    def __post_init__(self):
+        if self.inputs not in INPUT_KINDS:
+            raise ValueError(f"detector {self.name!r}: inputs {self.inputs!r} is not one of {INPUT_KINDS}")
+        unknown = sorted(set(self.needs) - set(STAGE_MODELS))
+        if unknown:
+            raise ValueError(
+                f"detector {self.name!r}: needs {unknown}, not models of the pipeline {STAGE_MODELS}"
+            )
+
+    @property
+    def on_pixels(self) -> bool:
+        """Reads attacked images directly (else their Glow latents or bits/dim, computed by the flow)."""
+        return FLOW_FIELD[self.inputs] is None
+
+    @property
+    def on_flow_outputs(self) -> bool:
+        """Reads what the Glow computes of an image (its top latent or its bits/dim)."""
+        return not self.on_pixels
+
+    def models(self, attacked: bool = False) -> set[str]:
+        """The models of other stages its detection job loads: its own `needs`, and for the detector-aware
+        attack (`attacked`) the classifier it fools and the flow it differentiates through."""
+        models = set(self.needs)
+        if attacked:
+            models |= {"classifier"} | ({"flow"} if self.on_flow_outputs else set())
+        return models
+
+
+DETECTORS: dict[str, DetectorSpec] = {
+    spec.name: spec
+    for spec in (
+        DetectorSpec(
+            "latent_mlp",
+            "Glow latent + 5-layer MLP (paper)",
+            inputs="latent",
+            needs=("flow",),
+            supervised=True,
+        ),
+        DetectorSpec("pixel_cnn", "Binary CNN on pixels (Gong et al. 2017)", supervised=True),
+        DetectorSpec("pca", "PCA trailing-component energy (Hendrycks & Gimpel 2016)"),
+        DetectorSpec("magnet", "Autoencoder reconstruction error (MagNet)", needs=("autoencoder",)),
+        DetectorSpec(
+            "magnet_jsd", "Autoencoder + classifier JSD (MagNet)", needs=("autoencoder", "classifier")
+        ),
+        DetectorSpec("bits_per_dim", "Glow bits/dim threshold (likelihood)", inputs="bpd", needs=("flow",)),
+        DetectorSpec(
+            "offgrid",
+            "Control: share of off-grid pixels (no parameters)",
+            control=True,
+            differentiable=False,
+        ),
+    )
+}
+
+
+BUILT_IN = frozenset(DETECTORS)
+PAPER_DETECTOR = "latent_mlp"  # the paper's detector: Table 4, its ROC figure, and a row of Table 5
+
+
+def detector_spec(name: str, key: str = "detection.methods") -> DetectorSpec:
+    """The declaration of detector `name`; an unknown name is a ConfigError naming `key`."""
+    if name not in DETECTORS:
+        raise ConfigError(f"{key}: unknown detector {name!r} (registered: {', '.join(DETECTORS)})")
+    return DETECTORS[name]
+
+
+def detector_title(name: str) -> str:
+    """A detector's label in the tables (its name where it is not declared, e.g. 'mmd')."""
+    spec = DETECTORS.get(name)
+    return spec.title if spec is not None else name

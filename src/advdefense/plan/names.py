@@ -1,0 +1,138 @@
+"""Names: every tag, label and file pattern of the pipeline, defined once.
+
+Torch-free (standard library only): the Snakefile, the config checker, the estimate, the tables and the figures
+read these names without loading a model library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+# ----------------------------------------------------------------------------- tags
+POOLED = "overall"  # the detector trained on all attacks pooled, and the pooled test set; also its table row
+CLEAN = "clean"  # the unattacked images (reserved: no attack may be named so)
+
+
+def eps_tag(eps: float) -> str:
+    """Canonical text of an epsilon used in file names: 0.02 -> '0.02', 8/255 -> '0.03137255'."""
+    text = f"{float(eps):.7g}"
+    if "e" in text:
+        text = f"{float(eps):.10f}".rstrip("0").rstrip(".")
+    return text
+
+
+def attack_key(attack: str, eps: float) -> str:
+    """The name of one (attack, epsilon) in detection files and tables: 'pgd_eps0.02'."""
+    return f"{attack}_eps{eps_tag(eps)}"
+
+
+def control_key(kind: str, eps: float) -> str:
+    """The name of a random-noise control at `eps` in detection files: 'noise_sign_eps0.02'."""
+    return f"noise_{kind}_eps{eps_tag(eps)}"
+
+
+def fpr_label(fpr: float) -> str:
+    """A false-positive rate as the percentage in column names: 0.05 -> '5'."""
+    return f"{100 * fpr:g}"
+
+
+# ----------------------------------------------------------------------------- runs
+SEED_RUN = re.compile(r".*-seed[0-9]+")
+
+
+def seed_run(name: str, seed: int) -> str:
+    """The run of `seeds` with seed `seed`: its own dataset split, models, attacks and detectors."""
+    return f"{name}-seed{seed}"
+
+
+def runs(cfg: dict) -> dict[str, int]:
+    """{run name: seed}: one run `<dataset.name>-seed<s>` per entry of `seeds`, or one run `dataset.name` with
+    `seed`. A run name is the `{run}` part of every results path."""
+    name = cfg["dataset"]["name"]
+    if cfg.get("seeds") is not None:
+        return {seed_run(name, s): s for s in cfg["seeds"]}
+    return {name: cfg["seed"]}
+
+
+# ----------------------------------------------------------------------------- file patterns
+# results/<stage>/<run>/...; `{run}` is a run name (see `runs`), `{eps}` an `eps_tag`.
+DATA = "results/data/{run}.h5"
+CLASSIFIER = "results/classifier/{run}/model.pt"
+CLASSIFIER_METRICS = "results/classifier/{run}/metrics.json"
+CLASSIFIER_EPOCHS = "results/classifier/{run}/epochs.csv"
+CLASSIFIER_STATE = "results/classifier/{run}/train_state.pt"
+ATTACK = "results/attacks/{run}/{attack}/eps{eps}/{split}.h5"
+ATTACK_SHARD = "results/attacks/{run}/{attack}/eps{eps}/shards/{split}.{shard}-of-{shards}.h5"
+ATTACK_SUMMARY = "results/attacks/{run}/summary.csv"
+FLOW = "results/flow/{run}/model.pt"
+FLOW_METRICS = "results/flow/{run}/metrics.json"
+FLOW_EPOCHS = "results/flow/{run}/epochs.csv"
+FLOW_STATE = "results/flow/{run}/train_state.pt"
+LATENTS_CLEAN = "results/latents/{run}/clean/{split}.h5"
+LATENTS_ATTACK = "results/latents/{run}/{attack}/eps{eps}/{split}.h5"
+AUTOENCODER = "results/autoencoder/{run}/model.pt"
+AUTOENCODER_METRICS = "results/autoencoder/{run}/metrics.json"
+AUTOENCODER_EPOCHS = "results/autoencoder/{run}/epochs.csv"
+AUTOENCODER_STATE = "results/autoencoder/{run}/train_state.pt"
+PURIFIED_CLEAN = "results/purified/{run}/clean/{split}.h5"
+PURIFIED_ATTACK = "results/purified/{run}/{attack}/eps{eps}/{split}.h5"
+ADAPTIVE = "results/adaptive/{run}/{attack}/eps{eps}/test.h5"
+DETECTION_EVALUATION = "results/detection/{run}/{method}/evaluation.csv"
+DETECTION_MODELS = "results/detection/{run}/{method}/models"
+DETECTION_AWARE = "results/detection/{run}/{method}/aware.csv"
+MMD_POWER = "results/detection/{run}/mmd/power.csv"
+TABLE = "results/tables/{run}/{table}"  # {table}: table3_purification.md, table4_detection.csv ...
+FIGURE = "results/figures/{run}/{figure}"  # {figure}: figure1_examples.png, training_curves.png ...
+SEED_TABLE = (
+    "results/seeds/{name}/tables/{table}"  # mean and sd over the runs of `seeds` ({name}: dataset.name)
+)
+SEED_FIGURE = "results/seeds/{name}/figures/{figure}"
+WILDCARDS = ("run", "name", "attack", "eps", "split", "method", "table", "figure")
+
+
+def path(pattern: str, **wildcards) -> str:
+    """`pattern` with the given wildcards filled in (an `eps` number becomes its file tag); the ones not
+    given stay wildcards, so `path(DATA)` is the pattern and `path(DATA, run="x")` one file."""
+    if "eps" in wildcards and not isinstance(wildcards["eps"], str):
+        wildcards["eps"] = eps_tag(wildcards["eps"])
+    keep = {name: f"{{{name}}}" for name in WILDCARDS}
+    return pattern.format(**{**keep, **wildcards})
+
+
+def run_of(file: str | Path) -> str:
+    """The run a pipeline file belongs to (`results/<stage>/<run>/...`); a path outside results/ is its own."""
+    parts = Path(file).parts
+    return parts[parts.index("results") + 2] if "results" in parts else str(file)
+
+
+# ----------------------------------------------------------------------------- what changes results
+# Config keys that decide only where and in what chunks a job runs, never what it computes: they are kept
+# out of every rule's params (changing them re-runs nothing), and they are the only keys a job reads from
+# the config itself (`snakemake_job.runtime_setting`). Everything else reaches jobs through rule params.
+RUNTIME_KEYS = frozenset(
+    {
+        "device",
+        "classifier.eval_batch_size",
+        "flow.eval_batch_size",
+        "autoencoder.eval_batch_size",
+        "latents.batch_size",
+        "purification.batch_size",
+    }
+)
+
+
+def is_runtime_key(key: str) -> bool:
+    """Whether the dotted config key is runtime-only: one of RUNTIME_KEYS or any key of a `resources` section."""
+    return key in RUNTIME_KEYS or "resources" in key.split(".")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes: what pins a brought checkpoint or builder file, and what a model's
+    metrics record of the model file they describe."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,176 @@
+"""The planning layer (`advdefense.plan`): names and decisions once, below the stages, without torch."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from advdefense.config import load_yaml, validate_config
+from advdefense.plan import decisions
+from advdefense.plan.detector_specs import BUILT_IN, DETECTORS, DetectorSpec
+from advdefense.plan.names import ATTACK, SEED_TABLE, TABLE, eps_tag, path, run_of, runs
+from conftest import REPO
+
+MODEL_LIBRARIES = ("torch", "torchvision", "torchattacks", "autoattack")
+
+# the modules that name, check, estimate and report; none of them may load a model library
+TORCH_FREE = (
+    "advdefense.plan.names",
+    "advdefense.plan.attack_specs",
+    "advdefense.plan.detector_specs",
+    "advdefense.plan.decisions",
+    "advdefense.plan.builder_spec",
+    "advdefense.config",
+    "advdefense.estimate",
+    "advdefense.sources",
+    "advdefense.attack_files",
+    "advdefense.purified_files",
+    "advdefense.tables",
+    "advdefense.figures",
+    "advdefense.seeds",
+    "advdefense.snakemake_job",
+)
+
+
+def _loaded_after(code: str) -> list[str]:
+    """The model libraries in sys.modules after running `code` in a fresh interpreter."""
+    probe = (
+        f"{code}\nimport json, sys\nprint(json.dumps([m for m in {MODEL_LIBRARIES!r} if m in sys.modules]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_planning_checking_and_reporting_modules_load_no_torch():
+    """All of them in one interpreter: had one of them loaded torch, it would be in sys.modules."""
+    assert _loaded_after("\n".join(f"import {module}" for module in TORCH_FREE)) == []
+
+
+def test_the_probe_sees_torch_where_a_stage_loads_it():
+    """The control: the same probe reports torch for a stage module (else the test above could not fail)."""
+    assert "torch" in _loaded_after("import advdefense.attacks")
+
+
+def test_config_checker_and_dag_build_load_no_torch(tmp_path):
+    """`advdefense-check-config` on the paper's config, and Snakemake building the whole DAG of the smoke
+    config (every rule file, input function and param), in one interpreter: no model library is loaded."""
+    code = f"""
+import sys
+from advdefense.config import main
+assert main([{str(REPO / "config/config.yaml")!r}]) == 0
+sys.argv = ["dryrun_probe", {str(REPO / "Snakefile")!r}, {str(tmp_path)!r}, {str(REPO / "config/smoke.yaml")!r}]
+import runpy
+runpy.run_path({str(REPO / "tests/dryrun_probe.py")!r}, run_name="__main__")
+"""
+    assert _loaded_after(code) == []
+
+
+def test_every_declared_detector_has_one_class_with_its_declaration():
+    from advdefense.detectors import REGISTRY
+
+    assert set(REGISTRY) == set(DETECTORS) == BUILT_IN
+    for name, cls in REGISTRY.items():
+        spec = DETECTORS[name]
+        assert cls.spec is spec
+        assert (cls.title, cls.inputs, cls.needs, cls.supervised, cls.differentiable) == (
+            spec.title,
+            spec.inputs,
+            spec.needs,
+            spec.supervised,
+            spec.differentiable,
+        )
+
+
+def test_a_detector_declared_by_its_class_joins_the_declarations_and_leaves_with_it():
+    from advdefense.detectors import REGISTRY, Detector, register, unregister
+
+    @register
+    class Toy(Detector):
+        name, title, inputs, needs = "toy_plan_test", "Toy", "latent", ("flow",)
+
+    try:
+        assert DETECTORS["toy_plan_test"] == DetectorSpec(
+            "toy_plan_test", "Toy", inputs="latent", needs=("flow",)
+        )
+        assert DETECTORS["toy_plan_test"].on_flow_outputs and Toy.spec.models(attacked=True) == {
+            "flow",
+            "classifier",
+        }
+        with pytest.raises(ValueError, match="registered twice"):
+            register(Toy)
+    finally:
+        unregister("toy_plan_test")
+    assert "toy_plan_test" not in DETECTORS and "toy_plan_test" not in REGISTRY
+    assert set(DETECTORS) >= BUILT_IN
+
+
+def test_a_declaration_refuses_an_unknown_input_kind_or_model():
+    with pytest.raises(ValueError, match="inputs 'logits'"):
+        DetectorSpec("x", "X", inputs="logits")
+    with pytest.raises(ValueError, match="needs \\['gan'\\]"):
+        DetectorSpec("x", "X", needs=("gan",))
+
+
+def _smoke(**changes):
+    cfg = load_yaml(REPO / "config/smoke.yaml")
+    for key, value in changes.items():
+        section, _, leaf = key.partition("__")
+        cfg[section][leaf] = value
+    return validate_config(cfg)
+
+
+def test_decisions_of_the_smoke_config():
+    cfg = _smoke()
+    assert decisions.attacked_splits(cfg) == ["train", "test"]
+    assert decisions.detects(cfg) and decisions.purifies(cfg)
+    assert decisions.latent_clean_splits(cfg) == ["train", "test", "calibration"]
+    assert decisions.trained_models(cfg) == ["classifier", "flow", "autoencoder"]
+    # the detector-aware attack adds the classifier (and the flow, for a detector on latents) to a job's models
+    assert decisions.detector_models(cfg, "latent_mlp") == {"flow", "classifier"}
+    assert decisions.detector_models(cfg, "magnet") == {"autoencoder", "classifier"}
+    assert decisions.detector_models(cfg, "offgrid") == set()  # not differentiable: never attacked
+    assert decisions.detector_models(cfg, "mmd") == set()  # not a registered detector: no models
+    assert "offgrid" not in decisions.aware_methods(cfg)
+
+
+def test_decisions_follow_the_configuration():
+    # without purification the autoencoder still trains where a detector needs it, and only then
+    cfg = _smoke(purification__enabled=False)
+    assert decisions.trains_autoencoder(cfg) and not decisions.purifies(cfg)
+    cfg = _smoke(purification__enabled=False, detection__methods=["latent_mlp", "pca"])
+    assert not decisions.trains_autoencoder(cfg) and "autoencoder" not in decisions.trained_models(cfg)
+    # pixel detectors alone: no calibration latents
+    cfg = _smoke(detection__enabled=False)
+    assert decisions.latent_clean_splits(cfg) == ["train", "test"] and decisions.seed_tables(cfg) == [
+        "summary",
+        "table3_purification",
+    ]
+
+
+def test_names_are_defined_once_and_round_trip():
+    assert eps_tag(0.02) == "0.02" and eps_tag(8 / 255) == "0.03137255" and eps_tag(1e-10) == "0.0000000001"
+    file = path(ATTACK, run="cifar10-seed1", attack="pgd", eps=8 / 255, split="test")
+    assert file == "results/attacks/cifar10-seed1/pgd/eps0.03137255/test.h5"
+    assert run_of(file) == "cifar10-seed1" and run_of(path(TABLE, run="x", table="t.md")) == "x"
+    assert path(SEED_TABLE, table="t.csv") == "results/seeds/{name}/tables/t.csv"  # the rest stay wildcards
+    assert runs({"dataset": {"name": "c"}, "seed": 3, "seeds": None}) == {"c": 3}
+    assert runs({"dataset": {"name": "c"}, "seed": 3, "seeds": [0, 2]}) == {"c-seed0": 0, "c-seed2": 2}
+
+
+def test_the_trained_flag_has_one_strict_reader():
+    """Table 4/5 and the AUROC figure read a detector's `trained` cell through one function: the word 'False'
+    after a CSV round trip is False (Python's bool('False') would be True), and anything else is refused."""
+    import pandas as pd
+
+    from advdefense.errors import PipelineFileError
+    from advdefense.tables import _trained, trained_flag
+
+    assert (
+        _trained(pd.Series({"trained": "False"})) is False and _trained(pd.Series({"trained": True})) is True
+    )
+    with pytest.raises(PipelineFileError, match="x.csv: column 'trained' holds 'yes'"):
+        trained_flag("yes", "x.csv")
