@@ -49,6 +49,10 @@ def test_benchmark_quick_mode_produces_every_measurement(smoke_run, tmp_path):
     autoattack = table[table["benchmark"].str.startswith("AutoAttack")]
     assert len(autoattack) == 2 and autoattack["robust_accuracy"].between(0, 1).all()
     assert autoattack["ratio_vs_best_alternative"].notna().sum() == 1
+    # quick mode labels the images with the network's own predictions: every image starts classified correctly
+    assert autoattack["benchmark"].str.endswith("labels = its predictions").all()
+    # every row says which CPU its figure comes from
+    assert table["cpu"].notna().all() and (table["cpu"].str.len() > 0).all()
     memory = table[table["benchmark"].str.startswith("peak memory")]
     assert len(memory) == 6 and (memory["stage_peak_mb"] > 0).all() and (memory["peak_rss_mb"] > 0).all()
     speed = table.dropna(subset=["images_per_s"])

@@ -107,6 +107,10 @@ BAD = [
         r"attacks\.p\.quantize: 8bit rounding is kept inside an L-inf ball only",
     ),
     (
+        {"tables": {"resources": {"threads": 2}}},
+        r"tables\.resources: moved to light_jobs\.resources",
+    ),
+    (
         {"attacks": FGSM, "purification": {"adaptive": {"params": {"pgd": {"steps": 5}}}}},
         r"purification\.adaptive\.params\.pgd: no attack 'pgd' is configured",
     ),

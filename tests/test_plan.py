@@ -174,3 +174,46 @@ def test_the_trained_flag_has_one_strict_reader():
     )
     with pytest.raises(PipelineFileError, match="x.csv: column 'trained' holds 'yes'"):
         trained_flag("yes", "x.csv")
+
+
+def test_light_jobs_resources_set_the_light_jobs_and_only_them(tmp_path):
+    """`light_jobs.resources` (once `tables.resources`, a name that hid shard merging and the figures) gives
+    its threads to every job that only reads, merges and writes files, and to no stage job."""
+    import yaml
+
+    cfg = load_yaml(REPO / "config/smoke.yaml")
+    cfg["attack_defaults"]["shards"] = 2
+    cfg["light_jobs"] = {"resources": {"threads": 3}}
+    configfile = tmp_path / "light.yaml"
+    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests/dryrun_probe.py"), "--threads", str(REPO / "Snakefile")]
+        + [str(tmp_path), str(configfile)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    threads = json.loads(proc.stdout.strip().splitlines()[-1])[str(configfile)]
+    assert isinstance(threads, dict), threads
+    light = {rule for rule, per_job in threads.items() if set(per_job) == {3}}
+    assert light == {rule for rule in threads if rule in LIGHT_RULES}
+    assert {"merge_attack_shards", "attack_summary", "table3", "detection_tables", "figure_training"} <= light
+    assert all(3 not in per_job for rule, per_job in threads.items() if rule not in light)
+
+
+# the rules whose resources come from `light_jobs` (workflow/rules/*.smk)
+LIGHT_RULES = {
+    "merge_attack_shards",
+    "attack_summary",
+    "table3",
+    "detection_tables",
+    "figure_examples",
+    "figure_accuracy_eps",
+    "figure_auroc_eps",
+    "figure_detection",
+    "figure_training",
+    "seed_table",
+    "seed_figure_accuracy",
+    "seed_figure_auroc",
+}

@@ -259,7 +259,11 @@ def test_workflow_catalog_metadata_describes_standard_usage():
     assert (
         flags == "--resources gpu=1" and flags in (REPO / "README.md").read_text()
     )  # the README's commands use it
-    assert usage["software-stack-deployment"]["conda"] is True and (REPO / "envs/pipeline.yaml").is_file()
+    deployment = usage["software-stack-deployment"]
+    # the catalogue's current keys (its build_wf_pages.py renders exactly these), every value a boolean
+    assert set(deployment) <= {"conda", "apptainer", "apptainer+conda"}, deployment
+    assert all(isinstance(v, bool) for v in deployment.values()) and any(deployment.values())
+    assert deployment["conda"] is True and (REPO / "envs/pipeline.yaml").is_file()
     assert usage["report"] is True and "report:" in (REPO / "Snakefile").read_text()
     assert (REPO / "config/README.md").is_file() and (REPO / "config/config.yaml").is_file()
 

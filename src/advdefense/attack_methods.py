@@ -103,11 +103,14 @@ class Restarts:
 
 
 def build_method(spec: dict, net: LogitRecorder, eps: float, device) -> AttackMethod:
-    """The callable that attacks one batch for an attack entry: AutoAttack (runs the bare evaluation network:
-    its hundreds of passes need no recording) or a Foolbox class (runs `net`, whose recorded passes
-    give the stored predictions); with `restarts` > 1, run again on the images still classified correctly."""
+    """The callable that attacks one batch for an attack entry: AutoAttack (its sub-attacks run the bare
+    evaluation network: their hundreds of passes need no recording; its clean pass runs `net`, which gives the
+    stored clean predictions) or a Foolbox class (runs `net`, whose recorded passes give the stored
+    predictions); with `restarts` > 1, run again on the images still classified correctly."""
     if spec["class"] == AUTOATTACK:
-        method = AutoAttackRunner(net.model, spec["norm"], eps, spec.get("params") or {}, device)
+        method = AutoAttackRunner(
+            net.model, spec["norm"], eps, spec.get("params") or {}, device, recorder=net
+        )
     else:
         method = FoolboxMethod(spec, net, eps, device)
     restarts = spec.get("restarts", 1)

@@ -42,7 +42,10 @@ class AutoAttackRunner:
 
     runs = None  # one run per batch (attack_methods.AttackMethod)
 
-    def __init__(self, model: torch.nn.Module, norm: str, eps: float, params: dict, device):
+    def __init__(self, model: torch.nn.Module, norm: str, eps: float, params: dict, device, recorder=None):
+        """`recorder`: an `inference.LogitRecorder` around `model`; the clean pass of each batch goes through it,
+        so the attack stage reads the stored clean predictions from it instead of running that pass again.
+        The sub-attacks' hundreds of passes run the bare `model`."""
         from pyautoattack import AutoAttack
 
         version = params.get("version", "standard")
@@ -58,6 +61,7 @@ class AutoAttackRunner:
         self.adversary.verbose = False
         self.sub_attacks: list[str] = list(self.adversary.attacks_to_run)
         self.model = model
+        self.clean_pass = recorder if recorder is not None else model
         self.warnings = _WarningLog()
         self.adversary.logger.addHandler(self.warnings)
         self._checked = False
@@ -115,7 +119,7 @@ class AutoAttackRunner:
             self._sanity_checks(x, y)
             self._checked = True
         with torch.no_grad():
-            robust = self.model(x).argmax(1) == y
+            robust = self.clean_pass(x).argmax(1) == y
         adv = x.clone()
         sub = torch.full((len(x),), -1, dtype=torch.int8, device=x.device)
         self.images += len(x)

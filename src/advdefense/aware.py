@@ -193,13 +193,13 @@ def run_aware_attacks(
     labels: np.ndarray,
     eps_list,
     settings: dict,
-    non_adaptive: dict,
+    oblivious: dict,
     seed: int,
     fpr: float,
     device,
 ) -> list[dict]:
     """The detector-aware attack on `detector` (fitted, with `thresholds` at `fpr`) at every eps, next to the
-    non-adaptive attacks at that eps. `non_adaptive`: {eps: {key: (pred_adv, label, flagged)}} on the same
+    detector-oblivious attacks at that eps (the stored attack files). `oblivious`: {eps: {key: (pred_adv, label, flagged)}} on the same
     images. One row per eps, plus the unbounded-eps sanity run."""
     classifier = evaluation_model(classifier, device)
     for p in classifier.parameters():
@@ -219,7 +219,7 @@ def run_aware_attacks(
         res = detector_aware_pgd(
             classifier, scorer, x[:n], y[:n], threshold, scale, float(eps), run, seed=seed + i
         )
-        adaptive_defended = ~res.broken
+        aware_defended = ~res.broken
         row = {
             "method": detector.name,
             "epsilon": float(eps),
@@ -229,8 +229,8 @@ def run_aware_attacks(
             "threshold": threshold,
             "clean_accuracy": float((~clean_mis[:n]).float().mean()),
             "clean_accepted_and_correct": float((~clean_mis[:n] & ~clean_flag[:n]).float().mean()),
-            "defended_accuracy_adaptive": float(adaptive_defended.mean()),
-            "attack_success_adaptive": float(res.broken.mean()),
+            "defended_accuracy_aware": float(aware_defended.mean()),
+            "attack_success_aware": float(res.broken.mean()),
         }
         # the mean objective per step of the last (largest-lambda) run that still had images to attack
         curve = res.loss_curve[-1] if res.loss_curve else {"lambda": float("nan"), "loss": [float("nan")]}
@@ -241,24 +241,24 @@ def run_aware_attacks(
         if not sanity:
             undefended = np.ones(n, bool)
             defended = np.ones(n, bool)
-            for key, (pred_adv, label, flagged) in sorted(non_adaptive.get(float(eps), {}).items()):
+            for key, (pred_adv, label, flagged) in sorted(oblivious.get(float(eps), {}).items()):
                 correct = pred_adv[:n] == label[:n]
                 undefended &= correct
                 defended &= correct | flagged[:n]
                 row[f"defended_accuracy_{key}"] = float((correct | flagged[:n]).mean())
             row["robust_accuracy_no_detector"] = (
-                float(undefended.mean()) if non_adaptive.get(float(eps)) else math.nan
+                float(undefended.mean()) if oblivious.get(float(eps)) else math.nan
             )
-            row["defended_accuracy_non_adaptive"] = (
-                float(defended.mean()) if non_adaptive.get(float(eps)) else math.nan
+            row["defended_accuracy_oblivious"] = (
+                float(defended.mean()) if oblivious.get(float(eps)) else math.nan
             )
-            row["defended_accuracy_strongest"] = float((defended & adaptive_defended).mean())
+            row["defended_accuracy_strongest"] = float((defended & aware_defended).mean())
         log.info(
             "%s eps %g%s: defended accuracy %.1f%% under the detector-aware attack (%d images)",
             detector.name,
             eps,
             " (sanity, unbounded)" if sanity else "",
-            100 * row["defended_accuracy_adaptive"],
+            100 * row["defended_accuracy_aware"],
             n,
         )
         rows.append(row)

@@ -85,6 +85,11 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path | None = 
     """
     schema = load_yaml(schema_path or default_schema_path())
     cfg = copy.deepcopy(dict(config))
+    if isinstance(cfg.get("tables"), Mapping) and "resources" in cfg["tables"]:
+        raise ConfigError(
+            "tables.resources: moved to light_jobs.resources (the resources of every light job: shard merging, "
+            "summaries, tables, figures, reports, seeds gathering, not only the tables)"
+        )
     errors = sorted(_DefaultFillingValidator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{_key_path(e)}: {e.message}" for e in errors]

@@ -459,10 +459,10 @@ def run_detection_stage(
             raise ConfigError(
                 f"detection.aware.images: {n} is more than the {len(test.index)} attacked test images"
             )
-        non_adaptive: dict = {}
+        oblivious: dict = {}
         for key, s in test.attacks.items():
             flagged = detector.score(s.attacked[:n]) > detector.thresholds[fpr]
-            non_adaptive.setdefault(key_eps[key], {})[key] = (s.pred_adv[:n], s.label[:n], flagged)
+            oblivious.setdefault(key_eps[key], {})[key] = (s.pred_adv[:n], s.label[:n], flagged)
         torch.manual_seed(seed)
         aware_eps = (
             epsilons
@@ -476,7 +476,7 @@ def run_detection_stage(
             test_split.labels[test.index[:n]],
             aware_eps,
             aware,
-            non_adaptive,
+            oblivious,
             seed,
             fpr,
             device,

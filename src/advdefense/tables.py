@@ -299,16 +299,23 @@ def generalisation_matrix(evaluation: pd.DataFrame, metric: str = "auroc") -> pd
 DEFENDED_COLUMNS = {
     "images": "images",
     "clean_accepted_and_correct": "clean: accepted and correct (%)",
-    "robust_accuracy_no_detector": "no detector: robust accuracy, non-adaptive (%)",
-    "defended_accuracy_non_adaptive": "defended, non-adaptive attacks (%)",
-    "defended_accuracy_adaptive": "defended, detector-aware attack (%)",
+    "robust_accuracy_no_detector": "no detector: robust accuracy, detector-oblivious attacks (%)",
+    "defended_accuracy_oblivious": "defended, detector-oblivious attacks (%)",
+    "defended_accuracy_aware": "defended, detector-aware attack (%)",
     "defended_accuracy_strongest": "defended, strongest of all (%)",
 }
 
 
 def defended_table(aware: pd.DataFrame) -> pd.DataFrame:
     """The defended system's accuracy (classified correctly or rejected) per detector and eps, under the
-    non-adaptive attacks and the detector-aware one, with the gradient-masking checks."""
+    detector-oblivious attacks and the detector-aware one, with the gradient-masking checks."""
+    missing = sorted({*DEFENDED_COLUMNS, "attack_success_aware", "sanity", "method"} - set(aware.columns))
+    if missing:
+        raise PipelineFileError(
+            f"detection aware.csv: no column(s) {', '.join(missing)}; a file written before these columns were "
+            "named (issue 28: '_adaptive' became '_aware', '_non_adaptive' '_oblivious'): delete it and re-run "
+            "its detect job"
+        )
     rows = {}
     for _, r in aware[~aware["sanity"].astype(bool)].iterrows():
         row = {
@@ -317,7 +324,7 @@ def defended_table(aware: pd.DataFrame) -> pd.DataFrame:
         }
         sanity = aware[(aware["method"] == r["method"]) & aware["sanity"].astype(bool)]
         row["aware attack success at unbounded eps (%)"] = (
-            100 * float(sanity.iloc[0]["attack_success_adaptive"]) if not sanity.empty else float("nan")
+            100 * float(sanity.iloc[0]["attack_success_aware"]) if not sanity.empty else float("nan")
         )
         row["objective, first -> last step (lambda)"] = (
             f"{r['loss_first_step']:.3g} -> {r['loss_last_step']:.3g} ({r['loss_lambda']:g})"
@@ -401,7 +408,7 @@ def write_detection_tables(
         [
             f"Detector: the pooled one, at its {top}% FPR threshold from the calibration split. An attacked test "
             "image counts as defended when the classifier gets it right or the detector rejects it.",
-            "Non-adaptive: the configured attacks (stored files) at that eps, worst case per image. Detector-aware: "
+            "Detector-oblivious: the configured attacks (stored files) at that eps, worst case per image. Detector-aware: "
             "PGD on the classifier's margin plus lambda x the detector's calibrated excess score, several lambda "
             "(0 = ignores the detector) and restarts; strongest: an image survives only if it survives all.",
             "Gradient-masking checks: the aware attack at an unbounded eps must break ~100 %, and its objective "

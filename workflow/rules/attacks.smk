@@ -50,9 +50,9 @@ if SHARDS > 1:
             "results/benchmarks/merge_attack_shards/{run}/{attack}/eps{eps}/{split}.tsv"
         conda:
             "../../envs/pipeline.yaml"
-        threads: threads_of("tables")
+        threads: threads_of("light_jobs")
         resources:
-            **resources_of("tables"),
+            **resources_of("light_jobs"),
         script:
             "../scripts/merge_attack_shards.py"
 
@@ -73,8 +73,8 @@ rule attack_summary:
         "results/benchmarks/attack_summary/{run}/summary.tsv"
     conda:
         "../../envs/pipeline.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     script:
         "../scripts/attack_summary.py"

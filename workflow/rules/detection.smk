@@ -106,9 +106,9 @@ rule detection_tables:
         "results/benchmarks/detection_tables/{run}/detection.tsv"
     conda:
         "../../envs/pipeline.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     params:
         attack_keys=detection_keys(),  # in config order: the order of the tables' rows
         mmd_batch=config["detection"]["mmd"]["table_batch_size"],

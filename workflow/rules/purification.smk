@@ -115,9 +115,9 @@ rule table3:
         "results/benchmarks/table3/{run}/table3.tsv"
     conda:
         "../../envs/pipeline.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     params:
         columns=table3_columns(),
     script:

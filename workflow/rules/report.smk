@@ -14,9 +14,9 @@ rule figure_examples:
         "results/benchmarks/figure_examples/{run}/figure1.tsv"
     conda:
         "../../envs/report.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     script:
         "../scripts/figures.py"
 
@@ -39,9 +39,9 @@ rule figure_accuracy_eps:
         "results/benchmarks/figure_accuracy_eps/{run}/accuracy_vs_epsilon.tsv"
     conda:
         "../../envs/report.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     script:
         "../scripts/figures.py"
 
@@ -65,9 +65,9 @@ rule figure_auroc_eps:
         "results/benchmarks/figure_auroc_eps/{run}/auroc_vs_epsilon.tsv"
     conda:
         "../../envs/report.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     script:
         "../scripts/figures.py"
 
@@ -92,9 +92,9 @@ rule figure_detection:
         "results/benchmarks/figure_detection/{run}/detection.tsv"
     conda:
         "../../envs/report.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     script:
         "../scripts/figures.py"
 
@@ -114,8 +114,8 @@ rule figure_training:
         "results/benchmarks/figure_training/{run}/training.tsv"
     conda:
         "../../envs/report.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     script:
         "../scripts/figures.py"

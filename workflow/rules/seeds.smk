@@ -19,9 +19,9 @@ rule seed_table:
         table=r"[a-z0-9_]+",
     conda:
         "../../envs/pipeline.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     params:
         seeds=list(RUNS.values()),
     script:
@@ -46,9 +46,9 @@ rule seed_figure_accuracy:
         "results/benchmarks/seed_figure_accuracy/{name}/accuracy_vs_epsilon.tsv"
     conda:
         "../../envs/report.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     script:
         "../scripts/figures.py"
 
@@ -73,8 +73,8 @@ rule seed_figure_auroc:
         "results/benchmarks/seed_figure_auroc/{name}/auroc_vs_epsilon.tsv"
     conda:
         "../../envs/report.yaml"
-    threads: threads_of("tables")
+    threads: threads_of("light_jobs")
     resources:
-        **resources_of("tables"),
+        **resources_of("light_jobs"),
     script:
         "../scripts/figures.py"
