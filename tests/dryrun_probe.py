@@ -1,10 +1,10 @@
 """Dry-run one workflow directory under many configs in one process (Snakemake's Python API), printing
-{config file: [rules of the jobs that would run]} as JSON. A Snakemake process per config would spend
-most of its time importing; this takes a fraction of a second per config. With --threads first, it prints
-{config file: {rule: [threads of each of its jobs]}} for every job of the DAG (on 64 cores, so that no
-rule's threads are capped by the cores).
+{config file: [[rule, threads] of each job that would run, sorted]} as JSON, or {config file: "error: ..."}
+where the workflow refuses the config. A Snakemake process per config would spend most of its time
+importing; this takes a fraction of a second per config. The DAG is built for 64 cores, so that no rule's
+threads are capped by the cores.
 
-    python dryrun_probe.py [--threads] SNAKEFILE WORKDIR CONFIG [CONFIG ...]
+    python dryrun_probe.py SNAKEFILE WORKDIR CONFIG [CONFIG ...]
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from snakemake.settings.types import (
 )
 
 
-def scheduled_rules(snakefile: Path, workdir: Path, configfile: Path, threads: bool = False):
+def scheduled_jobs(snakefile: Path, workdir: Path, configfile: Path) -> list[tuple[str, int]]:
+    """(rule, threads) of every job the dry run would execute, sorted."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         workflow = api.workflow(
-            resource_settings=ResourceSettings(cores=64 if threads else 1, resources={"gpu": 1}),
+            resource_settings=ResourceSettings(cores=64, resources={"gpu": 1}),
             config_settings=ConfigSettings(configfiles=[configfile]),
             storage_settings=StorageSettings(),
             workflow_settings=WorkflowSettings(),
@@ -37,22 +38,15 @@ def scheduled_rules(snakefile: Path, workdir: Path, configfile: Path, threads: b
         )
         workflow.dag(DAGSettings()).execute_workflow(pseudo_executor="dryrun")
         jobs = workflow._workflow.dag.needrun_jobs(exclude_finished=False)
-        if not threads:
-            return sorted(job.rule.name for job in jobs)
-        per_rule: dict[str, list[int]] = {}
-        for job in jobs:
-            per_rule.setdefault(job.rule.name, []).append(job.threads)
-        return per_rule
+        return sorted((job.rule.name, job.threads) for job in jobs)
 
 
 def main(argv: list[str]) -> None:
-    threads = argv[:1] == ["--threads"]
-    argv = argv[1:] if threads else argv
     snakefile, workdir, configs = Path(argv[0]), Path(argv[1]), [Path(c) for c in argv[2:]]
     out = {}
     for configfile in configs:
         try:
-            out[str(configfile)] = scheduled_rules(snakefile, workdir, configfile, threads)
+            out[str(configfile)] = scheduled_jobs(snakefile, workdir, configfile)
         except Exception as exc:  # a config the workflow refuses: reported, not fatal for the others
             out[str(configfile)] = f"error: {type(exc).__name__}: {exc}"
     print(json.dumps(out))

@@ -108,6 +108,43 @@ def test_a_detector_declared_by_its_class_joins_the_declarations_and_leaves_with
     assert set(DETECTORS) >= BUILT_IN
 
 
+def test_the_estimate_prices_a_detector_by_its_declaration_not_its_name():
+    """A plug-in detector's declared fitting cost reaches the estimate (which names no detector); one that
+    declares none costs its job and its scoring only."""
+    from advdefense.detectors import Detector, register, unregister
+    from advdefense.estimate import estimate_seconds
+    from advdefense.plan.detector_specs import FitWork
+
+    seen: list[FitWork] = []
+
+    def hour_per_model(work: FitWork) -> float:
+        seen.append(work)
+        return 3600.0 * work.models
+
+    @register
+    class Costly(Detector):
+        name, title, supervised = "toy_costly", "Costly", True
+        fit_seconds = staticmethod(hour_per_model)
+
+    @register
+    class Free(Detector):
+        name, title = "toy_free", "Free"
+
+    try:
+        base = _smoke(detection__methods=["latent_mlp"])
+        keys = sum(len(base["attacks"][a]["epsilons"]) for a in decisions.detected_attacks(base))
+        seconds = {
+            m: estimate_seconds(_smoke(detection__methods=["latent_mlp", m]), cores=2)["detectors"]
+            for m in ("toy_costly", "toy_free")
+        }
+        assert seen and seen[-1].models == keys + 1 and seen[-1].train_images > 0
+        assert seconds["toy_costly"] - seconds["toy_free"] == pytest.approx(3600.0 * (keys + 1))
+        assert Costly.fit_seconds(seen[-1]) == 3600.0 * (keys + 1)  # still a plain function on the class
+    finally:
+        unregister("toy_costly")
+        unregister("toy_free")
+
+
 def test_a_declaration_refuses_an_unknown_input_kind_or_model():
     with pytest.raises(ValueError, match="inputs 'logits'"):
         DetectorSpec("x", "X", inputs="logits")
@@ -187,15 +224,18 @@ def test_light_jobs_resources_set_the_light_jobs_and_only_them(tmp_path):
     configfile = tmp_path / "light.yaml"
     configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tests/dryrun_probe.py"), "--threads", str(REPO / "Snakefile")]
+        [sys.executable, str(REPO / "tests/dryrun_probe.py"), str(REPO / "Snakefile")]
         + [str(tmp_path), str(configfile)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    threads = json.loads(proc.stdout.strip().splitlines()[-1])[str(configfile)]
-    assert isinstance(threads, dict), threads
+    jobs = json.loads(proc.stdout.strip().splitlines()[-1])[str(configfile)]
+    assert isinstance(jobs, list), jobs
+    threads: dict[str, list[int]] = {}
+    for rule, job_threads in jobs:
+        threads.setdefault(rule, []).append(job_threads)
     light = {rule for rule, per_job in threads.items() if set(per_job) == {3}}
     assert light == {rule for rule in threads if rule in LIGHT_RULES}
     assert {"merge_attack_shards", "attack_summary", "table3", "detection_tables", "figure_training"} <= light

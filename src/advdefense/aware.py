@@ -199,8 +199,9 @@ def run_aware_attacks(
     device,
 ) -> list[dict]:
     """The detector-aware attack on `detector` (fitted, with `thresholds` at `fpr`) at every eps, next to the
-    detector-oblivious attacks at that eps (the stored attack files). `oblivious`: {eps: {key: (pred_adv, label, flagged)}} on the same
-    images. One row per eps, plus the unbounded-eps sanity run."""
+    detector-oblivious attacks at that eps (the stored attack files). `oblivious`:
+    {eps: {key: (pred_adv, label, flagged)}} on the same images. One row per eps, plus the unbounded-eps
+    sanity run."""
     classifier = evaluation_model(classifier, device)
     for p in classifier.parameters():
         p.requires_grad_(False)

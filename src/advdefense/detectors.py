@@ -52,7 +52,8 @@ def register(cls):
         DETECTORS[spec.name] = spec
     cls.spec = spec
     for f in fields(DetectorSpec):
-        setattr(cls, f.name, getattr(spec, f.name))
+        value = getattr(spec, f.name)
+        setattr(cls, f.name, staticmethod(value) if callable(value) else value)  # fit_seconds takes no self
     REGISTRY[cls.name] = cls
     return cls
 

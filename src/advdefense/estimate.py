@@ -26,7 +26,7 @@ from .plan.decisions import (
     purification_splits,
     trains_autoencoder,
 )
-from .plan.detector_specs import DETECTORS
+from .plan.detector_specs import DETECTORS, FitWork
 from .progress import format_seconds
 from .sources import split_sizes
 
@@ -47,8 +47,6 @@ AUTOENCODER_EVAL = 15000.0
 PURIFY = (
     4000.0  # autoencoder + ResNet-20 forward, written to a file (full-size run: 9000 clean images in 5.7 s)
 )
-PIXEL_CNN_TRAIN = (2.7e-4, 2.45e-7)  # seconds per image = a + b x width^2 (2150 images/s at 16, 700 at 32)
-LATENT_MLP_TRAIN = 25000.0
 JOB_START = 4.0  # seconds per job: Python, torch and the project's imports, reading its inputs
 LIGHT_JOB = 4.0  # tables and figures: start-up and a few seconds of pandas and matplotlib
 
@@ -230,22 +228,12 @@ def _detection_seconds(
     total = 0.0
     for method in det["methods"]:
         cls = DETECTORS[method]
-        seconds = JOB_START + 5
+        models = len(keys) + 1 if cls.supervised else 1
+        work = FitWork(det.get(method) or {}, examples, scored, models, sizes["train"])
+        seconds = JOB_START + 5 + cls.fit_seconds(work)
         if cls.on_flow_outputs:
             seconds += controls * glow_forward
-        if method == "latent_mlp":
-            seconds += det["latent_mlp"]["epochs"] * examples / LATENT_MLP_TRAIN
-        elif method == "pixel_cnn":
-            a, b = PIXEL_CNN_TRAIN
-            per_image = a + b * det["pixel_cnn"]["width"] ** 2
-            seconds += (
-                det["pixel_cnn"]["epochs"] * examples * per_image + (len(keys) + 1) * scored * per_image / 3
-            )
-        elif method == "pca":
-            seconds += (
-                sizes["train"] / 2000 + scored * 2e-5 + 15
-            )  # covariance of the training pool, eigh of 3072
-        elif "autoencoder" in cls.needs:
+        if "autoencoder" in cls.needs:  # scoring through the autoencoder (and the classifier)
             seconds += scored * (
                 1.0 / AUTOENCODER_EVAL + ("classifier" in cls.needs) * 2 * resnet / RESNET20_EVAL
             )

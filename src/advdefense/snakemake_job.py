@@ -40,9 +40,10 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
     A training or attack step allocates and frees the same multi-megabyte activations every step.
     By default glibc serves such blocks with fresh mmaps or trims them off the heap once freed, so
     every step page-faults (and zeroes) them anew: about 4600 page faults per ResNet-20 training
-    step of 128 images on the CPU (measured: 138 504 in 30 steps; about none with this setting). With both thresholds raised, freed blocks are reused; the
-    process keeps its high-water mark, which it reaches every step anyway. Returns whether the
-    settings were applied (only with glibc; elsewhere this does nothing)."""
+    step of 128 images on the CPU (measured: 138 504 in 30 steps; about none with this setting).
+    With both thresholds raised, freed blocks are reused; the process keeps its high-water mark,
+    which it reaches every step anyway. Returns whether the settings were applied (only with
+    glibc; elsewhere this does nothing)."""
     import ctypes
     import ctypes.util
 

@@ -408,8 +408,8 @@ def write_detection_tables(
         [
             f"Detector: the pooled one, at its {top}% FPR threshold from the calibration split. An attacked test "
             "image counts as defended when the classifier gets it right or the detector rejects it.",
-            "Detector-oblivious: the configured attacks (stored files) at that eps, worst case per image. Detector-aware: "
-            "PGD on the classifier's margin plus lambda x the detector's calibrated excess score, several lambda "
+            "Detector-oblivious: the configured attacks (stored files) at that eps, worst case per image. "
+            "Detector-aware: PGD on the classifier's margin plus lambda x the detector's calibrated excess score, several lambda "
             "(0 = ignores the detector) and restarts; strongest: an image survives only if it survives all.",
             "Gradient-masking checks: the aware attack at an unbounded eps must break ~100 %, and its objective "
             "must fall from the first to the last step.",

@@ -3,14 +3,17 @@ without its implementation (which lives in `advdefense.detectors` and needs torc
 
 A declaration says what the detector reads (`inputs`), which models of other stages it uses (`needs`), whether
 it learns from attacked examples (`supervised`: one model per attack key), whether it is a control rather than
-a method, and whether it has a differentiable score (the detector-aware attack targets those). The built-in
+a method, whether it has a differentiable score (the detector-aware attack targets those), and what fitting it
+costs (`fit_seconds`, for `advdefense-estimate`; what it reads and scores through other stages' models the
+estimate prices from `inputs` and `needs`). The built-in
 detectors are declared here; `detectors.register` adds the declaration of a detector defined elsewhere (a
 plug-in, or a test's toy detector) from its class.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
@@ -22,6 +25,22 @@ STAGE_MODELS = ("autoencoder", "classifier", "flow")  # models of other stages a
 
 
 @dataclass(frozen=True)
+class FitWork:
+    """One detector job's fitting work, counted from the configuration by the estimate."""
+
+    settings: dict  # the detector's config block (`detection.<name>`), {} where it has none
+    examples: float  # training examples per epoch over all its models (supervised: each key's and the pooled)
+    scored: float  # images each fitted model scores (calibration, test, attacked test, noise controls)
+    models: int  # models it fits: one per attack key and the pooled one where supervised, else 1
+    train_images: int  # images of the training split
+
+
+def no_fitting(work: FitWork) -> float:
+    """A detector without parameters, or one whose only work is scoring through other stages' models."""
+    return 0.0
+
+
+@dataclass(frozen=True)
 class DetectorSpec:
     name: str
     title: str  # its label in the tables
@@ -30,6 +49,8 @@ class DetectorSpec:
     supervised: bool = False  # learns from attacked examples (one model per attack key)
     control: bool = False  # shows what a cue alone achieves; not a method
     differentiable: bool = True  # has a differentiable score: the detector-aware attack can target it
+    # seconds its fitting and scoring take on the estimate's reference machine (2 cores, advdefense.estimate)
+    fit_seconds: Callable[[FitWork], float] = field(default=no_fitting, compare=False)
 
     def __post_init__(self):
         if self.inputs not in INPUT_KINDS:
@@ -59,6 +80,26 @@ class DetectorSpec:
         return models
 
 
+# fitting rates on the estimate's reference machine (2 cores; benchmarks/README.md, "Full size")
+LATENT_MLP_TRAIN = 25000.0  # examples per second
+PIXEL_CNN_TRAIN = (2.7e-4, 2.45e-7)  # seconds per image = a + b x width^2 (2150 images/s at 16, 700 at 32)
+
+
+def _latent_mlp_seconds(work: FitWork) -> float:
+    return work.settings["epochs"] * work.examples / LATENT_MLP_TRAIN
+
+
+def _pixel_cnn_seconds(work: FitWork) -> float:
+    a, b = PIXEL_CNN_TRAIN
+    per_image = a + b * work.settings["width"] ** 2
+    return work.settings["epochs"] * work.examples * per_image + work.models * work.scored * per_image / 3
+
+
+def _pca_seconds(work: FitWork) -> float:
+    # covariance of the training pool, eigh of 3072 x 3072, then one projection per scored image
+    return work.train_images / 2000 + work.scored * 2e-5 + 15
+
+
 DETECTORS: dict[str, DetectorSpec] = {
     spec.name: spec
     for spec in (
@@ -68,9 +109,17 @@ DETECTORS: dict[str, DetectorSpec] = {
             inputs="latent",
             needs=("flow",),
             supervised=True,
+            fit_seconds=_latent_mlp_seconds,
         ),
-        DetectorSpec("pixel_cnn", "Binary CNN on pixels (Gong et al. 2017)", supervised=True),
-        DetectorSpec("pca", "PCA trailing-component energy (Hendrycks & Gimpel 2016)"),
+        DetectorSpec(
+            "pixel_cnn",
+            "Binary CNN on pixels (Gong et al. 2017)",
+            supervised=True,
+            fit_seconds=_pixel_cnn_seconds,
+        ),
+        DetectorSpec(
+            "pca", "PCA trailing-component energy (Hendrycks & Gimpel 2016)", fit_seconds=_pca_seconds
+        ),
         DetectorSpec("magnet", "Autoencoder reconstruction error (MagNet)", needs=("autoencoder",)),
         DetectorSpec(
             "magnet_jsd", "Autoencoder + classifier JSD (MagNet)", needs=("autoencoder", "classifier")
