@@ -15,6 +15,14 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# `container` (config): the image built from ./Dockerfile, which `snakemake --containerize` generates; with it,
+# `--sdm conda apptainer` runs each job in its conda environment inside the image (README, "A container").
+# Declared before the rules (a rule takes the image declared when it is defined); the schema checks the value.
+if config.get("container"):
+
+    containerized: config["container"]
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/classifier.smk"

@@ -315,6 +315,46 @@ def test_sharded_job_merges_into_the_unsharded_file_bit_for_bit(smoke, tmp_path,
     assert not (tmp_path / "bad.h5").exists() and not (tmp_path / "x.h5").exists()
 
 
+def test_autoattack_result_as_a_robustbench_model_info_entry(smoke, tmp_path):
+    """A trained classifier's AutoAttack file of the test split as the leaderboard's entry: the numbers are the
+    file's (clean and robust accuracy on the same images, in percent), eps as the leaderboard writes it, the
+    architecture and training data of a model trained here; a file of another attack is refused."""
+    import json
+
+    from advdefense.plan.decisions import classifier_architecture
+    from advdefense.robustbench_info import MODEL_INFO_FIELDS, eps_text, write_model_info
+
+    cfg = copy.deepcopy(smoke["cfg"])
+    cfg["attacks"]["autoattack"] = SHARDED["autoattack"] | {"epsilons": [8 / 255]}
+    cfg["attack_defaults"]["images"]["test"] = 40
+    cfg["detection"]["aware"]["images"] = cfg["purification"]["adaptive"]["images"] = None
+    cfg = validate_config(cfg)
+    attack = tmp_path / "autoattack.h5"
+    generate_attack_file(
+        smoke["data"], smoke["model"], out_path=attack, **attack_job(cfg, "autoattack", 8 / 255, "test")
+    )
+    metrics = smoke["dir"] / f"results/classifier/{SMOKE}/metrics.json"
+    entry = write_model_info(
+        attack, metrics, tmp_path / "info.json", SMOKE, "cifar10", classifier_architecture(cfg)
+    )
+    assert list(json.loads((tmp_path / "info.json").read_text())) == [*MODEL_INFO_FIELDS, "advdefense"]
+    summary = summarize_attack_files([attack]).iloc[0]
+    assert entry["eps"] == "8/255" and entry["architecture"] == "ResNet-8"
+    assert entry["name"] == f"advdefense {SMOKE}: ResNet-8" and entry["additional_data"] is False
+    assert entry["clean_acc"] == f"{100 * summary['clean_accuracy']:.2f}" and float(entry["clean_acc"]) > 80
+    # an undefended ResNet at 8/255: AutoAttack breaks most of it
+    assert entry["autoattack_acc"] == f"{100 * summary['robust_accuracy']:.2f}"
+    assert float(entry["autoattack_acc"]) < float(entry["clean_acc"]) / 2
+    assert (
+        entry["advdefense"]["n_test_images"] == 40 and entry["advdefense"]["autoattack_version"] == "custom"
+    )
+    assert [eps_text(e) for e in (0.5, 0.02, 4 / 255, 1.0)] == ["0.5", "0.02", "4/255", "255/255"]
+    with pytest.raises(ValueError, match="not an AutoAttack file of the test split"):
+        write_model_info(
+            smoke["attacks"] / "pgd/eps0.03/test.h5", metrics, tmp_path / "x.json", SMOKE, "cifar10"
+        )
+
+
 def _merge_with_shard_count(paths, tmp_path):
     """Two of three shards, relabelled as a complete pair: the image count gives them away."""
     fixed = []

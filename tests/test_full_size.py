@@ -94,6 +94,7 @@ def test_full_config_validates_and_dry_runs_on_a_standin(tmp_path):
         "train_classifier": 1,
         "attack": 30,
         "attack_summary": 1,
+        "robustbench_info": 2,  # AutoAttack at 2 epsilons on test: RobustBench model_info entries
         "train_flow": 1,
         "latents_clean": 3,
         "latents_attack": 24,

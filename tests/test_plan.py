@@ -29,6 +29,7 @@ TORCH_FREE = (
     "advdefense.tables",
     "advdefense.figures",
     "advdefense.seeds",
+    "advdefense.robustbench_info",
     "advdefense.snakemake_job",
 )
 
@@ -244,6 +245,7 @@ def test_light_jobs_resources_set_the_light_jobs_and_only_them(tmp_path):
 
 # the rules whose resources come from `light_jobs` (workflow/rules/*.smk)
 LIGHT_RULES = {
+    "robustbench_info",
     "merge_attack_shards",
     "attack_summary",
     "table3",

@@ -48,6 +48,10 @@ RESULT_KEYS = {
     "classifier.checkpoint.path": ("elsewhere.pt", NOTHING),  # only read with source: checkpoint
     "classifier.checkpoint.builder": ("models:build", NOTHING),
     "classifier.checkpoint.sha256": ("0" * 64, NOTHING),
+    "classifier.robustbench.name": ("Wong2020Fast", NOTHING),  # only read with source: robustbench
+    "classifier.robustbench.threat_model": ("L2", NOTHING),
+    "classifier.robustbench.model_dir": ("elsewhere", NOTHING),
+    "classifier.robustbench.sha256": ("0" * 64, NOTHING),
     "classifier.checkpoint.mean": ([0.5, 0.5, 0.5], NOTHING),
     "classifier.checkpoint.std": ([0.25, 0.25, 0.25], NOTHING),
     "classifier.depth": (14, "train_classifier"),
@@ -159,7 +163,10 @@ COMPANIONS = {
     },
 }
 
-RUNTIME_VALUES = {"device": "auto"}  # other runtime keys: numbers, changed by +1
+RUNTIME_VALUES = {
+    "device": "auto",
+    "container": "docker://registry.example.org/advdefense:0.1.0",
+}  # other runtime keys: numbers, changed by +1
 
 
 def schema_keys() -> list[str]:

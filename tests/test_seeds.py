@@ -260,6 +260,9 @@ def test_mini_overlay_runs_three_seeds_of_the_attack_sweep(mini_cifar, tmp_path)
         and counts["purify_attack"] == 3 * 22
     )
     assert counts["train_flow"] == counts["train_autoencoder"] == 3
+    assert (
+        counts["robustbench_info"] == 3 * 6
+    )  # each seed's classifier: AutoAttack at 6 epsilons, one entry each
     # summary, Tables 3, 4, 5, generalisation and defended; both figures
     assert counts["seed_table"] == 6 and counts["seed_figure_accuracy"] == counts["seed_figure_auroc"] == 1
     assert "mmd_test" not in counts

@@ -95,6 +95,9 @@ def slurm_requests(logs) -> list[dict]:
         ).stdout
         cpus = re.search(r"CPUs/Task=(\d+)", info) or re.search(r"NumCPUs=(\d+)", info)
         gpus = re.search(r"gres[:/]gpu[:=](\d+)", info)  # e.g. TresPerJob=gres:gpu:1 for --gpus=1
+        array = re.search(
+            r"ArrayJobId=(\d+) ArrayTaskId=(\d+)", info
+        )  # a task of an array job (sbatch --array)
         assert cpus, f"scontrol show job {job}: {info[:500]}"
         out.append(
             {
@@ -103,6 +106,7 @@ def slurm_requests(logs) -> list[dict]:
                 "threads": int(threads),
                 "cpus": int(cpus.group(1)),
                 "gpus": int(gpus.group(1)) if gpus else 0,
+                "array": array.groups() if array else None,
             }
         )
     return out
@@ -187,13 +191,22 @@ def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path)
     # what each job asked SLURM for: its rule's threads as CPUs, a GPU exactly for the rules that declare one
     requests = slurm_requests(logs)
     table = "\n".join(
-        f"{r['rule']:<20} job {r['job']:>4}: {r['cpus']} CPU(s), {r['gpus']} GPU(s)" for r in requests
+        f"{r['rule']:<20} job {r['job']:>4}: {r['cpus']} CPU(s), {r['gpus']} GPU(s)"
+        + (f", task {r['array'][1]} of array job {r['array'][0]}" if r["array"] else "")
+        for r in requests
     )
     (tmp_path / "slurm_requests.txt").write_text(table + "\n")  # kept by pytest for a look afterwards
     print(table)
     for r in requests:
         assert r["cpus"] == r["threads"], r
         assert r["gpus"] == (1 if r["rule"] in GPU_RULES else 0), r
+    # the profile's `slurm-array-jobs`: the attack jobs (PGD on train and on test), ready together, went to SLURM
+    # as the tasks of one array job; every other job as a plain one
+    arrays = {r["rule"]: r["array"] for r in requests if r["array"]}
+    attack_tasks = [r["array"] for r in requests if r["rule"] == "attack"]
+    assert len(attack_tasks) == 2 and all(attack_tasks), requests
+    assert len({job for job, _ in attack_tasks}) == 1 and sorted(t for _, t in attack_tasks) == ["1", "2"]
+    assert set(arrays) == {"attack"}, arrays
     by_rule = {r["rule"]: r for r in requests}
     assert (
         by_rule["dataset"]["cpus"] == 1 and by_rule["train_classifier"]["cpus"] == 2

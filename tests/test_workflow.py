@@ -149,6 +149,8 @@ def test_dry_run_lists_the_jobs(tmp_path, config):
         "figure_detection": 1,
         "figure_training": 1,
         "all": 1,
+        # a RobustBench model_info entry per AutoAttack file of the test split (6 L-inf, 2 L2 epsilons)
+        **({"robustbench_info": 8} if paper else {}),
     }
 
 

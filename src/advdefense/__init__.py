@@ -8,11 +8,12 @@ Floors, from the bottom (a module imports only from its own floor or those below
   python layouts, read safely), `data` (the dataset stage's HDF5 file), `attack_files`, `purified_files`;
   `config` (schema validation and every check before a job runs), `estimate` (run time per stage);
 - torch: `runtime` (the device), `models` (ResNet, Glow, autoencoder, detector networks, checkpoints, brought
-  classifiers), `inference` (the evaluation copy of a model), `augment`, `training` (the one training loop);
+  classifiers, RobustBench zoo models), `inference` (the evaluation copy of a model), `augment`, `training` (the one training loop);
 - stages: `classifier`, `attack_methods` (Foolbox, AutoAttack and restarts behind one protocol), `autoattack`,
   `attacks` (the batch runner and the attack stage), `flow` (Glow and latents), `purification`, `detectors`
   (one class per detector), `aware` (the detector-aware attack), `detection` (the detection stage);
-- reports, without torch: `tables`, `figures`, `seeds` (mean and sd over seeds);
+- reports, without torch: `tables`, `figures`, `seeds` (mean and sd over seeds), `robustbench_info` (AutoAttack
+  results as RobustBench model_info entries);
 - `snakemake_job`: what every workflow script runs first (logging, threads).
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -189,26 +190,11 @@ def import_classifier(
             f"classifier.checkpoint.sha256: {checkpoint} has sha256 {found}, but the config pins "
             f"{sha256}; refusing a file that is not the one pinned"
         )
-    names, test = class_names(dataset_path), read_split(dataset_path, "test")
-    num_classes = len(names)
     model, fmt = load_user_model(checkpoint, builder)
-    real = to_float_pixels(
-        torch.from_numpy(test.images[:CHECK_IMAGES])
-    )  # on the 8-bit grid, as every image is
-    if fmt != "torchscript":  # stored as TorchScript: no later job calls the builder (nor any code it names)
-        check_classifier_model(ExternalClassifier(model, num_classes, fmt, mean, std), num_classes, real)
-        model = traced(model, ((real - _as_channels(mean, 0.0)) / _as_channels(std, 1.0)).contiguous())
-    wrapped = ExternalClassifier(model, num_classes, fmt, mean, std).eval()
-    check_classifier_model(wrapped, num_classes, real)
     provenance = {"imported_from": str(checkpoint), "sha256": found}
     if builder is not None:  # what the stored model was built with (information only: never run again)
         source = builder_source(builder)
         provenance.update({"builder": builder, "builder_sha256": file_sha256(source) if source else None})
-    save_checkpoint(model_path, "classifier", wrapped, provenance)
-    device = resolve_device(device)
-    model = load_classifier(model_path, device)  # exactly what the later stages will evaluate
-    test_x, test_y = torch.from_numpy(test.images), torch.from_numpy(test.labels)
-    report = accuracy_report(predict(model, test_x, eval_batch_size, device), test_y, names)
     metrics = {
         "source": "checkpoint",
         "checkpoint": str(checkpoint),
@@ -218,6 +204,95 @@ def import_classifier(
         if fmt == "torchscript"
         else "torchscript (traced from the builder's model)",
         **{k: v for k, v in provenance.items() if k.startswith("builder")},
+    }
+    brought = BroughtClassifier(model, fmt, provenance, metrics, mean, std)
+    return _store_brought_classifier(
+        brought, dataset_path, model_path, metrics_path, device, eval_batch_size, t0
+    )
+
+
+def import_robustbench_classifier(
+    settings: dict,
+    dataset: str,
+    dataset_path: str | Path,
+    model_path: str | Path,
+    metrics_path: str | Path,
+    *,
+    device: str = "auto",
+    eval_batch_size: int = 1000,
+) -> dict:
+    """A RobustBench zoo model (`classifier.source: robustbench`, `settings` = `classifier.robustbench`): loaded
+    by the package from its zoo layout (downloaded only where the file is absent), its checkpoint checked
+    against the sha256 pin, then the checks of a brought classifier, traced into TorchScript and stored."""
+    from .models.robustbench_zoo import load_zoo_model
+
+    t0 = time.perf_counter()
+    model, path, downloaded = load_zoo_model(
+        settings["name"], settings["threat_model"], dataset, settings["model_dir"], settings["sha256"]
+    )
+    provenance = {"imported_from": str(path), "sha256": settings["sha256"], "robustbench": settings["name"]}
+    metrics = {
+        "source": "robustbench",
+        "robustbench_name": settings["name"],
+        "robustbench_threat_model": settings["threat_model"],
+        "robustbench_dataset": dataset,
+        "architecture": type(model).__name__,
+        "checkpoint": str(path),
+        "checkpoint_sha256": settings["sha256"],
+        "downloaded": downloaded,
+        "format": "robustbench",
+        "stored_as": "torchscript (traced from the zoo's model)",
+    }
+    brought = BroughtClassifier(model, "robustbench", provenance, metrics)
+    return _store_brought_classifier(
+        brought, dataset_path, model_path, metrics_path, device, eval_batch_size, t0
+    )
+
+
+@dataclass
+class BroughtClassifier:
+    """A classifier brought from outside, before the import checks: the model as loaded, the format it came in,
+    what the stored checkpoint records of its origin, the metrics so far, and its input normalisation."""
+
+    model: torch.nn.Module
+    fmt: str  # torchscript, state_dict (a builder's model) or robustbench
+    provenance: dict
+    metrics: dict
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+def _store_brought_classifier(
+    brought: BroughtClassifier,
+    dataset_path: str | Path,
+    model_path: str | Path,
+    metrics_path: str | Path,
+    device: str,
+    eval_batch_size: int,
+    t0: float,
+) -> dict:
+    """What every brought classifier goes through: the import checks on random and real images (N x classes
+    finite logits, not probabilities, eval-safe), a TorchScript trace where it is not TorchScript already
+    (checked against the model), storage in the pipeline's checkpoint format, and its test accuracy
+    measured on exactly what the later stages will load."""
+    model, fmt, mean, std = brought.model, brought.fmt, brought.mean, brought.std
+    names, test = class_names(dataset_path), read_split(dataset_path, "test")
+    num_classes = len(names)
+    real = to_float_pixels(
+        torch.from_numpy(test.images[:CHECK_IMAGES])
+    )  # on the 8-bit grid, as every image is
+    if fmt != "torchscript":  # stored as TorchScript: no later job calls the builder (nor any code it names)
+        check_classifier_model(ExternalClassifier(model, num_classes, fmt, mean, std), num_classes, real)
+        model = traced(model, ((real - _as_channels(mean, 0.0)) / _as_channels(std, 1.0)).contiguous())
+    wrapped = ExternalClassifier(model, num_classes, fmt, mean, std).eval()
+    check_classifier_model(wrapped, num_classes, real)
+    save_checkpoint(model_path, "classifier", wrapped, brought.provenance)
+    device = resolve_device(device)
+    model = load_classifier(model_path, device)  # exactly what the later stages will evaluate
+    test_x, test_y = torch.from_numpy(test.images), torch.from_numpy(test.labels)
+    report = accuracy_report(predict(model, test_x, eval_batch_size, device), test_y, names)
+    metrics = {
+        **brought.metrics,
         "test_accuracy": report["accuracy"],
         "per_class_accuracy": report["per_class_accuracy"],
         "test_images": report["n"],
@@ -229,7 +304,7 @@ def import_classifier(
     write_json(metrics_path, metrics)
     log.info(
         "imported %s (%s): test accuracy %.2f%% over %d images",
-        checkpoint,
+        brought.provenance["imported_from"],
         fmt,
         100 * report["accuracy"],
         report["n"],

@@ -20,7 +20,7 @@ import yaml
 from .errors import ConfigError
 from .plan.attack_specs import check_attack_method, check_attack_spec, shard_range
 from .plan.builder_spec import check_builder_spec
-from .plan.decisions import attacked_splits, detection_attacks
+from .plan.decisions import attacked_splits, detection_attacks, robustbench_checkpoint
 from .plan.detector_specs import DETECTORS, PAPER_DETECTOR, detector_spec
 from .plan.names import CLEAN, SEED_RUN, eps_tag, file_sha256
 from .sources import check_cifar_batches_dir, check_labels_setting, split_sizes
@@ -108,7 +108,7 @@ def check_semantics(cfg: dict) -> None:
         raise ConfigError(
             f"classifier.depth: {depth} is not of the form 6n+2 (CIFAR ResNets have depth 20, 32, 44, 56, 110 ...)"
         )
-    check_classifier_source(cfg["classifier"])
+    check_classifier_source(cfg)
     seeds = cfg.get("seeds")
     if seeds is not None:
         if not seeds:
@@ -225,9 +225,15 @@ def check_attack_splits(cfg: dict) -> None:
             )
 
 
-def check_classifier_source(classifier: dict) -> None:
+def check_classifier_source(cfg: dict) -> None:
     """With `classifier.source: checkpoint`: the file exists and has the pinned sha256 (checked before any
-    job runs, and again by the job), mean and std come together."""
+    job runs, and again by the job), mean and std come together. With `robustbench`: a name and a sha256 pin,
+    and a checkpoint file already in the zoo's place has that sha256 (an absent one is downloaded by the
+    import job, which checks the name against the installed package)."""
+    classifier = cfg["classifier"]
+    if classifier["source"] == "robustbench":
+        check_robustbench_source(cfg)
+        return
     if classifier["source"] != "checkpoint":
         return
     ckpt = classifier["checkpoint"]
@@ -250,6 +256,27 @@ def check_classifier_source(classifier: dict) -> None:
         raise ConfigError("classifier.checkpoint.mean, .std: give both (the input normalisation) or neither")
     if ckpt["builder"] is not None:
         check_builder_spec(ckpt["builder"])
+
+
+def check_robustbench_source(cfg: dict) -> None:
+    zoo = cfg["classifier"]["robustbench"]
+    for key, what in (
+        ("name", "the zoo's name of the model"),
+        ("sha256", "the sha256 of its checkpoint file"),
+    ):
+        if not zoo[key]:
+            raise ConfigError(
+                f"classifier.robustbench.{key}: required when classifier.source is 'robustbench' ({what}): "
+                "the pipeline only runs the model it was told to"
+            )
+    path = robustbench_checkpoint(cfg)
+    if path.is_file():
+        found = file_sha256(path)
+        if found != zoo["sha256"]:
+            raise ConfigError(
+                f"classifier.robustbench.sha256: {path} has sha256 {found}, but the config pins "
+                f"{zoo['sha256']}; refusing a file that is not the one pinned"
+            )
 
 
 def check_detection(det: dict, cfg: dict) -> None:

@@ -20,7 +20,9 @@ import time
 
 from .config import config_from_command_line
 from .plan.decisions import (
+    CLASSIFIER_RULES,
     attacked_splits,
+    autoattack_results,
     aware_methods,
     detected_attacks,
     purification_splits,
@@ -57,7 +59,7 @@ AUTOATTACK_LEFT = 0.02  # share of images APGD-CE leaves to APGD-T, FAB-T and Sq
 # which rules each stage's jobs belong to (benchmarks/job_table.py sums the measured times the same way)
 STAGE_RULES = {
     "dataset": ("dataset",),
-    "classifier": ("train_classifier", "import_classifier"),
+    "classifier": tuple(CLASSIFIER_RULES.values()),
     "flow training": ("train_flow", "import_flow"),
     "autoencoder": ("train_autoencoder",),
     "attacks": ("attack", "attack_shard", "merge_attack_shards"),
@@ -76,6 +78,7 @@ STAGE_RULES = {
         "figure_training",
         "seed_table",
         "seed_figure",
+        "robustbench_info",
     ),
 }
 
@@ -256,10 +259,11 @@ def _detection_seconds(
 
 
 def _light_jobs(cfg: dict, detected: list[str]) -> int:
-    """Tables and figures of one run: attack summary, Table 3, detection tables and the figures."""
+    """Tables and figures of one run: attack summary, Table 3, detection tables, the figures, and a RobustBench
+    model_info entry per AutoAttack file of the test split."""
     jobs = 2  # attack summary, training curves
     if cfg["attacks"]:
-        jobs += 2  # Figure 1, accuracy versus epsilon
+        jobs += 2 + len(autoattack_results(cfg))  # Figure 1, accuracy versus epsilon, model_info entries
     if cfg["purification"]["enabled"] and cfg["attacks"]:
         jobs += 1
     if detected:

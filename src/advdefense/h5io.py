@@ -10,6 +10,7 @@ import os
 import platform
 import re
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,9 @@ def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
         yield f
 
 
-def write_json(path: str | Path, obj: Any) -> None:
+def write_json(path: str | Path, obj: Any, sort_keys: bool = True) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def provenance_attrs(**files: str | Path) -> dict[str, str]:
@@ -116,6 +117,9 @@ def library_versions() -> dict[str, str]:
         versions["foolbox"] = foolbox.__version__
     except ImportError:
         pass
+    # AutoAttack's package (RobustBench's model_info entries name the AutoAttack that ran)
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        versions["pyautoattack"] = metadata.version("pyautoattack")
     return versions
 
 

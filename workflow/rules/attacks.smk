@@ -78,3 +78,25 @@ rule attack_summary:
         **resources_of("light_jobs"),
     script:
         "../scripts/attack_summary.py"
+
+
+rule robustbench_info:
+    input:
+        attack=path(ATTACK, split="test"),
+        classifier=CLASSIFIER_METRICS,
+    output:
+        ROBUSTBENCH_INFO,
+    log:
+        "logs/attacks/{run}/{attack}/eps{eps}/robustbench_info.log",
+    benchmark:
+        "results/benchmarks/robustbench_info/{run}/{attack}/eps{eps}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("light_jobs")
+    resources:
+        **resources_of("light_jobs"),
+    params:
+        dataset=decisions.robustbench_dataset(config),
+        architecture=decisions.classifier_architecture(config),
+    script:
+        "../scripts/robustbench_info.py"

@@ -18,13 +18,43 @@ if config["classifier"]["source"] == "train":
             **resources_of("classifier", gpu=True),
         params:
             classifier=result_settings(
-                "classifier", leave_out=("classifier.source", "classifier.checkpoint")
+                "classifier",
+                leave_out=(
+                    "classifier.source",
+                    "classifier.checkpoint",
+                    "classifier.robustbench",
+                ),
             ),
             seed=seed_of,
             # per-epoch resumable state: a killed job continues from its last finished epoch
             state=CLASSIFIER_STATE,
         script:
             "../scripts/train_classifier.py"
+
+elif config["classifier"]["source"] == "robustbench":
+
+    rule import_robustbench:
+        input:
+            data=DATA,
+            # the zoo's checkpoint where it is already in place (else the job has the package download it)
+            checkpoint=robustbench_checkpoint_if_present(),
+        output:
+            model=CLASSIFIER,
+            metrics=CLASSIFIER_METRICS,
+        log:
+            "logs/classifier/{run}.log",
+        benchmark:
+            "results/benchmarks/import_robustbench/{run}.tsv"
+        conda:
+            "../../envs/pipeline.yaml"
+        threads: threads_of("classifier")
+        resources:
+            **resources_of("classifier", gpu=True),
+        params:
+            robustbench=result_settings("classifier")["robustbench"],
+            dataset=decisions.robustbench_dataset(config),
+        script:
+            "../scripts/import_robustbench.py"
 
 else:
 

@@ -41,6 +41,7 @@ from advdefense.plan.names import (
     MMD_POWER,
     PURIFIED_ATTACK,
     PURIFIED_CLEAN,
+    ROBUSTBENCH_INFO,
     SEED_FIGURE,
     SEED_TABLE,
     TABLE,
@@ -253,6 +254,7 @@ def run_targets(run):
     ]
     if ATTACKS:
         targets += attack_files(run) + [path(ATTACK_SUMMARY, run=run)]
+        targets += robustbench_info_files(run)
     if config["latents"]["enabled"]:
         targets += [path(FLOW, run=run), path(FLOW_METRICS, run=run)]
         targets += latent_files(run)
@@ -284,6 +286,14 @@ def seed_targets():
     if decisions.detects(config):
         targets.append(path(SEED_FIGURE, name=DATASET, figure="auroc_vs_epsilon.png"))
     return targets
+
+
+def robustbench_info_files(run):
+    """The RobustBench model_info JSON of each AutoAttack file of the run's test split."""
+    return [
+        path(ROBUSTBENCH_INFO, run=run, attack=name, eps=eps_tag(eps))
+        for name, eps in decisions.autoattack_results(config)
+    ]
 
 
 def all_targets():
@@ -334,6 +344,14 @@ def result_settings(section, leave_out=()):
 def dataset_settings():
     """The `dataset` keys that decide the dataset file: its source's own keys and the subset sizes."""
     return canonical(decisions.dataset_settings(config))
+
+
+def robustbench_checkpoint_if_present():
+    """The RobustBench zoo checkpoint of `classifier.robustbench` where the file is in place (an input of the
+    import, so that replacing it imports again); empty where the import job is to download it.
+    """
+    zoo_file = decisions.robustbench_checkpoint(config)
+    return [str(zoo_file)] if zoo_file.is_file() else []
 
 
 def builder_files():

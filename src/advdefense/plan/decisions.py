@@ -8,7 +8,11 @@ Torch-free. Every function takes a configuration validated by `advdefense.config
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from .attack_specs import AUTOATTACK
 from .detector_specs import DETECTORS
+from .names import robustbench_zoo_file
 
 # dataset.source -> the `dataset` keys of that source that decide the dataset file (beside the subset sizes)
 SOURCES = {
@@ -17,6 +21,46 @@ SOURCES = {
     "local": ("path", "labels"),
     "synthetic": ("synthetic",),
 }
+
+
+# classifier.source -> the rule that makes the run's classifier
+CLASSIFIER_RULES = {
+    "train": "train_classifier",
+    "checkpoint": "import_classifier",
+    "robustbench": "import_robustbench",
+}
+
+
+def robustbench_dataset(cfg: dict) -> str:
+    """The RobustBench data set of the run's images: cifar100 for CIFAR-100, else cifar10 (the CIFAR-10
+    layouts and the synthetic set, which has its 10 classes)."""
+    return "cifar100" if cfg["dataset"]["source"] == "cifar100" else "cifar10"
+
+
+def robustbench_checkpoint(cfg: dict) -> Path:
+    """Where RobustBench keeps the checkpoint of `classifier.robustbench` (it downloads it there if absent)."""
+    zoo = cfg["classifier"]["robustbench"]
+    return robustbench_zoo_file(zoo["model_dir"], robustbench_dataset(cfg), zoo["threat_model"], zoo["name"])
+
+
+def classifier_architecture(cfg: dict) -> str | None:
+    """The architecture of a classifier trained here, as RobustBench's entries name them ("ResNet-20",
+    "ResNet-20 (width 32)"); None for a brought one (its metrics say what it is)."""
+    classifier = cfg["classifier"]
+    if classifier["source"] != "train":
+        return None
+    width = "" if classifier["width"] == 16 else f" (width {classifier['width']})"
+    return f"ResNet-{classifier['depth']}{width}"
+
+
+def autoattack_results(cfg: dict) -> list[tuple[str, float]]:
+    """(attack, epsilon) of every AutoAttack file on the test split: each gets a RobustBench model_info JSON."""
+    return [
+        (name, float(eps))
+        for name, spec in cfg.get("attacks", {}).items()
+        if spec["class"] == AUTOATTACK and "test" in spec["splits"]
+        for eps in spec["epsilons"]
+    ]
 
 
 def attacked_splits(cfg: dict) -> list[str]:

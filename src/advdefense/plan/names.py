@@ -92,6 +92,16 @@ SEED_FIGURE = "results/seeds/{name}/figures/{figure}"
 WILDCARDS = ("run", "name", "attack", "eps", "split", "method", "table", "figure")
 
 
+# RobustBench: where its zoo keeps a model's checkpoint, and where a run's results go in its model_info format
+ROBUSTBENCH_INFO = "results/robustbench/{run}/{attack}/eps{eps}.json"
+
+
+def robustbench_zoo_file(model_dir: str | Path, dataset: str, threat_model: str, name: str) -> Path:
+    """RobustBench's layout of its model zoo (robustbench.utils.load_model):
+    <model_dir>/<dataset>/<threat_model>/<name>.pt."""
+    return Path(model_dir) / dataset / threat_model / f"{name}.pt"
+
+
 def path(pattern: str, **wildcards) -> str:
     """`pattern` with the given wildcards filled in (an `eps` number becomes its file tag); the ones not
     given stay wildcards, so `path(DATA)` is the pattern and `path(DATA, run="x")` one file."""
@@ -114,6 +124,7 @@ def run_of(file: str | Path) -> str:
 RUNTIME_KEYS = frozenset(
     {
         "device",
+        "container",
         "classifier.eval_batch_size",
         "flow.eval_batch_size",
         "autoencoder.eval_batch_size",
