@@ -120,7 +120,6 @@ def _test_profile(tmp_path):
     profile["latency-wait"] = 10
     profile["slurm-init-seconds-before-status-checks"] = 2
     profile["seconds-between-status-checks"] = 3  # 38 short jobs: poll more often than the default 10 s
-    profile["jobs"] = 4
     target = tmp_path / "profile"
     target.mkdir()
     (target / "config.yaml").write_text(yaml.safe_dump(profile))

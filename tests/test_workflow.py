@@ -253,6 +253,18 @@ def test_python_code_is_formatted_and_lint_clean(command):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_the_workflow_profile_caps_nothing():
+    """Snakemake loads profiles/default on every run, over any --profile: a cap there (cores, a gpu token, a job
+    limit) would throttle a cluster run (a `gpu=1` there once ran one GPU job at a time on all of SLURM). The
+    local caps live in profiles/local, which --profile names."""
+    import yaml
+
+    default = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
+    assert not {"cores", "resources", "jobs", "executor", "default-resources"} & set(default)
+    local = yaml.safe_load((REPO / "profiles/local/config.yaml").read_text())
+    assert local["resources"] == ["gpu=1"] and local["cores"] >= 1
+
+
 def test_workflow_catalog_metadata_describes_standard_usage():
     meta = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
     usage = meta["usage"]
