@@ -146,6 +146,42 @@ def test_the_estimate_prices_a_detector_by_its_declaration_not_its_name():
         unregister("toy_free")
 
 
+def test_methods_null_means_every_registered_detector_plug_ins_included():
+    """`detection.methods: null` (the default; the example configs list no names) resolves to every registered
+    detector in declaration order, so a detector registered by a plug-in joins every run without a config edit;
+    a listed subset stays as listed."""
+    from advdefense.detectors import Detector, register, unregister
+
+    cfg = load_yaml(REPO / "config/smoke.yaml")
+    assert "methods" not in cfg["detection"]
+    assert (
+        validate_config(cfg)["detection"]["methods"]
+        == list(DETECTORS)
+        == [
+            "latent_mlp",
+            "pixel_cnn",
+            "pca",
+            "magnet",
+            "magnet_jsd",
+            "bits_per_dim",
+            "offgrid",
+        ]
+    )  # the old default list, in its order: a results directory made with it re-runs nothing
+
+    @register
+    class PlugIn(Detector):
+        name, title = "toy_plug_in", "Plug-in"
+
+    try:
+        assert validate_config(cfg)["detection"]["methods"][-1] == "toy_plug_in"
+        assert validate_config(_smoke(detection__methods=["latent_mlp", "pca"]))["detection"]["methods"] == [
+            "latent_mlp",
+            "pca",
+        ]
+    finally:
+        unregister("toy_plug_in")
+
+
 def test_a_declaration_refuses_an_unknown_input_kind_or_model():
     with pytest.raises(ValueError, match="inputs 'logits'"):
         DetectorSpec("x", "X", inputs="logits")

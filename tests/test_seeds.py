@@ -7,6 +7,7 @@ import yaml
 
 from advdefense.config import ConfigError, validate_config
 from advdefense.errors import PipelineFileError
+from advdefense.plan.detector_specs import BUILT_IN
 from advdefense.seeds import gather_over_seeds, mean_sd_markdown
 from conftest import REPO, job_counts, run_snakemake
 
@@ -255,7 +256,7 @@ def test_mini_overlay_runs_three_seeds_of_the_attack_sweep(mini_cifar, tmp_path)
         counts["latents_attack"] == 3 * 2 * 6 * 2
     )  # only the attacks the detectors learn (detection.attacks)
     assert (
-        counts["detect"] == 3 * 7
+        counts["detect"] == 3 * len(BUILT_IN)
         and counts["adaptive_attack"] == 3 * 2 * 6
         and counts["purify_attack"] == 3 * 22
     )

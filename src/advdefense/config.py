@@ -94,6 +94,10 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path | None = 
     if errors:
         lines = [f"{_key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    if (
+        cfg["detection"]["methods"] is None
+    ):  # every registered detector, plug-ins included, in declaration order
+        cfg["detection"]["methods"] = list(DETECTORS)
     check_semantics(cfg)
     return cfg
 
