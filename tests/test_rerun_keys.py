@@ -125,6 +125,8 @@ RESULT_KEYS = {
     "detection.pixel_cnn.weight_decay": (0.001, "detect"),
     "detection.pca.skip_components": (10, "detect"),
     "detection.magnet_jsd.temperature": (40.0, "detect"),
+    "detection.feature_squeezing.bit_depth": (4, "detect"),
+    "detection.feature_squeezing.median_size": (3, "detect"),
     "detection.fprs": ([0.02, 0.05], "detect"),
     "detection.controls": (["sign"], "detect"),
     "detection.aware.enabled": (False, "detect"),

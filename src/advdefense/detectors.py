@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .models import save_checkpoint
 from .models.detectors import LatentMLP, PixelCNNDetector
 from .plan.detector_specs import BUILT_IN, DETECTORS, FLOW_FIELD, DetectorSpec, detector_spec
+from .squeezers import median_smooth, reduce_bit_depth
 from .training import FitSettings, TrainingRun, fit, run_settings, seed_everything
 
 log = logging.getLogger(__name__)
@@ -338,6 +339,29 @@ class MagNetJSD(Detector):
             return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
         return jsd
+
+
+@register
+class FeatureSqueezing(Detector):
+    """Feature squeezing (Xu, Evans & Qi, NDSS 2018): the largest L1 distance between the classifier's softmax
+    on the image and on each squeezed version of it (bit-depth reduction, median smoothing). No parameters to
+    learn; its threshold comes from the calibration split like every detector's. The squeezers round and take
+    medians: the score is differentiated with BPDA (`squeezers.straight_through`), so the detector-aware attack
+    attacks it through them (Athalye et al. 2018)."""
+
+    name = "feature_squeezing"
+
+    def torch_scorer(self):
+        classifier = self.context.model("classifier", self.name).eval()
+        bits, size = int(self.settings["bit_depth"]), int(self.settings["median_size"])
+        squeezers = (lambda x: reduce_bit_depth(x, bits), lambda x: median_smooth(x, size))
+
+        def score(x):
+            p = F.softmax(classifier(x), 1)
+            distances = [(p - F.softmax(classifier(squeeze(x)), 1)).abs().sum(1) for squeeze in squeezers]
+            return torch.stack(distances, 1).amax(1)
+
+        return score
 
 
 @register

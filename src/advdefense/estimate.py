@@ -240,12 +240,16 @@ def _detection_seconds(
             seconds += scored * (
                 1.0 / AUTOENCODER_EVAL + ("classifier" in cls.needs) * 2 * resnet / RESNET20_EVAL
             )
+        elif "classifier" in cls.needs:  # the classifier on the image and on a few transformed copies of it
+            seconds += scored * 3 * resnet / RESNET20_EVAL
         if method in targeted:
             pass_cost = resnet / RESNET20_PASSES  # classifier forward + backward per image
             if cls.on_flow_outputs:
                 pass_cost += 3 * _glow_seconds(cfg["flow"], GLOW_FORWARD)  # the Glow's forward + backward
             elif "autoencoder" in cls.needs:
                 pass_cost *= 1.3 + ("classifier" in cls.needs)
+            elif "classifier" in cls.needs:
+                pass_cost *= 3  # the image and its transformed copies, each through the classifier
             sanity = aware["sanity_images"] * aware["sanity_steps"] * rounds
             seconds += (aware_eps * n_aware * aware["steps"] * rounds + sanity) * pass_cost
         total += seconds

@@ -124,6 +124,11 @@ DETECTORS: dict[str, DetectorSpec] = {
         DetectorSpec(
             "magnet_jsd", "Autoencoder + classifier JSD (MagNet)", needs=("autoencoder", "classifier")
         ),
+        DetectorSpec(
+            "feature_squeezing",
+            "Feature squeezing: softmax L1 to squeezed inputs (Xu et al. 2018)",
+            needs=("classifier",),
+        ),
         DetectorSpec("bits_per_dim", "Glow bits/dim threshold (likelihood)", inputs="bpd", needs=("flow",)),
         DetectorSpec(
             "offgrid",
