@@ -188,6 +188,45 @@ def test_a_declaration_refuses_an_unknown_input_kind_or_model():
         DetectorSpec("x", "X", inputs="logits")
     with pytest.raises(ValueError, match="needs \\['gan'\\]"):
         DetectorSpec("x", "X", needs=("gan",))
+    with pytest.raises(ValueError, match="classifier_copies 2 where needs is \\(\\)"):
+        DetectorSpec("x", "X", classifier_copies=2)
+    with pytest.raises(ValueError, match="classifier_copies 0"):
+        DetectorSpec("x", "X", needs=("classifier",), classifier_copies=0)
+    assert (
+        DetectorSpec("x", "X", needs=("classifier",)).classifier_copies == 1
+    )  # the default where it needs it
+    assert DetectorSpec("x", "X").classifier_copies == 0
+
+
+def test_the_estimate_prices_scoring_by_the_declared_classifier_copies():
+    """What a detector's score costs through the classifier comes from its declaration (`classifier_copies`),
+    not from a rule of the estimate: three copies cost three times one, in scoring and in the detector-aware
+    attack's passes (where one that does not use the classifier still pays the one pass of the classifier it
+    fools)."""
+    from advdefense.detectors import Detector, register, unregister
+    from advdefense.estimate import estimate_seconds
+
+    scoring, attack = {}, {}
+    for copies in (0, 1, 3):
+
+        @register
+        class Toy(Detector):
+            name, title, classifier_copies = "toy_copies", "Copies", copies
+            needs = ("classifier",) if copies else ()
+
+        try:
+            seconds = {}
+            for targeted in ([], ["toy_copies"]):
+                aware = {**_smoke()["detection"]["aware"], "methods": targeted}
+                cfg = _smoke(detection__methods=["latent_mlp", "toy_copies"], detection__aware=aware)
+                seconds[bool(targeted)] = estimate_seconds(cfg, cores=2)["detectors"]
+            scoring[copies], attack[copies] = seconds[False], seconds[True] - seconds[False]
+        finally:
+            unregister("toy_copies")
+    assert scoring[3] - scoring[0] == pytest.approx(3 * (scoring[1] - scoring[0])) and scoring[1] > scoring[0]
+    assert (
+        attack[3] == pytest.approx(3 * attack[1]) and attack[0] == pytest.approx(attack[1]) and attack[1] > 0
+    )
 
 
 def _smoke(**changes):

@@ -23,7 +23,7 @@ from .models.external import (
     traced,
 )
 from .plan.builder_spec import builder_source
-from .plan.names import file_sha256
+from .plan.names import check_sha256_pin, file_sha256
 from .runtime import resolve_device
 from .training import FitSettings, TrainingRun, finish_training, fit, prepare_training, run_settings
 
@@ -184,12 +184,7 @@ def import_classifier(
     logits in eval-safe form, store it in the pipeline's checkpoint format (every later stage loads it
     like a trained ResNet) and measure its test accuracy."""
     t0 = time.perf_counter()
-    found = file_sha256(checkpoint)
-    if found != sha256:
-        raise ConfigError(
-            f"classifier.checkpoint.sha256: {checkpoint} has sha256 {found}, but the config pins "
-            f"{sha256}; refusing a file that is not the one pinned"
-        )
+    found = check_sha256_pin(checkpoint, sha256, "classifier.checkpoint.sha256")
     model, fmt = load_user_model(checkpoint, builder)
     provenance = {"imported_from": str(checkpoint), "sha256": found}
     if builder is not None:  # what the stored model was built with (information only: never run again)

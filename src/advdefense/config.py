@@ -22,7 +22,7 @@ from .plan.attack_specs import check_attack_method, check_attack_spec, shard_ran
 from .plan.builder_spec import check_builder_spec
 from .plan.decisions import attacked_splits, detection_attacks, robustbench_checkpoint
 from .plan.detector_specs import DETECTORS, PAPER_DETECTOR, detector_spec
-from .plan.names import CLEAN, SEED_RUN, eps_tag, file_sha256
+from .plan.names import CLEAN, SEED_RUN, check_sha256_pin, eps_tag
 from .sources import check_cifar_batches_dir, check_labels_setting, split_sizes
 
 __all__ = ["ConfigError", "check_config_files", "load_yaml", "validate_config"]
@@ -94,9 +94,8 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path | None = 
     if errors:
         lines = [f"{_key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    if (
-        cfg["detection"]["methods"] is None
-    ):  # every registered detector, plug-ins included, in declaration order
+    # methods: null (the default) = every registered detector, plug-ins included, in declaration order
+    if cfg["detection"]["methods"] is None:
         cfg["detection"]["methods"] = list(DETECTORS)
     check_semantics(cfg)
     return cfg
@@ -250,12 +249,7 @@ def check_classifier_source(cfg: dict) -> None:
         )
     if not Path(ckpt["path"]).is_file():
         raise ConfigError(f"classifier.checkpoint.path: file {ckpt['path']} does not exist")
-    found = file_sha256(ckpt["path"])
-    if found != ckpt["sha256"]:
-        raise ConfigError(
-            f"classifier.checkpoint.sha256: {ckpt['path']} has sha256 {found}, but the config pins "
-            f"{ckpt['sha256']}; refusing a file that is not the one pinned"
-        )
+    check_sha256_pin(ckpt["path"], ckpt["sha256"], "classifier.checkpoint.sha256")
     if (ckpt["mean"] is None) != (ckpt["std"] is None):
         raise ConfigError("classifier.checkpoint.mean, .std: give both (the input normalisation) or neither")
     if ckpt["builder"] is not None:
@@ -275,12 +269,7 @@ def check_robustbench_source(cfg: dict) -> None:
             )
     path = robustbench_checkpoint(cfg)
     if path.is_file():
-        found = file_sha256(path)
-        if found != zoo["sha256"]:
-            raise ConfigError(
-                f"classifier.robustbench.sha256: {path} has sha256 {found}, but the config pins "
-                f"{zoo['sha256']}; refusing a file that is not the one pinned"
-            )
+        check_sha256_pin(path, zoo["sha256"], "classifier.robustbench.sha256")
 
 
 def check_detection(det: dict, cfg: dict) -> None:

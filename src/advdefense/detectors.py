@@ -98,6 +98,9 @@ class Detector:
     supervised: ClassVar[bool] = False  # learns from attacked examples (one model per attack)
     control: ClassVar[bool] = False  # a control that shows what a cue alone achieves, not a method
     differentiable: ClassVar[bool] = True  # has `torch_scorer`: the detector-aware attack can target it
+    classifier_copies: ClassVar[int | None] = (
+        None  # versions of an image its score sends through the classifier
+    )
 
     def __init__(self, settings: dict, context: DetectorContext, tag: str):
         self.settings = settings

@@ -236,20 +236,17 @@ def _detection_seconds(
         seconds = JOB_START + 5 + cls.fit_seconds(work)
         if cls.on_flow_outputs:
             seconds += controls * glow_forward
-        if "autoencoder" in cls.needs:  # scoring through the autoencoder (and the classifier)
-            seconds += scored * (
-                1.0 / AUTOENCODER_EVAL + ("classifier" in cls.needs) * 2 * resnet / RESNET20_EVAL
-            )
-        elif "classifier" in cls.needs:  # the classifier on the image and on a few transformed copies of it
-            seconds += scored * 3 * resnet / RESNET20_EVAL
+        # scoring through other stages' models: the autoencoder once, the classifier once per declared copy
+        seconds += scored * (
+            ("autoencoder" in cls.needs) / AUTOENCODER_EVAL + cls.classifier_copies * resnet / RESNET20_EVAL
+        )
         if method in targeted:
-            pass_cost = resnet / RESNET20_PASSES  # classifier forward + backward per image
+            # forward + backward per image: the classifier it fools (once, or once per copy its score uses),
+            # the autoencoder (about 0.3 of a ResNet-20's), the Glow
+            resnet_pass = resnet / RESNET20_PASSES
+            pass_cost = resnet_pass * (max(1, cls.classifier_copies) + 0.3 * ("autoencoder" in cls.needs))
             if cls.on_flow_outputs:
-                pass_cost += 3 * _glow_seconds(cfg["flow"], GLOW_FORWARD)  # the Glow's forward + backward
-            elif "autoencoder" in cls.needs:
-                pass_cost *= 1.3 + ("classifier" in cls.needs)
-            elif "classifier" in cls.needs:
-                pass_cost *= 3  # the image and its transformed copies, each through the classifier
+                pass_cost += 3 * _glow_seconds(cfg["flow"], GLOW_FORWARD)
             sanity = aware["sanity_images"] * aware["sanity_steps"] * rounds
             seconds += (aware_eps * n_aware * aware["steps"] * rounds + sanity) * pass_cost
         total += seconds

@@ -10,7 +10,6 @@ Torch-free: it reads the attack file (HDF5) and the classifier's metrics (JSON).
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from importlib import metadata
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def eps_text(eps: float) -> str:
     steps = eps * 255
     if abs(steps - round(steps)) < 1e-6 and round(steps) > 0:
         return f"{round(steps)}/255"
-    return f"{Fraction(eps).limit_denominator(10**6).__float__():g}"
+    return f"{eps:g}"
 
 
 def _percent(x: float) -> str:

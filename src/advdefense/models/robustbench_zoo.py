@@ -25,7 +25,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import ConfigError
-from ..plan.names import file_sha256, robustbench_zoo_file
+from ..plan.names import check_sha256_pin, robustbench_zoo_file
 
 KEY = "classifier.robustbench"
 
@@ -41,7 +41,7 @@ def import_robustbench():
             package = None
         if package is not None:
             sys.modules["autoattack"] = package
-            for sub in ("autoattack", "state", "checks", "other_utils"):
+            for sub in ("state",):  # robustbench 1.1.1 imports `autoattack` and `autoattack.state` only
                 with contextlib.suppress(ImportError):
                     sys.modules[f"autoattack.{sub}"] = importlib.import_module(f"pyautoattack.{sub}")
     try:
@@ -108,16 +108,6 @@ def _weights_only_loads():
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
 
 
-def _check_pin(path: Path, sha256: str) -> str:
-    found = file_sha256(path)
-    if found != sha256:
-        raise ConfigError(
-            f"{KEY}.sha256: {path} has sha256 {found}, but the config pins {sha256}; refusing a file that is "
-            f"not the one pinned"
-        )
-    return found
-
-
 def load_zoo_model(
     name: str, threat_model: str, dataset: str, model_dir: str | Path, sha256: str
 ) -> tuple[nn.Module, Path, bool]:
@@ -131,7 +121,7 @@ def load_zoo_model(
     path = robustbench_zoo_file(model_dir, dataset, threat_model, name)
     downloaded = not path.is_file()
     if not downloaded:
-        _check_pin(path, sha256)
+        check_sha256_pin(path, sha256, f"{KEY}.sha256")
     try:
         with _weights_only_loads():
             model = load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat_model)
@@ -148,5 +138,5 @@ def load_zoo_model(
             f"is it that model's checkpoint?"
         ) from exc
     if downloaded:
-        _check_pin(path, sha256)
+        check_sha256_pin(path, sha256, f"{KEY}.sha256")
     return model.eval(), path, downloaded

@@ -5,7 +5,7 @@ A declaration says what the detector reads (`inputs`), which models of other sta
 it learns from attacked examples (`supervised`: one model per attack key), whether it is a control rather than
 a method, whether it has a differentiable score (the detector-aware attack targets those), and what fitting it
 costs (`fit_seconds`, for `advdefense-estimate`; what it reads and scores through other stages' models the
-estimate prices from `inputs` and `needs`). The built-in
+estimate prices from `inputs`, `needs` and `classifier_copies`). The built-in
 detectors are declared here; `detectors.register` adds the declaration of a detector defined elsewhere (a
 plug-in, or a test's toy detector) from its class.
 """
@@ -49,6 +49,10 @@ class DetectorSpec:
     supervised: bool = False  # learns from attacked examples (one model per attack key)
     control: bool = False  # shows what a cue alone achieves; not a method
     differentiable: bool = True  # has a differentiable score: the detector-aware attack can target it
+    # versions of each image its score sends through the classifier (MagNet JSD: the image and its
+    # reconstruction; feature squeezing: the image and its two squeezed copies); the estimate prices them.
+    # None: 1 where it needs the classifier, else 0
+    classifier_copies: int | None = None
     # seconds its fitting and scoring take on the estimate's reference machine (2 cores, advdefense.estimate)
     fit_seconds: Callable[[FitWork], float] = field(default=no_fitting, compare=False)
 
@@ -59,6 +63,13 @@ class DetectorSpec:
         if unknown:
             raise ValueError(
                 f"detector {self.name!r}: needs {unknown}, not models of the pipeline {STAGE_MODELS}"
+            )
+        if self.classifier_copies is None:
+            object.__setattr__(self, "classifier_copies", int("classifier" in self.needs))
+        if (self.classifier_copies > 0) != ("classifier" in self.needs):
+            raise ValueError(
+                f"detector {self.name!r}: classifier_copies {self.classifier_copies} where needs is "
+                f"{self.needs}: a score through the classifier needs it, and one that needs it uses it"
             )
 
     @property
@@ -122,12 +133,16 @@ DETECTORS: dict[str, DetectorSpec] = {
         ),
         DetectorSpec("magnet", "Autoencoder reconstruction error (MagNet)", needs=("autoencoder",)),
         DetectorSpec(
-            "magnet_jsd", "Autoencoder + classifier JSD (MagNet)", needs=("autoencoder", "classifier")
+            "magnet_jsd",
+            "Autoencoder + classifier JSD (MagNet)",
+            needs=("autoencoder", "classifier"),
+            classifier_copies=2,
         ),
         DetectorSpec(
             "feature_squeezing",
             "Feature squeezing: softmax L1 to squeezed inputs (Xu et al. 2018)",
             needs=("classifier",),
+            classifier_copies=3,
         ),
         DetectorSpec("bits_per_dim", "Glow bits/dim threshold (likelihood)", inputs="bpd", needs=("flow",)),
         DetectorSpec(

@@ -10,6 +10,8 @@ import hashlib
 import re
 from pathlib import Path
 
+from ..errors import ConfigError
+
 # ----------------------------------------------------------------------------- tags
 POOLED = "overall"  # the detector trained on all attacks pooled, and the pooled test set; also its table row
 CLEAN = "clean"  # the unattacked images (reserved: no attack may be named so)
@@ -147,3 +149,15 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_sha256_pin(path: str | Path, pinned: str, key: str) -> str:
+    """The one check of a sha256 pin: `path`'s bytes must hash to `pinned`, else a ConfigError naming the
+    config `key`, the file and both digests. Returns the digest found (the pinned one)."""
+    found = file_sha256(path)
+    if found != pinned:
+        raise ConfigError(
+            f"{key}: {path} has sha256 {found}, but the config pins {pinned}; refusing a file that is not the "
+            "one pinned"
+        )
+    return found
