@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: install test run smoke mini full bench clean-results
+.PHONY: mini-robust install test run smoke mini full bench clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ smoke: install
 mini: install
 	$(BIN)/advdefense-check-config config/cifar10-mini.yaml
 	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-mini.yaml
+
+# the positive control: a standard and a fast-AT ResNet-20 side by side over three seeds (AutoAttack at 8/255)
+mini-robust: install
+	$(BIN)/advdefense-check-config config/cifar10-mini-robust.yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-mini-robust.yaml
 
 JPEG_BATCHES := resources/cifar-10-jpeg/cifar-10-batches-py
 

@@ -41,7 +41,7 @@ def mini_cifar() -> Path:
 
 
 def run_snakemake(
-    workdir: Path, configfile: Path, *args: str, targets: tuple[str, ...] = (), timeout: int = 900
+    workdir: Path, configfile: Path, *args: str, targets: tuple[str, ...] = (), timeout: int = 2700
 ) -> subprocess.CompletedProcess:
     """Run the project's Snakefile with `workdir` as working directory (targets go before --configfile,
     which takes several files)."""

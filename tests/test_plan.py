@@ -19,6 +19,7 @@ TORCH_FREE = (
     "advdefense.plan.names",
     "advdefense.plan.attack_specs",
     "advdefense.plan.detector_specs",
+    "advdefense.plan.training_specs",
     "advdefense.plan.decisions",
     "advdefense.plan.builder_spec",
     "advdefense.config",

@@ -28,7 +28,31 @@ def test_median_smoothing_keeps_flat_images_and_removes_a_lone_spike():
     assert torch.allclose(median_smooth(spiked, 3), flat)
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
     median_smooth(x, 2).sum().backward()
-    assert torch.equal(x.grad, torch.ones_like(x))
+    # the true gradient: each output pixel's to its window's median pixel (inside, a pixel is the median of 0 to
+    # 4 windows; at the edges the reflected padding shows it to more), so the gradients add up to the number of
+    # output pixels
+    assert float(x.grad.sum()) == x.numel()
+    assert torch.equal(x.grad, x.grad.round()) and (x.grad >= 0).all() and (x.grad == 0).any()
+    assert (
+        x.grad[..., :-2, :-2].max() <= 4
+    )  # (size 2 pads the last row and column by reflecting the one before)
+
+
+def test_median_gradient_agrees_with_finite_differences():
+    """The median is piecewise linear: away from ties, a central finite difference of a weighted sum of its
+    outputs equals the autograd gradient (the check that catches a gradient rule that does not fit the step)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 3, 8, 8, generator=g, dtype=torch.float64)
+    w = torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64)
+    xr = x.clone().requires_grad_(True)
+    (median_smooth(xr, 2) * w).sum().backward()
+    h = 1e-7  # far below the smallest gap between two pixel values of one window
+    for idx in [(0, 0, 0, 0), (0, 1, 3, 4), (0, 2, 7, 7), (0, 0, 5, 2), (0, 1, 6, 1)]:
+        up, down = x.clone(), x.clone()
+        up[idx] += h
+        down[idx] -= h
+        fd = float(((median_smooth(up, 2) - median_smooth(down, 2)) * w).sum()) / (2 * h)
+        assert fd == pytest.approx(float(xr.grad[idx]), abs=1e-5), idx
 
 
 def test_straight_through_is_the_transform_forward_and_the_identity_backward():

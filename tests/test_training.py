@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from advdefense.augment import RandomCropFlip
 from advdefense.classifier import ClassificationObjective
 from advdefense.models import CifarResNet
+from advdefense.robust_training import Standard
 from advdefense.training import FitSettings, TrainingDiverged, TrainingRun, fit, lr_lambda
 
 
@@ -33,14 +34,14 @@ class Interrupt(Exception):
 
 def test_resume_after_interruption_gives_identical_weights(tmp_path):
     model, opt, sched, gen, data, epochs, bs = _setup()
-    objective = ClassificationObjective(model, RandomCropFlip(4, True))
+    objective = ClassificationObjective(Standard(model, {}), RandomCropFlip(4, True))
     run = TrainingRun(tmp_path / "a_state.pt", tmp_path / "a.csv")
     full = fit(model, objective, data, opt, FitSettings(epochs, bs, sched), gen, run)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
 
     # the same run, killed in the middle of epoch 3 ...
     model, opt, sched, gen, data, epochs, bs = _setup()
-    inner = ClassificationObjective(model, RandomCropFlip(4, True))
+    inner = ClassificationObjective(Standard(model, {}), RandomCropFlip(4, True))
     calls = {"n": 0}
 
     def dying(batch, g):
@@ -59,7 +60,7 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
     model, opt, sched, gen, data, epochs, bs = _setup(
         seed=99
     )  # other init: everything must come from the state
-    objective = ClassificationObjective(model, RandomCropFlip(4, True))
+    objective = ClassificationObjective(Standard(model, {}), RandomCropFlip(4, True))
     resumed = fit(
         model,
         objective,

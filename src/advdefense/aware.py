@@ -7,7 +7,9 @@ threshold. L-infinity PGD minimises, per image,
 
 where margin = logit of the true class minus the best other logit (negative = misclassified), s the
 detector score, t its threshold at the deployed false-positive rate, and scale the spread of the clean
-calibration scores. Several lambda (0 = an attacker who ignores the detector) and random restarts; an
+calibration scores. Several lambda (0 = an attacker who ignores the detector) and random restarts, then
+orthogonal PGD (Bryniarski et al., ICLR 2022: each step descends one term orthogonally to the other's
+gradient, `orthogonal_direction`), which needs no lambda; an
 image counts as broken as soon as one run finds a point that is misclassified *and* not flagged, and
 later runs only attack the images still standing. The result is the **defended system's accuracy**: the
 share of attacked test images that are classified correctly or rejected.
@@ -69,6 +71,7 @@ class AwarePGD:
     kappa: float = 0.1
     batch_size: int = 100
     step_rules: tuple[str, ...] = ("sign",)
+    objectives: tuple[str, ...] = ("penalty",)
 
     @classmethod
     def from_settings(cls, settings: dict) -> AwarePGD:
@@ -80,7 +83,32 @@ class AwarePGD:
             kappa=settings["kappa"],
             batch_size=settings["batch_size"],
             step_rules=tuple(settings["step_rules"]),
+            objectives=tuple(settings.get("objectives", ("penalty",))),
         )
+
+
+def _run_name(label) -> str:
+    return "orthogonal PGD" if label == "orthogonal" else f"lambda {label:g}"
+
+
+def orthogonal_direction(
+    classifier_term: torch.Tensor,
+    detector_term: torch.Tensor,
+    misclassified: torch.Tensor,
+    delta: torch.Tensor,
+) -> torch.Tensor:
+    """Orthogonal PGD's direction per image (Bryniarski, Hingun, Pachuca, Wang & Carlini, ICLR 2022): an image
+    still classified correctly descends the classifier's term along the part of its gradient orthogonal to the
+    detector term's gradient (so it does not become more detectable); a misclassified one descends the detector
+    term orthogonally to the classifier term's gradient (so it does not undo the misclassification). Where the
+    other gradient is zero (its term is satisfied), the step is the term's own gradient."""
+    (g_cls,) = torch.autograd.grad(classifier_term.sum(), delta, retain_graph=True)
+    (g_det,) = torch.autograd.grad(detector_term.sum(), delta)
+    mask = misclassified.view(-1, *([1] * (g_cls.dim() - 1)))
+    along, against = torch.where(mask, g_det, g_cls), torch.where(mask, g_cls, g_det)
+    a, b = along.flatten(1), against.flatten(1)
+    coef = (a * b).sum(1) / (b * b).sum(1).clamp_min(1e-30)
+    return (a - coef[:, None] * b).view_as(along)
 
 
 def detector_aware_pgd(
@@ -116,7 +144,11 @@ def detector_aware_pgd(
         )
         broken[s : s + batch_size] = mis & ~flag
     by_lambda["clean"] = int(broken.sum())
-    for lam in lambdas:
+    # the penalty objective once per lambda, then orthogonal PGD (no lambda: it alternates the two terms)
+    runs = [(lam, lam) for lam in (lambdas if "penalty" in attack.objectives else ())]
+    if "orthogonal" in attack.objectives:
+        runs.append(("orthogonal", None))
+    for label, lam in runs:
         before = int(broken.sum())
         for restart, rule in ((r, rule) for rule in step_rules for r in range(restarts)):
             todo = torch.nonzero(~broken).flatten()
@@ -138,8 +170,14 @@ def detector_aware_pgd(
                     logits = classifier(x)
                     score = scorer(x)
                     m = margin(logits, y)
-                    loss = m.clamp_min(-kappa) + lam * torch.relu((score - threshold) / scale + kappa)
-                    (grad,) = torch.autograd.grad(loss.sum(), delta)
+                    detector_term = torch.relu((score - threshold) / scale + kappa)
+                    if lam is not None:
+                        loss = m.clamp_min(-kappa) + lam * detector_term
+                        (grad,) = torch.autograd.grad(loss.sum(), delta)
+                    else:
+                        loss = m.clamp_min(-kappa) + detector_term
+                        # the margin itself (not clamped): a misclassified image's detector step must keep it
+                        grad = orthogonal_direction(m, detector_term, m < 0, delta)
                     with torch.no_grad():
                         # the point just evaluated: keep the first one that breaks each image
                         hit = (m < 0) & (score <= threshold) & ~found
@@ -163,10 +201,12 @@ def detector_aware_pgd(
                 broken[idx[found]] = True
             if restart == 0:
                 curve.append(
-                    {"lambda": lam, "rule": rule, "loss": (step_losses / max(len(todo), 1)).tolist()}
+                    {"lambda": label, "rule": rule, "loss": (step_losses / max(len(todo), 1)).tolist()}
                 )
-        by_lambda[lam] = int(broken.sum()) - before
-        log.info("lambda %g: %d more images broken (%d of %d)", lam, by_lambda[lam], int(broken.sum()), n)
+        by_lambda[label] = int(broken.sum()) - before
+        log.info(
+            "%s: %d more images broken (%d of %d)", _run_name(label), by_lambda[label], int(broken.sum()), n
+        )
     # judge the stored points again, as the evaluation sees them
     mis_all, flag_all = [], []
     for s in range(0, n, batch_size):

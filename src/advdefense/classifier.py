@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .augment import RandomCropFlip
 from .data import class_names, read_split
@@ -24,6 +23,8 @@ from .models.external import (
 )
 from .plan.builder_spec import builder_source
 from .plan.names import check_sha256_pin, file_sha256
+from .plan.training_specs import PGD_CURVE_IMAGES, STANDARD
+from .robust_training import TrainingMethod, pgd_accuracy, training_method
 from .runtime import resolve_device
 from .training import FitSettings, TrainingRun, finish_training, fit, prepare_training, run_settings
 
@@ -40,28 +41,22 @@ def classifier_arch(settings: dict, num_classes: int = 10) -> dict:
     }
 
 
-PRECISIONS = ("float32", "bfloat16")
-
-
 class ClassificationObjective:
-    """Cross-entropy on augmented uint8 batches; reports loss and correct counts. With `precision`
-    bfloat16 the forward pass runs under autocast (convolutions and the linear layer in bfloat16, the
-    loss and the weights in float32): about 1.35x the float32 step on a CPU with AVX512-BF16 (Zen 4,
+    """The classifier's training objective: a batch of uint8 images augmented, then the loss of the training
+    method (`robust_training`: standard cross-entropy, or an adversarial training); reports loss and correct
+    counts (on the images the method's cross-entropy sees: adversarial ones for PGD and fast AT). With
+    `precision` bfloat16 the forward passes run under autocast (convolutions and the linear layer in bfloat16,
+    the loss and the weights in float32): about 1.35x the float32 step on a CPU with AVX512-BF16 (Zen 4,
     Sapphire Rapids; benchmarks/README.md), and the tensor-core path on a GPU."""
 
-    def __init__(self, model: torch.nn.Module, augment: RandomCropFlip, precision: str = "float32"):
-        if precision not in PRECISIONS:
-            raise ConfigError(f"classifier.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
-        self.model = model
+    def __init__(self, method: TrainingMethod, augment: RandomCropFlip):
+        self.method = method
         self.augment = augment
-        self.precision = precision
 
     def __call__(self, batch, generator):
         images, labels = batch
         x = self.augment(to_float_pixels(images), generator)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss, logits = self.method.loss(x, labels, generator)
         with torch.no_grad():
             correct = (logits.argmax(1) == labels).sum()
         return loss, {"loss": loss.detach() * len(labels), "accuracy": correct}
@@ -111,18 +106,29 @@ def train_classifier(
         weight_decay=sgd["weight_decay"],
     )
     augment = settings["augment"]
-    objective = ClassificationObjective(
-        model, RandomCropFlip(augment["crop_padding"], augment["flip"]), settings.get("precision", "float32")
+    method_name = settings.get("training", STANDARD)
+    method = training_method(
+        method_name, model, settings.get(method_name) or {}, settings.get("precision", "float32")
     )
+    objective = ClassificationObjective(method, RandomCropFlip(augment["crop_padding"], augment["flip"]))
+    # an adversarially trained classifier's curve also shows PGD-10 accuracy at its training eps on the first
+    # PGD_CURVE_IMAGES test images (catastrophic overfitting of fast AT shows there first)
+    curve_eps = (settings.get(method_name) or {}).get("epsilon") if method_name != STANDARD else None
 
     def evaluate():
         pred = predict(model, test_x, eval_batch_size, device)
-        return {"test_accuracy": float((pred == test_y).float().mean())}
+        row = {"test_accuracy": float((pred == test_y).float().mean())}
+        if curve_eps is not None:
+            n = min(PGD_CURVE_IMAGES, len(test_y))
+            x = to_float_pixels(test_x[:n])
+            row["test_pgd_accuracy"] = pgd_accuracy(model, x, test_y[:n], curve_eps, eval_batch_size, seed)
+        return row
 
     log.info(
-        "training ResNet-%d (%d parameters) on %d images, %s, %d epochs, %s",
+        "training ResNet-%d (%d parameters, %s) on %d images, %s, %d epochs, %s",
         settings["depth"],
         sum(p.numel() for p in model.parameters()),
+        method_name,
         len(train_y),
         device,
         settings["epochs"],

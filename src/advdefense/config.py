@@ -23,6 +23,7 @@ from .plan.builder_spec import check_builder_spec
 from .plan.decisions import attacked_splits, detection_attacks, robustbench_checkpoint
 from .plan.detector_specs import DETECTORS, PAPER_DETECTOR, detector_spec
 from .plan.names import CLEAN, SEED_RUN, check_sha256_pin, eps_tag
+from .plan.training_specs import TRAININGS, training_methods, training_spec
 from .sources import check_cifar_batches_dir, check_labels_setting, split_sizes
 
 __all__ = ["ConfigError", "check_config_files", "load_yaml", "validate_config"]
@@ -78,12 +79,31 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
+def with_plug_in_blocks(schema: dict) -> dict:
+    """The schema with the settings block that each registered plug-in declares (`settings_schema`: the JSON
+    schema properties of `classifier.<name>` for a training method, of `detection.<name>` for a detector), so
+    that adding a defence with settings takes its class and no edit of the schema file. A block the schema file
+    already has (the built-ins') stays as it is."""
+    sections = {"classifier": TRAININGS, "detection": DETECTORS}
+    for section, specs in sections.items():
+        properties = schema["properties"][section]["properties"]
+        for name, spec in specs.items():
+            if spec.settings_schema is not None and name not in properties:
+                properties[name] = {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "default": {},
+                    "properties": copy.deepcopy(spec.settings_schema),
+                }
+    return schema
+
+
 def validate_config(config: Mapping[str, Any], schema_path: str | Path | None = None) -> dict:
     """Validate `config` against the schema, fill in defaults and run the semantic checks.
 
     Returns a new dict; the input is not modified. Raises ConfigError naming the bad key.
     """
-    schema = load_yaml(schema_path or default_schema_path())
+    schema = with_plug_in_blocks(load_yaml(schema_path or default_schema_path()))
     cfg = copy.deepcopy(dict(config))
     if isinstance(cfg.get("tables"), Mapping) and "resources" in cfg["tables"]:
         raise ConfigError(
@@ -111,6 +131,7 @@ def check_semantics(cfg: dict) -> None:
         raise ConfigError(
             f"classifier.depth: {depth} is not of the form 6n+2 (CIFAR ResNets have depth 20, 32, 44, 56, 110 ...)"
         )
+    check_classifier_training(cfg["classifier"])
     check_classifier_source(cfg)
     seeds = cfg.get("seeds")
     if seeds is not None:
@@ -226,6 +247,19 @@ def check_attack_splits(cfg: dict) -> None:
                 f"{key}: {spec['splits']} leaves out test, the split every table and figure "
                 f"evaluates attacks on{'' if own else f' (the splits of attacks.{name})'}"
             )
+
+
+def check_classifier_training(classifier: dict) -> None:
+    """`classifier.training`: registered method names (a list: one classifier each, which only training can
+    make); the settings blocks' ranges are the schema's (epsilon > 0, steps >= 1 ...)."""
+    methods = training_methods(classifier)
+    for name in methods:
+        training_spec(name)  # an unknown name: a ConfigError naming classifier.training
+    if len(methods) > 1 and classifier["source"] != "train":
+        raise ConfigError(
+            f"classifier.training: {len(methods)} methods ({', '.join(methods)}) train one classifier each, "
+            f"but classifier.source is {classifier['source']!r}: a brought classifier is not trained here"
+        )
 
 
 def check_classifier_source(cfg: dict) -> None:

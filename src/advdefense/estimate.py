@@ -29,6 +29,8 @@ from .plan.decisions import (
     trains_autoencoder,
 )
 from .plan.detector_specs import DETECTORS, FitWork
+from .plan.names import run_groups, run_plan
+from .plan.training_specs import PGD_CURVE_IMAGES, STANDARD, training_spec
 from .progress import format_seconds
 from .sources import split_sizes
 
@@ -136,12 +138,20 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
     out = {"dataset": JOB_START + (sizes["train"] + sizes["calibration"] + sizes["test"]) / 8000}
 
     # classifier: training epochs and the test evaluation after each
+    groups = run_groups(cfg)  # one classifier (and everything after it) per training method
     if classifier["source"] == "train":
         rate = RESNET20_TRAIN[classifier.get("precision", "float32")] / resnet
-        per_epoch = sizes["train"] / rate + sizes["test"] * resnet / RESNET20_EVAL
-        out["classifier"] = (
-            JOB_START + classifier["epochs"] * per_epoch + sizes["test"] * resnet / RESNET20_EVAL
-        )
+        per_method = []
+        for method in groups.values():
+            spec = training_spec(method)
+            passes = spec.passes(classifier.get(method) or {}) if spec.has_settings else 1.0
+            per_epoch = sizes["train"] * passes / rate + sizes["test"] * resnet / RESNET20_EVAL
+            if method != STANDARD:  # the curve's PGD-10 accuracy on the first test images
+                per_epoch += min(PGD_CURVE_IMAGES, sizes["test"]) * 11 * resnet / RESNET20_PASSES
+            per_method.append(
+                JOB_START + classifier["epochs"] * per_epoch + sizes["test"] * resnet / RESNET20_EVAL
+            )
+        out["classifier"] = sum(per_method) / len(groups)  # the mean: every stage is counted once per group
     else:
         out["classifier"] = JOB_START + 30 + sizes["test"] * resnet / RESNET20_EVAL
 
@@ -202,7 +212,7 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
         out["detectors"] = _detection_seconds(cfg, images, sizes, resnet, glow_forward, detected)
 
     out["tables and figures"] = _light_jobs(cfg, detected) * LIGHT_JOB
-    runs = len(cfg.get("seeds") or [cfg["seed"]])  # `seeds`: the whole pipeline once per seed
+    runs = len(run_plan(cfg))  # the whole pipeline once per seed and training method
     return {stage: seconds * runs * scale for stage, seconds in out.items() if seconds > 0}
 
 
@@ -227,7 +237,10 @@ def _detection_seconds(
     aware_eps = len(aware["epsilons"]) if aware["epsilons"] is not None else n_eps
     n_aware = aware["images"] or n_test
     # PGD rounds (lambda x step rule x restart) on the images still standing: about half of them on average
-    rounds = len(aware["lambdas"]) * len(aware["step_rules"]) * aware["restarts"] * 0.5
+    # (orthogonal PGD: one round without lambda, two backward passes a step)
+    objectives = aware.get("objectives", ["penalty"])
+    per_rule = len(aware["lambdas"]) * ("penalty" in objectives) + 2 * ("orthogonal" in objectives)
+    rounds = per_rule * len(aware["step_rules"]) * aware["restarts"] * 0.5
     total = 0.0
     for method in det["methods"]:
         cls = DETECTORS[method]

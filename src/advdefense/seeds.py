@@ -1,4 +1,5 @@
-"""`seeds`: the tables of every run gathered cell by cell into the mean and standard deviation over seeds."""
+"""Gathering runs: `seeds` (the tables of every run of a group gathered cell by cell into the mean and standard
+deviation over seeds) and a list `classifier.training` (each group's table side by side, a block per method)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pandas as pd
 
 from .errors import PipelineFileError
 from .h5io import atomic_path
-from .tables import format_cell
+from .plan.training_specs import training_title
+from .tables import format_cell, to_markdown
 
 # columns of the pipeline's tables that describe a row rather than label it (an attack's warnings): where the runs
 # differ, the gathered cell says what each seed said; every other text column must agree between runs
@@ -122,4 +124,38 @@ def write_seed_table(paths: list, seeds: list[int], csv_path, md_path) -> pd.Dat
         table.to_csv(tmp, index=False)
     with atomic_path(md_path) as tmp:
         Path(tmp).write_text(mean_sd_markdown(table, Path(csv_path).stem, seeds))
+    return table
+
+
+def gather_side_by_side(paths: dict[str, str | Path], methods: dict[str, str]) -> pd.DataFrame:
+    """One table from the same table of each group of runs (`paths`: {group: its table, gathered over seeds or
+    a single run's}), one block of rows per group, in the order given, led by the columns `classifier` (the
+    training method's title) and `training` (its name; `methods`: {group: method}). Where a column varied over
+    the seeds of one group only, the others' `<column>_sd` is 0 (their seeds agreed)."""
+    frames = []
+    for group, table_path in paths.items():
+        frame = pd.read_csv(table_path)
+        frame.insert(0, "training", methods[group])
+        frame.insert(0, "classifier", training_title(methods[group]))
+        frames.append(frame)
+    columns = list(frames[0].columns)
+    for frame in frames[1:]:
+        columns += [c for c in frame.columns if c not in columns]
+    table = pd.concat(frames, ignore_index=True)[columns]
+    for column in [c for c in columns if c.endswith("_sd")]:
+        value = pd.to_numeric(table[column[: -len("_sd")]], errors="coerce")
+        table.loc[table[column].isna() & value.notna(), column] = 0.0
+    return table
+
+
+def write_side_by_side(
+    paths: dict, methods: dict, seeds: list[int] | None, csv_path, md_path
+) -> pd.DataFrame:
+    table = gather_side_by_side(paths, methods)
+    title = f"{Path(csv_path).stem}: {', '.join(training_title(m) for m in methods.values())} side by side"
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    text = mean_sd_markdown(table, title, seeds) if seeds else f"## {title}\n\n{to_markdown(table, 3)}\n"
+    with atomic_path(md_path) as tmp:
+        Path(tmp).write_text(text)
     return table

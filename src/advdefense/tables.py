@@ -306,6 +306,31 @@ DEFENDED_COLUMNS = {
 }
 
 
+# the best published robust accuracy (RobustBench, CIFAR-10, L-inf 8/255, AutoAttack) that the Tramer (2022)
+# reduction compares a detector's claim with
+BEST_PUBLISHED_ROBUST = {"epsilon": 8 / 255, "accuracy": 75.28, "source": "RobustBench, CIFAR-10 L-inf 8/255"}
+TRAMER_IMPLIED = "Tramer 2022: implied robust accuracy at eps/2 (%)"
+TRAMER_FLAG = "implied accuracy beats the best published (75.28 % at 8/255)"
+
+
+def tramer_check(defended_percent: float, eps: float) -> tuple[float, str]:
+    """Tramer (ICML 2022): a detector whose defended accuracy at eps is A yields a (slow) classifier robust at
+    eps/2 with accuracy A. Where eps/2 is at least 8/255, an A above the best published robust accuracy there
+    (RobustBench: 75.28 %) almost surely means the detector's evaluation is wrong ("yes"); below 8/255 no
+    published figure bounds it ("no reference at eps/2")."""
+    if eps / 2 + 1e-9 < BEST_PUBLISHED_ROBUST["epsilon"]:
+        return defended_percent, "no reference at eps/2"
+    return defended_percent, "yes" if defended_percent > BEST_PUBLISHED_ROBUST["accuracy"] else "no"
+
+
+def _lambda_text(value) -> str:
+    """The run a curve comes from: a penalty weight (a number) or 'orthogonal' (orthogonal PGD)."""
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def defended_table(aware: pd.DataFrame) -> pd.DataFrame:
     """The defended system's accuracy (classified correctly or rejected) per detector and eps, under the
     detector-oblivious attacks and the detector-aware one, with the gradient-masking checks."""
@@ -326,8 +351,11 @@ def defended_table(aware: pd.DataFrame) -> pd.DataFrame:
         row["aware attack success at unbounded eps (%)"] = (
             100 * float(sanity.iloc[0]["attack_success_aware"]) if not sanity.empty else float("nan")
         )
+        row[TRAMER_IMPLIED], row[TRAMER_FLAG] = tramer_check(
+            row[DEFENDED_COLUMNS["defended_accuracy_strongest"]], float(r["epsilon"])
+        )
         row["objective, first -> last step (lambda)"] = (
-            f"{r['loss_first_step']:.3g} -> {r['loss_last_step']:.3g} ({r['loss_lambda']:g})"
+            f"{r['loss_first_step']:.3g} -> {r['loss_last_step']:.3g} ({_lambda_text(r['loss_lambda'])})"
         )
         rows[f"{method_label(r['method'])}, eps {r['epsilon']:g}"] = row
     table = pd.DataFrame.from_dict(rows, orient="index")

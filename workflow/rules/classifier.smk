@@ -17,14 +17,8 @@ if config["classifier"]["source"] == "train":
         resources:
             **resources_of("classifier", gpu=True),
         params:
-            classifier=result_settings(
-                "classifier",
-                leave_out=(
-                    "classifier.source",
-                    "classifier.checkpoint",
-                    "classifier.robustbench",
-                ),
-            ),
+            # the run's training method with its settings block only (others' changes re-run nothing here)
+            classifier=run_classifier_settings,
             seed=seed_of,
             # per-epoch resumable state: a killed job continues from its last finished epoch
             state=CLASSIFIER_STATE,

@@ -27,6 +27,7 @@ from advdefense.plan.names import (
     CLASSIFIER_EPOCHS,
     CLASSIFIER_METRICS,
     CLASSIFIER_STATE,
+    CLASSIFIERS_TABLE,
     DATA,
     DETECTION_AWARE,
     DETECTION_EVALUATION,
@@ -50,8 +51,11 @@ from advdefense.plan.names import (
     file_sha256,
     is_runtime_key,
     path,
+    run_groups,
+    run_plan,
     runs,
 )
+from advdefense.plan.training_specs import run_training_settings
 
 # Names (file patterns, tags, run names) come from advdefense.plan.names and decisions (which splits are
 # attacked, which models a detector job loads ...) from advdefense.plan.decisions: torch-free, so that building
@@ -69,18 +73,21 @@ config.clear()
 config.update(_validated)
 
 DATASET = config["dataset"]["name"]
-# `seeds`: the whole pipeline once per seed, each in its own run `<name>-seed<s>` (its own dataset split,
-# models, attacks, detectors), gathered into mean and sd over seeds; null: one run named <name>
-# with `seed`. Gathered: results/seeds/<name>/{tables,figures}/
+# `seeds`: the whole pipeline once per seed, each in its own run `<group>-seed<s>` (its own dataset split,
+# models, attacks, detectors), gathered into mean and sd over seeds; null: one run named <group>
+# with `seed`. Gathered: results/seeds/<group>/{tables,figures}/. A group is <name>, or <name>-<method> for
+# each method of a list `classifier.training` (gathered side by side: results/classifiers/<name>/tables/).
 RUNS = runs(config)
+RUN_PLAN = run_plan(config)  # run -> (group, seed, training method)
+GROUPS = run_groups(config)  # group -> training method
 ATTACKS = config["attacks"]
 # the splits some attack runs on (each attack: `attacks.<name>.splits`, default attack_defaults.splits)
 SPLITS = decisions.attacked_splits(config)
 
 
 wildcard_constraints:
-    run=r"[A-Za-z0-9_.-]+",  # a run: dataset.name, or <dataset.name>-seed<s> for each of `seeds`
-    name=r"[A-Za-z0-9_.-]+",  # dataset.name: the runs of `seeds` gathered
+    run=r"[A-Za-z0-9_.-]+",  # a run: <group>, or <group>-seed<s> for each of `seeds`
+    name=r"[A-Za-z0-9_.-]+",  # a group (dataset.name, or <dataset.name>-<method>): its runs of `seeds` gathered
     attack=r"[A-Za-z0-9_-]+",
     eps=r"[0-9.]+(e-?[0-9]+)?",
     split=r"train|test|calibration",
@@ -275,17 +282,38 @@ def run_targets(run):
 def seed_targets():
     if config["seeds"] is None:
         return []
-    targets = [
-        path(SEED_TABLE, name=DATASET, table=f"{t}.csv")
+    targets = []
+    for group in GROUPS:
+        targets += [
+            path(SEED_TABLE, name=group, table=f"{t}.csv")
+            for t in decisions.seed_tables(config)
+        ]
+        if ATTACKS:
+            targets.append(
+                path(SEED_FIGURE, name=group, figure="accuracy_vs_epsilon.png")
+            )
+        if decisions.detects(config):
+            targets.append(path(SEED_FIGURE, name=group, figure="auroc_vs_epsilon.png"))
+    return targets
+
+
+def classifier_targets():
+    """Several training methods: each table of the groups gathered side by side."""
+    if len(GROUPS) < 2:
+        return []
+    return [
+        path(CLASSIFIERS_TABLE, name=DATASET, table=f"{t}.csv")
         for t in decisions.seed_tables(config)
     ]
-    if ATTACKS:
-        targets.append(
-            path(SEED_FIGURE, name=DATASET, figure="accuracy_vs_epsilon.png")
+
+
+def group_runs(group):
+    """The runs of a group (one per seed), in the order of `seeds`."""
+    if group not in GROUPS:
+        raise WorkflowError(
+            f"{group}: not a group of runs of this configuration (groups: {', '.join(GROUPS)})"
         )
-    if decisions.detects(config):
-        targets.append(path(SEED_FIGURE, name=DATASET, figure="auroc_vs_epsilon.png"))
-    return targets
+    return [run for run, (g, _, _) in RUN_PLAN.items() if g == group]
 
 
 def robustbench_info_files(run):
@@ -297,14 +325,55 @@ def robustbench_info_files(run):
 
 
 def all_targets():
-    return [t for run in RUNS for t in run_targets(run)] + seed_targets()
+    return (
+        [t for run in RUNS for t in run_targets(run)]
+        + seed_targets()
+        + classifier_targets()
+    )
 
 
 def seed_table_inputs(wildcards):
     """One run's table per seed: `summary` is the attack summary, the others come from results/tables."""
     if wildcards.table == "summary":
-        return [path(ATTACK_SUMMARY, run=run) for run in RUNS]
-    return [path(TABLE, run=run, table=f"{wildcards.table}.csv") for run in RUNS]
+        return [path(ATTACK_SUMMARY, run=run) for run in group_runs(wildcards.name)]
+    return [
+        path(TABLE, run=run, table=f"{wildcards.table}.csv")
+        for run in group_runs(wildcards.name)
+    ]
+
+
+def seeds_of_group(wildcards):
+    return [RUNS[run] for run in group_runs(wildcards.name)]
+
+
+def classifier_table_inputs(wildcards):
+    """Each group's table (gathered over seeds where there are seeds), in the order of classifier.training."""
+    out = {}
+    for group in GROUPS:
+        if config["seeds"] is not None:
+            out[group] = path(SEED_TABLE, name=group, table=f"{wildcards.table}.csv")
+        elif wildcards.table == "summary":
+            out[group] = path(ATTACK_SUMMARY, run=group)
+        else:
+            out[group] = path(TABLE, run=group, table=f"{wildcards.table}.csv")
+    return out
+
+
+def run_classifier_settings(wildcards):
+    """The `classifier` settings of the run's training method (plan.training_specs.run_training_settings)."""
+    if wildcards.run not in RUN_PLAN:
+        raise WorkflowError(
+            f"{wildcards.run}: not a run of this configuration (runs: {', '.join(RUNS)})"
+        )
+    settings = result_settings(
+        "classifier",
+        leave_out=(
+            "classifier.source",
+            "classifier.checkpoint",
+            "classifier.robustbench",
+        ),
+    )
+    return canonical(run_training_settings(settings, RUN_PLAN[wildcards.run][2]))
 
 
 def seed_of(wildcards):

@@ -1,4 +1,5 @@
-# `seeds`: every run's tables and figures gathered over the seeds (mean and sd); only with a list of seeds.
+# `seeds`: every group's tables and figures gathered over the seeds (mean and sd); only with a list of seeds.
+# A list `classifier.training`: each table of the groups (one per method) side by side.
 
 
 rule seed_table:
@@ -23,16 +24,22 @@ rule seed_table:
     resources:
         **resources_of("light_jobs"),
     params:
-        seeds=list(RUNS.values()),
+        seeds=seeds_of_group,
     script:
         "../scripts/seed_table.py"
 
 
 rule seed_figure_accuracy:
     input:
-        summaries=[path(ATTACK_SUMMARY, run=run) for run in RUNS],
-        purified=[f for run in RUNS for f in purified_test_files(run)],
-        adaptive=[f for run in RUNS for f in adaptive_test_files(run)],
+        summaries=lambda w: [
+            path(ATTACK_SUMMARY, run=run) for run in group_runs(w.name)
+        ],
+        purified=lambda w: [
+            f for run in group_runs(w.name) for f in purified_test_files(run)
+        ],
+        adaptive=lambda w: [
+            f for run in group_runs(w.name) for f in adaptive_test_files(run)
+        ],
     output:
         png=report(
             path(SEED_FIGURE, figure="accuracy_vs_epsilon.png"),
@@ -55,9 +62,9 @@ rule seed_figure_accuracy:
 
 rule seed_figure_auroc:
     input:
-        evaluations=[
+        evaluations=lambda w: [
             path(DETECTION_EVALUATION, run=run, method=m)
-            for run in RUNS
+            for run in group_runs(w.name)
             for m in config["detection"]["methods"]
         ],
     output:
@@ -78,3 +85,31 @@ rule seed_figure_auroc:
         **resources_of("light_jobs"),
     script:
         "../scripts/figures.py"
+
+
+rule classifier_table:
+    input:
+        unpack(classifier_table_inputs),
+    output:
+        csv=report(
+            path(CLASSIFIERS_TABLE, table="{table}.csv"),
+            caption="../report/classifier_table.rst",
+            category="Classifiers side by side",
+        ),
+        md=path(CLASSIFIERS_TABLE, table="{table}.md"),
+    log:
+        "logs/classifiers/{name}/{table}.log",
+    benchmark:
+        "results/benchmarks/classifier_table/{name}/{table}.tsv"
+    wildcard_constraints:
+        table=r"[a-z0-9_]+",
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("light_jobs")
+    resources:
+        **resources_of("light_jobs"),
+    params:
+        methods=GROUPS,
+        seeds=config["seeds"],
+    script:
+        "../scripts/classifier_table.py"

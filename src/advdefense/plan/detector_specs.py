@@ -55,6 +55,9 @@ class DetectorSpec:
     classifier_copies: int | None = None
     # seconds its fitting and scoring take on the estimate's reference machine (2 cores, advdefense.estimate)
     fit_seconds: Callable[[FitWork], float] = field(default=no_fitting, compare=False)
+    # a plug-in's settings block detection.<name>: JSON-schema properties (with defaults); None: the schema
+    # file has it (the built-ins) or there is none
+    settings_schema: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.inputs not in INPUT_KINDS:

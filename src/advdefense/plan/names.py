@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
+from .training_specs import STANDARD, training_methods
 
 # ----------------------------------------------------------------------------- tags
 POOLED = "overall"  # the detector trained on all attacks pooled, and the pooled test set; also its table row
@@ -49,13 +50,33 @@ def seed_run(name: str, seed: int) -> str:
     return f"{name}-seed{seed}"
 
 
-def runs(cfg: dict) -> dict[str, int]:
-    """{run name: seed}: one run `<dataset.name>-seed<s>` per entry of `seeds`, or one run `dataset.name` with
-    `seed`. A run name is the `{run}` part of every results path."""
+def run_groups(cfg: dict) -> dict[str, str]:
+    """{group name: training method}: the runs of one group share a classifier training method and differ in
+    their seed (`seeds` gathers each group). One group `dataset.name` where the classifier is trained one way
+    (or brought); else one group `<dataset.name>-<method>` per method of `classifier.training`."""
     name = cfg["dataset"]["name"]
-    if cfg.get("seeds") is not None:
-        return {seed_run(name, s): s for s in cfg["seeds"]}
-    return {name: cfg["seed"]}
+    classifier = cfg["classifier"]
+    methods = training_methods(classifier) if classifier["source"] == "train" else [STANDARD]
+    if len(methods) == 1:
+        return {name: methods[0]}
+    return {f"{name}-{method}": method for method in methods}
+
+
+def run_plan(cfg: dict) -> dict[str, tuple[str, int, str]]:
+    """{run name: (group, seed, training method)}: one run `<group>-seed<s>` per entry of `seeds` in each group
+    (see `run_groups`), or one run `<group>` with `seed`. A run name is the `{run}` part of every results
+    path; each run has its own dataset split, models, attacks and detectors."""
+    seeds = cfg.get("seeds")
+    return {
+        (group if seeds is None else seed_run(group, seed)): (group, seed, method)
+        for group, method in run_groups(cfg).items()
+        for seed in ([cfg["seed"]] if seeds is None else seeds)
+    }
+
+
+def runs(cfg: dict) -> dict[str, int]:
+    """{run name: seed} (see `run_plan`)."""
+    return {run: seed for run, (_, seed, _) in run_plan(cfg).items()}
 
 
 # ----------------------------------------------------------------------------- file patterns
@@ -87,10 +108,11 @@ DETECTION_AWARE = "results/detection/{run}/{method}/aware.csv"
 MMD_POWER = "results/detection/{run}/mmd/power.csv"
 TABLE = "results/tables/{run}/{table}"  # {table}: table3_purification.md, table4_detection.csv ...
 FIGURE = "results/figures/{run}/{figure}"  # {figure}: figure1_examples.png, training_curves.png ...
-SEED_TABLE = (
-    "results/seeds/{name}/tables/{table}"  # mean and sd over the runs of `seeds` ({name}: dataset.name)
-)
+# mean and sd over the runs of `seeds` ({name}: a group of runs, see `run_groups`)
+SEED_TABLE = "results/seeds/{name}/tables/{table}"
 SEED_FIGURE = "results/seeds/{name}/figures/{figure}"
+# the groups of a list `classifier.training` side by side, a row block per method ({name}: dataset.name)
+CLASSIFIERS_TABLE = "results/classifiers/{name}/tables/{table}"
 WILDCARDS = ("run", "name", "attack", "eps", "split", "method", "table", "figure")
 
 
