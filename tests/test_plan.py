@@ -274,6 +274,13 @@ def test_names_are_defined_once_and_round_trip():
     assert path(SEED_TABLE, table="t.csv") == "results/seeds/{name}/tables/t.csv"  # the rest stay wildcards
     assert runs({"dataset": {"name": "c"}, "seed": 3, "seeds": None}) == {"c": 3}
     assert runs({"dataset": {"name": "c"}, "seed": 3, "seeds": [0, 2]}) == {"c-seed0": 0, "c-seed2": 2}
+    two = {
+        "dataset": {"name": "c"},
+        "seed": 3,
+        "seeds": [0],
+        "classifier": {"training": ["standard", "trades"]},
+    }
+    assert runs(two) == {"c-standard-seed0": 0, "c-trades-seed0": 0}
 
 
 def test_the_trained_flag_has_one_strict_reader():

@@ -55,7 +55,11 @@ def run_groups(cfg: dict) -> dict[str, str]:
     their seed (`seeds` gathers each group). One group `dataset.name` where the classifier is trained one way
     (or brought); else one group `<dataset.name>-<method>` per method of `classifier.training`."""
     name = cfg["dataset"]["name"]
-    classifier = cfg["classifier"]
+    classifier = {
+        "source": "train",
+        "training": STANDARD,
+        **(cfg.get("classifier") or {}),
+    }  # (defaults: standard)
     methods = training_methods(classifier) if classifier["source"] == "train" else [STANDARD]
     if len(methods) == 1:
         return {name: methods[0]}
