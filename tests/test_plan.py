@@ -20,6 +20,7 @@ TORCH_FREE = (
     "advdefense.plan.attack_specs",
     "advdefense.plan.detector_specs",
     "advdefense.plan.training_specs",
+    "advdefense.plan.declarations",
     "advdefense.plan.decisions",
     "advdefense.plan.builder_spec",
     "advdefense.config",

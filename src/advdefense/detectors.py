@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .models import save_checkpoint
 from .models.detectors import LatentMLP, PixelCNNDetector
+from .plan.declarations import declaration_of
 from .plan.detector_specs import BUILT_IN, DETECTORS, FLOW_FIELD, DetectorSpec, detector_spec
 from .squeezers import median_smooth, reduce_bit_depth
 from .training import FitSettings, TrainingRun, fit, run_settings, seed_everything
@@ -45,12 +46,7 @@ def register(cls):
         raise ValueError(
             f"detector {cls.name!r} is registered twice ({REGISTRY[cls.name].__name__}, {cls.__name__})"
         )
-    spec = DETECTORS.get(cls.name)
-    if spec is None:
-        spec = DetectorSpec(
-            **{f.name: getattr(cls, f.name) for f in fields(DetectorSpec) if hasattr(cls, f.name)}
-        )
-        DETECTORS[spec.name] = spec
+    spec = declaration_of(cls, DETECTORS, DetectorSpec)
     cls.spec = spec
     for f in fields(DetectorSpec):
         value = getattr(spec, f.name)

@@ -21,13 +21,13 @@ Random starts draw from the training generator, so a resumed run continues the s
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .plan.declarations import declaration_of
 from .plan.training_specs import BUILT_IN, TRAININGS, TrainingSpec, training_spec
 
 REGISTRY: dict[str, type[TrainingMethod]] = {}
@@ -39,13 +39,7 @@ def register(cls):
     class attributes (`name`, `title`, `reference`, `passes` ...)."""
     if cls.name in REGISTRY:
         raise ValueError(f"training method {cls.name!r} is registered twice")
-    spec = TRAININGS.get(cls.name)
-    if spec is None:
-        spec = TrainingSpec(
-            **{f.name: getattr(cls, f.name) for f in fields(TrainingSpec) if hasattr(cls, f.name)}
-        )
-        TRAININGS[spec.name] = spec
-    cls.spec = spec
+    cls.spec = declaration_of(cls, TRAININGS, TrainingSpec)
     REGISTRY[cls.name] = cls
     return cls
 
