@@ -82,8 +82,11 @@ def job_counts(output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """Run the whole smoke DAG once (synthetic data, CPU); returns its working directory."""
-    workdir = tmp_path_factory.mktemp("smoke")
+    """Run the whole smoke DAG once (synthetic data, CPU); returns its working directory. A developer iterating
+    may set ADVDEFENSE_SMOKE_DIR to the directory of an earlier smoke run: Snakemake then re-runs there only
+    what changed since (CI never sets it)."""
+    reuse = os.environ.get("ADVDEFENSE_SMOKE_DIR")
+    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("smoke")
     configfile = workdir / "smoke.yaml"
     shutil.copy(REPO / "config" / "smoke.yaml", configfile)
     proc = run_snakemake(workdir, configfile)

@@ -25,7 +25,7 @@ from advdefense.models import CheckpointError
 from advdefense.models.checkpoint import CHECKPOINT_FORMAT
 from advdefense.models.resnet import CifarResNet
 from advdefense.plan.names import file_sha256, is_runtime_key
-from advdefense.purification import purify_clean
+from advdefense.purification import PurifierSetup, purify_clean
 from conftest import REPO, job_counts, run_snakemake
 
 PGD = {
@@ -275,7 +275,7 @@ def test_non_finite_logits_stop_prediction_attacks_and_purification(data, tmp_pa
     with pytest.raises(NonFiniteOutput, match="the classifier's logits"):
         purify_clean(
             data,
-            tmp_path / "ae.pt",
+            PurifierSetup("autoencoder", {}, {"autoencoder": tmp_path / "ae.pt"}),
             tmp_path / "clf.pt",
             "test",
             tmp_path / "p.h5",

@@ -37,7 +37,7 @@ from advdefense.errors import PipelineFileError
 from advdefense.flow import attack_latents, read_latents
 from advdefense.h5io import atomic_h5, atomic_path, read_h5, remove_stale_temporaries
 from advdefense.models import load_checkpoint
-from advdefense.purification import purify_attack_file
+from advdefense.purification import PurifierSetup, purify_attack_file
 from conftest import REPO, SNAKEMAKE, run_snakemake
 
 DATASET = "synthetic-smoke"
@@ -248,7 +248,7 @@ def test_a_bad_adversarial_is_named_by_every_stage(smoke_run, tmp_path, value, w
     with pytest.raises(AttackFileError, match=expected):
         purify_attack_file(
             bad,
-            results / f"autoencoder/{DATASET}/model.pt",
+            PurifierSetup("autoencoder", {}, {"autoencoder": results / f"autoencoder/{DATASET}/model.pt"}),
             results / f"classifier/{DATASET}/model.pt",
             tmp_path / "purified.h5",
             device="cpu",

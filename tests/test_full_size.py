@@ -100,7 +100,7 @@ def test_full_config_validates_and_dry_runs_on_a_standin(tmp_path):
         "latents_clean": 3,
         "latents_attack": 24,
         "train_autoencoder": 1,
-        "purify_clean": 1,
+        "purify_clean": 1,  # the paper's autoencoder alone (purification.methods, the 3 h budget)
         "purify_attack": 18,
         "adaptive_attack": 9,
         "table3": 1,

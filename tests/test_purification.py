@@ -13,9 +13,10 @@ from advdefense.inference import predict
 from advdefense.models import CheckpointError, save_checkpoint
 from advdefense.models.autoencoder import ConvAutoencoder
 from advdefense.plan.names import POOLED
-from advdefense.purification import load_autoencoder, psnr, purify_attack_file
+from advdefense.plan.purifier_specs import PURIFIERS
+from advdefense.purification import PurifierSetup, load_autoencoder, psnr, purify_attack_file
 from advdefense.purified_files import read_purified
-from advdefense.tables import TABLE3_ROWS, table3
+from advdefense.tables import TABLE3_BARE_ROWS, table3, table3_rows
 from conftest import REPO
 
 D = "synthetic-smoke"
@@ -29,6 +30,9 @@ def smoke(smoke_run):
         "ae": smoke_run / f"results/autoencoder/{D}/model.pt",
         "model": smoke_run / f"results/classifier/{D}/model.pt",
         "table": smoke_run / f"results/tables/{D}/table3_purification.csv",
+        "setup": PurifierSetup(
+            "autoencoder", {}, {"autoencoder": smoke_run / f"results/autoencoder/{D}/model.pt"}
+        ),
     }
 
 
@@ -54,21 +58,36 @@ def test_reconstruction_beats_the_mean_image_by_a_margin(smoke):
 
 
 def test_purification_helps_and_adaptive_attack_hurts(smoke):
+    """Every purifier of the registry has its block of rows; the autoencoder recovers a good share of the
+    successful adversarials, and the attack that knows it does worse than the one that ignores it on every
+    column; for every purifier, pooled over the columns, the adaptive attacks do worse than the oblivious ones
+    (per column a weak one-step attack through a BPDA purifier can tie: FGSM through the 5-bit rounding)."""
     table = pd.read_csv(smoke["table"], index_col=0)
+    ae = PURIFIERS["autoencoder"].title
     for column in ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)", POOLED]:
         col = table[column]
+        # successful adversarials fool the undefended classifier by definition
+        assert col["Successful adversarials: no purifier"] == 0.0
+        assert col[f"{ae}: successful adversarials after purification"] > 20.0
+        assert col[f"{ae}: all attacked images after purification"] > col["All attacked images: no purifier"]
+        assert col[f"{ae}: adaptive attack through it"] < col[f"{ae}: all attacked images after purification"]
+    pooled = table[POOLED]
+    for name in smoke["cfg"]["purification"]["methods"]:
+        title = PURIFIERS[name].title
         assert (
-            col[TABLE3_ROWS[0]] == 0.0
-        )  # successful adversarials fool the undefended classifier by definition
-        assert col[TABLE3_ROWS[1]] > 20.0  # ... and the autoencoder recovers a good share of them
-        assert col[TABLE3_ROWS[4]] > col[TABLE3_ROWS[3]]  # all attacked images: after > before
-        assert col[TABLE3_ROWS[5]] < col[TABLE3_ROWS[4]]  # adaptive < oblivious purified accuracy
-    assert table.loc[TABLE3_ROWS[6]].nunique() == 1  # clean accuracy is one number for every column
+            pooled[f"{title}: adaptive attack through it"]
+            < pooled[f"{title}: all attacked images after purification"]
+        ), name
+    # clean accuracy is one number for every column, with and without each purifier
+    assert table.loc["Clean images: no purifier"].nunique() == 1
+    assert all(table.loc[f"{PURIFIERS[p].title}: clean images"].nunique() == 1 for p in PURIFIERS)
 
 
 def test_table3_layout_matches_config(smoke):
     table = pd.read_csv(smoke["table"], index_col=0)
-    assert list(table.index) == TABLE3_ROWS
+    methods = smoke["cfg"]["purification"]["methods"]
+    assert methods == list(PURIFIERS)  # methods: null is every registered purifier
+    assert list(table.index) == table3_rows(methods) and table.index[0] == TABLE3_BARE_ROWS[0]
     assert list(table.columns) == [
         "fgsm (eps=0.03)",
         "pgd (eps=0.03)",
@@ -81,10 +100,11 @@ def test_table3_layout_matches_config(smoke):
     )
     md = (smoke["table"].with_suffix(".md")).read_text()
     assert md.startswith("## Table 3") and "| Successful adversarials: count | " in md and "47.92" in md
+    assert all(f"{PURIFIERS[p].title}: {PURIFIERS[p].reference}" in md for p in methods)
 
 
 def test_purified_files_are_consistent(smoke):
-    root = smoke["dir"] / f"results/purified/{D}"
+    root = smoke["dir"] / f"results/purified/{D}/autoencoder"
     p = read_purified(root / "pgd/eps0.03/test.h5")
     with h5py.File(root / "pgd/eps0.03/test.h5", "r") as f:
         images = f["purified"][()]
@@ -117,7 +137,7 @@ def test_bad_attack_files_are_refused(smoke, tmp_path):
             g[k] = f[k][()]
         g.attrs.update(dict(f.attrs))
     with pytest.raises(AttackFileError, match=r"broken\.h5: missing dataset\(s\) success"):
-        purify_attack_file(broken, smoke["ae"], smoke["model"], tmp_path / "out.h5", device="cpu")
+        purify_attack_file(broken, smoke["setup"], smoke["model"], tmp_path / "out.h5", device="cpu")
     outside = tmp_path / "outside.h5"
     with h5py.File(src, "r") as f, h5py.File(outside, "w") as g:
         for k in f:
@@ -127,15 +147,21 @@ def test_bad_attack_files_are_refused(smoke, tmp_path):
     with pytest.raises(
         AttackFileError, match=r"outside\.h5: adversarial image 0 \(of 'adv'\) holds values outside \[0, 1\]"
     ):
-        purify_attack_file(outside, smoke["ae"], smoke["model"], tmp_path / "out.h5", device="cpu")
+        purify_attack_file(outside, smoke["setup"], smoke["model"], tmp_path / "out.h5", device="cpu")
     assert not (tmp_path / "out.h5").exists()
 
 
 def test_table_for_an_attack_that_was_not_generated(smoke):
     with pytest.raises(ConfigError, match=r"tables\.table3\.attacks: 'cw' is not generated"):
         validate_config({**load_yaml(REPO / "config/smoke.yaml"), "tables": {"table3": {"attacks": ["cw"]}}})
-    with pytest.raises(ConfigError, match=r"no purified test file for cw at eps 0.1"):
-        table3([("cw", 0.1)], {}, {}, smoke["dir"] / f"results/purified/{D}/clean/test.h5")
+    with pytest.raises(ConfigError, match=r"no file of cw at eps 0.1 through purifier 'jpeg'"):
+        table3(
+            ["jpeg"],
+            [("cw", 0.1)],
+            {},
+            {},
+            {"jpeg": smoke["dir"] / f"results/purified/{D}/jpeg/clean/test.h5"},
+        )
 
 
 def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
@@ -144,11 +170,12 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
     bit, and a later run only ever replaced an image that the first run left classified correctly. The setting
     replaces the attack's own restarts (it does not multiply them)."""
     from advdefense.attack_files import read_attack_file
-    from advdefense.purification import adaptive_attack
+    from advdefense.purification import AdaptiveSettings, adaptive_attack
 
     cfg = smoke["cfg"]
     stored = read_attack_file(
-        smoke["dir"] / f"results/adaptive/{D}/pgd/eps0.03/test.h5", require=("adv", "restart", "success")
+        smoke["dir"] / f"results/adaptive/{D}/autoencoder/pgd/eps0.03/test.h5",
+        require=("adv", "restart", "success"),
     )
     assert stored["attrs"]["restarts"] == 2 and set(np.unique(stored["restart"])) <= {0, 1}
     spec = {
@@ -157,14 +184,20 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
     }  # the attack's own restarts: replaced by the adaptive setting
     run = {
         "images": cfg["attack_defaults"]["images"]["test"],
-        "adaptive_images": cfg["purification"]["adaptive"]["images"],
         "seed": cfg["seed"],
         "device": "cpu",
         "batch_size": cfg["attack_defaults"]["batch_size"],
-        "params": cfg["purification"]["adaptive"]["params"]["pgd"],
     }
-    args = (smoke["dir"] / f"results/data/{D}.h5", smoke["model"], smoke["ae"], "pgd", spec, 0.03)
-    adaptive_attack(*args, tmp_path / "once.h5", restarts=1, **run)
+
+    def adaptive(restarts):
+        return AdaptiveSettings(
+            images=cfg["purification"]["adaptive"]["images"],
+            restarts=restarts,
+            params=cfg["purification"]["adaptive"]["params"]["pgd"],
+        )
+
+    args = (smoke["dir"] / f"results/data/{D}.h5", smoke["model"], smoke["setup"], "pgd", spec, 0.03)
+    adaptive_attack(*args, tmp_path / "once.h5", adaptive=adaptive(1), **run)
     once = read_attack_file(tmp_path / "once.h5", require=("adv", "success"))
     assert once["attrs"]["restarts"] == 1
     with h5py.File(tmp_path / "once.h5", "r") as f:
@@ -174,7 +207,7 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
     later = ~first
     assert not once["success"][later].any() and stored["success"][later].all()
     assert (stored["success"] >= once["success"]).all()
-    adaptive_attack(*args, tmp_path / "twice.h5", restarts=2, **run)
+    adaptive_attack(*args, tmp_path / "twice.h5", adaptive=adaptive(2), **run)
     twice = read_attack_file(tmp_path / "twice.h5", require=("adv", "restart"))
     assert twice["attrs"]["restarts"] == 2 and twice["restart"].max() <= 1
     np.testing.assert_array_equal(twice["adv"], stored["adv"])

@@ -115,6 +115,12 @@ RESULT_KEYS = {
     "autoencoder.optimizer.weight_decay": (0.0001, "train_autoencoder"),
     "purification.enabled": (False, frozenset({"figure_accuracy_eps"})),
     "purification.splits": (["train", "test"], "purify_attack"),
+    # fewer purifiers: only the aggregates that list their files re-run
+    "purification.methods": (["autoencoder", "median"], frozenset({"table3", "figure_accuracy_eps"})),
+    "purification.jpeg.quality": (50, "purify_attack"),
+    "purification.bit_depth.bits": (4, "purify_attack"),
+    "purification.median.size": (3, "purify_attack"),
+    "purification.adaptive.eot_samples": (5, NOTHING),  # no registered purifier is random
     "purification.adaptive.enabled": (False, "table3"),
     "purification.adaptive.images": (50, "adaptive_attack"),
     "purification.adaptive.restarts": (3, "adaptive_attack"),

@@ -8,10 +8,12 @@ import yaml
 from advdefense.config import ConfigError, validate_config
 from advdefense.errors import PipelineFileError
 from advdefense.plan.detector_specs import BUILT_IN
+from advdefense.plan.purifier_specs import PURIFIERS
 from advdefense.seeds import gather_over_seeds, mean_sd_markdown
 from conftest import REPO, job_counts, run_snakemake
 
 D = "synthetic-smoke"
+PURIFIERS_GATHERED = ("autoencoder", "bit_depth")  # the two-seed run's: a trained one and a BPDA one
 
 
 def test_gathering_takes_mean_and_sd_of_what_differs(tmp_path):
@@ -146,6 +148,7 @@ def _two_seed_config(tmp_path):
     cfg["latents"]["enabled"] = False
     cfg["detection"]["enabled"] = False
     cfg["purification"]["adaptive"].update({"enabled": True, "images": 50, "restarts": None})
+    cfg["purification"]["methods"] = list(PURIFIERS_GATHERED)  # two of the registry: each gathered on its own
     cfg["tables"] = {"table3": {"attacks": ["fgsm", "pgd"]}}
     path = tmp_path / "seeds.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -161,7 +164,7 @@ def test_two_seeds_run_the_pipeline_twice_and_gather_the_tables(tmp_path):
     assert (
         counts["dataset"] == 2 and counts["train_classifier"] == 2 and counts["attack"] == 6
     )  # no FGSM on train
-    assert counts["adaptive_attack"] == 4
+    assert counts["adaptive_attack"] == 4 * len(PURIFIERS_GATHERED)
     assert counts["seed_table"] == 2 and counts["seed_figure_accuracy"] == 1  # summary and Table 3
     # a file of a split that the attack does not run on: refused, naming the key
     refused = run_snakemake(
@@ -195,8 +198,8 @@ def test_two_seeds_run_the_pipeline_twice_and_gather_the_tables(tmp_path):
     )
     png = (tmp_path / f"results/seeds/{D}/figures/accuracy_vs_epsilon.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    # the figure's points: the bare classifier from the summaries, the autoencoder against the oblivious and
-    # the adaptive attack from each run's purified and adaptive files, mean and sd over the two runs
+    # the figure's points: the bare classifier from the summaries, each purifier against the oblivious and the
+    # adaptive attack from each run's purified and adaptive files, mean and sd over the two runs
     from advdefense.attack_files import read_attack_file
     from advdefense.purified_files import read_purified
 
@@ -204,19 +207,27 @@ def test_two_seeds_run_the_pipeline_twice_and_gather_the_tables(tmp_path):
     for attack in ("fgsm", "pgd"):
         rows = points[points["attack"] == attack].set_index(["defence", "epsilon"])
         test = [s[(s["attack"] == attack) & (s["split"] == "test")].iloc[0] for s in summaries]
-        purified = [read_purified(tmp_path / f"results/purified/{r}/{attack}/eps0.03/test.h5") for r in runs]
-        adaptive = [
-            read_attack_file(
-                tmp_path / f"results/adaptive/{r}/{attack}/eps0.03/test.h5", require=("label", "pred_adv")
-            )
-            for r in runs
-        ]
         expected = {
             ("none", 0.0): [t["clean_accuracy"] for t in test],
             ("none", 0.03): [t["robust_accuracy"] for t in test],
-            ("autoencoder", 0.03): [(p["pred_purified"] == p["label"]).mean() for p in purified],
-            ("autoencoder, adaptive attack", 0.03): [(a["pred_adv"] == a["label"]).mean() for a in adaptive],
         }
+        for purifier in PURIFIERS_GATHERED:
+            purified = [
+                read_purified(tmp_path / f"results/purified/{r}/{purifier}/{attack}/eps0.03/test.h5")
+                for r in runs
+            ]
+            adaptive = [
+                read_attack_file(
+                    tmp_path / f"results/adaptive/{r}/{purifier}/{attack}/eps0.03/test.h5",
+                    require=("label", "pred_adv"),
+                )
+                for r in runs
+            ]
+            title = PURIFIERS[purifier].title
+            expected[(title, 0.03)] = [(p["pred_purified"] == p["label"]).mean() for p in purified]
+            expected[(f"{title}, adaptive attack", 0.03)] = [
+                (a["pred_adv"] == a["label"]).mean() for a in adaptive
+            ]
         assert sorted(rows.index) == sorted(expected), attack
         for key, values in expected.items():
             assert rows.loc[key, "mean"] == pytest.approx(np.mean(values)), (attack, key)
@@ -257,8 +268,8 @@ def test_mini_overlay_runs_three_seeds_of_the_attack_sweep(mini_cifar, tmp_path)
     )  # only the attacks the detectors learn (detection.attacks)
     assert (
         counts["detect"] == 3 * len(BUILT_IN)
-        and counts["adaptive_attack"] == 3 * 2 * 6
-        and counts["purify_attack"] == 3 * 22
+        and counts["adaptive_attack"] == 3 * 2 * 6 * len(PURIFIERS)
+        and counts["purify_attack"] == 3 * 22 * len(PURIFIERS)
     )
     assert counts["train_flow"] == counts["train_autoencoder"] == 3
     assert (

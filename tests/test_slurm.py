@@ -133,9 +133,9 @@ def _test_profile(tmp_path):
 # that key, so every file is still the local run's, bit for bit.
 TARGETS = [
     f"results/detection/{D}/offgrid/evaluation.csv",
-    f"results/purified/{D}/pgd/eps0.03/test.h5",
-    f"results/purified/{D}/clean/test.h5",
-    f"results/adaptive/{D}/pgd/eps0.03/test.h5",
+    f"results/purified/{D}/autoencoder/pgd/eps0.03/test.h5",
+    f"results/purified/{D}/autoencoder/clean/test.h5",
+    f"results/adaptive/{D}/autoencoder/pgd/eps0.03/test.h5",
     f"results/latents/{D}/pgd/eps0.03/test.h5",
     f"results/latents/{D}/clean/test.h5",
 ]
@@ -232,8 +232,8 @@ def test_smoke_dag_on_slurm_equals_local_run(slurm_cluster, smoke_run, tmp_path)
     for rel in (
         f"results/attacks/{D}/pgd/eps0.03/test.h5",
         f"results/latents/{D}/clean/test.h5",
-        f"results/purified/{D}/pgd/eps0.03/test.h5",
-        f"results/adaptive/{D}/pgd/eps0.03/test.h5",
+        f"results/purified/{D}/autoencoder/pgd/eps0.03/test.h5",
+        f"results/adaptive/{D}/autoencoder/pgd/eps0.03/test.h5",
     ):
         with h5py.File(workdir / rel, "r") as a, h5py.File(smoke_run / rel, "r") as b:
             keys = sorted(k for k in a if isinstance(a[k], h5py.Dataset))

@@ -3,7 +3,7 @@
 Floors, from the bottom (a module imports only from its own floor or those below it):
 
 - `errors`; `plan` (torch-free names and decisions: `names`, `attack_specs`, `detector_specs`,
-  `training_specs`, `decisions`, `builder_spec`); `progress`, `metrics`;
+  `training_specs`, `purifier_specs`, `decisions`, `builder_spec`); `progress`, `metrics`;
 - files and sources, without torch: `h5io` (atomic HDF5 and JSON writes, readers), `sources` (the CIFAR
   python layouts, read safely), `data` (the dataset stage's HDF5 file), `attack_files`, `purified_files`;
   `config` (schema validation and every check before a job runs), `estimate` (run time per stage);
@@ -12,7 +12,8 @@ Floors, from the bottom (a module imports only from its own floor or those below
   `robust_training` (how the classifier is trained: standard, PGD-AT, TRADES, fast AT), `squeezers` (the reference
   defences' input transformations and BPDA);
 - stages: `classifier`, `attack_methods` (Foolbox, AutoAttack and restarts behind one protocol), `autoattack`,
-  `attacks` (the batch runner and the attack stage), `flow` (Glow and latents), `purification`, `detectors`
+  `attacks` (the batch runner and the attack stage), `flow` (Glow and latents), `purifiers` (one class per
+  purifier: autoencoder, JPEG, bit depth, median; BPDA, EOT), `purification` (the stage), `detectors`
   (one class per detector), `aware` (the detector-aware attack), `detection` (the detection stage);
 - reports, without torch: `tables`, `figures`, `seeds` (mean and sd over seeds; training methods side by side), `robustbench_info` (AutoAttack
   results as RobustBench model_info entries);

@@ -23,6 +23,7 @@ from .plan.builder_spec import check_builder_spec
 from .plan.decisions import attacked_splits, detection_attacks, robustbench_checkpoint
 from .plan.detector_specs import DETECTORS, PAPER_DETECTOR, detector_spec
 from .plan.names import CLEAN, SEED_RUN, check_sha256_pin, eps_tag
+from .plan.purifier_specs import PURIFIERS, purifier_spec
 from .plan.training_specs import TRAININGS, training_methods, training_spec
 from .sources import check_cifar_batches_dir, check_labels_setting, split_sizes
 
@@ -84,7 +85,7 @@ def with_plug_in_blocks(schema: dict) -> dict:
     schema properties of `classifier.<name>` for a training method, of `detection.<name>` for a detector), so
     that adding a defence with settings takes its class and no edit of the schema file. A block the schema file
     already has (the built-ins') stays as it is."""
-    sections = {"classifier": TRAININGS, "detection": DETECTORS}
+    sections = {"classifier": TRAININGS, "detection": DETECTORS, "purification": PURIFIERS}
     for section, specs in sections.items():
         properties = schema["properties"][section]["properties"]
         for name, spec in specs.items():
@@ -117,6 +118,9 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path | None = 
     # methods: null (the default) = every registered detector, plug-ins included, in declaration order
     if cfg["detection"]["methods"] is None:
         cfg["detection"]["methods"] = list(DETECTORS)
+    # purification.methods: null = every registered purifier, the same way
+    if cfg["purification"]["methods"] is None:
+        cfg["purification"]["methods"] = list(PURIFIERS)
     check_semantics(cfg)
     return cfg
 
@@ -133,6 +137,7 @@ def check_semantics(cfg: dict) -> None:
         )
     check_classifier_training(cfg["classifier"])
     check_classifier_source(cfg)
+    check_purification(cfg)
     seeds = cfg.get("seeds")
     if seeds is not None:
         if not seeds:
@@ -304,6 +309,12 @@ def check_robustbench_source(cfg: dict) -> None:
     path = robustbench_checkpoint(cfg)
     if path.is_file():
         check_sha256_pin(path, zoo["sha256"], "classifier.robustbench.sha256")
+
+
+def check_purification(cfg: dict) -> None:
+    """Purifier names against the registry."""
+    for name in cfg["purification"]["methods"]:
+        purifier_spec(name)  # an unknown name is an error naming purification.methods
 
 
 def check_detection(det: dict, cfg: dict) -> None:

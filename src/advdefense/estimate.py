@@ -26,10 +26,12 @@ from .plan.decisions import (
     aware_methods,
     detected_attacks,
     purification_splits,
+    purifiers,
     trains_autoencoder,
 )
 from .plan.detector_specs import DETECTORS, FitWork
 from .plan.names import run_groups, run_plan
+from .plan.purifier_specs import PURIFIERS
 from .plan.training_specs import PGD_CURVE_IMAGES, STANDARD, training_spec
 from .progress import format_seconds
 from .sources import split_sizes
@@ -184,12 +186,17 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
             sizes["train"] / AUTOENCODER_TRAIN + sizes["test"] / AUTOENCODER_EVAL
         )
 
-    if cfg["purification"]["enabled"] and attacks:
+    chosen = purifiers(cfg) if attacks else []
+    if chosen:
         splits = purification_splits(cfg)
         purified = [(n, s, e, sp) for n, s, e, sp in files if sp in splits]
         clean = sum(images[s] for s in splits)
-        out["purification"] = (clean + sum(images[sp] for *_, sp in purified)) / PURIFY
-        out["purification"] += (len(splits) + len(purified)) * JOB_START
+        out["purification"] = 0.0
+        for p in chosen:
+            # PURIFY is the autoencoder's (cost 0.3) + ResNet-20 rate; another purifier's scales with its cost
+            rate = PURIFY * 1.3 / (1.0 + PURIFIERS[p].cost)
+            out["purification"] += (clean + sum(images[sp] for *_, sp in purified)) / rate
+            out["purification"] += (len(splits) + len(purified)) * JOB_START
         adaptive = cfg["purification"]["adaptive"]
         if adaptive["enabled"]:
             n = images["test"] if adaptive["images"] is None else adaptive["images"]
@@ -202,10 +209,12 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
                 }
                 if adaptive["restarts"] is not None:
                     spec["restarts"] = adaptive["restarts"]
-                # through autoencoder + classifier: the autoencoder's passes cost about 0.3 of a ResNet-20's
-                seconds += len(spec["epsilons"]) * (
-                    n * attack_passes(spec) * (resnet + 0.3) / RESNET20_PASSES + JOB_START
-                )
+                for p in chosen:
+                    # through purifier + classifier: the purifier's passes cost `cost` of a ResNet-20's, each
+                    # EOT draw (a random purifier) a pass of both
+                    draws = adaptive["eot_samples"] if PURIFIERS[p].random else 1
+                    per_image = attack_passes(spec) * draws * (resnet + PURIFIERS[p].cost) / RESNET20_PASSES
+                    seconds += len(spec["epsilons"]) * (n * per_image + JOB_START)
             out["adaptive attacks"] = seconds
 
     if detected:
@@ -278,7 +287,7 @@ def _light_jobs(cfg: dict, detected: list[str]) -> int:
     jobs = 2  # attack summary, training curves
     if cfg["attacks"]:
         jobs += 2 + len(autoattack_results(cfg))  # Figure 1, accuracy versus epsilon, model_info entries
-    if cfg["purification"]["enabled"] and cfg["attacks"]:
+    if purifiers(cfg) and cfg["attacks"]:
         jobs += 1
     if detected:
         jobs += 3  # detection tables, ROC and histograms, AUROC versus epsilon

@@ -18,6 +18,7 @@ from .errors import PipelineFileError  # noqa: E402
 from .h5io import atomic_path  # noqa: E402
 from .metrics import auroc, roc_curve  # noqa: E402
 from .plan.names import POOLED, run_of  # noqa: E402
+from .plan.purifier_specs import purifier_title  # noqa: E402
 from .tables import trained_flag  # noqa: E402
 
 
@@ -75,13 +76,18 @@ def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_ima
 NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
 
 
-DEFENDED = {"purified": "autoencoder", "adaptive": "autoencoder, adaptive attack"}
+ADAPTIVE_SUFFIX = ", adaptive attack"
+
+
+def defence_label(purifier: str, adaptive: bool) -> str:
+    """A purified curve's label: the purifier's title (plan.purifier_specs), and whether the attack knew it."""
+    return purifier_title(purifier) + (ADAPTIVE_SUFFIX if adaptive else "")
 
 
 def defended_accuracy(purified_paths=(), adaptive_paths=()) -> pd.DataFrame:
-    """Test accuracy with the autoencoder, per run, attack and epsilon: against the attack that ignores it (its
-    purified test files) and against the adaptive attack through it (the adaptive files). Columns run, defence,
-    attack, epsilon, accuracy, images."""
+    """Test accuracy with each purifier, per run, attack and epsilon: against the attack that ignores it (its
+    purified test files) and against the adaptive attack through it (the adaptive files). Columns run, defence
+    (`defence_label`), attack, epsilon, accuracy, images."""
     from .purified_files import read_purified
 
     rows = []
@@ -90,7 +96,7 @@ def defended_accuracy(purified_paths=(), adaptive_paths=()) -> pd.DataFrame:
         rows.append(
             {
                 "run": run_of(path),
-                "defence": DEFENDED["purified"],
+                "defence": defence_label(str(p["attrs"]["purifier"]), adaptive=False),
                 "attack": p["attrs"]["attack"],
                 "epsilon": float(p["attrs"]["epsilon"]),
                 "accuracy": float((p["pred_purified"] == p["label"]).mean()),
@@ -102,7 +108,7 @@ def defended_accuracy(purified_paths=(), adaptive_paths=()) -> pd.DataFrame:
         rows.append(
             {
                 "run": run_of(path),
-                "defence": DEFENDED["adaptive"],
+                "defence": defence_label(str(a["attrs"]["defense"]), adaptive=True),
                 "attack": a["attrs"]["attack"],
                 "epsilon": float(a["attrs"]["epsilon"]),
                 "accuracy": float((a["pred_adv"] == a["label"]).mean()),
@@ -125,7 +131,7 @@ def accuracy_vs_epsilon(
     summary_csvs, out_path, defended: pd.DataFrame | None = None, points_csv=None
 ) -> pd.DataFrame:
     """Test accuracy under each attack versus its epsilon, one panel per threat model (L-inf, L2: their epsilons
-    are not on one scale), clean accuracy at epsilon 0; dashed: with the autoencoder against the attack that
+    are not on one scale), clean accuracy at epsilon 0; dashed: with each purifier against the attack that
     ignores it, dotted: against the adaptive attack through it (`defended`, from `defended_accuracy`).
     `summary_csvs`: one run's summary.csv, or a list of them (one per seed): then each point is the mean over
     the runs with a bar of one standard deviation. Returns what is plotted (also written to `points_csv`):
@@ -146,12 +152,21 @@ def accuracy_vs_epsilon(
             )
         )
     points = pd.concat(parts, ignore_index=True)
-    points["order"] = points["defence"].map({"none": 0, DEFENDED["purified"]: 1, DEFENDED["adaptive"]: 2})
+    # the bare classifier first, then each purifier in the order it came, each followed by its adaptive attack
+    bases = list(dict.fromkeys(d.removesuffix(ADAPTIVE_SUFFIX) for d in points["defence"] if d != "none"))
+    present = set(points["defence"])
+    defences = ["none"] + [d for b in bases for d in (b, b + ADAPTIVE_SUFFIX) if d in present]
+    points["order"] = points["defence"].map({d: i for i, d in enumerate(defences)})
     points = points.sort_values(["norm", "attack", "order", "epsilon"]).reset_index(drop=True)[
         ["norm", "attack", "defence", "epsilon", "mean", "sd", "runs"]
     ]
     norms = [n for n in NORM_LABELS if n in set(points["norm"])]
-    styles = {"none": ("o", "-"), DEFENDED["purified"]: ("s", "--"), DEFENDED["adaptive"]: ("^", ":")}
+    # solid: no defence; dashed: a purifier against the attack that ignores it; dotted: the adaptive attack
+    markers = "sDvP*Xh<>p"
+    styles = {"none": ("o", "-")}
+    for d in defences[1:]:
+        marker = markers[bases.index(d.removesuffix(ADAPTIVE_SUFFIX)) % len(markers)]
+        styles[d] = (marker, ":" if d.endswith(ADAPTIVE_SUFFIX) else "--")
     fig, axes = plt.subplots(1, max(1, len(norms)), figsize=(5.5 * max(1, len(norms)), 3.8), squeeze=False)
     for ax, norm in zip(axes[0], norms):
         for attack, rows in points[points["norm"] == norm].groupby("attack", sort=False):

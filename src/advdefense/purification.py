@@ -1,10 +1,12 @@
-"""Purification stage (paper method 1): an autoencoder trained on clean images cleans attacked ones.
+"""Purification stage: each purifier of `purification.methods` (`advdefense.purifiers`: the paper's autoencoder,
+trained here on clean images, JPEG, bit-depth reduction, median smoothing) cleans attacked images, and the
+adaptive attack runs through purifier + classifier.
 
-Purified files (`results/purified/<dataset>/<attack>/eps<eps>/<split>.h5`, and `clean/<split>.h5`)::
+Purified files (`results/purified/<run>/<purifier>/<attack>/eps<eps>/<split>.h5`, and `clean/<split>.h5`)::
 
-    purified       float32 N x 3 x 32 x 32   autoencoder output in [0, 1]
+    purified       float32 N x 3 x 32 x 32   purifier output in [0, 1]
     pred_purified  int64 N                   classifier prediction on `purified`
-    index, label, pred_clean                 as in the attack file (clean: prediction without the autoencoder)
+    index, label, pred_clean                 as in the attack file (clean: prediction without the purifier)
     pred_adv, success                        (attack files only) copied from the attack file
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -26,9 +29,10 @@ from .classifier import load_classifier
 from .h5io import atomic_h5, provenance_attrs
 from .inference import check_finite, evaluation_model, predict, to_float_pixels
 from .models import load_checkpoint
-from .models.autoencoder import ConvAutoencoder, Purified
+from .models.autoencoder import ConvAutoencoder
 from .progress import ProgressLog
 from .purified_files import PURIFIED_FORMAT
+from .purifiers import adaptive_model, build_purifier, checked_output
 from .runtime import resolve_device
 from .training import FitSettings, TrainingRun, finish_training, fit, prepare_training, run_settings
 
@@ -145,18 +149,16 @@ def train_autoencoder(
 
 # ----------------------------------------------------------------------------- purify jobs
 @torch.inference_mode()
-def _purify_into(f: h5py.File, autoencoder, classifier, batches, n: int, device) -> None:
+def _purify_into(f: h5py.File, purifier, classifier, batches, n: int, device) -> None:
     # uncompressed like the attack files' images: float32 pixels barely compress, and gzip would be
-    # slower than the autoencoder + classifier themselves
+    # slower than the purifier + classifier themselves
     out = f.create_dataset("purified", (n, 3, 32, 32), np.float32, chunks=(min(n, 128), 3, 32, 32))
     pred = f.create_dataset("pred_purified", (n,), np.int64)
     start = 0
     progress = ProgressLog(log, f"purify {f.filename}", n)
     for x in batches:
         x = torch.as_tensor(x).to(device).float()
-        cleaned = autoencoder(x)
-        check_finite(cleaned, "the autoencoder's outputs", start)
-        cleaned = cleaned.clamp_(0, 1)
+        cleaned = checked_output(purifier.name, x, purifier(x), start)
         logits = classifier(cleaned)
         check_finite(logits, "the classifier's logits on purified images", start)
         out[start : start + len(x)] = cleaned.cpu().numpy()
@@ -167,25 +169,46 @@ def _purify_into(f: h5py.File, autoencoder, classifier, batches, n: int, device)
         raise RuntimeError(f"purified {start} of {n} images")
 
 
-def _evaluation_models(ae_path, classifier_path, device: str):
-    """The evaluation copies (`inference.evaluation_model`) of the autoencoder and the classifier."""
+@dataclass(frozen=True)
+class PurifierSetup:
+    """One purifier of `purification.methods`: its name, its settings block and {model name: checkpoint} of
+    the models it needs (the autoencoder's)."""
+
+    name: str
+    settings: dict
+    models: dict
+
+    def build(self, device):
+        return build_purifier(self.name, self.settings, self.models, device)
+
+    def attrs(self) -> dict:
+        return {"purifier": self.name, **provenance_attrs(**self.models)}
+
+
+def _evaluation_models(setup: PurifierSetup, classifier_path, device: str):
+    """The purifier and the evaluation copy (`inference.evaluation_model`) of the classifier."""
     device = resolve_device(device)
-    autoencoder, classifier = load_autoencoder(ae_path, device), load_classifier(classifier_path, device)
-    return evaluation_model(autoencoder, device), evaluation_model(classifier, device), device
+    return setup.build(device), evaluation_model(load_classifier(classifier_path, device), device), device
 
 
 def purify_attack_file(
-    attack_path, ae_path, classifier_path, out_path, *, device: str = "auto", batch_size: int = 500
+    attack_path,
+    setup: PurifierSetup,
+    classifier_path,
+    out_path,
+    *,
+    device: str = "auto",
+    batch_size: int = 500,
 ) -> dict:
-    """The adversarials of one attack file through the autoencoder, and the classifier on the result."""
-    autoencoder, classifier, device = _evaluation_models(ae_path, classifier_path, device)
+    """The adversarials of one attack file through the purifier, and the classifier on the result."""
+    purifier, classifier, device = _evaluation_models(setup, classifier_path, device)
     meta = read_attack_file(attack_path, require=("index", "label", "pred_clean", "pred_adv", "success"))
     n = len(meta["index"])
     t0 = time.perf_counter()
     with atomic_h5(out_path) as f:
         for k in ("index", "label", "pred_clean", "pred_adv", "success"):
             f.create_dataset(k, data=meta[k])
-        _purify_into(f, autoencoder, classifier, iter_adversarial_batches(attack_path, batch_size), n, device)
+        _purify_into(f, purifier, classifier, iter_adversarial_batches(attack_path, batch_size), n, device)
         a = meta["attrs"]
         f.attrs.update(
             {
@@ -195,18 +218,18 @@ def purify_attack_file(
                 "epsilon": float(a["epsilon"]),
                 "split": a.get("split", ""),
                 "source": str(attack_path),
-                **provenance_attrs(autoencoder=ae_path),
+                **setup.attrs(),
                 "seconds": time.perf_counter() - t0,
             }
         )
         acc = float((f["pred_purified"][()] == meta["label"]).mean())
-    log.info("%s: accuracy after purification %.2f%% over %d images", out_path, 100 * acc, n)
+    log.info("%s: accuracy after %s %.2f%% over %d images", out_path, setup.name, 100 * acc, n)
     return {"n": n, "accuracy_after": acc}
 
 
 def purify_clean(
     dataset_path,
-    ae_path,
+    setup: PurifierSetup,
     classifier_path,
     split: str,
     out_path,
@@ -216,8 +239,8 @@ def purify_clean(
     device: str = "auto",
     batch_size: int = 500,
 ) -> dict:
-    """The clean images the attacks used, through the autoencoder: the defence's clean-accuracy cost."""
-    autoencoder, classifier, device = _evaluation_models(ae_path, classifier_path, device)
+    """The clean images the attacks used, through the purifier: the defence's clean-accuracy cost."""
+    purifier, classifier, device = _evaluation_models(setup, classifier_path, device)
     data, index = attacked_images(dataset_path, split, images, seed)
     batches = (
         data.images[s : s + batch_size].astype(np.float32) / 255.0 for s in range(0, len(index), batch_size)
@@ -227,52 +250,62 @@ def purify_clean(
         f.create_dataset("index", data=index)
         f.create_dataset("label", data=data.labels)
         f.create_dataset("pred_clean", data=pred_clean)
-        _purify_into(f, autoencoder, classifier, batches, len(index), device)
+        _purify_into(f, purifier, classifier, batches, len(index), device)
         f.attrs.update(
             {
                 "format": PURIFIED_FORMAT,
                 "kind": "clean",
                 "split": split,
                 "source": str(dataset_path),
-                **provenance_attrs(autoencoder=ae_path),
+                **setup.attrs(),
             }
         )
     return {"n": len(index)}
 
 
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """`purification.adaptive` for one job: test images (None: every attacked one), runs per image in place of
+    the attack's own `restarts` (None: the attack's own), Foolbox parameters overriding the attack's, and the
+    draws averaged per step where the purifier is random (EOT)."""
+
+    images: int | None = None
+    restarts: int | None = None
+    params: dict = field(default_factory=dict)
+    eot_samples: int = 10
+
+
 def adaptive_attack(
     dataset_path,
     classifier_path,
-    ae_path,
+    setup: PurifierSetup,
     name: str,
     spec: dict,
     eps: float,
     out_path,
     *,
     images: int | None,
-    adaptive_images: int | None,
     seed: int,
+    adaptive: AdaptiveSettings = AdaptiveSettings(),
     device: str = "auto",
     batch_size: int = 500,
-    restarts: int | None = None,
-    params: dict | None = None,
 ) -> dict:
     """White-box attack on the defended model: attack `name` (`spec`, its Foolbox `params` overridden by
-    `params`, e.g. more steps) through autoencoder + classifier, on the first `adaptive_images` of the
-    attacked test images (None: all of them); `restarts` runs per image in place of the attack's own
-    (`attack_methods.Restarts`: again on the images no earlier run fooled, the first success kept; None: the
-    attack's own)."""
-    where = resolve_device(device)
-    defended = (
-        Purified(load_autoencoder(ae_path, where), load_classifier(classifier_path, where)).to(where).eval()
-    )
-    spec = {**spec, "params": {**(spec.get("params") or {}), **(params or {})}}
-    if restarts is not None:
-        spec["restarts"] = restarts
+    `adaptive.params`, e.g. more steps) through purifier + classifier, differentiated as the purifier declares
+    (its true gradient, or BPDA; EOT where it is random), on the first `adaptive.images` of the attacked test
+    images; `adaptive.restarts` runs per image in place of the attack's own (`attack_methods.Restarts`: again
+    on the images no earlier run fooled, the first success kept)."""
+    purifier, classifier, where = _evaluation_models(setup, classifier_path, device)
+    defended = adaptive_model(purifier, classifier, adaptive.eot_samples)
+    defended.is_evaluation_copy = True  # made of evaluation copies: attack_split uses it as it is
+    spec = {**spec, "params": {**(spec.get("params") or {}), **adaptive.params}}
+    if adaptive.restarts is not None:
+        spec["restarts"] = adaptive.restarts
     attrs = {
-        "defense": "autoencoder",
+        "defense": setup.name,
         "adaptive": True,
-        **provenance_attrs(classifier=classifier_path, autoencoder=ae_path),
+        "gradient": purifier.spec.adaptive_label,
+        **provenance_attrs(classifier=classifier_path, **setup.models),
     }
     return attack_split(
         defended,
@@ -286,6 +319,6 @@ def adaptive_attack(
         seed=seed,
         device=device,
         batch_size=batch_size,
-        limit=adaptive_images,
+        limit=adaptive.images,
         attrs=attrs,
     )

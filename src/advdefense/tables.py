@@ -20,6 +20,7 @@ from .errors import ConfigError, PipelineFileError
 from .h5io import atomic_path
 from .plan.detector_specs import PAPER_DETECTOR, detector_title
 from .plan.names import POOLED, eps_tag, fpr_label
+from .plan.purifier_specs import PURIFIERS, purifier_title
 from .purified_files import read_purified
 
 
@@ -58,16 +59,28 @@ def write_table(
 
 # ----------------------------------------------------------------------------- Table 3: purification
 PAPER_TABLE3 = {"fgsm": 47.92, "pgd": 53.62, "deepfool": 55.90, POOLED: 52.39}
-TABLE3_ROWS = [
-    "Successful adversarials: before purification",
-    "Successful adversarials: after purification",
+# rows of the classifier alone, then one block per purifier (`table3_rows`)
+TABLE3_BARE_ROWS = [
     "Successful adversarials: count",
-    "All attacked images: before purification",
-    "All attacked images: after purification",
-    "Adaptive attack through the autoencoder: accuracy",
-    "Clean images: without autoencoder",
-    "Clean images: with autoencoder",
+    "Successful adversarials: no purifier",
+    "All attacked images: no purifier",
+    "Clean images: no purifier",
 ]
+TABLE3_PURIFIER_ROWS = [
+    "successful adversarials after purification",
+    "all attacked images after purification",
+    "adaptive attack through it",
+    "clean images",
+]
+MASKING_ROW = "gradient-free attack beats the gradient attacks"  # where a gradient-free attack is a column
+
+
+def table3_rows(purifiers: list[str], masking: bool = False) -> list[str]:
+    """Table 3's row labels: TABLE3_BARE_ROWS, then '<purifier title>: <row>' of TABLE3_PURIFIER_ROWS (and
+    MASKING_ROW where a gradient-free attack is a column) for each purifier (titles from the registry,
+    `plan.purifier_specs`)."""
+    rows = TABLE3_PURIFIER_ROWS + ([MASKING_ROW] if masking else [])
+    return TABLE3_BARE_ROWS + [f"{purifier_title(p)}: {row}" for p in purifiers for row in rows]
 
 
 def _pct(mask_or_values) -> float:
@@ -75,56 +88,98 @@ def _pct(mask_or_values) -> float:
     return float(100.0 * values.mean()) if values.size else float("nan")
 
 
-def table3(columns: list[tuple[str, float]], purified: dict, adaptive: dict, clean_path) -> pd.DataFrame:
-    """Accuracy (%) of the classifier, rows as TABLE3_ROWS, one column per (attack, eps) plus 'overall'.
+def _masking_check(data: dict, block: list[str], columns: list[tuple[str, float]], gradient_free) -> None:
+    """The purifier's row `block[4]`: in the column of a gradient-free attack (Square), 1 where its adaptive
+    accuracy is below that of every gradient attack at the same eps (the gradients are masked: Carlini et al.
+    2019), else 0; empty in the other columns and where no gradient attack ran at that eps; 'overall': 1 where
+    any column says 1."""
+    flags = []
+    for attack, eps in columns:
+        col = data[column_name(attack, eps)]
+        col[block[4]] = float("nan")
+        if attack not in gradient_free:
+            continue
+        rivals = [
+            data[column_name(a, e)][block[2]] for a, e in columns if e == eps and a not in gradient_free
+        ]
+        rivals = [r for r in rivals if not math.isnan(r)]
+        mine = col[block[2]]
+        if rivals and not math.isnan(mine):
+            col[block[4]] = float(mine < min(rivals))
+            flags.append(col[block[4]])
+    data[POOLED][block[4]] = max(flags) if flags else float("nan")
 
-    `purified` and `adaptive` map (attack, eps) to file paths (adaptive may be empty)."""
-    data = {}
-    pooled = {k: [] for k in ("succ_before", "succ_after", "all_before", "all_after", "adaptive")}
-    for key in columns:
-        if key not in purified:
-            raise ConfigError(
-                f"tables.table3.attacks: no purified test file for {key[0]} at eps {key[1]} "
-                "(was the attack generated?)"
+
+def table3(
+    purifiers: list[str],
+    columns: list[tuple[str, float]],
+    purified: dict,
+    adaptive: dict,
+    clean: dict,
+    gradient_free: frozenset | set = frozenset(),
+) -> pd.DataFrame:
+    """Accuracy (%) of the classifier, rows as `table3_rows(purifiers)`, one column per (attack, eps) plus
+    'overall' (all columns pooled). `purified` and `adaptive` map (purifier, attack, eps) to file paths
+    (adaptive may be empty: no adaptive attack), `clean` each purifier to its clean test file; `gradient_free`
+    names the attacks that read no gradient (the masking check, `_masking_check`)."""
+    gradient_free = set(gradient_free) & {attack for attack, _ in columns}
+    rows = table3_rows(purifiers, masking=bool(gradient_free))
+    data: dict[str, dict] = {column_name(*key): {} for key in columns}
+    data[POOLED] = {}
+    for i, purifier in enumerate(purifiers):
+        block = [f"{purifier_title(purifier)}: {row}" for row in [*TABLE3_PURIFIER_ROWS, MASKING_ROW]]
+        pooled = {k: [] for k in ("success", "before", "after", "adaptive")}
+        for key in columns:
+            if (purifier, *key) not in purified:
+                raise ConfigError(
+                    f"tables.table3.attacks: no file of {key[0]} at eps {key[1]} through purifier {purifier!r} "
+                    "(was the attack generated and purified?)"
+                )
+            p = read_purified(purified[(purifier, *key)])
+            succ = p["success"].astype(bool)
+            after_ok = p["pred_purified"] == p["label"]
+            before_ok = p["pred_adv"] == p["label"]
+            col = data[column_name(*key)]
+            if i == 0:
+                col.update(
+                    {
+                        TABLE3_BARE_ROWS[0]: int(succ.sum()),
+                        TABLE3_BARE_ROWS[1]: _pct(before_ok[succ]),
+                        TABLE3_BARE_ROWS[2]: _pct(before_ok),
+                    }
+                )
+            col[block[0]] = _pct(after_ok[succ])
+            col[block[1]] = _pct(after_ok)
+            for k, v in (("success", succ), ("before", before_ok), ("after", after_ok)):
+                pooled[k].append(v)
+            if (purifier, *key) in adaptive:
+                a = read_attack_file(adaptive[(purifier, *key)], require=("label", "pred_adv"))
+                ok = a["pred_adv"] == a["label"]
+                col[block[2]] = _pct(ok)
+                pooled["adaptive"].append(ok)
+            else:
+                col[block[2]] = float("nan")
+        cat = {k: np.concatenate(v) if v else np.array([]) for k, v in pooled.items()}
+        succ = cat["success"].astype(bool)
+        if i == 0:
+            data[POOLED].update(
+                {
+                    TABLE3_BARE_ROWS[0]: int(succ.sum()),
+                    TABLE3_BARE_ROWS[1]: _pct(cat["before"][succ]) if succ.size else float("nan"),
+                    TABLE3_BARE_ROWS[2]: _pct(cat["before"]),
+                }
             )
-        p = read_purified(purified[key])
-        succ = p["success"].astype(bool)
-        after_ok = p["pred_purified"] == p["label"]
-        before_ok = p["pred_adv"] == p["label"]
-        col = {
-            TABLE3_ROWS[0]: _pct(before_ok[succ]),
-            TABLE3_ROWS[1]: _pct(after_ok[succ]),
-            TABLE3_ROWS[2]: int(succ.sum()),
-            TABLE3_ROWS[3]: _pct(before_ok),
-            TABLE3_ROWS[4]: _pct(after_ok),
-        }
-        pooled["succ_before"].append(before_ok[succ])
-        pooled["succ_after"].append(after_ok[succ])
-        pooled["all_before"].append(before_ok)
-        pooled["all_after"].append(after_ok)
-        if key in adaptive:
-            a = read_attack_file(adaptive[key], require=("label", "pred_adv"))
-            ok = a["pred_adv"] == a["label"]
-            col[TABLE3_ROWS[5]] = _pct(ok)
-            pooled["adaptive"].append(ok)
-        else:
-            col[TABLE3_ROWS[5]] = float("nan")
-        data[column_name(*key)] = col
-    clean = read_purified(clean_path)
-    cat = {k: np.concatenate(v) if v else np.array([]) for k, v in pooled.items()}
-    data[POOLED] = {
-        TABLE3_ROWS[0]: _pct(cat["succ_before"]),
-        TABLE3_ROWS[1]: _pct(cat["succ_after"]),
-        TABLE3_ROWS[2]: int(cat["succ_after"].size),
-        TABLE3_ROWS[3]: _pct(cat["all_before"]),
-        TABLE3_ROWS[4]: _pct(cat["all_after"]),
-        TABLE3_ROWS[5]: _pct(cat["adaptive"]),
-    }
-    for col in data.values():
-        col[TABLE3_ROWS[6]] = _pct(clean["pred_clean"] == clean["label"])
-        col[TABLE3_ROWS[7]] = _pct(clean["pred_purified"] == clean["label"])
+        data[POOLED][block[0]] = _pct(cat["after"][succ]) if succ.size else float("nan")
+        data[POOLED][block[1]] = _pct(cat["after"])
+        data[POOLED][block[2]] = _pct(cat["adaptive"])
+        c = read_purified(clean[purifier])
+        for col in data.values():
+            col[TABLE3_BARE_ROWS[3]] = _pct(c["pred_clean"] == c["label"])
+            col[block[3]] = _pct(c["pred_purified"] == c["label"])
+        if gradient_free:
+            _masking_check(data, block, columns, gradient_free)
     # object columns built from Series: the count row stays integer next to the percentages
-    table = pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in data.items()}).reindex(TABLE3_ROWS)
+    table = pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in data.items()}).reindex(rows)
     table.index.name = "row"
     return table
 
@@ -134,22 +189,53 @@ def column_name(attack: str, eps: float) -> str:
 
 
 def write_table3(
-    columns: list[tuple[str, float]], purified: dict, adaptive: dict, clean_path, csv_path, md_path
+    purifiers: list[str],
+    columns: list[tuple[str, float]],
+    purified: dict,
+    adaptive: dict,
+    clean: dict,
+    csv_path,
+    md_path,
+    gradient_free: frozenset | set = frozenset(),
 ) -> None:
     """Table 3 with its notes (see `table3` for the arguments)."""
     notes = [
         "Accuracy (%) of the classifier on the test images attacked at each epsilon; 'overall' pools all columns.",
         "Successful adversarials: images the attack made the undefended classifier misclassify (the paper's rows).",
-        "Adaptive attack: the same attack and epsilon run end to end through autoencoder + classifier (white box).",
-        "Paper (successful adversarials, after purification): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in PAPER_TABLE3.items())
-        + "; before: 0 by definition.",
+        "Adaptive attack: the same attack and epsilon run end to end through purifier + classifier (white box).",
     ]
+    for p in purifiers:
+        spec = PURIFIERS.get(p)
+        if spec is not None:
+            notes.append(
+                f"{spec.title}: {spec.reference}; adaptive attack through {spec.adaptive_label}"
+                + (f"; published: {spec.anchor}" if spec.anchor else "")
+                + "."
+            )
+    table = table3(purifiers, columns, purified, adaptive, clean, gradient_free)
+    gradient_free = set(gradient_free) & {attack for attack, _ in columns}
+    if gradient_free:
+        notes.append(
+            "Gradient-free check: 1 where the gradient-free attack ("
+            + ", ".join(sorted(gradient_free))
+            + ") through the purifier leaves a lower accuracy than every gradient attack at its eps: those "
+            "gradients are masked and the adaptive rows overstate the purifier (Carlini et al. 2019)."
+        )
+        for p in purifiers:
+            if table.loc[f"{purifier_title(p)}: {MASKING_ROW}", POOLED] == 1:
+                notes.append(
+                    f"GRADIENT MASKING: the gradient-free attack beats the gradient attacks through {p}."
+                )
+    notes.append(
+        "Paper (autoencoder, successful adversarials after purification): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in PAPER_TABLE3.items())
+        + "; before: 0 by definition."
+    )
     write_table(
-        table3(columns, purified, adaptive, clean_path),
+        table,
         csv_path,
         md_path,
-        "Table 3: purification by the autoencoder",
+        "Table 3: purification (" + ", ".join(purifier_title(p) for p in purifiers) + ")",
         notes,
     )
 

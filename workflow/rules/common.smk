@@ -55,6 +55,8 @@ from advdefense.plan.names import (
     run_plan,
     runs,
 )
+from advdefense.plan.purifier_specs import PURIFIERS
+from advdefense.plan.purifier_specs import purifier_settings as purifier_settings_of
 from advdefense.plan.training_specs import run_training_settings
 
 # Names (file patterns, tags, run names) come from advdefense.plan.names and decisions (which splits are
@@ -89,6 +91,7 @@ wildcard_constraints:
     run=r"[A-Za-z0-9_.-]+",  # a run: <group>, or <group>-seed<s> for each of `seeds`
     name=r"[A-Za-z0-9_.-]+",  # a group (dataset.name, or <dataset.name>-<method>): its runs of `seeds` gathered
     attack=r"[A-Za-z0-9_-]+",
+    purifier=r"[A-Za-z0-9_]+",
     eps=r"[0-9.]+(e-?[0-9]+)?",
     split=r"train|test|calibration",
     shard=r"[0-9]+",
@@ -129,34 +132,39 @@ def table3_columns():
 
 
 def table3_inputs(run=DATASET):
-    """{'purified': [...], 'adaptive': [...]}: the test files of Table 3's columns, in column order."""
+    """{'purified': [...], 'adaptive': [...], 'clean': [...]}: the test files of Table 3, purifier by purifier
+    (`purification.methods`) and, within one, in column order; the clean test images through each purifier.
+    """
     columns = decisions.table3_columns(config)
+    purifiers = decisions.purifiers(config)
     purified = [
-        path(PURIFIED_ATTACK, run=run, attack=name, eps=eps, split="test")
+        path(PURIFIED_ATTACK, run=run, purifier=p, attack=name, eps=eps, split="test")
+        for p in purifiers
         for name, eps in columns
     ]
     adaptive = []
     if config["purification"]["adaptive"]["enabled"]:
         adaptive = [
-            path(ADAPTIVE, run=run, attack=name, eps=eps) for name, eps in columns
+            path(ADAPTIVE, run=run, purifier=p, attack=name, eps=eps)
+            for p in purifiers
+            for name, eps in columns
         ]
-    return {"purified": purified, "adaptive": adaptive}
+    clean = [path(PURIFIED_CLEAN, run=run, purifier=p, split="test") for p in purifiers]
+    return {"purified": purified, "adaptive": adaptive, "clean": clean}
 
 
 def purified_test_files(run=DATASET):
-    if not config["purification"]["enabled"]:
-        return []
+    """Every attack's test files through every purifier."""
     return [
-        path(PURIFIED_ATTACK, run=run, attack=name, eps=eps, split="test")
+        path(PURIFIED_ATTACK, run=run, purifier=p, attack=name, eps=eps, split="test")
+        for p in decisions.purifiers(config)
         for name, spec in ATTACKS.items()
         for eps in spec["epsilons"]
     ]
 
 
 def adaptive_test_files(run=DATASET):
-    """The adaptive attacks' files (Table 3's columns), where the adaptive attack runs."""
-    if not config["purification"]["enabled"]:
-        return []
+    """The adaptive attacks' files (Table 3's columns, through each purifier), where the adaptive attack runs."""
     return table3_inputs(run)["adaptive"]
 
 
@@ -165,13 +173,35 @@ def purification_targets(run=DATASET):
         return []
     splits = decisions.purification_splits(config)
     files = [
-        path(PURIFIED_ATTACK, run=run, attack=name, eps=eps, split=split)
+        path(PURIFIED_ATTACK, run=run, purifier=p, attack=name, eps=eps, split=split)
+        for p in decisions.purifiers(config)
         for name, spec in ATTACKS.items()
         for eps in spec["epsilons"]
         for split in splits
         if split in spec["splits"]
     ]
     return files + [path(TABLE, run=run, table="table3_purification.md")]
+
+
+def purifier_models(wildcards):
+    """{model: checkpoint} of the models of other stages the job's purifier loads (the autoencoder's)."""
+    models = {"autoencoder": AUTOENCODER}
+    return {
+        name: path(models[name], run=wildcards.run)
+        for name in PURIFIERS[wildcards.purifier].needs
+    }
+
+
+def purifier_settings(wildcards):
+    """The job's purifier's block `purification.<name>` ({} where it has none)."""
+    return canonical(purifier_settings_of(config, wildcards.purifier))
+
+
+def adaptive_eot_samples(wildcards):
+    """Draws per step through a random purifier (EOT); None for a deterministic one (its jobs ignore the key)."""
+    if PURIFIERS[wildcards.purifier].random:
+        return config["purification"]["adaptive"]["eot_samples"]
+    return None
 
 
 def detection_keys():

@@ -24,41 +24,44 @@ rule train_autoencoder:
 
 rule purify_attack:
     input:
+        unpack(purifier_models),
         attack=ATTACK,
-        autoencoder=AUTOENCODER,
         model=CLASSIFIER,
     output:
         PURIFIED_ATTACK,
     log:
-        "logs/purified/{run}/{attack}/eps{eps}/{split}.log",
+        "logs/purified/{run}/{purifier}/{attack}/eps{eps}/{split}.log",
     benchmark:
-        "results/benchmarks/purify_attack/{run}/{attack}/eps{eps}/{split}.tsv"
-    conda:
-        "../../envs/pipeline.yaml"
-    threads: threads_of("purification")
-    resources:
-        **resources_of("purification", gpu=True),
-    script:
-        "../scripts/purify.py"
-
-
-rule purify_clean:
-    input:
-        data=DATA,
-        autoencoder=AUTOENCODER,
-        model=CLASSIFIER,
-    output:
-        PURIFIED_CLEAN,
-    log:
-        "logs/purified/{run}/clean/{split}.log",
-    benchmark:
-        "results/benchmarks/purify_clean/{run}/clean/{split}.tsv"
+        "results/benchmarks/purify_attack/{run}/{purifier}/{attack}/eps{eps}/{split}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("purification")
     resources:
         **resources_of("purification", gpu=True),
     params:
+        settings=purifier_settings,
+    script:
+        "../scripts/purify.py"
+
+
+rule purify_clean:
+    input:
+        unpack(purifier_models),
+        data=DATA,
+        model=CLASSIFIER,
+    output:
+        PURIFIED_CLEAN,
+    log:
+        "logs/purified/{run}/{purifier}/clean/{split}.log",
+    benchmark:
+        "results/benchmarks/purify_clean/{run}/{purifier}/clean/{split}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("purification")
+    resources:
+        **resources_of("purification", gpu=True),
+    params:
+        settings=purifier_settings,
         images=attacked_count,
         seed=seed_of,
     script:
@@ -67,21 +70,22 @@ rule purify_clean:
 
 rule adaptive_attack:
     input:
+        unpack(purifier_models),
         data=DATA,
-        autoencoder=AUTOENCODER,
         model=CLASSIFIER,
     output:
         ADAPTIVE,
     log:
-        "logs/adaptive/{run}/{attack}/eps{eps}.log",
+        "logs/adaptive/{run}/{purifier}/{attack}/eps{eps}.log",
     benchmark:
-        "results/benchmarks/adaptive_attack/{run}/{attack}/eps{eps}.tsv"
+        "results/benchmarks/adaptive_attack/{run}/{purifier}/{attack}/eps{eps}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("attack_defaults")
     resources:
         **resources_of("attack_defaults", gpu=True),
     params:
+        settings=purifier_settings,
         attack=attack_settings,
         epsilon=attack_epsilon,
         images=config["attack_defaults"]["images"]["test"],
@@ -91,6 +95,7 @@ rule adaptive_attack:
         overrides=lambda w: canonical(
             config["purification"]["adaptive"]["params"].get(w.attack, {})
         ),
+        eot_samples=adaptive_eot_samples,
         seed=seed_of,
     script:
         "../scripts/adaptive_attack.py"
@@ -100,7 +105,7 @@ rule table3:
     input:
         purified=lambda w: table3_inputs(w.run)["purified"],
         adaptive=lambda w: table3_inputs(w.run)["adaptive"],
-        clean=path(PURIFIED_CLEAN, split="test"),
+        clean=lambda w: table3_inputs(w.run)["clean"],
     output:
         csv=report(
             path(TABLE, table="table3_purification.csv"),
@@ -120,5 +125,7 @@ rule table3:
         **resources_of("light_jobs"),
     params:
         columns=table3_columns(),
+        purifiers=decisions.purifiers(config),
+        gradient_free=decisions.gradient_free_attacks(config),
     script:
         "../scripts/table3.py"

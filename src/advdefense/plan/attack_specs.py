@@ -62,6 +62,22 @@ def check_autoattack_params(key: str, params: dict, norm: str) -> None:
         )
 
 
+GRADIENT_FREE_SUB_ATTACKS = frozenset({"square"})  # AutoAttack's black-box sub-attack: queries, no gradients
+
+
+def gradient_free(spec: dict) -> bool:
+    """Whether an attack reads no gradient (AutoAttack custom with only Square): through a defence, it is the
+    check that the gradient attacks are not masked (it must not beat them, Carlini et al. 2019)."""
+    params = spec.get("params") or {}
+    subs = params.get("attacks") or []
+    return (
+        spec.get("class") == AUTOATTACK
+        and params.get("version") == "custom"
+        and bool(subs)
+        and set(subs) <= GRADIENT_FREE_SUB_ATTACKS
+    )
+
+
 # ----------------------------------------------------------------------------- Foolbox
 def foolbox_class(name: str, key: str):
     import foolbox

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .attack_specs import AUTOATTACK
+from .attack_specs import AUTOATTACK, gradient_free
 from .detector_specs import DETECTORS
 from .names import robustbench_zoo_file
+from .purifier_specs import PURIFIERS
 
 # dataset.source -> the `dataset` keys of that source that decide the dataset file (beside the subset sizes)
 SOURCES = {
@@ -120,10 +121,18 @@ def detector_models(cfg: dict, method: str) -> set[str]:
     return spec.models(attacked=method in aware_methods(cfg))
 
 
+def purifiers(cfg: dict) -> list[str]:
+    """The purifiers of the run (`purification.methods`, filled in by validation; none where purification is
+    off)."""
+    if not cfg["purification"]["enabled"]:
+        return []
+    return list(cfg["purification"]["methods"])
+
+
 def trains_autoencoder(cfg: dict) -> bool:
-    """The autoencoder is trained where purification runs or a configured detector needs it."""
+    """The autoencoder is trained where a configured purifier or detector needs it."""
     needed = detects(cfg) and any("autoencoder" in DETECTORS[m].needs for m in cfg["detection"]["methods"])
-    return bool(cfg["purification"]["enabled"] or needed)
+    return bool(needed or any("autoencoder" in PURIFIERS[p].needs for p in purifiers(cfg)))
 
 
 def trained_models(cfg: dict) -> list[str]:
@@ -138,7 +147,7 @@ def trained_models(cfg: dict) -> list[str]:
 
 def purifies(cfg: dict) -> bool:
     """Whether the run has a purification stage (purification enabled, and attacks to purify)."""
-    return bool(cfg["purification"]["enabled"] and cfg.get("attacks"))
+    return bool(purifiers(cfg) and cfg.get("attacks"))
 
 
 def purification_splits(cfg: dict) -> list[str]:
@@ -150,6 +159,11 @@ def table3_columns(cfg: dict) -> list[tuple[str, float]]:
     """(attack, epsilon) of Table 3's columns (`tables.table3.attacks`; null: every attack)."""
     names = cfg["tables"]["table3"]["attacks"] or list(cfg.get("attacks", {}))
     return [(name, float(eps)) for name in names for eps in cfg["attacks"][name]["epsilons"]]
+
+
+def gradient_free_attacks(cfg: dict) -> list[str]:
+    """The configured attacks that read no gradient (`attack_specs.gradient_free`: Square)."""
+    return [name for name, spec in (cfg.get("attacks") or {}).items() if gradient_free(spec)]
 
 
 def seed_tables(cfg: dict) -> list[str]:

@@ -103,9 +103,10 @@ AUTOENCODER = "results/autoencoder/{run}/model.pt"
 AUTOENCODER_METRICS = "results/autoencoder/{run}/metrics.json"
 AUTOENCODER_EPOCHS = "results/autoencoder/{run}/epochs.csv"
 AUTOENCODER_STATE = "results/autoencoder/{run}/train_state.pt"
-PURIFIED_CLEAN = "results/purified/{run}/clean/{split}.h5"
-PURIFIED_ATTACK = "results/purified/{run}/{attack}/eps{eps}/{split}.h5"
-ADAPTIVE = "results/adaptive/{run}/{attack}/eps{eps}/test.h5"
+# {purifier}: a purifier of `purification.methods` (plan.purifier_specs)
+PURIFIED_CLEAN = "results/purified/{run}/{purifier}/clean/{split}.h5"
+PURIFIED_ATTACK = "results/purified/{run}/{purifier}/{attack}/eps{eps}/{split}.h5"
+ADAPTIVE = "results/adaptive/{run}/{purifier}/{attack}/eps{eps}/test.h5"
 DETECTION_EVALUATION = "results/detection/{run}/{method}/evaluation.csv"
 DETECTION_MODELS = "results/detection/{run}/{method}/models"
 DETECTION_AWARE = "results/detection/{run}/{method}/aware.csv"
@@ -117,7 +118,7 @@ SEED_TABLE = "results/seeds/{name}/tables/{table}"
 SEED_FIGURE = "results/seeds/{name}/figures/{figure}"
 # the groups of a list `classifier.training` side by side, a row block per method ({name}: dataset.name)
 CLASSIFIERS_TABLE = "results/classifiers/{name}/tables/{table}"
-WILDCARDS = ("run", "name", "attack", "eps", "split", "method", "table", "figure")
+WILDCARDS = ("run", "name", "purifier", "attack", "eps", "split", "method", "table", "figure")
 
 
 # RobustBench: where its zoo keeps a model's checkpoint, and where a run's results go in its model_info format
