@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .models import save_checkpoint
 from .models.detectors import LatentMLP, PixelCNNDetector
-from .plan.declarations import declaration_of
+from .plan.declarations import add_to_registry, remove_from_registry
 from .plan.detector_specs import BUILT_IN, DETECTORS, FLOW_FIELD, DetectorSpec, detector_spec
 from .squeezers import median_smooth, reduce_bit_depth
 from .training import FitSettings, TrainingRun, fit, run_settings, seed_everything
@@ -42,24 +42,16 @@ REGISTRY: dict[str, type[Detector]] = {}
 def register(cls):
     """Add a detector class to REGISTRY. A built-in one takes its declaration (`plan.DETECTORS[name]`); one
     defined elsewhere declares itself by its class attributes, and its declaration joins `plan.DETECTORS`."""
-    if cls.name in REGISTRY:
-        raise ValueError(
-            f"detector {cls.name!r} is registered twice ({REGISTRY[cls.name].__name__}, {cls.__name__})"
-        )
-    spec = declaration_of(cls, DETECTORS, DetectorSpec)
-    cls.spec = spec
+    spec = add_to_registry(REGISTRY, cls, DETECTORS, DetectorSpec, "detector")
     for f in fields(DetectorSpec):
         value = getattr(spec, f.name)
         setattr(cls, f.name, staticmethod(value) if callable(value) else value)  # fit_seconds takes no self
-    REGISTRY[cls.name] = cls
     return cls
 
 
 def unregister(name: str) -> None:
     """Remove a detector added by `register` (and its declaration, unless it is a built-in one)."""
-    REGISTRY.pop(name, None)
-    if name not in BUILT_IN:
-        DETECTORS.pop(name, None)
+    remove_from_registry(REGISTRY, name, DETECTORS, BUILT_IN)
 
 
 def detector_class(name: str, key: str = "detection.methods") -> type[Detector]:

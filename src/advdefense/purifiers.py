@@ -29,7 +29,7 @@ from PIL import Image
 from .errors import ConfigError
 from .inference import check_finite, evaluation_model
 from .models import load_checkpoint
-from .plan.declarations import declaration_of
+from .plan.declarations import add_to_registry, remove_from_registry
 from .plan.purifier_specs import BUILT_IN, PURIFIERS, PurifierSpec, purifier_spec
 from .squeezers import median_smooth, reduce_bit_depth, straight_through
 
@@ -39,23 +39,15 @@ REGISTRY: dict[str, type[Purifier]] = {}
 def register(cls):
     """Add a purifier class to REGISTRY. A built-in one takes its declaration (`plan.PURIFIERS[name]`); one
     defined elsewhere declares itself by its class attributes, and its declaration joins `plan.PURIFIERS`."""
-    if cls.name in REGISTRY:
-        raise ValueError(
-            f"purifier {cls.name!r} is registered twice ({REGISTRY[cls.name].__name__}, {cls.__name__})"
-        )
-    spec = declaration_of(cls, PURIFIERS, PurifierSpec)
-    cls.spec = spec
+    spec = add_to_registry(REGISTRY, cls, PURIFIERS, PurifierSpec, "purifier")
     for f in fields(PurifierSpec):
         setattr(cls, f.name, getattr(spec, f.name))
-    REGISTRY[cls.name] = cls
     return cls
 
 
 def unregister(name: str) -> None:
     """Remove a purifier added by `register` (and its declaration, unless it is a built-in one)."""
-    REGISTRY.pop(name, None)
-    if name not in BUILT_IN:
-        PURIFIERS.pop(name, None)
+    remove_from_registry(REGISTRY, name, PURIFIERS, BUILT_IN)
 
 
 class Purifier(torch.nn.Module):

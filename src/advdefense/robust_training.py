@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
-from .plan.declarations import declaration_of
+from .plan.declarations import add_to_registry, remove_from_registry
 from .plan.training_specs import BUILT_IN, TRAININGS, TrainingSpec, training_spec
 
 REGISTRY: dict[str, type[TrainingMethod]] = {}
@@ -37,17 +37,12 @@ PRECISIONS = ("float32", "bfloat16")
 def register(cls):
     """Add a training method class to REGISTRY; one not declared in `plan.TRAININGS` declares itself by its
     class attributes (`name`, `title`, `reference`, `passes` ...)."""
-    if cls.name in REGISTRY:
-        raise ValueError(f"training method {cls.name!r} is registered twice")
-    cls.spec = declaration_of(cls, TRAININGS, TrainingSpec)
-    REGISTRY[cls.name] = cls
+    add_to_registry(REGISTRY, cls, TRAININGS, TrainingSpec, "training method")
     return cls
 
 
 def unregister(name: str) -> None:
-    REGISTRY.pop(name, None)
-    if name not in BUILT_IN:
-        TRAININGS.pop(name, None)
+    remove_from_registry(REGISTRY, name, TRAININGS, BUILT_IN)
 
 
 def training_method(name: str, model: torch.nn.Module, settings: dict, precision: str = "float32"):

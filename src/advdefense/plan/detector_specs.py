@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from .declarations import declared
 
 # what a detector may read: pixels in [0, 1], the Glow top latent, the Glow's bits/dim; each with the field of a
 # latents file that holds it (None: the images themselves)
@@ -164,9 +164,7 @@ PAPER_DETECTOR = "latent_mlp"  # the paper's detector: Table 4, its ROC figure, 
 
 def detector_spec(name: str, key: str = "detection.methods") -> DetectorSpec:
     """The declaration of detector `name`; an unknown name is a ConfigError naming `key`."""
-    if name not in DETECTORS:
-        raise ConfigError(f"{key}: unknown detector {name!r} (registered: {', '.join(DETECTORS)})")
-    return DETECTORS[name]
+    return declared(DETECTORS, name, key, "detector")
 
 
 def detector_title(name: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from .declarations import declared
 
 GRADIENTS = ("exact", "bpda")  # how an attack differentiates through a purifier (see the module docstring)
 PURIFIER_MODELS = ("autoencoder",)  # models of other stages a purifier may load
@@ -94,9 +94,7 @@ BUILT_IN = frozenset(PURIFIERS)
 
 def purifier_spec(name: str, key: str = "purification.methods") -> PurifierSpec:
     """The declaration of purifier `name`; an unknown name is a ConfigError naming `key`."""
-    if name not in PURIFIERS:
-        raise ConfigError(f"{key}: unknown purifier {name!r} (registered: {', '.join(PURIFIERS)})")
-    return PURIFIERS[name]
+    return declared(PURIFIERS, name, key, "purifier")
 
 
 def purifier_title(name: str) -> str:

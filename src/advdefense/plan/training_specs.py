@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from .declarations import declared
 
 
 def _one_pass(settings: dict) -> float:
@@ -88,9 +88,7 @@ BUILT_IN = frozenset(TRAININGS)
 
 def training_spec(name: str, key: str = "classifier.training") -> TrainingSpec:
     """The declaration of training method `name`; an unknown name is a ConfigError naming `key`."""
-    if name not in TRAININGS:
-        raise ConfigError(f"{key}: unknown training method {name!r} (registered: {', '.join(TRAININGS)})")
-    return TRAININGS[name]
+    return declared(TRAININGS, name, key, "training method")
 
 
 def training_methods(classifier: dict) -> list[str]:
