@@ -110,3 +110,48 @@ def test_defended_table_applies_the_tramer_reduction():
     assert list(table[TRAMER_IMPLIED]) == [80.0, 50.0, 99.0]
     assert list(table[TRAMER_FLAG]) == ["yes", "no", "no reference at eps/2"]
     assert table["objective, first -> last step (lambda)"].iloc[0] == "2 -> 1 (orthogonal)"
+
+
+def test_the_views_objective_fools_every_view_alike_and_runs_only_where_there_are_views():
+    """views_objective = the sum over the image and each view of the true-class logit minus the target class's
+    (the image's best wrong class), each clamped at -VIEWS_CONFIDENCE; a detector without views skips it."""
+    from advdefense.aware import VIEWS_CONFIDENCE, views_objective
+
+    torch.manual_seed(1)
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    x, y = torch.rand(5, 3, 2, 2), torch.tensor([0, 1, 2, 3, 0])
+
+    def views(z):
+        return [z.flip(-1), 0.5 * z]
+
+    got = views_objective(classifier, views, x, y)
+    logits = classifier(x)
+    other = logits.detach().clone()
+    other[torch.arange(5), y] = -torch.inf
+    t = other.argmax(1)
+    want = sum(
+        (out[torch.arange(5), y] - out[torch.arange(5), t]).clamp_min(-VIEWS_CONFIDENCE)
+        for out in (logits, classifier(x.flip(-1)), classifier(0.5 * x))
+    )
+    assert torch.allclose(got, want)
+    # on the toy system of the test above: with no views the objective adds no run
+    n = 4
+    x = torch.full((n, 1, 2, 2), 0.3)
+    x[:, 0, 0, 0], x[:, 0, 0, 1] = 0.5, 0.45
+    attack = AwarePGD(steps=10, restarts=1, lambdas=(0.0,), objectives=("penalty", "views"))
+    res = detector_aware_pgd(
+        Linear2D(), lambda z: z[:, 0, 0, 1], x, torch.zeros(n, dtype=torch.long), 0.47, 0.01, 0.1, attack
+    )
+    assert "views" not in res.broken_by_lambda
+    res = detector_aware_pgd(
+        Linear2D(),
+        lambda z: z[:, 0, 0, 1],
+        x,
+        torch.zeros(n, dtype=torch.long),
+        0.47,
+        0.01,
+        0.1,
+        attack,
+        views=lambda z: [z],
+    )
+    assert "views" in res.broken_by_lambda

@@ -9,7 +9,8 @@ where margin = logit of the true class minus the best other logit (negative = mi
 detector score, t its threshold at the deployed false-positive rate, and scale the spread of the clean
 calibration scores. Several lambda (0 = an attacker who ignores the detector) and random restarts, then
 orthogonal PGD (Bryniarski et al., ICLR 2022: each step descends one term orthogonally to the other's
-gradient, `orthogonal_direction`), which needs no lambda; an
+gradient, `orthogonal_direction`), which needs no lambda, and for a detector that compares the classifier's
+outputs on transformed copies of the image (feature squeezing) the views objective (`views_objective`); an
 image counts as broken as soon as one run finds a point that is misclassified *and* not flagged, and
 later runs only attack the images still standing. The result is the **defended system's accuracy**: the
 share of attacked test images that are classified correctly or rejected.
@@ -88,7 +89,31 @@ class AwarePGD:
 
 
 def _run_name(label) -> str:
-    return "orthogonal PGD" if label == "orthogonal" else f"lambda {label:g}"
+    names = {"orthogonal": "orthogonal PGD", "views": "views objective"}
+    if label in names:
+        return names[label]
+    return f"lambda {label:g}"  # (not names.get: a name is no number to format)
+
+
+# the views objective's confidence margin (logits): every view at least this far into the target class, so that
+# the softmax outputs the detector compares agree (p >= 0.99 at a margin of 5 over each other class)
+VIEWS_CONFIDENCE = 5.0
+
+
+def views_objective(classifier, views, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Per image: the sum over the image and its `views(x)` (the transformed copies whose classifier outputs a
+    detector compares) of max(logit of the true class - logit of the target class, -VIEWS_CONFIDENCE), the
+    target being the image's best wrong class now (He, Wei, Chen, Carlini & Song 2017: fool the classifier on
+    every squeezed copy alike, confidently, and feature squeezing sees no disagreement)."""
+    logits = classifier(x)
+    other = logits.detach().clone()
+    other.scatter_(1, label[:, None], -torch.inf)
+    target = other.argmax(1)
+    total = torch.zeros(len(x), device=x.device)
+    for out in [logits] + [classifier(v) for v in views(x)]:
+        gap = out.gather(1, label[:, None])[:, 0] - out.gather(1, target[:, None])[:, 0]
+        total = total + gap.clamp_min(-VIEWS_CONFIDENCE)
+    return total
 
 
 def orthogonal_direction(
@@ -121,9 +146,11 @@ def detector_aware_pgd(
     eps: float,
     attack: AwarePGD,
     seed: int = 0,
+    views=None,
 ) -> AwareResult:
     """Attack `images01` (N x 3 x 32 x 32 in [0, 1]) within the eps L-inf ball; see the module docstring.
-    `classifier` and `scorer` map pixels to logits / detector scores (differentiable, eval mode)."""
+    `classifier` and `scorer` map pixels to logits / detector scores (differentiable, eval mode); `views`: the
+    detector's transformed copies of an image (`Detector.views`), for the views objective, or None."""
     steps, restarts, lambdas, kappa = attack.steps, attack.restarts, attack.lambdas, attack.kappa
     step_factor, batch_size, step_rules = attack.step_factor, attack.batch_size, attack.step_rules
     device = images01.device
@@ -148,6 +175,8 @@ def detector_aware_pgd(
     runs = [(lam, lam) for lam in (lambdas if "penalty" in attack.objectives else ())]
     if "orthogonal" in attack.objectives:
         runs.append(("orthogonal", None))
+    if "views" in attack.objectives and views is not None:
+        runs.append(("views", None))
     for label, lam in runs:
         before = int(broken.sum())
         for restart, rule in ((r, rule) for rule in step_rules for r in range(restarts)):
@@ -173,6 +202,9 @@ def detector_aware_pgd(
                     detector_term = torch.relu((score - threshold) / scale + kappa)
                     if lam is not None:
                         loss = m.clamp_min(-kappa) + lam * detector_term
+                        (grad,) = torch.autograd.grad(loss.sum(), delta)
+                    elif label == "views":
+                        loss = views_objective(classifier, views, x, y)
                         (grad,) = torch.autograd.grad(loss.sum(), delta)
                     else:
                         loss = m.clamp_min(-kappa) + detector_term
@@ -246,6 +278,7 @@ def run_aware_attacks(
     for p in classifier.parameters():
         p.requires_grad_(False)
     scorer = detector.pixel_scorer()
+    views = detector.views()
     threshold = detector.thresholds[fpr]
     scale = detector.calibration_scale
     x = torch.from_numpy(np.ascontiguousarray(clean01, dtype=np.float32)).to(device)
@@ -258,7 +291,7 @@ def run_aware_attacks(
         n = min(settings["sanity_images"], len(x)) if sanity else len(x)  # the images it runs on, as reported
         run = replace(attack, steps=settings["sanity_steps"]) if sanity else attack
         res = detector_aware_pgd(
-            classifier, scorer, x[:n], y[:n], threshold, scale, float(eps), run, seed=seed + i
+            classifier, scorer, x[:n], y[:n], threshold, scale, float(eps), run, seed=seed + i, views=views
         )
         aware_defended = ~res.broken
         row = {

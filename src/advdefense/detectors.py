@@ -118,6 +118,12 @@ class Detector:
         """Differentiable inputs -> scores (N), in eval mode; NotImplementedError if there is none."""
         raise NotImplementedError(f"{self.name} has no differentiable score")
 
+    def views(self) -> Callable[[torch.Tensor], list[torch.Tensor]] | None:
+        """The transformed copies of an image whose classifier outputs the score compares (differentiable as the
+        detector's score is), for the detector-aware attack's views objective; None where the score compares
+        none."""
+        return None
+
     def pixel_scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """Differentiable pixels in [0, 1] -> scores: what a white-box attacker differentiates."""
         scorer = self.torch_scorer()
@@ -331,6 +337,10 @@ class MagNetJSD(Detector):
 
         return jsd
 
+    def views(self):
+        ae = self.context.model("autoencoder", self.name).eval()
+        return lambda x: [ae(x)]
+
 
 @register
 class FeatureSqueezing(Detector):
@@ -353,6 +363,10 @@ class FeatureSqueezing(Detector):
             return torch.stack(distances, 1).amax(1)
 
         return score
+
+    def views(self):
+        bits, size = int(self.settings["bit_depth"]), int(self.settings["median_size"])
+        return lambda x: [reduce_bit_depth(x, bits), median_smooth(x, size)]
 
 
 @register
