@@ -14,8 +14,9 @@ from advdefense.models import CheckpointError, save_checkpoint
 from advdefense.models.autoencoder import ConvAutoencoder
 from advdefense.plan.names import POOLED
 from advdefense.plan.purifier_specs import PURIFIERS
-from advdefense.purification import PurifierSetup, load_autoencoder, psnr, purify_attack_file
+from advdefense.purification import PurifierSetup, psnr, purify_attack_file
 from advdefense.purified_files import read_purified
+from advdefense.purifiers import load_autoencoder
 from advdefense.tables import TABLE3_BARE_ROWS, table3, table3_rows
 from conftest import REPO
 

@@ -43,7 +43,7 @@ from .inference import evaluation_model
 from .metrics import auroc
 from .plan.detector_specs import FLOW_FIELD
 from .plan.names import POOLED, control_key, eps_tag, fpr_label
-from .purification import load_autoencoder
+from .purifiers import load_autoencoder
 from .runtime import resolve_device
 from .training import seed_everything
 

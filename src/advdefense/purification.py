@@ -28,33 +28,14 @@ from .attacks import attack_split, attacked_images
 from .classifier import load_classifier
 from .h5io import atomic_h5, provenance_attrs
 from .inference import check_finite, evaluation_model, predict, to_float_pixels
-from .models import load_checkpoint
 from .models.autoencoder import ConvAutoencoder
 from .progress import ProgressLog
 from .purified_files import PURIFIED_FORMAT
-from .purifiers import adaptive_model, build_purifier, checked_output
+from .purifiers import adaptive_model, autoencoder_arch, build_purifier, checked_output
 from .runtime import resolve_device
 from .training import FitSettings, TrainingRun, finish_training, fit, prepare_training, run_settings
 
 log = logging.getLogger(__name__)
-
-
-def autoencoder_arch(settings: dict) -> dict:
-    """The checkpoint architecture of the `autoencoder` settings."""
-    return {
-        "name": "autoencoder",
-        "widths": list(settings["widths"]),
-        "kernel": settings["kernel"],
-        "activation": settings["activation"],
-        "batch_norm": settings["batch_norm"],
-    }
-
-
-def load_autoencoder(path, device="cpu", settings: dict | None = None) -> ConvAutoencoder:
-    """Load an autoencoder checkpoint; with `settings`, refuse one whose architecture differs from them."""
-    expected = autoencoder_arch(settings) if settings is not None else None
-    model, _ = load_checkpoint(path, "autoencoder", expected, map_location=device)
-    return model
 
 
 def psnr(mse: float) -> float:

@@ -29,6 +29,7 @@ from PIL import Image
 from .errors import ConfigError
 from .inference import check_finite, evaluation_model
 from .models import load_checkpoint
+from .models.autoencoder import ConvAutoencoder
 from .plan.declarations import add_to_registry, remove_from_registry
 from .plan.purifier_specs import BUILT_IN, PURIFIERS, PurifierSpec, purifier_spec
 from .squeezers import median_smooth, reduce_bit_depth, straight_through
@@ -148,6 +149,24 @@ def check_gradient(purifier: torch.nn.Module, x: torch.Tensor, *, h: float = 1e-
 
 
 # ----------------------------------------------------------------------------- the built-in purifiers
+def autoencoder_arch(settings: dict) -> dict:
+    """The checkpoint architecture of the `autoencoder` settings."""
+    return {
+        "name": "autoencoder",
+        "widths": list(settings["widths"]),
+        "kernel": settings["kernel"],
+        "activation": settings["activation"],
+        "batch_norm": settings["batch_norm"],
+    }
+
+
+def load_autoencoder(path, device="cpu", settings: dict | None = None) -> ConvAutoencoder:
+    """Load an autoencoder checkpoint; with `settings`, refuse one whose architecture differs from them."""
+    expected = autoencoder_arch(settings) if settings is not None else None
+    model, _ = load_checkpoint(path, "autoencoder", expected, map_location=device)
+    return model
+
+
 @register
 class AutoencoderPurifier(Purifier):
     """The paper's purifier: the convolutional autoencoder of the `autoencoder` stage (its checkpoint)."""
@@ -156,8 +175,8 @@ class AutoencoderPurifier(Purifier):
 
     def __init__(self, settings: dict, models: dict):
         super().__init__(settings, models)
-        model, _ = load_checkpoint(models["autoencoder"], "autoencoder", None, map_location="cpu")
-        self.model = evaluation_model(model)  # channels-last, frozen: as every stage evaluates it
+        # channels-last, frozen: as every stage evaluates it
+        self.model = evaluation_model(load_autoencoder(models["autoencoder"]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
