@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from advdefense.data import make_synthetic, write_dataset_h5  # noqa: E402
 from advdefense.inference import to_float_pixels  # noqa: E402
 from advdefense.models import CifarResNet  # noqa: E402
-from advdefense.models.autoencoder import ConvAutoencoder, Purified  # noqa: E402
+from advdefense.models.autoencoder import ConvAutoencoder  # noqa: E402
 from advdefense.models.glow import Glow  # noqa: E402
 
 
@@ -386,9 +386,10 @@ def bench_inference(images, device, n: int, batch: int, glow_size: dict) -> list
     glow = Glow(**glow_size).to(device).eval()
     glow.mark_initialized()
     from advdefense.inference import evaluation_model
+    from advdefense.purifiers import Defended
 
     purifier = evaluation_model(
-        Purified(ConvAutoencoder([32, 64]), CifarResNet(20)), device
+        Defended(ConvAutoencoder([32, 64]), CifarResNet(20)), device
     )  # as the stage runs it
     x_all = torch.from_numpy(images[:n])
 

@@ -10,7 +10,7 @@ from advdefense.attacks import run_attack
 from advdefense.data import make_synthetic
 from advdefense.inference import LogitRecorder, evaluation_model, predict
 from advdefense.models import CifarResNet
-from advdefense.models.autoencoder import ConvAutoencoder, Purified
+from advdefense.models.autoencoder import ConvAutoencoder
 
 
 def _trained_like(model):
@@ -38,12 +38,17 @@ def test_evaluation_copy_is_the_same_function_and_leaves_the_model_alone():
 
 
 def test_evaluation_copy_of_the_defended_model():
-    defended = Purified(ConvAutoencoder([8, 16]), _trained_like(CifarResNet(8))).eval()
+    from advdefense.purifiers import Defended
+
+    defended = Defended(ConvAutoencoder([8, 16]), _trained_like(CifarResNet(8))).eval()
     copy = evaluation_model(defended)
     x = torch.rand(8, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(copy(x), defended(x), atol=1e-4)
-    assert isinstance(copy, Purified) and copy.classifier.is_evaluation_copy
+    assert (
+        isinstance(copy, Defended) and copy.classifier.is_evaluation_copy and copy.purifier.is_evaluation_copy
+    )
+    assert copy.purifier.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not any(p.requires_grad for p in copy.parameters())
     assert all(p.requires_grad for p in defended.parameters())
 

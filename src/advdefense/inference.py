@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import PipelineFileError
-from .models.autoencoder import ConvAutoencoder, Purified
+from .models.autoencoder import ConvAutoencoder
 from .models.resnet import CifarResNet, fold_batchnorm
 
 
@@ -34,16 +34,17 @@ def channels_last(model: nn.Module) -> nn.Module:
 
 def evaluation_model(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
     """The evaluation copy of `model`, on `device`: CIFAR ResNets with batch norm folded, ResNets and
-    autoencoders (also inside `Purified`) channels-last, anything else copied as it is; eval mode,
-    parameters frozen. `model` itself is never changed; an evaluation copy passed in is returned as is."""
+    autoencoders channels-last, a model made of parts (`purifiers.Defended`) by its `evaluation_copy()` from
+    its parts' copies, anything else copied as it is; eval mode, parameters frozen. `model` itself is never
+    changed; an evaluation copy passed in is returned as is."""
     if getattr(model, "is_evaluation_copy", False):
         return model.to(device) if device is not None else model
     if isinstance(model, CifarResNet):
         out = channels_last(fold_batchnorm(model))
     elif isinstance(model, ConvAutoencoder):
         out = channels_last(copy.deepcopy(model))
-    elif isinstance(model, Purified):
-        out = Purified(evaluation_model(model.autoencoder), evaluation_model(model.classifier))
+    elif callable(getattr(model, "evaluation_copy", None)):
+        out = model.evaluation_copy()
     else:
         with torch.no_grad():  # a TorchScript module's deepcopy clones its parameters through autograd
             out = copy.deepcopy(model)

@@ -106,6 +106,10 @@ class Defended(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.purifier(x))
 
+    def evaluation_copy(self) -> Defended:
+        """What `inference.evaluation_model` makes of it: the same composition of the parts' evaluation copies."""
+        return Defended(evaluation_model(self.purifier), evaluation_model(self.classifier))
+
 
 class ExpectationOverTransforms(torch.nn.Module):
     """The logits of `model` averaged over `samples` forward passes: for a random purifier, their gradient is the

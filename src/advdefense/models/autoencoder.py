@@ -63,15 +63,3 @@ class ConvAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
-
-
-class Purified(nn.Module):
-    """classifier(autoencoder(x)): the defended model, differentiable end to end (for adaptive attacks)."""
-
-    def __init__(self, autoencoder: nn.Module, classifier: nn.Module):
-        super().__init__()
-        self.autoencoder = autoencoder
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.autoencoder(x))
