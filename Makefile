@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 test: install
-	$(BIN)/pytest -ra --durations=15
+	$(BIN)/pytest -ra --durations=15 -n 2
 
 # each config is checked first: Snakemake reads --configfile files before any project code runs, and
 # reports a YAML syntax error there without file or line (advdefense-check-config names both)
@@ -32,7 +32,7 @@ run: install
 
 smoke: install
 	$(BIN)/advdefense-check-config config/smoke.yaml
-	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/smoke.yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=2 --configfile config/smoke.yaml
 
 mini: install
 	$(BIN)/advdefense-check-config config/cifar10-mini.yaml
@@ -41,7 +41,7 @@ mini: install
 # the positive control: a standard and a fast-AT ResNet-20 side by side over three seeds (AutoAttack at 8/255)
 mini-robust: install
 	$(BIN)/advdefense-check-config config/cifar10-mini-robust.yaml
-	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-mini-robust.yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=2 --configfile config/cifar10-mini-robust.yaml
 
 JPEG_BATCHES := resources/cifar-10-jpeg/cifar-10-batches-py
 

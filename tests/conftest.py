@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
 import shutil
 import subprocess
@@ -44,7 +45,8 @@ def run_snakemake(
     workdir: Path, configfile: Path, *args: str, targets: tuple[str, ...] = (), timeout: int = 2700
 ) -> subprocess.CompletedProcess:
     """Run the project's Snakefile with `workdir` as working directory (targets go before --configfile,
-    which takes several files)."""
+    which takes several files). Two GPU tokens: on this CPU-only machine the token stands for no device, and the
+    smoke config's one-thread jobs then run two at a time on the 2 cores instead of one after the other."""
     cmd = [
         str(SNAKEMAKE),
         *targets,
@@ -57,7 +59,7 @@ def run_snakemake(
         "--cores",
         "2",
         "--resources",
-        "gpu=1",
+        "gpu=2",
         *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -80,13 +82,62 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def pytest_configure(config):
+    """Under pytest-xdist: one thread for torch in each worker (and the processes it starts), so that the two
+    workers share the 2 cores instead of four threads spinning on them. Snakemake jobs set their rule's threads."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test`: two workers), an order that keeps both cores busy: the SLURM test first
+    (it needs the smoke DAG, so its worker runs that, then mostly waits on the cluster), then the tests that do
+    not need the smoke DAG (the other worker runs them meanwhile), then the ones that read it. A plain `pytest`
+    keeps the collection order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def rank(item) -> int:
+        if item.path.name == "test_slurm.py":
+            return 0
+        return 2 if "smoke_run" in item.fixturenames else 1
+
+    items.sort(key=rank)  # stable: the collection order within each rank
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """Run the whole smoke DAG once (synthetic data, CPU); returns its working directory. A developer iterating
-    may set ADVDEFENSE_SMOKE_DIR to the directory of an earlier smoke run: Snakemake then re-runs there only
-    what changed since (CI never sets it)."""
+    """Run the whole smoke DAG once (synthetic data, CPU); returns its working directory. Under pytest-xdist
+    (`make test` runs two workers) the first worker that needs it runs it, under a file lock in the session's
+    shared temporary folder, and the other worker waits for it and reads the same directory: the DAG runs once
+    per session, not once per worker. A developer iterating may set ADVDEFENSE_SMOKE_DIR to the directory of an
+    earlier smoke run: Snakemake then re-runs there only what changed since (CI never sets it)."""
     reuse = os.environ.get("ADVDEFENSE_SMOKE_DIR")
-    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("smoke")
+    if reuse:
+        return _run_smoke_dag(Path(reuse))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _run_smoke_dag(tmp_path_factory.mktemp("smoke"))
+    shared = tmp_path_factory.getbasetemp().parent  # one folder for all workers of this session
+    workdir, failed = shared / "smoke", shared / "smoke.failed"
+    with open(shared / "smoke.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when this worker dies
+        if failed.exists():
+            pytest.fail(failed.read_text())
+        if not (workdir / "smoke.done").exists():
+            workdir.mkdir(exist_ok=True)
+            try:
+                _run_smoke_dag(workdir)
+            except pytest.fail.Exception as e:
+                failed.write_text(str(e))  # the other worker reports the same failure, not a second run
+                raise
+            (workdir / "smoke.done").write_text("")
+    return workdir
+
+
+def _run_smoke_dag(workdir: Path) -> Path:
     configfile = workdir / "smoke.yaml"
     shutil.copy(REPO / "config" / "smoke.yaml", configfile)
     proc = run_snakemake(workdir, configfile)
