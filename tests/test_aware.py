@@ -155,3 +155,72 @@ def test_the_views_objective_fools_every_view_alike_and_runs_only_where_there_ar
         views=lambda z: [z],
     )
     assert "views" in res.broken_by_lambda
+
+
+class FarApart(torch.nn.Module):
+    """A toy classifier on two pixels far apart (first row, columns 0 and 7, so that Square's squares can move
+    each alone): class 0 where 10 x (a - b) > 0.5; with `rounding`, on a and b rounded to the 0.1 grid, whose
+    gradient is zero everywhere (masked) while its decision is not."""
+
+    def __init__(self, rounding: bool):
+        super().__init__()
+        self.rounding = rounding
+
+    def forward(self, x):
+        a, b = x[:, 0, 0, 0], x[:, 0, 0, 7]
+        if self.rounding:
+            a, b = torch.round(a * 10) / 10, torch.round(b * 10) / 10
+        return torch.stack([10 * (a - b), torch.full_like(a, 0.5)], 1)
+
+
+def test_square_finds_what_masked_gradients_hide_and_respects_the_detector():
+    """The gradient-free check (issue 24, item 5) on toy systems: behind a rounding the gradient attacks see a
+    zero gradient and break nothing, Square (no gradient) breaks every image within eps and says so in
+    `square_only`; a detector that flags everything leaves Square nothing to break; within a ball too small to
+    cross the boundary it breaks nothing either."""
+    from advdefense.aware import detector_aware_square, run_aware_attacks
+
+    n, eps = 6, 0.1
+    x = torch.full((n, 1, 8, 8), 0.3)
+    # class 0: rounded 0.5 - 0.4; a - 0.1 (-> 0.4) or b + 0.1 (-> 0.5) crosses the boundary, a + b + does not
+    x[:, 0, 0, 0], x[:, 0, 0, 7] = 0.53, 0.38
+    y = torch.zeros(n, dtype=torch.long)
+    attack = AwarePGD(steps=20, restarts=1, lambdas=(0.0, 10.0))
+    masked = FarApart(rounding=True)
+
+    def never(z):
+        return torch.zeros(len(z))
+
+    gradient = detector_aware_pgd(masked, never, x, y, 0.5, 1.0, eps, attack)
+    assert not gradient.broken.any()  # a zero gradient: sign(0) moves nothing
+    broken = detector_aware_square(masked, never, x, y, 0.5, 1.0, eps, queries=200, seed=0)
+    assert broken.all()
+    # a detector that flags everything: nothing is ever accepted, Square breaks nothing
+    assert not detector_aware_square(masked, lambda z: torch.ones(len(z)), x, y, 0.5, 1.0, eps, 200).any()
+    # within a ball too small to cross the boundary (10 x (a - b) >= 1.1 at eps 0.02): nothing
+    assert not detector_aware_square(FarApart(rounding=False), never, x, y, 0.5, 1.0, 0.02, 200).any()
+
+    class NeverFlags:  # the detector interface run_aware_attacks reads
+        name = "never"
+        thresholds = {0.05: 0.5}
+        calibration_scale = 1.0
+
+        def pixel_scorer(self):
+            return never
+
+        def views(self):
+            return None
+
+    settings = {
+        "steps": 20, "restarts": 1, "lambdas": [0.0, 10.0], "step_factor": 2.5, "kappa": 0.1, "batch_size": 6,
+        "step_rules": ["sign"], "objectives": ["penalty"], "sanity_epsilon": 1.0, "sanity_images": 2,
+        "sanity_steps": 5, "square_queries": 200,
+    }  # fmt: skip
+    labels = y.numpy()
+    rows = run_aware_attacks(masked, NeverFlags(), x.numpy(), labels, [eps], settings, {}, 0, 0.05, "cpu")
+    first = rows[0]
+    assert first["defended_accuracy_aware"] == 1.0 and first["defended_accuracy_square"] == 0.0
+    assert first["square_only"] == n and first["defended_accuracy_strongest"] == 0.0
+    settings["square_queries"] = 0
+    rows = run_aware_attacks(masked, NeverFlags(), x.numpy(), labels, [eps], settings, {}, 0, 0.05, "cpu")
+    assert rows[0]["square_only"] == 0 and rows[0]["defended_accuracy_strongest"] == 1.0

@@ -15,8 +15,9 @@ image counts as broken as soon as one run finds a point that is misclassified *a
 later runs only attack the images still standing. The result is the **defended system's accuracy**: the
 share of attacked test images that are classified correctly or rejected.
 
-Gradient-masking checks: the mean objective per step (it must fall) and a run at an unbounded eps
-(`sanity_epsilon`, must reach ~100 %).
+Gradient-masking checks: the mean objective per step (it must fall), a run at an unbounded eps
+(`sanity_epsilon`, must reach ~100 %), and the gradient-free Square on the whole system
+(`detector_aware_square`, `square_queries`): it must not break images that every gradient attack left standing.
 """
 
 from __future__ import annotations
@@ -258,6 +259,49 @@ def detector_aware_pgd(
     )
 
 
+def detector_aware_square(
+    classifier,
+    scorer,
+    images01: torch.Tensor,
+    labels: torch.Tensor,
+    threshold: float,
+    scale: float,
+    eps: float,
+    queries: int,
+    seed: int = 0,
+    batch_size: int = 100,
+) -> np.ndarray:
+    """The gradient-free check on a detector-defended system: Square (Andriushchenko et al. 2020, AutoAttack's
+    implementation, `queries` queries per image, L-inf ball of radius eps) on the system's margin
+    max(classifier margin, (s(x) - t) / scale), which is <= 0 exactly where the image is misclassified and not
+    flagged. It needs no gradient, so where it breaks images that the gradient attacks left standing, their
+    gradients are masked. Returns a bool N: broken (misclassified and not flagged at Square's point)."""
+    from pyautoattack.square import SquareAttack
+
+    class SystemSquare(SquareAttack):
+        def margin_and_loss(self, x, y):  # the package's hook: (margin, loss) per image, <= 0 = success
+            combined = torch.maximum(margin(self.predict(x), y), (scorer(x) - threshold) / scale)
+            return combined, combined
+
+    device = images01.device
+    square = SystemSquare(
+        classifier, norm="Linf", n_queries=queries, eps=eps, p_init=0.8, seed=seed, device=device
+    )
+    broken = np.zeros(len(images01), bool)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # Square draws from torch's global generator
+        torch.manual_seed(seed)
+        for s in range(0, len(images01), batch_size):
+            x0, y = images01[s : s + batch_size], labels[s : s + batch_size]
+            square.init_hyperparam(x0)
+            _, adv = square.attack_single_run(x0, y)
+            adv = torch.minimum(torch.maximum(adv, x0 - eps), x0 + eps).clamp(
+                0, 1
+            )  # within the ball, as judged
+            mis, flag = _judge(classifier, scorer, adv, y, threshold)
+            broken[s : s + batch_size] = (mis & ~flag).cpu().numpy()
+    return broken
+
+
 def run_aware_attacks(
     classifier,
     detector,
@@ -326,6 +370,34 @@ def run_aware_attacks(
             row["defended_accuracy_oblivious"] = (
                 float(defended.mean()) if oblivious.get(float(eps)) else math.nan
             )
+            queries = settings.get("square_queries", 0)
+            if queries:
+                square_broken = detector_aware_square(
+                    classifier,
+                    scorer,
+                    x[:n],
+                    y[:n],
+                    threshold,
+                    scale,
+                    float(eps),
+                    queries,
+                    seed + i,
+                    attack.batch_size,
+                )
+                row["defended_accuracy_square"] = float((~square_broken).mean())
+                # images the gradient-free attack broke that every gradient attack left standing
+                row["square_only"] = int((square_broken & aware_defended).sum())
+                aware_defended = aware_defended & ~square_broken
+                log.info(
+                    "%s eps %g: defended accuracy %.1f%% under Square (%d queries), %d image(s) broken by it alone",
+                    detector.name,
+                    eps,
+                    100 * row["defended_accuracy_square"],
+                    queries,
+                    row["square_only"],
+                )
+            else:
+                row["defended_accuracy_square"], row["square_only"] = math.nan, 0
             row["defended_accuracy_strongest"] = float((defended & aware_defended).mean())
         log.info(
             "%s eps %g%s: defended accuracy %.1f%% under the detector-aware attack (%d images)",

@@ -271,6 +271,9 @@ def _detection_seconds(
                 pass_cost += 3 * _glow_seconds(cfg["flow"], GLOW_FORWARD)
             sanity = aware["sanity_images"] * aware["sanity_steps"] * rounds
             seconds += (aware_eps * n_aware * aware["steps"] * rounds + sanity) * pass_cost
+            # the gradient-free check: Square's queries are forward passes (a third of a pass each) on the images
+            # it has not broken yet (about half of them on average)
+            seconds += aware_eps * n_aware * aware.get("square_queries", 0) * 0.5 * pass_cost / 3
         total += seconds
     mmd = det["mmd"]
     if mmd["enabled"]:

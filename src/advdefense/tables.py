@@ -387,8 +387,12 @@ DEFENDED_COLUMNS = {
     "robust_accuracy_no_detector": "no detector: robust accuracy, detector-oblivious attacks (%)",
     "defended_accuracy_oblivious": "defended, detector-oblivious attacks (%)",
     "defended_accuracy_aware": "defended, detector-aware attack (%)",
+    "defended_accuracy_square": "defended, gradient-free Square (%)",
     "defended_accuracy_strongest": "defended, strongest of all (%)",
 }
+# the gradient-masking check's column: images the gradient-free attack broke that every gradient attack missed
+SQUARE_ONLY = "broken by Square alone (images)"
+OPTIONAL_DEFENDED = {"defended_accuracy_square"}  # aware.csv files from before the Square check lack it
 
 
 # the best published robust accuracy (RobustBench, CIFAR-10, L-inf 8/255, AutoAttack) that the Tramer (2022)
@@ -419,7 +423,8 @@ def _lambda_text(value) -> str:
 def defended_table(aware: pd.DataFrame) -> pd.DataFrame:
     """The defended system's accuracy (classified correctly or rejected) per detector and eps, under the
     detector-oblivious attacks and the detector-aware one, with the gradient-masking checks."""
-    missing = sorted({*DEFENDED_COLUMNS, "attack_success_aware", "sanity", "method"} - set(aware.columns))
+    required = {*DEFENDED_COLUMNS, "attack_success_aware", "sanity", "method"} - OPTIONAL_DEFENDED
+    missing = sorted(required - set(aware.columns))
     if missing:
         raise PipelineFileError(
             f"detection aware.csv: no column(s) {', '.join(missing)}; a file written before these columns were "
@@ -432,6 +437,10 @@ def defended_table(aware: pd.DataFrame) -> pd.DataFrame:
             title: (int(r[col]) if col == "images" else 100 * float(r.get(col, float("nan"))))
             for col, title in DEFENDED_COLUMNS.items()
         }
+        square_run = "square_only" in r.index and not math.isnan(
+            float(r.get("defended_accuracy_square", math.nan))
+        )
+        row[SQUARE_ONLY] = int(r["square_only"]) if square_run else "not run"
         sanity = aware[(aware["method"] == r["method"]) & aware["sanity"].astype(bool)]
         row["aware attack success at unbounded eps (%)"] = (
             100 * float(sanity.iloc[0]["attack_success_aware"]) if not sanity.empty else float("nan")
@@ -526,5 +535,9 @@ def write_detection_tables(
             "(0 = ignores the detector) and restarts; strongest: an image survives only if it survives all.",
             "Gradient-masking checks: the aware attack at an unbounded eps must break ~100 %, and its objective "
             "must fall from the first to the last step.",
+            "Gradient-free check: Square (Andriushchenko et al. 2020, AutoAttack's) on the whole system's margin "
+            "(misclassified and not flagged), detection.aware.square_queries queries per image; it counts in the "
+            f"strongest of all. '{SQUARE_ONLY}' above 0 means it broke images every gradient attack left "
+            "standing: the gradients are masked somewhere (a bug until explained).",
         ],
     )
