@@ -280,6 +280,34 @@ def test_mini_overlay_runs_three_seeds_of_the_attack_sweep(mini_cifar, tmp_path)
     assert "mmd_test" not in counts
 
 
+def test_mini_detection_overlay_runs_every_detector_over_three_seeds(mini_cifar, tmp_path):
+    """config/mini-detection-over-seeds.yaml on top of the mini config (issue 24): three runs (the run names of
+    the attack sweep's overlay, so the two share classifiers), every registered detector trained on the paper's
+    three attacks, the detector-aware attack with the Square check at 0.02 only, the autoencoder the only
+    purifier, no adaptive attack, no MMD (dry run)."""
+    from advdefense.config import check_config_files
+    from advdefense.plan.names import runs
+
+    cfg = yaml.safe_load((REPO / "config/cifar10-mini.yaml").read_text())
+    cfg["dataset"]["path"] = str(mini_cifar)
+    base = tmp_path / "mini.yaml"
+    base.write_text(yaml.safe_dump(cfg))
+    overlay = REPO / "config/mini-detection-over-seeds.yaml"
+    merged = check_config_files([base, overlay])  # merged key by key, as Snakemake does
+    sweep = check_config_files([base, REPO / "config/mini-attacks-over-seeds.yaml"])
+    assert set(runs(merged)) == set(runs(sweep)) == {f"cifar10-mini-seed{s}" for s in range(3)}
+    assert merged["detection"]["aware"]["square_queries"] > 0
+    proc = run_snakemake(tmp_path, base, "-n", "--configfile", str(base), str(overlay))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["attack"] == 3 * 2 * 6  # the mini config's six attacks, train and test
+    assert counts["latents_attack"] == 3 * 3 * 2  # fgsm, pgd, deepfool (detection.attacks)
+    assert counts["detect"] == 3 * len(BUILT_IN)
+    assert counts["purify_attack"] == 3 * 6 and "adaptive_attack" not in counts
+    assert counts["train_flow"] == counts["train_autoencoder"] == counts["train_classifier"] == 3
+    assert counts["seed_table"] == 6 and "mmd_test" not in counts
+
+
 def _evaluation_csv(path, rows):
     """An evaluation.csv with the columns auroc_by_epsilon reads: (method, attack, eps, trained, auroc) rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
