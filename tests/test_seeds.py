@@ -118,6 +118,41 @@ def test_autoattack_summaries_gather_their_sub_attack_counts_and_warnings(tmp_pa
     assert table["warnings"].tolist() == ["seeds 1, 2: Square beats the white-box attacks", ""]
 
 
+def test_defended_tables_gather_with_each_seeds_objective_curve_and_tramer_flag(tmp_path):
+    """The defended-accuracy table over seeds (found by the mini detection run of 2026-12-03, which failed here):
+    its objective curve differs in every seed and its Tramer flag may, so the gathered cell says what each seed
+    said, while the accuracies become mean and sd and the Square column stays a number."""
+    from advdefense.tables import DEFENDED_COLUMNS, OBJECTIVE_CURVE, SQUARE_ONLY, TRAMER_FLAG, defended_table
+
+    def run(seed, strongest, curve_first):
+        row = {
+            "method": "pca",
+            "epsilon": 16 / 255,
+            "sanity": False,
+            "images": 50,
+            **{col: 0.5 for col in DEFENDED_COLUMNS if col != "images"},
+            "defended_accuracy_strongest": strongest,
+            "square_only": seed,
+            "attack_success_aware": 1 - strongest,
+            "loss_first_step": curve_first,
+            "loss_last_step": -0.1,
+            "loss_lambda": 10.0,
+        }
+        return pd.DataFrame([row, {**row, "epsilon": 1.0, "sanity": True}])
+
+    paths = []
+    for seed, (strongest, first) in enumerate([(0.8, 11.3), (0.7, 18.5), (0.9, 11.3)]):
+        path = tmp_path / f"defended{seed}.csv"
+        defended_table(run(seed, strongest, first)).to_csv(path)
+        paths.append(path)
+    table = gather_over_seeds(paths, [0, 1, 2])
+    assert table["defended, strongest of all (%)"].iloc[0] == pytest.approx(80)
+    assert table["defended, strongest of all (%)_sd"].iloc[0] == pytest.approx(10)
+    assert table[OBJECTIVE_CURVE].iloc[0] == "seeds 0, 2: 11.3 -> -0.1 (10); seed 1: 18.5 -> -0.1 (10)"
+    assert table[TRAMER_FLAG].iloc[0] == "seeds 0, 2: yes; seed 1: no"
+    assert table[SQUARE_ONLY].iloc[0] == pytest.approx(1)
+
+
 @pytest.mark.parametrize(
     "seeds,message",
     [

@@ -11,11 +11,12 @@ import pandas as pd
 from .errors import PipelineFileError
 from .h5io import atomic_path
 from .plan.training_specs import training_title
-from .tables import format_cell, to_markdown
+from .tables import OBJECTIVE_CURVE, TRAMER_FLAG, format_cell, to_markdown
 
-# columns of the pipeline's tables that describe a row rather than label it (an attack's warnings): where the runs
-# differ, the gathered cell says what each seed said; every other text column must agree between runs
-FREE_TEXT = ("warnings",)
+# columns of the pipeline's tables that describe a row rather than label it (an attack's warnings, the
+# detector-aware attack's objective curve and Tramer flag): where the runs differ, the gathered cell says what
+# each seed said; every other text column must agree between runs
+FREE_TEXT = ("warnings", OBJECTIVE_CURVE, TRAMER_FLAG)
 
 
 def gather_over_seeds(paths: list, seeds: list[int]) -> pd.DataFrame:

@@ -400,6 +400,9 @@ OPTIONAL_DEFENDED = {"defended_accuracy_square"}  # aware.csv files from before 
 BEST_PUBLISHED_ROBUST = {"epsilon": 8 / 255, "accuracy": 75.28, "source": "RobustBench, CIFAR-10 L-inf 8/255"}
 TRAMER_IMPLIED = "Tramer 2022: implied robust accuracy at eps/2 (%)"
 TRAMER_FLAG = "implied accuracy beats the best published (75.28 % at 8/255)"
+OBJECTIVE_CURVE = (
+    "objective, first -> last step (lambda)"  # the aware attack's gradient-masking check, as text
+)
 
 
 def tramer_check(defended_percent: float, eps: float) -> tuple[float, str]:
@@ -448,7 +451,7 @@ def defended_table(aware: pd.DataFrame) -> pd.DataFrame:
         row[TRAMER_IMPLIED], row[TRAMER_FLAG] = tramer_check(
             row[DEFENDED_COLUMNS["defended_accuracy_strongest"]], float(r["epsilon"])
         )
-        row["objective, first -> last step (lambda)"] = (
+        row[OBJECTIVE_CURVE] = (
             f"{r['loss_first_step']:.3g} -> {r['loss_last_step']:.3g} ({_lambda_text(r['loss_lambda'])})"
         )
         rows[f"{method_label(r['method'])}, eps {r['epsilon']:g}"] = row
