@@ -294,9 +294,8 @@ def detector_aware_square(
             x0, y = images01[s : s + batch_size], labels[s : s + batch_size]
             square.init_hyperparam(x0)
             _, adv = square.attack_single_run(x0, y)
-            adv = torch.minimum(torch.maximum(adv, x0 - eps), x0 + eps).clamp(
-                0, 1
-            )  # within the ball, as judged
+            # Square keeps its points in the ball and in [0, 1]; clamped again so that what is judged is in it
+            adv = torch.minimum(torch.maximum(adv, x0 - eps), x0 + eps).clamp(0, 1)
             mis, flag = _judge(classifier, scorer, adv, y, threshold)
             broken[s : s + batch_size] = (mis & ~flag).cpu().numpy()
     return broken

@@ -400,9 +400,8 @@ OPTIONAL_DEFENDED = {"defended_accuracy_square"}  # aware.csv files from before 
 BEST_PUBLISHED_ROBUST = {"epsilon": 8 / 255, "accuracy": 75.28, "source": "RobustBench, CIFAR-10 L-inf 8/255"}
 TRAMER_IMPLIED = "Tramer 2022: implied robust accuracy at eps/2 (%)"
 TRAMER_FLAG = "implied accuracy beats the best published (75.28 % at 8/255)"
-OBJECTIVE_CURVE = (
-    "objective, first -> last step (lambda)"  # the aware attack's gradient-masking check, as text
-)
+# the aware attack's objective at its first and last step (a gradient-masking check), as text
+OBJECTIVE_CURVE = "objective, first -> last step (lambda)"
 
 
 def tramer_check(defended_percent: float, eps: float) -> tuple[float, str]:
