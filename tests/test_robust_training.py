@@ -298,8 +298,8 @@ def test_a_list_of_methods_makes_one_classifier_per_method_and_side_by_side_tabl
 
 def test_the_mini_positive_control_config_makes_both_classifiers_over_three_seeds(mini_cifar, tmp_path):
     """config/cifar10-mini-robust.yaml (dry run): a standard and a fast-AT ResNet-20 for each of three seeds,
-    FGSM, PGD, AutoAttack and Square at 8/255 on each, every registered purifier with the adaptive FGSM, PGD
-    and Square through it, no Glow or detector; each group's tables over its seeds and each
+    FGSM, PGD, APGD, AutoAttack and Square at 8/255 on each, every registered purifier with the adaptive FGSM,
+    PGD, APGD and Square through it, no Glow or detector; each group's tables over its seeds and each
     table side by side."""
     cfg = yaml.safe_load((REPO / "config/cifar10-mini-robust.yaml").read_text())
     cfg["dataset"]["path"] = str(mini_cifar)
@@ -310,8 +310,8 @@ def test_the_mini_positive_control_config_makes_both_classifiers_over_three_seed
     counts = job_counts(proc.stdout + proc.stderr)
     runs = 2 * 3
     assert counts["train_classifier"] == counts["dataset"] == counts["train_autoencoder"] == runs
-    assert counts["attack"] == runs * 4 and counts["adaptive_attack"] == runs * 3 * len(PURIFIERS)
-    assert counts["robustbench_info"] == 2 * runs  # AutoAttack and Square at 8/255 on each classifier
+    assert counts["attack"] == runs * 5 and counts["adaptive_attack"] == runs * 4 * len(PURIFIERS)
+    assert counts["robustbench_info"] == 3 * runs  # APGD, AutoAttack and Square at 8/255 on each classifier
     assert "train_flow" not in counts and "detect" not in counts
     # summary and Table 3 per group over seeds, then side by side
     assert counts["seed_table"] == 2 * 2 and counts["classifier_table"] == 2
