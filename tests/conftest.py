@@ -42,7 +42,12 @@ def mini_cifar() -> Path:
 
 
 def run_snakemake(
-    workdir: Path, configfile: Path, *args: str, targets: tuple[str, ...] = (), timeout: int = 2700
+    workdir: Path,
+    configfile: Path,
+    *args: str,
+    targets: tuple[str, ...] = (),
+    timeout: int = 2700,
+    env: dict | None = None,
 ) -> subprocess.CompletedProcess:
     """Run the project's Snakefile with `workdir` as working directory (targets go before --configfile,
     which takes several files). Two GPU tokens: on this CPU-only machine the token stands for no device, and the
@@ -62,7 +67,7 @@ def run_snakemake(
         "gpu=2",
         *args,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def job_counts(output: str) -> dict[str, int]:

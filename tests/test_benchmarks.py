@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from advdefense.plan.detector_specs import BUILT_IN
+from advdefense.plan.detector_specs import DETECTORS
 from advdefense.plan.purifier_specs import PURIFIERS
 from conftest import REPO
 
@@ -67,7 +67,7 @@ def test_benchmark_quick_mode_produces_every_measurement(smoke_run, tmp_path):
     # every job of the smoke DAG (all but the target rule `all`) left a benchmark file: 32 jobs, a detect job per
     # registered detector (detection.methods: null), and per registered purifier (purification.methods: null) 4
     # purified attack files, its clean file and the adaptive attacks of Table 3's 3 columns
-    assert total["jobs"] == 32 + len(BUILT_IN) + len(PURIFIERS) * (4 + 1 + 3)
+    assert total["jobs"] == 32 + len(DETECTORS) + len(PURIFIERS) * (4 + 1 + 3)
     assert "written:" in proc.stdout and "ratio_vs_best_alternative" in proc.stdout
 
 

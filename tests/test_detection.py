@@ -20,7 +20,7 @@ from advdefense.detection import (
 from advdefense.detectors import LN2, Detector, register, unregister
 from advdefense.errors import PipelineFileError
 from advdefense.metrics import auroc, roc_curve
-from advdefense.plan.detector_specs import BUILT_IN
+from advdefense.plan.detector_specs import DETECTORS
 from conftest import REPO
 
 D = "synthetic-smoke"
@@ -274,7 +274,7 @@ def test_tables_have_configured_rows_and_columns(smoke):
     assert t4.loc[POOLED, "attacked test images"] < t4.loc[f"{POOLED} (all images)", "attacked test images"]
     t5 = pd.read_csv(smoke["tables"] / "table5_comparison.csv", index_col=0)
     assert (
-        len(t5) == len(BUILT_IN) + 1
+        len(t5) == len(DETECTORS) + 1
         and t5.index[0].startswith("Glow latent")
         and "Kernel MMD" in t5.index[-1]
     )

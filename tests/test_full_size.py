@@ -22,7 +22,7 @@ from advdefense.config import ConfigError, validate_config
 from advdefense.data import Dataset, Split, read_split, write_dataset_h5
 from advdefense.detectors import DetectorContext, PCADetector
 from advdefense.metrics import roc_curve
-from advdefense.plan.detector_specs import BUILT_IN
+from advdefense.plan.detector_specs import DETECTORS
 from conftest import REPO, job_counts, run_snakemake
 
 
@@ -104,7 +104,7 @@ def test_full_config_validates_and_dry_runs_on_a_standin(tmp_path):
         "purify_attack": 18,
         "adaptive_attack": 9,
         "table3": 1,
-        "detect": len(BUILT_IN),  # every built-in detector (detection.methods: null)
+        "detect": len(DETECTORS),  # every registered detector (detection.methods: null)
         "mmd_test": 1,
         "detection_tables": 1,
         "figure_examples": 1,

@@ -7,7 +7,7 @@ import yaml
 
 from advdefense.config import ConfigError, validate_config
 from advdefense.errors import PipelineFileError
-from advdefense.plan.detector_specs import BUILT_IN
+from advdefense.plan.detector_specs import DETECTORS
 from advdefense.plan.purifier_specs import PURIFIERS
 from advdefense.seeds import gather_over_seeds, mean_sd_markdown
 from conftest import REPO, job_counts, run_snakemake
@@ -302,7 +302,7 @@ def test_mini_overlay_runs_three_seeds_of_the_attack_sweep(mini_cifar, tmp_path)
         counts["latents_attack"] == 3 * 2 * 6 * 2
     )  # only the attacks the detectors learn (detection.attacks)
     assert (
-        counts["detect"] == 3 * len(BUILT_IN)
+        counts["detect"] == 3 * len(DETECTORS)
         and counts["adaptive_attack"] == 3 * 2 * 6 * len(PURIFIERS)
         and counts["purify_attack"] == 3 * 22 * len(PURIFIERS)
     )
@@ -337,7 +337,7 @@ def test_mini_detection_overlay_runs_every_detector_over_three_seeds(mini_cifar,
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["attack"] == 3 * 2 * 6  # the mini config's six attacks, train and test
     assert counts["latents_attack"] == 3 * 3 * 2  # fgsm, pgd, deepfool (detection.attacks)
-    assert counts["detect"] == 3 * len(BUILT_IN)
+    assert counts["detect"] == 3 * len(DETECTORS)
     assert counts["purify_attack"] == 3 * 6 and "adaptive_attack" not in counts
     assert counts["train_flow"] == counts["train_autoencoder"] == counts["train_classifier"] == 3
     assert counts["seed_table"] == 6 and "mmd_test" not in counts

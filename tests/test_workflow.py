@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from advdefense.plan.detector_specs import BUILT_IN
+from advdefense.plan.detector_specs import DETECTORS
 from advdefense.plan.purifier_specs import PURIFIERS
 from conftest import REPO, SNAKEMAKE, job_counts, run_snakemake
 
@@ -51,7 +51,7 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
         "purify_attack": len(PURIFIERS),
         "adaptive_attack": len(PURIFIERS),
         "table3": 1,
-        "detect": len(BUILT_IN),  # every built-in detector (detection.methods: null)
+        "detect": len(DETECTORS),  # every registered detector (detection.methods: null)
         "mmd_test": 1,
         "detection_tables": 1,
         "figure_accuracy_eps": 1,
@@ -142,7 +142,7 @@ def test_dry_run_lists_the_jobs(tmp_path, config):
         "purify_attack": (52 if paper else 4) * len(PURIFIERS),
         "adaptive_attack": (13 if paper else 3) * len(PURIFIERS),  # Table 3's columns, through each purifier
         "table3": 1,
-        "detect": len(BUILT_IN),  # every built-in detector (detection.methods: null)
+        "detect": len(DETECTORS),  # every registered detector (detection.methods: null)
         "mmd_test": 1,
         "detection_tables": 1,
         "figure_examples": 1,

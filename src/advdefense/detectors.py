@@ -30,6 +30,7 @@ from .models import save_checkpoint
 from .models.detectors import LatentMLP, PixelCNNDetector
 from .plan.declarations import add_to_registry, remove_from_registry
 from .plan.detector_specs import BUILT_IN, DETECTORS, FLOW_FIELD, DetectorSpec, detector_spec
+from .plan.plugins import load_plugin_modules
 from .squeezers import median_smooth, reduce_bit_depth
 from .training import FitSettings, TrainingRun, fit, run_settings, seed_everything
 
@@ -390,3 +391,7 @@ class OffGridPixels(Detector):
     def score(self, x, batch_size=500):
         q = np.asarray(x, dtype=np.float64).reshape(len(x), -1) * 255.0
         return (np.abs(q - np.rint(q)) > self.tolerance).mean(1)
+
+
+# the plug-in files last: their classes register with the built-ins above (advdefense.plan.plugins)
+load_plugin_modules()

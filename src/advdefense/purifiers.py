@@ -31,6 +31,7 @@ from .inference import check_finite, evaluation_model
 from .models import load_checkpoint
 from .models.autoencoder import ConvAutoencoder
 from .plan.declarations import add_to_registry, remove_from_registry
+from .plan.plugins import load_plugin_modules
 from .plan.purifier_specs import BUILT_IN, PURIFIERS, PurifierSpec, purifier_spec
 from .squeezers import median_smooth, reduce_bit_depth, straight_through
 
@@ -227,3 +228,7 @@ class MedianPurifier(Purifier):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return median_smooth(x, self.settings["size"])
+
+
+# the plug-in files last: their classes register with the built-ins above (advdefense.plan.plugins)
+load_plugin_modules()

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .plan.declarations import add_to_registry, remove_from_registry
+from .plan.plugins import load_plugin_modules
 from .plan.training_specs import BUILT_IN, TRAININGS, TrainingSpec, training_spec
 
 REGISTRY: dict[str, type[TrainingMethod]] = {}
@@ -164,3 +165,7 @@ def pgd_accuracy(
         with torch.no_grad():
             correct += int((model(x_adv).argmax(1) == yb).sum())
     return correct / max(len(x), 1)
+
+
+# the plug-in files last: their classes register with the built-ins above (advdefense.plan.plugins)
+load_plugin_modules()

@@ -5,6 +5,9 @@
 - `attack_specs`: what an entry of `attacks:` may say (Foolbox classes, AutoAttack versions, parameter
   ranges, epsilons, shards);
 - `detector_specs`: the detectors' declarations (inputs, models they need, supervised, differentiable);
+- `purifier_specs`, `training_specs`: the purifiers' and training methods' declarations;
+- `plugins`: plug-in files (one class each defence, `src/advdefense/plugins/` or $ADVDEFENSE_PLUGINS), whose
+  declarations join those tables here, read without running them;
 - `decisions`: what a validated configuration makes (attacked splits, detected attacks, aware targets, models
   trained, tables gathered).
 
@@ -13,3 +16,17 @@ this layer; the stage modules (attacks, detection, purification ...) sit above i
 library, `advdefense.errors` and (to check attack classes) Foolbox, never torch (tests/test_plan.py). Import
 from the module that owns a name: `from advdefense.plan.names import eps_tag`.
 """
+
+from .detector_specs import DETECTORS, DetectorSpec  # noqa: E402
+from .plugins import declare_plugins  # noqa: E402
+from .purifier_specs import PURIFIERS, PurifierSpec  # noqa: E402
+from .training_specs import TRAININGS, TrainingSpec  # noqa: E402
+
+# every plug-in file's declarations join their tables before any name of this layer is used
+declare_plugins(
+    {
+        "purifier": (PURIFIERS, PurifierSpec),
+        "detector": (DETECTORS, DetectorSpec),
+        "training method": (TRAININGS, TrainingSpec),
+    }
+)

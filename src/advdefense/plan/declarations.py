@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from ..errors import ConfigError
+from .plugins import FILE_DECLARED, check_against_file
 
 
 def declaration_of(cls, declared: dict, spec_type):
@@ -28,11 +29,14 @@ def declared(table: dict, name: str, key: str, kind: str):
 
 def add_to_registry(registry: dict, cls, table: dict, spec_type, kind: str):
     """Register `cls` in `registry` (name -> class) with its declaration (`declaration_of`), which it returns;
-    a name registered twice is an error naming both classes."""
+    a name registered twice is an error naming both classes; a class of a plug-in file must carry the declaration
+    its file gives (`plugins.check_against_file`)."""
     if cls.name in registry:
         raise ValueError(
             f"{kind} {cls.name!r} is registered twice ({registry[cls.name].__name__}, {cls.__name__})"
         )
+    if (kind, cls.name) in FILE_DECLARED:
+        check_against_file(cls, table[cls.name], spec_type)
     cls.spec = declaration_of(cls, table, spec_type)
     registry[cls.name] = cls
     return cls.spec
