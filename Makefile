@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: mini-robust install test run smoke mini full bench clean-results
+.PHONY: mini-robust mini-robust-detection install test run smoke mini full bench clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ mini: install
 mini-robust: install
 	$(BIN)/advdefense-check-config config/cifar10-mini-robust.yaml
 	$(BIN)/snakemake --cores 2 --resources gpu=2 --configfile config/cifar10-mini-robust.yaml
+
+# every detector on both classifiers of the positive control (adds detection to its runs, re-runs none of them)
+mini-robust-detection: install
+	$(BIN)/advdefense-check-config config/cifar10-mini-robust.yaml config/mini-robust-detection.yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=2 --configfile config/cifar10-mini-robust.yaml config/mini-robust-detection.yaml
 
 JPEG_BATCHES := resources/cifar-10-jpeg/cifar-10-batches-py
 

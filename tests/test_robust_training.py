@@ -18,6 +18,7 @@ from advdefense.classifier import load_classifier, train_classifier
 from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.data import make_synthetic, read_split, write_dataset_h5
 from advdefense.models import CifarResNet
+from advdefense.plan.detector_specs import DETECTORS
 from advdefense.plan.names import run_groups, run_plan
 from advdefense.plan.purifier_specs import PURIFIERS
 from advdefense.plan.training_specs import BUILT_IN, TRAININGS, run_training_settings
@@ -316,3 +317,25 @@ def test_the_mini_positive_control_config_makes_both_classifiers_over_three_seed
     # summary and Table 3 per group over seeds, then side by side
     assert counts["seed_table"] == 2 * 2 and counts["classifier_table"] == 2
     assert validate_config(cfg)["classifier"]["training"] == ["standard", "fast_at"]
+
+
+def test_the_detection_overlay_of_the_positive_control_adds_detection_only(mini_cifar, tmp_path):
+    """config/mini-robust-detection.yaml over config/cifar10-mini-robust.yaml (dry run): the same six runs (no
+    classifier or autoencoder more), FGSM and PGD on 1000 training images each beside the robust run's five
+    test-split attacks, a Glow per run and every registered detector on both classifiers, gathered over seeds."""
+    cfg = yaml.safe_load((REPO / "config/cifar10-mini-robust.yaml").read_text())
+    cfg["dataset"]["path"] = str(mini_cifar)
+    configfile = tmp_path / "robust.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    overlay = REPO / "config/mini-robust-detection.yaml"
+    proc = run_snakemake(tmp_path, configfile, "-n")
+    # a second --configfile replaces the first (argparse: the last one wins), with both files
+    both = run_snakemake(tmp_path, configfile, "--configfile", str(configfile), str(overlay), "-n")
+    assert proc.returncode == 0 and both.returncode == 0, both.stderr[-3000:]
+    robust, counts = job_counts(proc.stdout + proc.stderr), job_counts(both.stdout + both.stderr)
+    runs = 2 * 3
+    for rule in ("train_classifier", "train_autoencoder", "adaptive_attack", "purify_attack", "robustbench_info"):
+        assert counts[rule] == robust[rule], rule
+    assert counts["attack"] == robust["attack"] + runs * 2  # fgsm and pgd on the training split
+    assert counts["train_flow"] == runs and counts["detect"] == runs * len(DETECTORS)
+    assert counts["detection_tables"] == runs and counts["seed_table"] > robust["seed_table"]
