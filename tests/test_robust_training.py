@@ -334,7 +334,13 @@ def test_the_detection_overlay_of_the_positive_control_adds_detection_only(mini_
     assert proc.returncode == 0 and both.returncode == 0, both.stderr[-3000:]
     robust, counts = job_counts(proc.stdout + proc.stderr), job_counts(both.stdout + both.stderr)
     runs = 2 * 3
-    for rule in ("train_classifier", "train_autoencoder", "adaptive_attack", "purify_attack", "robustbench_info"):
+    for rule in (
+        "train_classifier",
+        "train_autoencoder",
+        "adaptive_attack",
+        "purify_attack",
+        "robustbench_info",
+    ):
         assert counts[rule] == robust[rule], rule
     assert counts["attack"] == robust["attack"] + runs * 2  # fgsm and pgd on the training split
     assert counts["train_flow"] == runs and counts["detect"] == runs * len(DETECTORS)
