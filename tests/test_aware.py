@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from advdefense.aware import AwarePGD, detector_aware_pgd, orthogonal_direction
+from advdefense.aware import AwarePGD, DefendedSystem, detector_aware_pgd, orthogonal_direction
 
 
 def test_orthogonal_direction_descends_one_term_orthogonally_to_the_other():
@@ -62,12 +62,9 @@ def test_orthogonal_pgd_breaks_a_toy_detector_and_the_sanity_holds():
         "batch_size": 8,
         "step_rules": ("sign",),
     }
-    naive = detector_aware_pgd(
-        Linear2D(), scorer, x, y, 0.47, 0.01, 0.1, AwarePGD(**settings, objectives=("penalty",))
-    )
-    ortho = detector_aware_pgd(
-        Linear2D(), scorer, x, y, 0.47, 0.01, 0.1, AwarePGD(**settings, objectives=("orthogonal",))
-    )
+    system = DefendedSystem(Linear2D(), scorer, threshold=0.47, scale=0.01)
+    naive = detector_aware_pgd(system, x, y, 0.1, AwarePGD(**settings, objectives=("penalty",)))
+    ortho = detector_aware_pgd(system, x, y, 0.1, AwarePGD(**settings, objectives=("orthogonal",)))
     assert naive.broken.mean() < 0.5  # walks b up into the detector
     assert ortho.broken.all() and ortho.broken_by_lambda["orthogonal"] == n
     assert (torch.from_numpy(ortho.adv) - x).abs().max() <= 0.1 + 1e-6
@@ -139,21 +136,10 @@ def test_the_views_objective_fools_every_view_alike_and_runs_only_where_there_ar
     x = torch.full((n, 1, 2, 2), 0.3)
     x[:, 0, 0, 0], x[:, 0, 0, 1] = 0.5, 0.45
     attack = AwarePGD(steps=10, restarts=1, lambdas=(0.0,), objectives=("penalty", "views"))
-    res = detector_aware_pgd(
-        Linear2D(), lambda z: z[:, 0, 0, 1], x, torch.zeros(n, dtype=torch.long), 0.47, 0.01, 0.1, attack
-    )
+    system = DefendedSystem(Linear2D(), lambda z: z[:, 0, 0, 1], threshold=0.47, scale=0.01)
+    res = detector_aware_pgd(system, x, torch.zeros(n, dtype=torch.long), 0.1, attack)
     assert "views" not in res.broken_by_lambda
-    res = detector_aware_pgd(
-        Linear2D(),
-        lambda z: z[:, 0, 0, 1],
-        x,
-        torch.zeros(n, dtype=torch.long),
-        0.47,
-        0.01,
-        0.1,
-        attack,
-        views=lambda z: [z],
-    )
+    res = detector_aware_pgd(system, x, torch.zeros(n, dtype=torch.long), 0.1, attack, views=lambda z: [z])
     assert "views" in res.broken_by_lambda
 
 
@@ -191,14 +177,17 @@ def test_square_finds_what_masked_gradients_hide_and_respects_the_detector():
     def never(z):
         return torch.zeros(len(z))
 
-    gradient = detector_aware_pgd(masked, never, x, y, 0.5, 1.0, eps, attack)
+    system = DefendedSystem(masked, never, threshold=0.5, scale=1.0)
+    gradient = detector_aware_pgd(system, x, y, eps, attack)
     assert not gradient.broken.any()  # a zero gradient: sign(0) moves nothing
-    broken = detector_aware_square(masked, never, x, y, 0.5, 1.0, eps, queries=200, seed=0)
+    broken = detector_aware_square(system, x, y, eps, queries=200, seed=0)
     assert broken.all()
     # a detector that flags everything: nothing is ever accepted, Square breaks nothing
-    assert not detector_aware_square(masked, lambda z: torch.ones(len(z)), x, y, 0.5, 1.0, eps, 200).any()
+    flags_all = DefendedSystem(masked, lambda z: torch.ones(len(z)), threshold=0.5, scale=1.0)
+    assert not detector_aware_square(flags_all, x, y, eps, 200).any()
     # within a ball too small to cross the boundary (10 x (a - b) >= 1.1 at eps 0.02): nothing
-    assert not detector_aware_square(FarApart(rounding=False), never, x, y, 0.5, 1.0, 0.02, 200).any()
+    smooth = DefendedSystem(FarApart(rounding=False), never, threshold=0.5, scale=1.0)
+    assert not detector_aware_square(smooth, x, y, 0.02, 200).any()
 
     class NeverFlags:  # the detector interface run_aware_attacks reads
         name = "never"

@@ -51,13 +51,32 @@ def margin(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return true - other.amax(1)
 
 
-def _judge(classifier, scorer, x, label, threshold):
-    with torch.no_grad():
-        pred = classifier(x).argmax(1)
-        score = scorer(x)
-    misclassified = pred != label
-    flagged = score > threshold
-    return misclassified, flagged
+@dataclass(frozen=True)
+class DefendedSystem:
+    """What every attack on a detector-defended system knows: the classifier and the detector's pixel score
+    (both differentiable, eval mode), its threshold at the deployed false-positive rate and the spread of the
+    clean calibration scores (`scale`), which puts the score on the margin's footing."""
+
+    classifier: object  # pixels -> logits
+    scorer: object  # pixels -> detector scores
+    threshold: float
+    scale: float
+
+    def excess(self, score: torch.Tensor) -> torch.Tensor:
+        """The calibrated excess score (s(x) - t) / scale: > 0 exactly where the detector flags the image."""
+        return (score - self.threshold) / self.scale
+
+    def margin(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """The system's margin max(classifier margin, calibrated excess score): <= 0 exactly where the image is
+        misclassified and not flagged."""
+        return torch.maximum(margin(self.classifier(x), label), self.excess(self.scorer(x)))
+
+    def judge(self, x: torch.Tensor, label: torch.Tensor):
+        """(misclassified, flagged) per image."""
+        with torch.no_grad():
+            pred = self.classifier(x).argmax(1)
+            score = self.scorer(x)
+        return pred != label, score > self.threshold
 
 
 @dataclass(frozen=True)
@@ -138,20 +157,17 @@ def orthogonal_direction(
 
 
 def detector_aware_pgd(
-    classifier,
-    scorer,
+    system: DefendedSystem,
     images01: torch.Tensor,
     labels: torch.Tensor,
-    threshold: float,
-    scale: float,
     eps: float,
     attack: AwarePGD,
     seed: int = 0,
     views=None,
 ) -> AwareResult:
     """Attack `images01` (N x 3 x 32 x 32 in [0, 1]) within the eps L-inf ball; see the module docstring.
-    `classifier` and `scorer` map pixels to logits / detector scores (differentiable, eval mode); `views`: the
-    detector's transformed copies of an image (`Detector.views`), for the views objective, or None."""
+    `views`: the detector's transformed copies of an image (`Detector.views`), for the views objective, or None."""
+    classifier, scorer, threshold = system.classifier, system.scorer, system.threshold
     steps, restarts, lambdas, kappa = attack.steps, attack.restarts, attack.lambdas, attack.kappa
     step_factor, batch_size, step_rules = attack.step_factor, attack.batch_size, attack.step_rules
     device = images01.device
@@ -167,9 +183,7 @@ def detector_aware_pgd(
     by_lambda, curve = {}, []
     # the unmodified image first: a misclassified clean image that is not flagged is broken already
     for s in range(0, n, batch_size):
-        mis, flag = _judge(
-            classifier, scorer, images01[s : s + batch_size], labels[s : s + batch_size], threshold
-        )
+        mis, flag = system.judge(images01[s : s + batch_size], labels[s : s + batch_size])
         broken[s : s + batch_size] = mis & ~flag
     by_lambda["clean"] = int(broken.sum())
     # the penalty objective once per lambda, then orthogonal PGD (no lambda: it alternates the two terms)
@@ -200,7 +214,7 @@ def detector_aware_pgd(
                     logits = classifier(x)
                     score = scorer(x)
                     m = margin(logits, y)
-                    detector_term = torch.relu((score - threshold) / scale + kappa)
+                    detector_term = torch.relu(system.excess(score) + kappa)
                     if lam is not None:
                         loss = m.clamp_min(-kappa) + lam * detector_term
                         (grad,) = torch.autograd.grad(loss.sum(), delta)
@@ -227,7 +241,7 @@ def detector_aware_pgd(
                         delta = (delta - steps_t[t] * direction).clamp(-eps, eps)
                         delta = (x0 + delta).clamp(0, 1) - x0
                 x = (x0 + delta).detach()
-                mis, flag = _judge(classifier, scorer, x, y, threshold)
+                mis, flag = system.judge(x, y)
                 last = mis & ~flag & ~found
                 best[idx[last]] = x[last]
                 found |= last
@@ -243,9 +257,7 @@ def detector_aware_pgd(
     # judge the stored points again, as the evaluation sees them
     mis_all, flag_all = [], []
     for s in range(0, n, batch_size):
-        mis, flag = _judge(
-            classifier, scorer, best[s : s + batch_size], labels[s : s + batch_size], threshold
-        )
+        mis, flag = system.judge(best[s : s + batch_size], labels[s : s + batch_size])
         mis_all.append(mis)
         flag_all.append(flag)
     mis, flag = torch.cat(mis_all), torch.cat(flag_all)
@@ -260,12 +272,9 @@ def detector_aware_pgd(
 
 
 def detector_aware_square(
-    classifier,
-    scorer,
+    system: DefendedSystem,
     images01: torch.Tensor,
     labels: torch.Tensor,
-    threshold: float,
-    scale: float,
     eps: float,
     queries: int,
     seed: int = 0,
@@ -273,19 +282,18 @@ def detector_aware_square(
 ) -> np.ndarray:
     """The gradient-free check on a detector-defended system: Square (Andriushchenko et al. 2020, AutoAttack's
     implementation, `queries` queries per image, L-inf ball of radius eps) on the system's margin
-    max(classifier margin, (s(x) - t) / scale), which is <= 0 exactly where the image is misclassified and not
-    flagged. It needs no gradient, so where it breaks images that the gradient attacks left standing, their
+    (`DefendedSystem.margin`), which is <= 0 exactly where the image is misclassified and not flagged. It needs no gradient, so where it breaks images that the gradient attacks left standing, their
     gradients are masked. Returns a bool N: broken (misclassified and not flagged at Square's point)."""
     from pyautoattack.square import SquareAttack
 
     class SystemSquare(SquareAttack):
         def margin_and_loss(self, x, y):  # the package's hook: (margin, loss) per image, <= 0 = success
-            combined = torch.maximum(margin(self.predict(x), y), (scorer(x) - threshold) / scale)
+            combined = system.margin(x, y)
             return combined, combined
 
     device = images01.device
     square = SystemSquare(
-        classifier, norm="Linf", n_queries=queries, eps=eps, p_init=0.8, seed=seed, device=device
+        system.classifier, norm="Linf", n_queries=queries, eps=eps, p_init=0.8, seed=seed, device=device
     )
     broken = np.zeros(len(images01), bool)
     with torch.random.fork_rng(devices=[]), torch.no_grad():  # Square draws from torch's global generator
@@ -296,7 +304,7 @@ def detector_aware_square(
             _, adv = square.attack_single_run(x0, y)
             # Square keeps its points in the ball and in [0, 1]; clamped again so that what is judged is in it
             adv = torch.minimum(torch.maximum(adv, x0 - eps), x0 + eps).clamp(0, 1)
-            mis, flag = _judge(classifier, scorer, adv, y, threshold)
+            mis, flag = system.judge(adv, y)
             broken[s : s + batch_size] = (mis & ~flag).cpu().numpy()
     return broken
 
@@ -320,22 +328,21 @@ def run_aware_attacks(
     classifier = evaluation_model(classifier, device)
     for p in classifier.parameters():
         p.requires_grad_(False)
-    scorer = detector.pixel_scorer()
+    system = DefendedSystem(
+        classifier, detector.pixel_scorer(), detector.thresholds[fpr], detector.calibration_scale
+    )
     views = detector.views()
-    threshold = detector.thresholds[fpr]
-    scale = detector.calibration_scale
+    threshold = system.threshold
     x = torch.from_numpy(np.ascontiguousarray(clean01, dtype=np.float32)).to(device)
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
-    clean_mis, clean_flag = _judge(classifier, scorer, x, y, threshold)
+    clean_mis, clean_flag = system.judge(x, y)
     attack = AwarePGD.from_settings(settings)
     rows = []
     for i, eps in enumerate(list(eps_list) + [settings["sanity_epsilon"]]):
         sanity = i == len(eps_list)
         n = min(settings["sanity_images"], len(x)) if sanity else len(x)  # the images it runs on, as reported
         run = replace(attack, steps=settings["sanity_steps"]) if sanity else attack
-        res = detector_aware_pgd(
-            classifier, scorer, x[:n], y[:n], threshold, scale, float(eps), run, seed=seed + i, views=views
-        )
+        res = detector_aware_pgd(system, x[:n], y[:n], float(eps), run, seed=seed + i, views=views)
         aware_defended = ~res.broken
         row = {
             "method": detector.name,
@@ -372,16 +379,7 @@ def run_aware_attacks(
             queries = settings.get("square_queries", 0)
             if queries:
                 square_broken = detector_aware_square(
-                    classifier,
-                    scorer,
-                    x[:n],
-                    y[:n],
-                    threshold,
-                    scale,
-                    float(eps),
-                    queries,
-                    seed + i,
-                    attack.batch_size,
+                    system, x[:n], y[:n], float(eps), queries, seed + i, attack.batch_size
                 )
                 row["defended_accuracy_square"] = float((~square_broken).mean())
                 # images the gradient-free attack broke that every gradient attack left standing
