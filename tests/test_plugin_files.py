@@ -231,6 +231,13 @@ def test_the_example_plug_in_file_gives_a_defence_of_each_kind(tmp_path):
     assert out["blur_shape"] == [4, 3, 32, 32] and out["blur_error"] < 1e-6 and out["blur_mean_gap"] < 0.01
     assert out["noise_scores_higher"] is True
     assert 0 < out["loss"] < 10
+    # the config check names each plug-in with its file and line
+    proc = subprocess.run([sys.executable, "-m", "advdefense.config", str(REPO / "config/smoke.yaml")],
+                          capture_output=True, text=True, env=_env(EXAMPLES))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (
+        f"plug-in purifier 'box_blur': {EXAMPLES / 'example_defences.py'}:19 (class BoxBlur)" in proc.stdout
+    )
 
 
 def test_a_snakemake_run_has_the_plug_in_defences_with_no_other_edit(smoke_run, tmp_path):

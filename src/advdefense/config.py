@@ -465,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{' + '.join(args.files)}: valid ({len(cfg.get('attacks', {}))} attack(s), dataset {cfg['dataset']['name']})"
     )
+    from .plan.plugins import FILE_DECLARED
+
+    for (kind, name), plugin in sorted(FILE_DECLARED.items()):
+        print(f"  plug-in {kind} {name!r}: {plugin.path}:{plugin.line} (class {plugin.class_name})")
     return 0
 
 
