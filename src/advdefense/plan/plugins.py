@@ -236,7 +236,7 @@ def declare_plugins(tables: dict[str, tuple[dict, type]]) -> list[PluginClass]:
         table, spec_type = tables[plugin.kind]
         spec = spec_from_attributes(spec_type, plugin.attributes, plugin.where())
         key = (plugin.kind, spec.name)
-        if key in origin or (spec.name in table and table[spec.name] != spec):
+        if spec.name in table:  # (the tables hold the built-ins and the plug-ins declared before this one)
             other = origin.get(key, "a built-in one")
             raise PluginError(f"{plugin.where()}: {plugin.kind} {spec.name!r} is declared already ({other})")
         origin[key] = plugin.where()
