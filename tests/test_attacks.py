@@ -412,3 +412,58 @@ def test_attack_sanity_checks(smoke, tmp_path):
     few, many = robust("pgd", 0.03, steps=5), robust("pgd", 0.03, steps=40)
     assert many <= few + 0.02, (few, many)
     assert robust("pgd", 0.03) <= robust("fgsm", 0.03) + 0.02
+
+
+class _Counting(torch.nn.Module):
+    """A tiny linear classifier on 3x4x4 images that counts its forward passes."""
+
+    def __init__(self, draws_at_random=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
+        self.passes = 0
+        if draws_at_random:
+            self.draws_at_random = True
+
+    def forward(self, x):
+        self.passes += 1
+        return self.net(x)
+
+
+@pytest.mark.parametrize(
+    "cls, params, model_random, reruns",
+    [
+        ("LinfDeepFoolAttack", {"steps": 5}, False, False),
+        ("FGSM", {}, False, False),
+        ("LinfPGD", {"steps": 3}, False, True),  # its random start
+        ("LinfBasicIterativeAttack", {"steps": 3}, False, False),
+        ("LinfDeepFoolAttack", {"steps": 5}, True, True),  # a random model (a random purifier under EOT)
+    ],
+)
+def test_restarts_rerun_only_what_draws_at_random(cls, params, model_random, reruns):
+    """`Restarts` runs an attack again only where another seed can change its answer: DeepFool, FGSM and BIM
+    (no random start) on a deterministic model would repeat themselves, so they run once and keep run 0 for every
+    image, with the single run's adversarials bit for bit; PGD (random start) or any attack on a model that
+    declares `draws_at_random` runs again on the images left."""
+    from advdefense.attack_methods import build_method
+    from advdefense.inference import LogitRecorder
+
+    x = torch.rand(40, 3, 4, 4)
+    model = _Counting(model_random).eval()
+    y = model(x).argmax(1)  # every image classified "correctly": a small eps leaves most standing
+    results = {}
+    for restarts in (1, 3):
+        model.passes = 0
+        spec = {"class": cls, "norm": "linf", "params": params, "restarts": restarts}
+        method = build_method(spec, LogitRecorder(model).eval(), 0.001, "cpu")
+        assert method.draws_at_random == reruns
+        adv, _ = method(x, y, seed=5)
+        results[restarts] = (adv, model.passes, method.runs)
+    (once, passes_once, _), (thrice, passes_thrice, runs) = results[1], results[3]
+    assert runs is not None and runs.shape == (40,)
+    if reruns:
+        assert passes_thrice > passes_once  # the images left were attacked again
+    else:
+        assert passes_thrice == passes_once and not runs.any()
+        assert torch.equal(once, thrice)
+    assert (once - x).abs().max() <= 0.001 + 1e-6 and (thrice - x).abs().max() <= 0.001 + 1e-6

@@ -22,10 +22,12 @@ class AttackMethod(Protocol):
 
     `sub_attacks`: the names an AutoAttack run records per image (empty for a single attack); `runs`: after
     each batch, per image the run (0-based) whose adversarial is kept, where the method restarts (else None);
-    `finish()`: the warnings the method gathered over the job."""
+    `draws_at_random`: whether a second run with another seed can give other adversarials (a random start, a
+    random model); `finish()`: the warnings the method gathered over the job."""
 
     sub_attacks: list[str]
     runs: torch.Tensor | None
+    draws_at_random: bool
 
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, seed: int
@@ -47,6 +49,23 @@ def build_attack(spec: dict):
     return foolbox_class(spec["class"], "attacks.<name>.class")(**(spec.get("params") or {}))
 
 
+# Foolbox classes that draw nothing at random: the same inputs give the same adversarials whatever the seed
+DETERMINISTIC_FOOLBOX = ("LinfDeepFoolAttack", "L2DeepFoolAttack")
+
+
+def attack_draws_at_random(attack) -> bool:
+    """Whether a Foolbox attack object can give other adversarials with another seed: the gradient attacks
+    (FGSM, PGD, BIM ...) say so in `random_start`; DeepFool draws nothing; any other class is taken to draw."""
+    if hasattr(attack, "random_start"):
+        return bool(attack.random_start)
+    return type(attack).__name__ not in DETERMINISTIC_FOOLBOX
+
+
+def model_draws_at_random(model: torch.nn.Module) -> bool:
+    """Whether a model (or a module in it) declares random outputs, e.g. a random purifier under EOT."""
+    return any(getattr(m, "draws_at_random", False) for m in model.modules())
+
+
 class FoolboxMethod:
     """A Foolbox attack as a callable `(x, y, seed) -> (clipped adversarials, None)`."""
 
@@ -59,6 +78,7 @@ class FoolboxMethod:
         self.attack = build_attack(spec)
         self.fmodel = foolbox.PyTorchModel(net, bounds=(0.0, 1.0), device=device)
         self.eps = eps
+        self.draws_at_random = attack_draws_at_random(self.attack) or model_draws_at_random(net)
 
     def __call__(self, x, y, seed: int):
         torch.manual_seed(seed)
@@ -72,17 +92,20 @@ class FoolboxMethod:
 class Restarts:
     """An attack run up to `restarts` times on a batch, each run with its own seed (a fresh random start) on
     the images that no earlier run fooled; per image the first run that fooled the model is kept.
-    `runs`: after each batch, per image the run (0-based) whose adversarial is kept."""
+    `runs`: after each batch, per image the run (0-based) whose adversarial is kept.
+    A method that draws nothing at random (DeepFool, FGSM without a random start, on a deterministic model)
+    runs once: a second run would repeat the first (every image then keeps run 0)."""
 
     def __init__(self, method, restarts: int, model: torch.nn.Module):
         self.method, self.restarts, self.model = method, restarts, model
         self.sub_attacks = method.sub_attacks
+        self.draws_at_random = method.draws_at_random
         self.runs: torch.Tensor | None = None
 
     def __call__(self, x, y, seed: int):
         adv, sub = self.method(x, y, seed)
         self.runs = torch.zeros(len(x), dtype=torch.int8, device=y.device)
-        for r in range(1, self.restarts):
+        for r in range(1, self.restarts if self.draws_at_random else 1):
             with torch.no_grad():
                 robust = self.model(adv.float().clamp(0.0, 1.0)).argmax(1) == y
             if not robust.any():

@@ -41,6 +41,7 @@ class AutoAttackRunner:
     -1 where none did (robust, or misclassified already when clean: then the image is returned unchanged)."""
 
     runs = None  # one run per batch (attack_methods.AttackMethod)
+    draws_at_random = True  # APGD's and Square's random starts
 
     def __init__(self, model: torch.nn.Module, norm: str, eps: float, params: dict, device, recorder=None):
         """`recorder`: an `inference.LogitRecorder` around `model`; the clean pass of each batch goes through it,

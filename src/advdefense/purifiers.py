@@ -116,6 +116,8 @@ class ExpectationOverTransforms(torch.nn.Module):
     """The logits of `model` averaged over `samples` forward passes: for a random purifier, their gradient is the
     mean over draws (EOT, Athalye et al. 2018), what an attack that knows the randomness follows."""
 
+    draws_at_random = True  # another seed gives other adversarials (attack_methods.Restarts)
+
     def __init__(self, model: torch.nn.Module, samples: int):
         super().__init__()
         if samples < 1:
