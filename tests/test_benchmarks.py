@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -118,3 +119,44 @@ def test_autoattack_agreement_script_compares_our_file_with_torchattacks(smoke_r
         timeout=600,
     )
     assert proc.returncode == 1 and "agree: False" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+
+
+def test_perturbation_texture_measures_how_often_neighbours_move_alike(smoke_run):
+    """benchmarks/perturbation_texture.py: independent signs give about 50 %, flat patches 100 %, alternating signs
+    0 %, pixels left unmoved do not count, nothing moved is an error; on a smoke attack file it prints the share
+    computed from the file's adversarials and the dataset's clean images."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from perturbation_texture import same_sign_share
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(0)
+    assert same_sign_share(rng.choice([-1.0, 1.0], size=(50, 3, 32, 32))) == pytest.approx(50, abs=1)
+    assert same_sign_share(np.full((2, 3, 8, 8), 0.03)) == 100
+    alternating = np.tile([0.03, -0.03], 4)[None, None, None, :].repeat(8, 2)
+    assert same_sign_share(alternating) == 0
+    half = np.full((1, 1, 1, 6), 0.03)
+    half[..., 3] = 0  # unmoved: the pairs (2, 3) and (3, 4) do not count
+    half[..., 5] = -0.03
+    assert same_sign_share(half) == pytest.approx(100 * 2 / 3)
+    with pytest.raises(ValueError, match="nothing to measure"):
+        same_sign_share(np.zeros((1, 3, 4, 4)))
+    with pytest.raises(ValueError, match="N x C x H x W"):
+        same_sign_share(np.zeros((3, 4, 4)))
+
+    from advdefense.attack_files import read_attack_file
+    from advdefense.data import read_dataset_h5
+
+    data = smoke_run / "results/data/synthetic-smoke.h5"
+    path = smoke_run / "results/attacks/synthetic-smoke/pgd/eps0.03/test.h5"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/perturbation_texture.py"), str(data), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    attack = read_attack_file(path)
+    clean = read_dataset_h5(data).test.images[attack["index"]].astype(np.float32) / 255.0
+    expected = same_sign_share(attack["adv"].astype(np.float32) - clean)
+    assert f"{len(clean)} images\t{expected:.1f} % of neighbours" in proc.stdout
