@@ -47,7 +47,8 @@ def slurm_cluster():
         pytest.skip("starting the local SLURM cluster needs root")
     if not (SLURM_DIR / "start_local_slurm.sh").is_file():
         pytest.skip(f"no SLURM start script at {SLURM_DIR}")
-    env = {**os.environ, "FAKE_GPUS": "1", "PARTITION": "debug"}
+    # two GPU GRES on the node: two GPU jobs at a time, as the local smoke run (`--resources gpu=2`)
+    env = {**os.environ, "FAKE_GPUS": "2", "PARTITION": "debug"}
     start = _start_cluster(env)
     if "SLURM_READY" not in start.stdout:
         first = f"{start.stdout[-1500:]}\n{start.stderr[-1500:]}"
@@ -127,8 +128,9 @@ def _test_profile(tmp_path):
 
 
 # A part of the smoke DAG with a job of every rule that asks for a GPU: 12 jobs. Each SLURM job pays about 30 s
-# for its Snakemake start and the status polling, and the one node runs them one at a time (each asks for both
-# cores): the whole DAG took 20 minutes of the CI's 2 cores, 18 jobs 12 minutes. The detectors learn PGD alone
+# for its Snakemake start and the status polling: the whole DAG took 20 minutes of the CI's 2 cores, 18 jobs 12
+# minutes. The node has two (fake) GPUs, as the local smoke run has `--resources gpu=2`, so two one-core jobs run
+# side by side: 127 s for the 12 jobs against 221 s with one GPU (one at a time), on the machine alone. The detectors learn PGD alone
 # here (`detection.attacks: [pgd]`), so the detection job needs 2 attack jobs, not 8; no job upstream of it reads
 # that key, so every file is still the local run's, bit for bit.
 TARGETS = [
