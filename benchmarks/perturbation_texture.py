@@ -40,13 +40,12 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     from advdefense.attack_files import read_attack_file
-    from advdefense.data import read_dataset_h5
+    from advdefense.data import DatasetFile
 
-    data = read_dataset_h5(args.dataset)
+    data = DatasetFile(args.dataset)  # each split read once, when a file first needs it
     for path in args.attacks:
         attack = read_attack_file(path, require=("adv", "index"))
-        split = getattr(data, attack["attrs"]["split"])
-        clean = split.images[attack["index"]].astype(np.float32) / 255.0
+        clean = data.split(attack["attrs"]["split"]).images[attack["index"]].astype(np.float32) / 255.0
         share = same_sign_share(attack["adv"].astype(np.float32) - clean)
         print(f"{path}\t{len(clean)} images\t{share:.1f} % of neighbours moved the same way")
     return 0
