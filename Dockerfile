@@ -7,10 +7,10 @@
 #   docker build -t <registry>/advdefense:0.1.0 . && docker push <registry>/advdefense:0.1.0
 FROM condaforge/miniforge3:25.3.0-1
 LABEL io.github.snakemake.containerized="true"
-LABEL io.github.snakemake.conda_env_hash="dd1649ab411d8f682c6174a9242b2d73d9052f565aceaeeb6e9fdeda3b967d90"
+LABEL io.github.snakemake.conda_env_hash="600e15aa73cd6d05ca25737ee13961cafa6ce0f4969ffa9ededd6b1cb45ac243"
 # Conda environment:
 #   source: envs/pipeline.yaml
-#   prefix: /conda-envs/2b75c3629bb35a1d983f3e6a79754a49
+#   prefix: /conda-envs/eae8c063c1f46be7e01921f19c0cca70
 #   # Conda environment for every rule (used with `snakemake --sdm conda`).
 #   # The project's package is imported from the checkout: common.smk puts src/ on sys.path for the DAG build, and
 #   # every script imports workflow/scripts/_checkout.py first, which does the same inside the job.
@@ -27,18 +27,18 @@ LABEL io.github.snakemake.conda_env_hash="dd1649ab411d8f682c6174a9242b2d73d9052f
 #     - jsonschema=4.23
 #     - matplotlib=3.9
 #     - pip:
-#         - torch==2.5.1
-#         - torchvision==0.20.1
+#         - torch==2.9.1
+#         - torchvision==0.24.1
 #         - foolbox==3.3.4
 #         - pyautoattack==0.2.0
 #         # classifier.source: robustbench (its 1.1.1 imports pkg_resources, gone from setuptools 81)
 #         - robustbench==1.1.1
 #         - setuptools<81
-RUN mkdir -p /conda-envs/2b75c3629bb35a1d983f3e6a79754a49
-COPY envs/pipeline.yaml /conda-envs/2b75c3629bb35a1d983f3e6a79754a49/environment.yaml
+RUN mkdir -p /conda-envs/eae8c063c1f46be7e01921f19c0cca70
+COPY envs/pipeline.yaml /conda-envs/eae8c063c1f46be7e01921f19c0cca70/environment.yaml
 # Conda environment:
 #   source: envs/report.yaml
-#   prefix: /conda-envs/824fd7d7ad8741516958c9ecffe3eb1b
+#   prefix: /conda-envs/9b48fed8dccceb66fae2f860326ac56c
 #   # Conda environment of the figure rules (used with `snakemake --sdm conda`).
 #   channels:
 #     - conda-forge
@@ -53,14 +53,14 @@ COPY envs/pipeline.yaml /conda-envs/2b75c3629bb35a1d983f3e6a79754a49/environment
 #     - pyyaml=6.0
 #     - jsonschema=4.23
 #     - pip:
-#         - torch==2.5.1
-RUN mkdir -p /conda-envs/824fd7d7ad8741516958c9ecffe3eb1b
-COPY envs/report.yaml /conda-envs/824fd7d7ad8741516958c9ecffe3eb1b/environment.yaml
+#         - torch==2.9.1
+RUN mkdir -p /conda-envs/9b48fed8dccceb66fae2f860326ac56c
+COPY envs/report.yaml /conda-envs/9b48fed8dccceb66fae2f860326ac56c/environment.yaml
 
-RUN conda env create --prefix /conda-envs/2b75c3629bb35a1d983f3e6a79754a49 --file /conda-envs/2b75c3629bb35a1d983f3e6a79754a49/environment.yaml && \
-    conda env create --prefix /conda-envs/824fd7d7ad8741516958c9ecffe3eb1b --file /conda-envs/824fd7d7ad8741516958c9ecffe3eb1b/environment.yaml && \
+RUN conda env create --prefix /conda-envs/eae8c063c1f46be7e01921f19c0cca70 --file /conda-envs/eae8c063c1f46be7e01921f19c0cca70/environment.yaml && \
+    conda env create --prefix /conda-envs/9b48fed8dccceb66fae2f860326ac56c --file /conda-envs/9b48fed8dccceb66fae2f860326ac56c/environment.yaml && \
     conda clean --all -y
 
 # not generated: the pipeline environment first on PATH, so that `--sdm apptainer` without conda runs every job
 # with it too (with `--sdm conda apptainer`, Snakemake activates each rule's environment itself)
-ENV PATH=/conda-envs/2b75c3629bb35a1d983f3e6a79754a49/bin:$PATH
+ENV PATH=/conda-envs/eae8c063c1f46be7e01921f19c0cca70/bin:$PATH

@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: mini-robust mini-robust-detection install test run smoke mini full bench clean-results
+.PHONY: full-seed mini-robust mini-robust-detection install test run smoke mini full bench clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,14 @@ full: install $(JPEG_BATCHES)/test_batch
 	$(BIN)/advdefense-check-config config/cifar10-full.yaml
 	$(BIN)/advdefense-estimate config/cifar10-full.yaml
 	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-full.yaml
+
+# one seed of the full-size run over three seeds (config/full-seeds.yaml, the reproduction page): make full-seed SEED=0
+SEED ?= 0
+full-seed: install $(JPEG_BATCHES)/test_batch
+	mkdir -p results/overlays && printf 'seeds: [%s]\n' $(SEED) > results/overlays/seed$(SEED).yaml
+	$(BIN)/advdefense-check-config config/cifar10-full.yaml config/full-seeds.yaml results/overlays/seed$(SEED).yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-full.yaml config/full-seeds.yaml \
+		results/overlays/seed$(SEED).yaml
 
 bench: install
 	$(BIN)/python benchmarks/run.py

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import pandas as pd
 
 from .errors import PipelineFileError
 from .h5io import atomic_h5, open_h5
+from .plan.names import eps_tag
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,105 @@ def check_adversarials(adv: np.ndarray, path, first: int = 0) -> None:
         )
 
 
+# .../<attack>/eps<eps>/<split>.h5 and .../<attack>/eps<eps>/shards/<split>.<k>-of-<n>.h5 (plan.names ATTACK, ATTACK_SHARD)
+_LAYOUT = re.compile(
+    r"(?:^|/)(?P<attack>[^/]+)/eps(?P<eps>[^/]+)/(?:shards/)?(?P<split>[a-z]+)(?:\.\d+-of-\d+)?\.h5$"
+)
+
+
+def check_attrs_against_path(attrs, path) -> None:
+    """An attack file in the results layout must say what its path says: attack, epsilon and split (an
+    `epsilon` of 0.5 in an eps0.03 file would be reported as 0.5)."""
+    found = _LAYOUT.search(Path(path).as_posix())
+    if found is None:
+        return
+    said = {
+        "attack": str(attrs.get("attack")),
+        "eps": eps_tag(attrs["epsilon"]) if "epsilon" in attrs else None,
+        "split": str(attrs.get("split")),
+    }
+    differ = [
+        f"{k} {said[k]!r} (path: {found[k]!r})" for k in ("attack", "eps", "split") if said[k] != found[k]
+    ]
+    if differ:
+        raise AttackFileError(
+            f"{path}: its attributes say {', '.join(differ)}: the file is not what its path says"
+        )
+
+
+def check_attack_arrays(a: dict, path) -> None:
+    """What an attack file's own arrays must agree on: every image position once and not negative, and `success`
+    exactly where the stored prediction on the adversarial differs from the label."""
+    if "index" in a:
+        index = np.asarray(a["index"])
+        if index.size and index.min() < 0:
+            raise AttackFileError(
+                f"{path}: 'index' holds negative image positions (first at row {int(np.argmin(index))})"
+            )
+        if len(np.unique(index)) != len(index):
+            raise AttackFileError(
+                f"{path}: 'index' names {len(index) - len(np.unique(index))} image(s) twice"
+            )
+    if all(k in a for k in ("success", "pred_adv", "label")):
+        wrong = np.asarray(a["success"], bool) != (np.asarray(a["pred_adv"]) != np.asarray(a["label"]))
+        if wrong.any():
+            raise AttackFileError(
+                f"{path}: 'success' disagrees with pred_adv != label for {int(wrong.sum())} of {len(wrong)} images "
+                f"(first: row {int(np.argmax(wrong))}): success is what the predictions say, nothing else"
+            )
+
+
+NORM_TOLERANCE = 1e-5  # float32 arithmetic of the attack and of this check
+
+
+def check_positions_and_labels(a: dict, path, labels: np.ndarray) -> None:
+    """Against the data set's `labels` of the split the file was made from: every position within the split,
+    and the stored labels the data set's."""
+    index = np.asarray(a["index"])
+    if index.size and index.max() >= len(labels):
+        raise AttackFileError(
+            f"{path}: 'index' names image {int(index.max())}, but the split has {len(labels)} images "
+            f"(0..{len(labels) - 1})"
+        )
+    if "label" in a:
+        wrong = np.asarray(a["label"]) != labels[index]
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            raise AttackFileError(
+                f"{path}: 'label' differs from the data set's labels for {int(wrong.sum())} of {len(wrong)} images "
+                f"(first: row {i}, label {int(a['label'][i])}, data set {int(labels[index[i]])})"
+            )
+
+
+def check_norms(a: dict, path, clean: np.ndarray) -> None:
+    """The adversarials' distances to their clean images (`clean`: uint8, the images at a['index']) recomputed:
+    within the file's epsilon in its norm, and equal to the stored `linf` / `l2`."""
+    attrs, n = a["attrs"], len(a["adv"])
+    delta = a["adv"].reshape(n, -1) - clean.reshape(n, -1).astype(np.float32) / 255.0
+    norms = {"linf": np.abs(delta).max(1, initial=0.0), "l2": np.sqrt((delta.astype(np.float64) ** 2).sum(1))}
+    eps, norm = float(attrs["epsilon"]), str(attrs.get("norm", "linf"))
+    if norm in norms:
+        over = norms[norm] > eps * (1 + NORM_TOLERANCE) + NORM_TOLERANCE
+        if over.any():
+            i = int(np.argmax(over))
+            raise AttackFileError(
+                f"{path}: {int(over.sum())} adversarial(s) lie outside the {norm} ball of epsilon {eps:g} around "
+                f"their clean image (first: row {i}, {norm} distance {norms[norm][i]:.6g})"
+            )
+    for key, value in norms.items():
+        if key in a and not np.allclose(a[key], value, atol=NORM_TOLERANCE, rtol=NORM_TOLERANCE):
+            i = int(np.argmax(np.abs(a[key] - value)))
+            raise AttackFileError(
+                f"{path}: the stored '{key}' is not the distance of the adversarials to their clean images "
+                f"(row {i}: stored {float(a[key][i]):.6g}, recomputed {float(value[i]):.6g})"
+            )
+
+
 @contextlib.contextmanager
 def open_attack_file(path, require: tuple[str, ...] = ATTACK_DATASETS) -> Iterator[h5py.File]:
     """Open an attack file for reading: it must exist, be readable HDF5, carry this pipeline's attack
-    format and the datasets `require`, all of one length. Errors name the file."""
+    format and the datasets `require`, all of one length, and attributes that say what its path says.
+    Errors name the file."""
     if not Path(path).is_file():
         raise AttackFileError(f"attack file {path} does not exist")
     with open_h5(path, "attack") as f:
@@ -86,18 +183,48 @@ def open_attack_file(path, require: tuple[str, ...] = ATTACK_DATASETS) -> Iterat
         lengths = {k: len(f[k]) for k in require}
         if len(set(lengths.values())) > 1:
             raise AttackFileError(f"{path}: datasets differ in length ({lengths})")
+        check_attrs_against_path(f.attrs, path)
         yield f
 
 
-def read_attack_file(path: str | Path, require: tuple[str, ...] = ATTACK_DATASETS) -> dict:
+def read_attack_file(
+    path: str | Path, require: tuple[str, ...] = ATTACK_DATASETS, data=None, split: str | None = None
+) -> dict:
     """Load an attack file into arrays (+ 'attrs'); `adv`, when required, is checked image by image
-    (finite, in [0, 1]) as every stage needs it. The one reader of attack files."""
+    (finite, in [0, 1]) as every stage needs it, and the arrays against each other (`check_attack_arrays`).
+    With `data` (the dataset file's path, or a `data.DatasetFile`), also against the data set: positions,
+    labels, and the norms of the adversarials (`check_against_data`). The one reader of attack files."""
     with open_attack_file(path, require) as f:
         out = {k: f[k][()] for k in require}
         out["attrs"] = dict(f.attrs)
     if "adv" in out:
         check_adversarials(out["adv"], path)
+    check_attack_arrays(out, path)
+    if data is not None and "index" in out:
+        check_against_data(out, path, data, split or str(out["attrs"].get("split")))
     return out
+
+
+def check_against_data(a: dict, path, data, split: str) -> None:
+    """`check_positions_and_labels`, and `check_norms` where the adversarials were read; `data`: the dataset
+    file's path or a `data.DatasetFile` (whose split is used where it has read it already; else only the images
+    at the file's positions are read)."""
+    from .data import DatasetFile, read_split, split_labels
+
+    cached = data.loaded(split) if isinstance(data, DatasetFile) else None
+    data_path = data.path if isinstance(data, DatasetFile) else data
+    check_positions_and_labels(
+        a, path, cached.labels if cached is not None else split_labels(data_path, split)
+    )
+    if "adv" in a:
+        index = np.asarray(a["index"])
+        if cached is not None:
+            clean = cached.images[index]
+        else:
+            order = np.argsort(index)
+            clean = np.empty((len(index), 3, 32, 32), np.uint8)
+            clean[order] = read_split(data_path, split, index=index[order]).images
+        check_norms(a, path, clean)
 
 
 def iter_adversarial_batches(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
@@ -117,6 +244,7 @@ SUMMARY_DATASETS = ("label", "pred_clean", "pred_adv", "success", "linf", "l2")
 def summarize_attack_file(f: h5py.File) -> dict:
     label, pred_clean, pred_adv = f["label"][()], f["pred_clean"][()], f["pred_adv"][()]
     success, linf, l2 = f["success"][()], f["linf"][()], f["l2"][()]
+    check_attack_arrays({"label": label, "pred_adv": pred_adv, "success": success}, f.filename)
     correct = pred_clean == label
     n = len(label)
     return {
@@ -153,9 +281,12 @@ def fooled_by(f: h5py.File) -> dict[str, int]:
     return {f"fooled_by_{s}": int(c) for s, c in zip(subs, counts)}
 
 
-def summarize_attack_files(paths):
+def summarize_attack_files(paths, data=None):
+    """One row per attack file; with `data` (the dataset file), each file is first checked against it."""
     rows = []
     for path in paths:
+        if data is not None:
+            read_attack_file(path, data=data)
         with open_attack_file(path, SUMMARY_DATASETS) as f:
             rows.append(summarize_attack_file(f))
     # one fooled_by_<sub-attack> column per AutoAttack sub-attack of any file (empty for the other attacks)
@@ -210,7 +341,7 @@ def _same_value(x, y) -> bool:
     return x == y
 
 
-def merge_attack_shards(paths: list, out_path, block: int = 1024) -> dict:
+def merge_attack_shards(paths: list, out_path, block: int = 1024, data=None) -> dict:
     """The attack file of a whole job from its shards (in order): their datasets joined, their attributes those of
     the first shard but the seconds summed. Equal, dataset for dataset, to the file of the unsharded job. Copied
     `block` images at a time: memory stays flat in the number of images."""
@@ -218,6 +349,8 @@ def merge_attack_shards(paths: list, out_path, block: int = 1024) -> dict:
         raise AttackFileError(f"{out_path}: no shards to merge")
     attrs, lengths, keys, expected_first, warned = None, [], None, 0, []
     for k, path in enumerate(paths):
+        if data is not None:  # a shard made on another machine: what the data set lets us recompute
+            read_attack_file(path, data=data)
         with open_attack_file(path) as f:
             a = dict(f.attrs)
             if a.get("shard") != k or a.get("shards") != len(paths):

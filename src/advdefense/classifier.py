@@ -283,10 +283,15 @@ def _store_brought_classifier(
         torch.from_numpy(test.images[:CHECK_IMAGES])
     )  # on the 8-bit grid, as every image is
     if fmt != "torchscript":  # stored as TorchScript: no later job calls the builder (nor any code it names)
-        check_classifier_model(ExternalClassifier(model, num_classes, fmt, mean, std), num_classes, real)
+        check_classifier_model(
+            ExternalClassifier(model, num_classes, fmt, mean, std),
+            num_classes,
+            real,
+            batch_size=eval_batch_size,
+        )
         model = traced(model, ((real - _as_channels(mean, 0.0)) / _as_channels(std, 1.0)).contiguous())
     wrapped = ExternalClassifier(model, num_classes, fmt, mean, std).eval()
-    check_classifier_model(wrapped, num_classes, real)
+    check_classifier_model(wrapped, num_classes, real, batch_size=eval_batch_size)
     save_checkpoint(model_path, "classifier", wrapped, brought.provenance)
     device = resolve_device(device)
     model = load_classifier(model_path, device)  # exactly what the later stages will evaluate

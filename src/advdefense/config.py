@@ -10,6 +10,8 @@ import argparse
 import copy
 import math
 import sys
+import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from .plan.attack_specs import check_attack_method, check_attack_spec, shard_ran
 from .plan.builder_spec import check_builder_spec
 from .plan.decisions import attacked_splits, detection_attacks, robustbench_checkpoint
 from .plan.detector_specs import DETECTORS, PAPER_DETECTOR, detector_spec
-from .plan.names import CLEAN, SEED_RUN, check_sha256_pin, eps_tag
+from .plan.names import CLEAN, NOISE_CONTROL_NAMES, SEED_RUN, check_sha256_pin, eps_tag
 from .plan.purifier_specs import PURIFIERS, purifier_spec
 from .plan.training_specs import TRAININGS, training_methods, training_spec
 from .sources import check_cifar_batches_dir, check_labels_setting, split_sizes
@@ -45,29 +47,108 @@ def _extend_with_defaults(validator_class):
 
 
 _DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft7Validator)
+# `type: integer` means an int: JSON Schema counts 5.0 as an integer, but a job that gets 5.0 fails after Snakemake
+# has seen a changed param and deleted the finished output (an `epochs: 5.0` typo would cost a trained model)
+_StrictValidator = jsonschema.validators.extend(
+    _DefaultFillingValidator,
+    type_checker=_DefaultFillingValidator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as a config file may be written: no aliases (`*name`: nine nested ones expand a 4 kB file into
+    hundreds of millions of values) and no key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: the alias *{event.anchor} repeats another part of the file; "
+                "a config file has no aliases (write the values out)"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} is given twice in one block (first on line "
+                    f"{seen[key]}); YAML would keep only the last: delete one"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(path: str | Path) -> dict:
-    """A YAML mapping from `path`; a missing file, a syntax error (with its line and column) or a
-    non-mapping top level is a ConfigError naming the file."""
+    """A YAML mapping from `path`; a missing or empty file, a syntax error (with its line and column), an alias,
+    a key given twice or a non-mapping top level is a ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
         with path.open() as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"config file {path}: YAML syntax error at {where}: {problem}") from None
     if data is None:
-        return {}
+        raise ConfigError(
+            f"config file {path} is empty (or only comments): Snakemake refuses it without naming it; "
+            "give it at least one key, or leave it out of --configfile"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file {path} must hold a mapping at the top level, not {type(data).__name__}"
         )
     return data
+
+
+MAX_CONFIG_VALUES = 100_000  # far above any real config (the paper's has a few hundred values)
+
+
+def check_plain_values(config: Mapping[str, Any]) -> None:
+    """What the YAML may hold before the schema looks at it (the schema's checks walk every value, and would
+    walk an alias-expanded tree for hours): plain nested mappings and lists, each value once (no alias, as
+    Snakemake's own YAML reading keeps them), string keys (`on:`, `1:`, `null:` are a bool, an int and None in
+    YAML), and finite numbers (`.nan` passes every `minimum`). Errors name the key."""
+    seen: set[int] = set()
+    queue: deque[tuple[str, Any]] = deque(
+        [("", config)]
+    )  # breadth first: an alias is named where it is first used
+    count = 0
+    while queue:
+        where, value = queue.popleft()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{where or '<top level>'}: the config holds more than {MAX_CONFIG_VALUES} values"
+            )
+        if isinstance(value, Mapping | list):
+            if id(value) in seen:
+                raise ConfigError(
+                    f"{where}: this value is the same object as another key's (a YAML alias *name); "
+                    "a config has no aliases: write the values out"
+                )
+            seen.add(id(value))
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in items:
+                if isinstance(value, Mapping) and not isinstance(key, str):
+                    raise ConfigError(
+                        f"{where + '.' if where else ''}{key!r}: a key must be a name, but YAML reads this one as "
+                        f"{type(key).__name__} {key!r} (on/off/yes/no/true/false/null and numbers are not names): "
+                        "quote it, or choose another name"
+                    )
+                queue.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {value} is not a finite number")
 
 
 def default_schema_path() -> Path:
@@ -105,13 +186,14 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path | None = 
     Returns a new dict; the input is not modified. Raises ConfigError naming the bad key.
     """
     schema = with_plug_in_blocks(load_yaml(schema_path or default_schema_path()))
+    check_plain_values(config)
     cfg = copy.deepcopy(dict(config))
     if isinstance(cfg.get("tables"), Mapping) and "resources" in cfg["tables"]:
         raise ConfigError(
             "tables.resources: moved to light_jobs.resources (the resources of every light job: shard merging, "
             "summaries, tables, figures, reports, seeds gathering, not only the tables)"
         )
-    errors = sorted(_DefaultFillingValidator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    errors = sorted(_StrictValidator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{_key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
@@ -209,6 +291,11 @@ def check_semantics(cfg: dict) -> None:
             f"attacks.{CLEAN}: '{CLEAN}' is reserved for the unattacked images; choose another name"
         )
     for name, spec in cfg.get("attacks", {}).items():
+        if name in NOISE_CONTROL_NAMES:
+            raise ConfigError(
+                f"attacks.{name}: {name!r} is the name of a random-noise control of the detection files "
+                f"(detection.controls: {', '.join(NOISE_CONTROL_NAMES)}); choose another name"
+            )
         check_attack_spec(name, spec)
     for name, overrides in cfg["purification"]["adaptive"]["params"].items():
         if name not in attacks:
@@ -238,6 +325,13 @@ def check_run_name(name: str) -> None:
             f"with dataset.name {name.rsplit('-seed', 1)[0]!r} and seeds would write to the same "
             f"files); choose another name, or use `seeds` / `seed`"
         )
+    for method in TRAININGS:
+        if name.endswith(f"-{method}"):
+            raise ConfigError(
+                f"dataset.name: {name!r} ends in -{method}, the name of a run of a list `classifier.training` (a "
+                f"configuration with dataset.name {name[: -len(method) - 1]!r} and training [..., {method}] would "
+                f"write to the same files); choose another name"
+            )
 
 
 def check_attack_splits(cfg: dict) -> None:
@@ -419,6 +513,55 @@ def check_sizes(cfg: dict) -> None:
                     f"detection.mmd.batch_sizes: {b} is more than the {available} images a batch is "
                     f"drawn from (attacked test images, and calibration images as reference)"
                 )
+
+
+CLOCK_TOLERANCE_S = 60  # clocks of the nodes of a cluster that share a file system differ by seconds
+
+
+def source_files(cfg: dict) -> list[Path]:
+    """The files outside results/ that a config's jobs read: the local data set's directory, a brought
+    classifier, a published flow."""
+    sources = []
+    if cfg["dataset"]["source"] == "local" and cfg["dataset"].get("path"):
+        sources.append(Path(cfg["dataset"]["path"]))
+    if cfg["classifier"]["source"] == "checkpoint" and cfg["classifier"]["checkpoint"]["path"]:
+        sources.append(Path(cfg["classifier"]["checkpoint"]["path"]))
+    if cfg["flow"]["source"] == "pretrained":
+        sources += [
+            Path(p)
+            for p in (cfg["flow"]["pretrained"]["checkpoint"], cfg["flow"]["pretrained"]["hparams"])
+            if p
+        ]
+    return sources
+
+
+def check_file_times(roots: list[str | Path], now: float | None = None) -> None:
+    """Refuse to start where a file under `roots` (results/ and the sources a config reads) was modified in the
+    future: Snakemake would find every output after it out of date, delete the finished ones, make them again,
+    then fail on its own fresh outputs being older than their input, and delete those too (a `touch -d` or a
+    skewed clock would cost every finished model). The error names the files and the fix."""
+    now = time.time() if now is None else now
+    future = []
+    for root in map(Path, roots):
+        if not root.exists():
+            continue
+        files = [root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())
+        for file in files:
+            try:
+                mtime = file.stat().st_mtime
+            except OSError:  # removed while we looked
+                continue
+            if mtime > now + CLOCK_TOLERANCE_S:
+                future.append((mtime - now, file))
+    if future:
+        future.sort(reverse=True)
+        shown = "\n  ".join(f"{file} ({ahead / 3600:.1f} h ahead)" for ahead, file in future[:5])
+        more = f"\n  ... and {len(future) - 5} more" if len(future) > 5 else ""
+        raise ConfigError(
+            f"{len(future)} file(s) were modified in the future (a wrong clock, or `touch -d`); Snakemake would "
+            f"delete finished outputs after them and then fail on the new ones. Nothing was run or deleted. Set "
+            f"their time to now (`touch FILE`) or fix the clock:\n  {shown}{more}"
+        )
 
 
 def check_config_files(paths: list[str | Path], schema_path: str | Path | None = None) -> dict:

@@ -330,6 +330,11 @@ def split_size(path: str | Path, split: str) -> int:
     return len(_split_labels(Path(path), split))
 
 
+def split_labels(path: str | Path, split: str) -> np.ndarray:
+    """The labels of `split` of a dataset file (its images are not read)."""
+    return _split_labels(Path(path), split)
+
+
 def _split_labels(path: Path, split: str) -> np.ndarray:
     with open_h5(path, "dataset") as f:
         _check_format(f, path)
@@ -360,6 +365,21 @@ def _split_group(f, path: Path, split: str):
         raise DataError(
             f"{path}: /{split}: images must be N x 3 x 32 x 32 with one label each, found "
             f"{g['images'].shape} images and {g['labels'].shape} labels"
+        )
+    if g["images"].dtype != np.uint8:  # a cast would turn float pixels in [0, 1] into 0 and 1
+        raise DataError(
+            f"{path}: /{split}/images are {g['images'].dtype}, but a dataset file holds uint8 pixels 0..255 "
+            f"(write it with write_dataset_h5, or scale and round the pixels to uint8)"
+        )
+    if g["labels"].dtype.kind not in "iu":
+        raise DataError(f"{path}: /{split}/labels are {g['labels'].dtype}, not integers")
+    classes = len(f.attrs.get("class_names", ()))
+    labels = g["labels"][()]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        bad = int(((labels < 0) | (labels >= classes)).sum())
+        raise DataError(
+            f"{path}: /{split}/labels: {bad} label(s) outside 0..{classes - 1} (min {int(labels.min())}, max "
+            f"{int(labels.max())}) for the file's {classes} class names"
         )
     return g
 
@@ -409,6 +429,10 @@ class DatasetFile:
         if name not in self._splits:
             self._splits[name] = read_split(self.path, name)
         return self._splits[name]
+
+    def loaded(self, name: str) -> Split | None:
+        """The split if it has been read already (None: not yet)."""
+        return self._splits.get(name)
 
 
 def read_dataset_h5(path: str | Path) -> Dataset:

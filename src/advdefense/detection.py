@@ -126,10 +126,16 @@ def _dataset(data) -> DatasetFile:
 
 def load_pixel_inputs(dataset, split: str, attack_paths: dict[str, str]) -> SplitInputs:
     """`dataset`: the dataset file's path or its `DatasetFile`."""
-    data = _dataset(dataset).split(split)
+    dataset = _dataset(dataset)
+    data = dataset.split(split)
     attacks, index, first = {}, None, None
     for key, path in attack_paths.items():
-        a = read_attack_file(path, require=("adv", "index", "label", "pred_clean", "pred_adv", "linf"))
+        a = read_attack_file(
+            path,
+            require=("adv", "index", "label", "pred_clean", "pred_adv", "linf"),
+            data=dataset,
+            split=split,
+        )
         if index is None:
             index, first = a["index"], path
         _check_aligned(path, a["index"], index, first)

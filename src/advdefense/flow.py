@@ -28,6 +28,7 @@ from .errors import ConfigError
 from .h5io import atomic_h5, provenance_attrs, read_h5, write_json
 from .inference import to_float_pixels
 from .models import CheckpointError, load_checkpoint, save_checkpoint
+from .models.archives import check_archive
 from .models.glow import Glow
 from .plan.names import file_sha256
 from .progress import ProgressLog
@@ -92,6 +93,9 @@ def load_published_glow(checkpoint: str | Path, hparams: str | Path) -> Glow:
         learn_top=hp["learn_top"],
         image_shape=image_shape,
     )
+    check_archive(
+        checkpoint, f"flow.pretrained.checkpoint {checkpoint}"
+    )  # declared sizes, before torch reads
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -438,12 +442,16 @@ def clean_latents(
     )
 
 
-def attack_latents(attack_path, flow_path, out_path, *, device: str = "auto", batch_size: int = 256) -> dict:
-    """Latents of the adversarials of one attack file."""
+def attack_latents(
+    attack_path, flow_path, out_path, *, data=None, device: str = "auto", batch_size: int = 256
+) -> dict:
+    """Latents of the adversarials of one attack file (checked against the dataset file `data`, where given:
+    positions, labels, norms)."""
     device = resolve_device(device)
     model = load_flow(flow_path, device)
+    require = ("index", "label", "success", "pred_clean", "pred_adv", "linf")
     meta = read_attack_file(
-        attack_path, require=("index", "label", "success", "pred_clean", "pred_adv", "linf")
+        attack_path, require=require + (("adv", "l2") if data is not None else ()), data=data
     )
     a = meta["attrs"]
     attrs = {

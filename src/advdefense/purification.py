@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attack_files import iter_adversarial_batches, read_attack_file
+from .attack_files import ATTACK_DATASETS, iter_adversarial_batches, read_attack_file
 from .attacks import attack_split, attacked_images
 from .classifier import load_classifier
 from .h5io import atomic_h5, provenance_attrs
@@ -178,12 +178,15 @@ def purify_attack_file(
     classifier_path,
     out_path,
     *,
+    data=None,
     device: str = "auto",
     batch_size: int = 500,
 ) -> dict:
-    """The adversarials of one attack file through the purifier, and the classifier on the result."""
+    """The adversarials of one attack file through the purifier, and the classifier on the result. With `data`
+    (the dataset file) the attack file is checked against it first (positions, labels, norms)."""
     purifier, classifier, device = _evaluation_models(setup, classifier_path, device)
-    meta = read_attack_file(attack_path, require=("index", "label", "pred_clean", "pred_adv", "success"))
+    require = ATTACK_DATASETS if data is not None else ("index", "label", "pred_clean", "pred_adv", "success")
+    meta = read_attack_file(attack_path, require=require, data=data)
     n = len(meta["index"])
     t0 = time.perf_counter()
     with atomic_h5(out_path) as f:

@@ -26,6 +26,7 @@ from torch import nn
 from .data import read_dataset_h5
 from .h5io import atomic_path, write_json
 from .models import save_checkpoint
+from .models.archives import check_archive
 from .plan.names import file_sha256, is_runtime_key
 from .progress import ProgressLog
 from .runtime import resolve_device
@@ -121,8 +122,9 @@ class TrainingRun:
         if not self.state_path.exists():
             return None
         try:
+            check_archive(self.state_path, str(self.state_path))
             state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated, corrupt, or not a torch file
+        except Exception as exc:  # truncated, corrupt, not a torch file, or declaring more than a model holds
             return self._discard(f"it cannot be read ({type(exc).__name__}: {str(exc)[:200]})")
         needed = ("epoch", "model", "optimizer", "generator", "history")
         if not isinstance(state, dict) or any(k not in state for k in needed):

@@ -41,7 +41,8 @@ if SHARDS > 1:
 
     rule merge_attack_shards:
         input:
-            attack_shards,
+            shards=attack_shards,
+            data=DATA,  # shards come from other machines: each is checked against it (positions, labels, norms)
         output:
             ATTACK,
         log:
@@ -59,7 +60,8 @@ if SHARDS > 1:
 
 rule attack_summary:
     input:
-        lambda w: attack_files(w.run),
+        files=lambda w: attack_files(w.run),
+        data=DATA,  # every file is checked against it (positions, labels, norms)
     output:
         report(
             ATTACK_SUMMARY,

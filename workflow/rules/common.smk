@@ -9,7 +9,13 @@ from snakemake.exceptions import WorkflowError
 # The project's package lives in src/ (jobs find the same one through workflow/scripts/_checkout.py).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from advdefense.config import ConfigError, validate_config
+from advdefense.config import (
+    ConfigError,
+    check_file_times,
+    load_yaml,
+    source_files,
+    validate_config,
+)
 from advdefense.errors import PipelineFileError
 from advdefense.plan import decisions
 from advdefense.plan.builder_spec import builder_source
@@ -65,9 +71,16 @@ from advdefense.plan.training_specs import run_training_settings
 # Schema, defaults and every check that the configuration and the data source allow (attack classes and
 # parameter ranges, epsilon tags, subset sizes ...) before any job runs or any output is deleted.
 try:
+    # each file as written: Snakemake's own reading keeps the last of a key given twice and expands aliases
+    for _file in workflow.configfiles:
+        load_yaml(_file)
     _validated = validate_config(
         config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
     )
+    # a file modified in the future would make Snakemake delete finished outputs (only the main process looks:
+    # a job's own outputs are new)
+    if workflow.is_main_process:
+        check_file_times(["results", *source_files(_validated)])
 # a bad key, or a bad data file read to count its images
 except (ConfigError, PipelineFileError) as exc:
     raise WorkflowError(str(exc)) from None

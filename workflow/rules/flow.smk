@@ -72,6 +72,7 @@ rule latents_attack:
     input:
         attack=ATTACK,
         flow=FLOW,
+        data=DATA,  # the attack file is checked against it (positions, labels, norms)
     output:
         LATENTS_ATTACK,
     log:

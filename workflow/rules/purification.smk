@@ -27,6 +27,7 @@ rule purify_attack:
         unpack(purifier_models),
         attack=ATTACK,
         model=CLASSIFIER,
+        data=DATA,  # the attack file is checked against it (positions, labels, norms)
     output:
         PURIFIED_ATTACK,
     log:

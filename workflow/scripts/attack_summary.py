@@ -7,7 +7,7 @@ from advdefense.snakemake_job import run_script
 
 
 def main(smk):
-    table = summarize_attack_files(smk.input)
+    table = summarize_attack_files(smk.input.files, data=smk.input.data)
     with atomic_path(smk.output[0]) as tmp:
         table.to_csv(tmp, index=False)
 

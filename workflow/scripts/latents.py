@@ -11,7 +11,7 @@ def main(smk):
         clean_latents(smk.input.data, smk.input.flow, smk.wildcards.split, smk.output[0], images=smk.params.images,
                       seed=smk.params.seed, **runtime)
     else:
-        attack_latents(smk.input.attack, smk.input.flow, smk.output[0], **runtime)
+        attack_latents(smk.input.attack, smk.input.flow, smk.output[0], data=smk.input.data, **runtime)
 
 
 run_script(snakemake, main)  # noqa: F821

@@ -6,7 +6,7 @@ from advdefense.snakemake_job import run_script
 
 
 def main(smk):
-    merge_attack_shards(list(smk.input), smk.output[0])
+    merge_attack_shards(list(smk.input.shards), smk.output[0], data=smk.input.data)
 
 
 run_script(snakemake, main)  # noqa: F821

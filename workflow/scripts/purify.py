@@ -14,7 +14,7 @@ def main(smk):
         purify_clean(smk.input.data, setup, smk.input.model, smk.wildcards.split, smk.output[0],
                      images=smk.params.images, seed=smk.params.seed, **runtime)
     else:
-        purify_attack_file(smk.input.attack, setup, smk.input.model, smk.output[0], **runtime)
+        purify_attack_file(smk.input.attack, setup, smk.input.model, smk.output[0], data=smk.input.data, **runtime)
 
 
 run_script(snakemake, main)  # noqa: F821

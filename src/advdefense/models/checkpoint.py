@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import PipelineFileError
 from ..h5io import atomic_path
+from .archives import check_archive
 from .autoencoder import ConvAutoencoder
 from .detectors import LatentMLP, PixelCNNDetector
 from .external import ExternalClassifier
@@ -71,6 +72,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    check_archive(path, str(path))  # declared sizes, before torch allocates them
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:

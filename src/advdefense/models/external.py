@@ -12,6 +12,7 @@ checkpoint that asked for a builder (`module:function`) could make it import and
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError, PipelineFileError
 from ..plan.builder_spec import import_builder
+from .archives import check_archive, load_torchscript
 
 
 def build_from_builder(spec: str) -> nn.Module:
@@ -36,14 +38,14 @@ def load_user_model(path: str | Path, builder: str | None) -> tuple[nn.Module, s
     if not path.is_file():
         raise ConfigError(f"classifier.checkpoint.path: file {path} does not exist")
     if builder is None:
-        try:
-            return torch.jit.load(str(path), map_location="cpu"), "torchscript"
-        except Exception as exc:
+        if not zipfile.is_zipfile(path):
             raise PipelineFileError(
-                f"{path}: not a TorchScript file ({type(exc).__name__}: {str(exc)[:200]}); for a "
-                "state dict, set classifier.checkpoint.builder"
-            ) from exc
+                f"{path}: not a TorchScript file (not a zip archive); for a state dict, set "
+                "classifier.checkpoint.builder"
+            )
+        return load_torchscript(path, str(path)), "torchscript"
     model = build_from_builder(builder)
+    check_archive(path, str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -109,7 +111,7 @@ class ExternalClassifier(nn.Module):
             )
         if not isinstance(state.get("torchscript"), torch.Tensor):
             raise PipelineFileError("external classifier checkpoint without its TorchScript archive")
-        model = torch.jit.load(io.BytesIO(state["torchscript"].numpy().tobytes()), map_location="cpu")
+        model = load_torchscript(state["torchscript"].numpy().tobytes(), "its stored TorchScript program")
         return cls(
             model,
             arch["num_classes"],
@@ -142,22 +144,43 @@ def traced(model: nn.Module, images: torch.Tensor) -> torch.jit.ScriptModule:
     return script
 
 
-CHECK_CALLS = 6  # calls on the same images, spaced by calls on other images: an output that drifts is refused
+CHECK_CALLS = (
+    64  # calls on the same images, spaced by calls on other images: an output that drifts is refused
+)
 
 
-@torch.no_grad()
+def _state_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        **{f"parameter {k}": v.detach().clone() for k, v in model.named_parameters()},
+        **{f"buffer {k}": v.detach().clone() for k, v in model.named_buffers()},
+    }
+
+
 def check_classifier_model(
-    model: nn.Module, num_classes: int, images: torch.Tensor | None = None, seed: int = 0
+    model: nn.Module,
+    num_classes: int,
+    images: torch.Tensor | None = None,
+    seed: int = 0,
+    batch_size: int = 1000,
 ) -> None:
     """Refuse a model that does not give N x `num_classes` finite logits for pixels in [0, 1] (random ones, and
     `images`: real images of the data set, on the 8-bit grid like every image the pipeline feeds it), that gives
-    probabilities instead of logits, or that is not in eval-safe form: in eval mode, an image's output must not
-    depend on the other images of its batch (batch norm in training mode) nor change from call to call (dropout,
-    noise, a state that changes after the first calls: checked over CHECK_CALLS spaced calls)."""
+    probabilities instead of logits, or that is not in eval-safe form; and a model that would fake robustness:
+    in eval mode an image's logits must not depend on the other images of its batch nor on the batch's size (up
+    to `batch_size`, the largest batch the pipeline feeds it), nor change from call to call (CHECK_CALLS spaced
+    calls) or with the calls (its parameters and buffers the same after them), nor with the gradient mode, and the
+    gradient of the loss must reach the input (an attack follows it)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     noise = torch.rand(4, 3, 32, 32, generator=generator)
     real = noise if images is None else images.float()
+    with torch.no_grad():
+        _check_outputs(model, num_classes, noise, real)
+        _check_eval_safe(model, real, generator, batch_size)
+    _check_gradients(model, real)
+
+
+def _check_outputs(model: nn.Module, num_classes: int, noise: torch.Tensor, real: torch.Tensor) -> None:
     for what, x in (("4 random images", noise), (f"{len(real)} images of the data set", real)):
         try:
             out = model(x)
@@ -186,15 +209,68 @@ def check_classifier_model(
             "classifier.checkpoint: the model outputs probabilities (each row in [0, 1], summing to 1), "
             "not logits; the attacks' losses need logits: drop its final softmax"
         )
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def _check_eval_safe(
+    model: nn.Module, real: torch.Tensor, generator: torch.Generator, batch_size: int
+) -> None:
+    before = _state_of(model)
+    reference = model(real)
     drifted = False
     for _ in range(CHECK_CALLS):
         model(torch.rand(len(real), 3, 32, 32, generator=generator))  # other images between the calls
         drifted |= not torch.allclose(model(real), reference, atol=1e-5, rtol=1e-5)
-    alone = model(real[:1])
-    if drifted or not torch.allclose(reference[:1], alone, atol=1e-4, rtol=1e-4):
+    changed = [name for name, value in _state_of(model).items() if not torch.equal(value, before[name])]
+    if changed:
+        raise ConfigError(
+            f"classifier.checkpoint: the model changes its own state when it is called ({', '.join(changed[:3])} "
+            f"changed over {2 * CHECK_CALLS + 1} calls in eval mode): its outputs would depend on how often it was "
+            "called; export it in eval mode without state that changes with use"
+        )
+    if drifted or not _same(reference[:1], model(real[:1])):
         raise ConfigError(
             "classifier.checkpoint: the model is not in eval-safe form: in eval mode its output for "
             "an image changes between calls or depends on the other images of the batch "
             "(dropout or noise, a state that changes with use, or batch norm using batch statistics); "
             "export it in eval mode"
+        )
+    large = max(
+        batch_size, 2 * len(real) + 1
+    )  # the real images first in a batch of the pipeline's largest size
+    filler = torch.rand(large - len(real), 3, 32, 32, generator=generator)
+    if not _same(model(torch.cat([real, filler]))[: len(real)], reference):
+        raise ConfigError(
+            f"classifier.checkpoint: the model's logits for the same {len(real)} images change when they come in a "
+            f"batch of {large} instead of {len(real)}: an image's output must not depend on the batch size (the "
+            "pipeline evaluates and attacks in batches of every size up to its batch_size)"
+        )
+
+
+def _check_gradients(model: nn.Module, real: torch.Tensor) -> None:
+    with torch.no_grad():
+        reference = model(real)
+    x = real.clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x)
+        if not _same(out.detach(), reference):
+            raise ConfigError(
+                "classifier.checkpoint: the model gives other logits when gradients are enabled (as under an "
+                "attack) than without (as in evaluation): a model must compute the same function in both modes"
+            )
+        if not out.requires_grad:
+            raise ConfigError(
+                "classifier.checkpoint: the model's logits carry no gradient (detached, or computed outside "
+                "autograd): the white-box attacks need the gradient of the loss with respect to the input"
+            )
+        loss = torch.nn.functional.cross_entropy(out, reference.argmax(1))
+        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    if grad is None or not torch.isfinite(grad).all() or not bool(grad.abs().sum() > 0):
+        what = "does not reach" if grad is None else "is zero or not finite at"
+        raise ConfigError(
+            f"classifier.checkpoint: the gradient of the loss {what} the input images: the white-box attacks "
+            "would find nothing to follow (a masked or detached gradient); bring the model's plain forward"
         )

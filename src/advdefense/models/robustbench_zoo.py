@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..plan.names import check_sha256_pin, robustbench_zoo_file
+from .archives import check_archive
 
 KEY = "classifier.robustbench"
 
@@ -122,6 +123,7 @@ def load_zoo_model(
     downloaded = not path.is_file()
     if not downloaded:
         check_sha256_pin(path, sha256, f"{KEY}.sha256")
+        check_archive(path, str(path))
     try:
         with _weights_only_loads():
             model = load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat_model)

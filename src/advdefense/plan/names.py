@@ -31,6 +31,10 @@ def attack_key(attack: str, eps: float) -> str:
     return f"{attack}_eps{eps_tag(eps)}"
 
 
+NOISE_CONTROLS = ("uniform", "sign")  # the random-noise controls of the detection files (detection.controls)
+NOISE_CONTROL_NAMES = tuple(f"noise_{kind}" for kind in NOISE_CONTROLS)  # no attack may take these names
+
+
 def control_key(kind: str, eps: float) -> str:
     """The name of a random-noise control at `eps` in detection files: 'noise_sign_eps0.02'."""
     return f"noise_{kind}_eps{eps_tag(eps)}"
