@@ -112,6 +112,7 @@ def test_full_config_validates_and_dry_runs_on_a_standin(tmp_path):
         "figure_auroc_eps": 1,
         "figure_detection": 1,
         "figure_training": 1,
+        "reproduction_page": 1,  # the run's page: the paper's numbers beside ours
         "all": 1,
     }
 

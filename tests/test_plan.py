@@ -343,4 +343,5 @@ LIGHT_RULES = {
     "seed_table",
     "seed_figure_accuracy",
     "seed_figure_auroc",
+    "reproduction_page",
 }

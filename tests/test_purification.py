@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from advdefense.attack_files import AttackFileError
 from advdefense.config import ConfigError, load_yaml, validate_config
@@ -47,6 +48,27 @@ def test_autoencoder_shape_follows_figure_2():
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
 
 
+def test_the_paper_autoencoder_is_the_default_of_the_paper_configs():
+    """Issue 41: the paper's autoencoder as it describes it (four convolutional layers, a code smaller than the
+    image, clean images only) is the schema's default and the setting of config/config.yaml and
+    config/cifar10-full.yaml; the denoising design stays a setting (the smoke run's)."""
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    defaults = {
+        k: v["default"]
+        for k, v in schema["properties"]["autoencoder"]["properties"].items()
+        if "default" in v
+    }
+    for name in ("config.yaml", "cifar10-full.yaml"):
+        settings = {**defaults, **(load_yaml(REPO / "config" / name).get("autoencoder") or {})}
+        model = ConvAutoencoder(settings["widths"])
+        convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+        assert len(convs) == 4, name
+        code = model.encoder(torch.rand(1, 3, 32, 32))
+        assert code.numel() == model.code_values == 1024 < 3 * 32 * 32, name
+        assert settings["noise_std"] == 0, name
+    assert ConvAutoencoder(load_yaml(REPO / "config/smoke.yaml")["autoencoder"]["widths"]).code_values == 4096
+
+
 def test_reconstruction_beats_the_mean_image_by_a_margin(smoke):
     """Floor: the autoencoder must reconstruct clearly better (>= 3 dB PSNR) than predicting the
     training-set mean image for every test image, the best input-independent reconstruction."""
@@ -56,6 +78,7 @@ def test_reconstruction_beats_the_mean_image_by_a_margin(smoke):
     baseline = ((ds.test.images / 255 - mean_image) ** 2).mean()
     assert metrics["test_psnr"] >= psnr(baseline) + 3.0
     assert metrics["test_psnr"] == pytest.approx(psnr(metrics["test_mse"]))
+    assert metrics["code_values"] == 4096 and metrics["code_fraction"] == pytest.approx(4096 / 3072)
 
 
 def test_purification_helps_and_adaptive_attack_hurts(smoke):

@@ -291,8 +291,15 @@ def test_a_list_of_methods_makes_one_classifier_per_method_and_side_by_side_tabl
     single, two, both = counts["single"], counts["two"], counts["both"]
     assert both["train_classifier"] == 4 and two["train_classifier"] == 2 and single["train_classifier"] == 1
     for rule, n in single.items():
-        if rule not in ("all", "seed_table", "seed_figure_accuracy", "seed_figure_auroc"):
+        if rule not in (
+            "all",
+            "seed_table",
+            "seed_figure_accuracy",
+            "seed_figure_auroc",
+            "reproduction_page",
+        ):
             assert both[rule] == 4 * n, rule
+    assert both["reproduction_page"] == 2 and single["reproduction_page"] == 1  # one page per group
     assert both["seed_table"] == 2 * two["seed_table"] and both["seed_figure_auroc"] == 2
     assert both["classifier_table"] == two["seed_table"] and "classifier_table" not in two
 

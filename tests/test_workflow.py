@@ -57,6 +57,7 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
         "figure_accuracy_eps": 1,
         "figure_auroc_eps": 1,
         "figure_detection": 1,
+        "reproduction_page": 1,  # the run's page: the paper's numbers beside ours
         "all": 1,
     }
     assert "results/attacks/synthetic-smoke/pgd/eps0.05/train.h5" in proc.stdout + proc.stderr
@@ -150,6 +151,7 @@ def test_dry_run_lists_the_jobs(tmp_path, config):
         "figure_auroc_eps": 1,
         "figure_detection": 1,
         "figure_training": 1,
+        "reproduction_page": 1,  # the run's page: the paper's numbers beside ours
         "all": 1,
         # a RobustBench model_info entry per AutoAttack file of the test split (6 L-inf, 2 L2 epsilons)
         **({"robustbench_info": 8} if paper else {}),

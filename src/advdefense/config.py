@@ -608,6 +608,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{' + '.join(args.files)}: valid ({len(cfg.get('attacks', {}))} attack(s), dataset {cfg['dataset']['name']})"
     )
+    ckpt = cfg["classifier"]["checkpoint"]
+    if cfg["classifier"]["source"] == "checkpoint" and ckpt["builder"] is not None:
+        # the weights against the builder's model now, not an hour into a run (runs the builder, as the import will)
+        from .errors import PipelineFileError
+        from .models.external import check_brought_weights
+
+        try:
+            print(f"  {check_brought_weights(ckpt['path'], ckpt['builder'])}")
+        except (ConfigError, PipelineFileError) as exc:
+            print(f"advdefense-check-config: classifier.checkpoint: {exc}", file=sys.stderr)
+            return 1
     from .plan.plugins import FILE_DECLARED
 
     for (kind, name), plugin in sorted(FILE_DECLARED.items()):

@@ -83,6 +83,7 @@ STAGE_RULES = {
         "seed_table",
         "seed_figure",
         "robustbench_info",
+        "reproduction_page",
     ),
 }
 

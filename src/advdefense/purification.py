@@ -112,6 +112,8 @@ def train_autoencoder(
         "test_mse": history[-1]["test_mse"],
         "test_psnr": history[-1]["test_psnr"],
         "noise_std": settings["noise_std"],
+        "code_values": model.code_values,  # per image, against 3 x 32 x 32 = 3072 pixel values
+        "code_fraction": model.code_values / (3 * 32 * 32),
     }
     return finish_training(
         "autoencoder",

@@ -48,6 +48,8 @@ from advdefense.plan.names import (
     MMD_POWER,
     PURIFIED_ATTACK,
     PURIFIED_CLEAN,
+    REPRODUCTION_PAGE,
+    REPRODUCTION_TABLE,
     ROBUSTBENCH_INFO,
     SEED_FIGURE,
     SEED_TABLE,
@@ -372,7 +374,38 @@ def all_targets():
         [t for run in RUNS for t in run_targets(run)]
         + seed_targets()
         + classifier_targets()
+        + reproduction_targets()
     )
+
+
+def reproduction_targets():
+    """Each group's reproduction page, where the config runs one of the paper's attacks."""
+    if decisions.reproduction_epsilon(config) is None:
+        return []
+    return [path(REPRODUCTION_PAGE, name=group) for group in GROUPS]
+
+
+def reproduction_inputs(wildcards):
+    """Per run of the group (in the order of `seeds`): the files the page reads (`reproduction.RunFiles`)."""
+    runs = group_runs(wildcards.name)
+    inputs = {
+        "metrics": [path(CLASSIFIER_METRICS, run=run) for run in runs],
+        "summaries": [path(ATTACK_SUMMARY, run=run) for run in runs],
+    }
+    if decisions.purifies(config) and "autoencoder" in decisions.purifiers(config):
+        inputs["table3"] = [
+            path(TABLE, run=run, table="table3_purification.csv") for run in runs
+        ]
+    if decisions.detects(config):
+        for key, table in (
+            ("table4", "table4_detection.csv"),
+            ("table5", "table5_comparison.csv"),
+        ):
+            inputs[key] = [path(TABLE, run=run, table=table) for run in runs]
+        inputs["models"] = [
+            path(DETECTION_MODELS, run=run, method=PAPER_DETECTOR) for run in runs
+        ]
+    return inputs
 
 
 def seed_table_inputs(wildcards):

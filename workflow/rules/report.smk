@@ -119,3 +119,30 @@ rule figure_training:
         **resources_of("light_jobs"),
     script:
         "../scripts/figures.py"
+
+
+rule reproduction_page:
+    input:
+        unpack(reproduction_inputs),
+    output:
+        csv=REPRODUCTION_TABLE,
+        md=report(
+            REPRODUCTION_PAGE,
+            caption="../report/table.rst",
+            category="Reproduction",
+        ),
+    log:
+        "logs/reproduction/{name}.log",
+    benchmark:
+        "results/benchmarks/reproduction_page/{name}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: threads_of("light_jobs")
+    resources:
+        **resources_of("light_jobs"),
+    params:
+        epsilon=decisions.reproduction_epsilon(config),
+        data=decisions.data_label(config),
+        title=lambda w: f"Does the paper hold up? Run {w.name}",
+    script:
+        "../scripts/reproduction.py"

@@ -1,7 +1,10 @@
-"""Convolutional autoencoder of the paper's Figure 2 (MagNet-style purifier).
+"""Convolutional autoencoder of the paper's Figure 2.
 
 Four convolutional layers: two stride-2 convolutions that shrink 32x32 -> 16x16 -> 8x8 and two
-transposed convolutions that grow back to 32x32, a sigmoid keeping pixels in [0, 1].
+transposed convolutions that grow back to 32x32, a sigmoid keeping pixels in [0, 1]. The code is the second
+convolution's output, widths[1] x 8 x 8 values: the paper's autoencoder "decreases the dimension", so its
+setting (config/README.md) has widths [32, 16], a code of 1024 values for an image of 3072; widths [32, 64] (a
+code of 4096) trained with input noise is the denoising autoencoder in MagNet's style that this project used first.
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ class ConvAutoencoder(nn.Module):
     @property
     def arch(self) -> dict:
         return dict(self._arch)
+
+    @property
+    def code_values(self) -> int:
+        """Values of the code for one 3 x 32 x 32 image (the image itself has 3072)."""
+        return self._arch["widths"][1] * 8 * 8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -45,23 +45,117 @@ def load_user_model(path: str | Path, builder: str | None) -> tuple[nn.Module, s
             )
         return load_torchscript(path, str(path)), "torchscript"
     model = build_from_builder(builder)
+    state, _ = fit_state_dict(model, _load_weights(path), path, builder)
+    model.load_state_dict(state, strict=True)
+    return model, "state_dict"
+
+
+def _load_weights(path: Path):
     check_archive(path, str(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise PipelineFileError(
-            f"{path}: not a state dict loadable with weights_only=True "
-            f"({type(exc).__name__}: {str(exc)[:200]})"
+            f"{path}: not a state dict loadable with weights_only=True ({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    try:
-        model.load_state_dict(state, strict=True)
-    except Exception as exc:
+
+
+# where checkpoints of the common training scripts keep the weights ({"state_dict": ..., "best_prec1": ...})
+CONTAINER_KEYS = (
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "net",
+    "ema",
+    "model_ema",
+    "state",
+    "weights",
+    "params",
+)
+# what wrappers put in front of every key: nn.DataParallel / DistributedDataParallel, torch.compile
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _is_state(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def fit_state_dict(model: nn.Module, loaded, path, builder: str) -> tuple[dict, str]:
+    """The weights of `loaded` (a state dict, or a checkpoint holding one under a CONTAINER_KEYS key) with the
+    keys of `model`: a wrapper's prefix (`module.` of DataParallel, `_orig_mod.` of torch.compile) is stripped
+    only where stripping makes every key fit. Returns the state and a line that says what was done; a mismatch
+    is an error that counts the missing, unexpected and wrongly shaped keys, shows the first five of each and
+    names the likely cause."""
+    how = []
+    state = loaded
+    if not _is_state(state) and isinstance(state, dict):
+        for key in CONTAINER_KEYS:
+            if _is_state(state.get(key)):
+                state, how = state[key], [f"the weights under {key!r}"]
+                break
+    if not _is_state(state):
+        kinds = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise PipelineFileError(
-            f"{path}: its weights do not fit the model of {builder}: {str(exc)[:300]}"
-        ) from exc
-    return model, "state_dict"
+            f"{path}: holds no state dict of tensors (found {str(kinds)[:200]}; looked at the top level and under "
+            f"{', '.join(CONTAINER_KEYS)})"
+        )
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for prefix in WRAPPER_PREFIXES:
+        if set(state) != set(wanted) and all(k.startswith(prefix) for k in state):
+            # a wrapper's prefix: stripped (the keys are then compared, and explained, without it)
+            state, how = (
+                {k[len(prefix) :]: v for k, v in state.items()},
+                [*how, f"the prefix {prefix!r} stripped"],
+            )
+    missing = [k for k in wanted if k not in state]
+    unexpected = [k for k in state if k not in wanted]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {wanted[k]}"
+        for k in wanted
+        if k in state and tuple(state[k].shape) != wanted[k]
+    ]
+    if missing or unexpected or shapes:
+        detail = f" ({', '.join(how)})" if how else ""
+        raise PipelineFileError(
+            _mismatch(f"{path}{detail}", builder, missing, unexpected, shapes, wanted, state)
+        )
+    return state, ", ".join(how) or "a plain state dict"
+
+
+# the final layer's keys in the common architectures: a head for another number of classes
+HEAD_KEYS = ("fc.weight", "fc.bias", "linear.weight", "linear.bias", "classifier.weight", "classifier.bias")
+
+
+def _mismatch(path, builder, missing, unexpected, shapes, wanted, state) -> str:
+    def first(items):
+        return (
+            ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+            if items
+            else "none"
+        )
+
+    cause = "the checkpoint and the builder's model differ"
+    prefixes = {k.split(".", 1)[0] + "." for k in unexpected if "." in k}
+    if len(prefixes) == 1 and all(k.startswith(next(iter(prefixes))) for k in state):
+        cause = (
+            f"every key of the file starts with {next(iter(prefixes))!r}: a wrapper the builder's model lacks"
+        )
+    elif shapes and all(k.split(" ")[0].endswith(HEAD_KEYS) for k in shapes):
+        cause = "the final layer's shape differs: a head for another number of classes"
+    elif shapes:
+        cause = "tensors of other shapes: another width"
+    elif missing and unexpected:
+        cause = "other layer names: another architecture or depth"
+    elif missing:
+        cause = "the file has fewer layers than the model: another depth"
+    elif unexpected:
+        cause = "the file has more layers than the model: another depth"
+    return (
+        f"{path}: its weights do not fit the model of {builder} ({len(wanted)} tensors) - likely cause: {cause}\n"
+        f"  missing from the file ({len(missing)}): {first(missing)}\n"
+        f"  unexpected in the file ({len(unexpected)}): {first(unexpected)}\n"
+        f"  wrong shape ({len(shapes)}): {first(shapes)}"
+    )
 
 
 class ExternalClassifier(nn.Module):
@@ -274,3 +368,12 @@ def _check_gradients(model: nn.Module, real: torch.Tensor) -> None:
             f"classifier.checkpoint: the gradient of the loss {what} the input images: the white-box attacks "
             "would find nothing to follow (a masked or detached gradient); bring the model's plain forward"
         )
+
+
+def check_brought_weights(path: str | Path, builder: str) -> str:
+    """What `advdefense-check-config` says of a brought state dict before any job runs: its weights fit the
+    builder's model (a line saying how), or the five-line explanation of why not (a PipelineFileError). Runs the
+    builder, as the import job will."""
+    model = build_from_builder(builder)
+    state, how = fit_state_dict(model, _load_weights(Path(path)), path, builder)
+    return f"{path}: {len(state)} tensors fit the model of {builder} ({how})"

@@ -193,3 +193,40 @@ def dataset_settings(cfg: dict) -> dict:
     data = cfg["dataset"]
     keys = ["source", "train_size", "test_size", "calibration_size", *SOURCES[data["source"]]]
     return {k: data[k] for k in keys}
+
+
+PAPER_ATTACKS = ("fgsm", "pgd", "deepfool")  # the paper's attacks, as this project's configs name them
+PAPER_EPSILON = 0.02
+
+
+def reproduction_epsilon(cfg: dict) -> float | None:
+    """The epsilon the reproduction page compares at: the paper's 0.02 where one of the paper's attacks runs at it,
+    else the smallest epsilon of those attacks (the page then says so); None: no paper attack, no page."""
+    epsilons = sorted(
+        {
+            float(e)
+            for a in PAPER_ATTACKS
+            if a in cfg.get("attacks", {})
+            for e in cfg["attacks"][a]["epsilons"]
+        }
+    )
+    if not epsilons:
+        return None
+    return PAPER_EPSILON if any(abs(e - PAPER_EPSILON) < 1e-9 for e in epsilons) else epsilons[0]
+
+
+def data_label(cfg: dict) -> str:
+    """How the reproduction page names a run's data: never "CIFAR-10" for anything but the official images."""
+    data = cfg["dataset"]
+    if data["source"] == "synthetic":
+        return "synthetic data"
+    if data["source"] == "cifar100":
+        return f"CIFAR-100 ({data['labels']} labels)"
+    if data["source"] == "local":
+        where = str(data.get("path") or "")
+        if "jpeg" in where.lower():
+            return "CIFAR-10 (JPEG copy)"
+        if "mini" in where.lower():
+            return "CIFAR-10 (mini subset)"
+        return f"CIFAR-10 (local copy {where})"
+    return "CIFAR-10"

@@ -120,6 +120,9 @@ FIGURE = "results/figures/{run}/{figure}"  # {figure}: figure1_examples.png, tra
 # mean and sd over the runs of `seeds` ({name}: a group of runs, see `run_groups`)
 SEED_TABLE = "results/seeds/{name}/tables/{table}"
 SEED_FIGURE = "results/seeds/{name}/figures/{figure}"
+# the reproduction page of a group (its runs over `seeds`, or its one run): every paper number beside ours
+REPRODUCTION_TABLE = "results/reproduction/{name}/reproduction.csv"
+REPRODUCTION_PAGE = "results/reproduction/{name}/reproduction.md"
 # the groups of a list `classifier.training` side by side, a row block per method ({name}: dataset.name)
 CLASSIFIERS_TABLE = "results/classifiers/{name}/tables/{table}"
 WILDCARDS = ("run", "name", "purifier", "attack", "eps", "split", "method", "table", "figure")
