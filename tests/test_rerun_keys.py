@@ -103,7 +103,7 @@ RESULT_KEYS = {
     "flow.optimizer.warmup_epochs": (2, "train_flow"),
     "flow.optimizer.max_grad_norm": (None, "train_flow"),
     # no latents: only the figure that listed the flow's training curve is redrawn (detection needs latents)
-    "latents.enabled": (False, frozenset({"figure_training"})),
+    "latents.enabled": (False, frozenset({"figure_training", "reproduction_page"})),
     "autoencoder.widths": ([16, 32], "train_autoencoder"),
     "autoencoder.kernel": (5, "train_autoencoder"),
     "autoencoder.activation": ("elu", "train_autoencoder"),
@@ -113,10 +113,13 @@ RESULT_KEYS = {
     "autoencoder.batch_size": (65, "train_autoencoder"),
     "autoencoder.optimizer.lr": (0.001, "train_autoencoder"),
     "autoencoder.optimizer.weight_decay": (0.0001, "train_autoencoder"),
-    "purification.enabled": (False, frozenset({"figure_accuracy_eps"})),
+    "purification.enabled": (False, frozenset({"figure_accuracy_eps", "reproduction_page"})),
     "purification.splits": (["train", "test"], "purify_attack"),
     # fewer purifiers: only the aggregates that list their files re-run
-    "purification.methods": (["autoencoder", "median"], frozenset({"table3", "figure_accuracy_eps"})),
+    "purification.methods": (
+        ["autoencoder", "median"],
+        frozenset({"table3", "figure_accuracy_eps", "reproduction_page"}),
+    ),
     "purification.jpeg.quality": (50, "purify_attack"),
     "purification.bit_depth.bits": (4, "purify_attack"),
     "purification.median.size": (3, "purify_attack"),
@@ -126,7 +129,7 @@ RESULT_KEYS = {
     "purification.adaptive.restarts": (3, "adaptive_attack"),
     "purification.adaptive.params": ({"pgd": {"steps": 11}}, "adaptive_attack"),
     "tables.table3.attacks": (["pgd"], "table3"),
-    "detection.enabled": (False, NOTHING),
+    "detection.enabled": (False, frozenset({"reproduction_page"})),  # the page loses its detection rows
     "detection.methods": (["latent_mlp", "pca"], "detection_tables"),
     "detection.attacks": (["fgsm", "pgd"], "detect"),  # the detectors learn fewer attacks
     "detection.latent_mlp.widths": ([128, 64, 32, 16], "detect"),
@@ -163,12 +166,15 @@ RESULT_KEYS = {
     "detection.aware.square_queries": (100, "detect"),
     "detection.aware.step_rules": (["sign"], "detect"),
     "detection.aware.objectives": (["penalty"], "detect"),
-    "detection.mmd.enabled": (False, frozenset({"detection_tables"})),
+    "detection.mmd.enabled": (False, frozenset({"detection_tables", "reproduction_page"})),
     "detection.mmd.batch_sizes": ([5, 10], "mmd_test"),
     "detection.mmd.trials": (21, "mmd_test"),
     "detection.mmd.permutations": (101, "mmd_test"),
     "detection.mmd.alpha": (0.01, "mmd_test"),
-    "detection.mmd.table_batch_size": (5, frozenset({"detection_tables"})),  # a table choice, not the test's
+    "detection.mmd.table_batch_size": (
+        5,
+        frozenset({"detection_tables", "reproduction_page"}),
+    ),  # a table choice, not the test's
 }
 
 # changed together with the key, where the key alone would make an invalid config
@@ -292,6 +298,7 @@ def test_result_keys_rerun_their_stage_and_runtime_keys_nothing(smoke_run, tmp_p
         "attack_summary",
         "figure_accuracy_eps",
         "figure_detection",
+        "reproduction_page",  # the page gathers the tables
         "all",
     }
     wrong = []
