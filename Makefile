@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: full-seed mini-robust mini-robust-detection install test run smoke mini full bench clean-results
+.PHONY: docs full-seed autoencoder-sweep mini-robust mini-robust-detection install test run smoke mini full bench clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,18 @@ full-seed: install $(JPEG_BATCHES)/test_batch
 	$(BIN)/advdefense-check-config config/cifar10-full.yaml config/full-seeds.yaml results/overlays/seed$(SEED).yaml
 	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-full.yaml config/full-seeds.yaml \
 		results/overlays/seed$(SEED).yaml
+
+# the autoencoder sweep (issue 41, config/autoencoder-sweep.yaml) on seed 0 of the full-size run, its classifier reused
+autoencoder-sweep: install $(JPEG_BATCHES)/test_batch
+	mkdir -p results/overlays && printf 'seeds: [0]\n' > results/overlays/seed0.yaml
+	$(BIN)/advdefense-check-config config/cifar10-full.yaml config/full-seeds.yaml results/overlays/seed0.yaml \
+		config/autoencoder-sweep.yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-full.yaml config/full-seeds.yaml \
+		results/overlays/seed0.yaml config/autoencoder-sweep.yaml
+
+# docs/results.md from the CSVs in docs/data/ (advdefense-docs collect puts a finished run's there)
+docs: install
+	$(BIN)/advdefense-docs render docs/data --out docs/results.md
 
 bench: install
 	$(BIN)/python benchmarks/run.py

@@ -20,7 +20,7 @@ configuration on both layouts then measures what the JPEG pixels alone cost, wit
         --tests ../shared/data/cifar-10-mini/cifar-10-batches-py/test_batch \\
         resources/cifar-10-mini-jpeg/cifar-10-batches-py/test_batch   (each model on both test sets)
 
-Nothing from the JPEG copy is committed; the numbers go into docs/results.md, labelled "CIFAR-10 (JPEG copy)".
+Nothing from the JPEG copy is committed; the numbers are labelled "CIFAR-10 (JPEG copy)".
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How smooth an attack's perturbations are: the share of horizontally neighbouring pixels (same image, channel
 and row) whose perturbation has the same sign, over the pixels the attack moved. Independent signs give 50 %,
 a perturbation made of flat patches near 100 %. Against an adversarially trained classifier the perturbations
-come out far smoother than against a standard one (docs/results.md, issue 24), which is why the detectors that
+come out far smoother than against a standard one (the work log, docs/notes/, issue 24), which is why the detectors that
 learn the attack's texture see less of them.
 
     .venv/bin/python benchmarks/perturbation_texture.py results/data/RUN.h5 results/attacks/RUN/pgd/eps*/test.h5

@@ -77,7 +77,7 @@ def test_autoattack_agreement_script_compares_our_file_with_torchattacks(smoke_r
     """benchmarks/autoattack_agreement.py on an AutoAttack file of the smoke run's classifier: it reads our robust
     accuracy from the file, runs torchattacks on the same 20 images, and exits 0 within the tolerance; a file whose
     adversarials were all "robust" is beyond it, and the script says so (exit 1). (How closely the two agree is
-    measured on more images: tests/test_autoattack.py, and docs/results.md on the mini CIFAR-10 classifiers.)"""
+    measured on more images: tests/test_autoattack.py, and the work log, docs/notes/ on the mini CIFAR-10 classifiers.)"""
     pytest.importorskip("torchattacks")
     import h5py
 

@@ -295,6 +295,6 @@ def test_cpu_estimate_orders_the_configs_and_matches_the_mini_run():
     cfg["dataset"]["path"] = str(REPO.parent / "shared/data/cifar-10-mini/cifar-10-batches-py")
     if Path(cfg["dataset"]["path"]).is_dir():
         mini = sum(estimate_seconds(validate_config(cfg), cores=2).values())
-        # measured: 67 minutes wall for its 60 jobs (2026-11-25, docs/results.md; part of it shared the cores with
+        # measured: 67 minutes wall for its 60 jobs (2026-11-25, the work log, docs/notes/; part of it shared the cores with
         # a test run); the estimate must be within 1.5x of it
         assert 67 * 60 / 1.5 < mini < 67 * 60 * 1.5

@@ -123,6 +123,23 @@ RESULT_KEYS = {
     "purification.jpeg.quality": (50, "purify_attack"),
     "purification.bit_depth.bits": (4, "purify_attack"),
     "purification.median.size": (3, "purify_attack"),
+    # the sweep (issue 41): points add their own autoencoders and purifier jobs, the sweep table and the page only
+    "purification.autoencoder_sweep.points": (
+        {"p": {"widths": [8, 2], "epochs": 1}},
+        frozenset(
+            {
+                "train_autoencoder_point",
+                "purify_clean",
+                "purify_attack",
+                "adaptive_attack",
+                "autoencoder_sweep",
+                "reproduction_page",
+            }
+        ),
+    ),
+    "purification.autoencoder_sweep.attacks": (["fgsm"], NOTHING),  # the smoke run has no points
+    "purification.autoencoder_sweep.epsilon": (0.05, NOTHING),
+    "purification.autoencoder_sweep.adaptive": (None, NOTHING),
     "purification.adaptive.eot_samples": (5, NOTHING),  # no registered purifier is random
     "purification.adaptive.enabled": (False, "table3"),
     "purification.adaptive.images": (50, "adaptive_attack"),
@@ -179,6 +196,7 @@ RESULT_KEYS = {
 
 # changed together with the key, where the key alone would make an invalid config
 COMPANIONS = {
+    "purification.autoencoder_sweep.points": {"purification.autoencoder_sweep.epsilon": 0.03},  # the smoke's
     "classifier.source": {
         "classifier.checkpoint.path": "{tmp}/classifier.pt",
         "classifier.checkpoint.sha256": "{sha}",

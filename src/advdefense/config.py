@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .plan import decisions
 from .plan.attack_specs import check_attack_method, check_attack_spec, shard_range
 from .plan.builder_spec import check_builder_spec
 from .plan.decisions import attacked_splits, detection_attacks, robustbench_checkpoint
@@ -253,6 +254,7 @@ def check_semantics(cfg: dict) -> None:
             raise ConfigError(
                 f"tables.table3.attacks: {name!r} is not generated (configured attacks: {sorted(attacks)})"
             )
+    check_autoencoder_sweep(cfg)
     splits = cfg["purification"]["splits"] or []
     for split in splits:
         if split not in attacked_splits(cfg):
@@ -409,6 +411,41 @@ def check_purification(cfg: dict) -> None:
     """Purifier names against the registry."""
     for name in cfg["purification"]["methods"]:
         purifier_spec(name)  # an unknown name is an error naming purification.methods
+
+
+def check_autoencoder_sweep(cfg: dict) -> None:
+    """`purification.autoencoder_sweep`: its attacks exist at its epsilon on the test split, its adaptive attack
+    too, and purification runs (the sweep's points are purifiers)."""
+    sweep = cfg["purification"]["autoencoder_sweep"]
+    if not sweep.get("points"):
+        return
+    key = "purification.autoencoder_sweep"
+    if not cfg["purification"]["enabled"]:
+        raise ConfigError(
+            f"{key}.points: the sweep's autoencoders are purifiers; set purification.enabled: true"
+        )
+    attacks = cfg.get("attacks") or {}
+    columns = decisions.sweep_columns(cfg)
+    if not columns:
+        raise ConfigError(
+            f"{key}.attacks: none of the paper's attacks {list(decisions.PAPER_ATTACKS)} is configured; name the "
+            "attacks to measure recovery on"
+        )
+    adaptive = [sweep["adaptive"]] if sweep["adaptive"] is not None else []
+    for field, names in (("attacks", [name for name, _ in columns]), ("adaptive", adaptive)):
+        for name in names:
+            if name not in attacks:
+                raise ConfigError(
+                    f"{key}.{field}: {name!r} is not a configured attack (configured: {sorted(attacks)})"
+                )
+            spec = attacks[name]
+            if not any(abs(float(e) - float(sweep["epsilon"])) < 1e-12 for e in spec["epsilons"]):
+                raise ConfigError(
+                    f"{key}.{field}: attack {name!r} does not run at {key}.epsilon {sweep['epsilon']} (its "
+                    f"epsilons: {spec['epsilons']})"
+                )
+            if "test" not in spec["splits"]:
+                raise ConfigError(f"{key}.{field}: attack {name!r} does not attack the test split")
 
 
 def check_detection(det: dict, cfg: dict) -> None:

@@ -23,10 +23,13 @@ from .plan.decisions import (
     CLASSIFIER_RULES,
     attacked_splits,
     autoattack_results,
+    autoencoder_sweep,
     aware_methods,
     detected_attacks,
     purification_splits,
     purifiers,
+    sweep_adaptive,
+    sweep_columns,
     trains_autoencoder,
 )
 from .plan.detector_specs import DETECTORS, FitWork
@@ -217,6 +220,32 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
                     per_image = attack_passes(spec) * draws * (resnet + PURIFIERS[p].cost) / RESNET20_PASSES
                     seconds += len(spec["epsilons"]) * (n * per_image + JOB_START)
             out["adaptive attacks"] = seconds
+
+    sweep = autoencoder_sweep(cfg) if attacks else {}
+    if sweep:
+        # per point: its training (the rate of the run's autoencoder: the widths change it less than the
+        # training length does), its clean test images and sweep columns purified, its adaptive attack
+        columns, adaptive = sweep_columns(cfg), sweep_adaptive(cfg)
+        seconds = 0.0
+        for settings in sweep.values():
+            seconds += JOB_START + settings["epochs"] * (
+                sizes["train"] / AUTOENCODER_TRAIN + sizes["test"] / AUTOENCODER_EVAL
+            )
+            seconds += images["test"] * (1 + len(columns)) / PURIFY + (1 + len(columns)) * JOB_START
+            if adaptive is not None:
+                ad = cfg["purification"]["adaptive"]
+                spec = {
+                    **attacks[adaptive[0]],
+                    "params": {
+                        **(attacks[adaptive[0]].get("params") or {}),
+                        **ad["params"].get(adaptive[0], {}),
+                    },
+                }
+                if ad["restarts"] is not None:
+                    spec["restarts"] = ad["restarts"]
+                n = images["test"] if ad["images"] is None else ad["images"]
+                seconds += JOB_START + n * attack_passes(spec) * (resnet + 0.3) / RESNET20_PASSES
+        out["autoencoder sweep"] = seconds + LIGHT_JOB
 
     if detected:
         out["detectors"] = _detection_seconds(cfg, images, sizes, resnet, glow_forward, detected)

@@ -32,7 +32,7 @@ from .models import load_checkpoint
 from .models.autoencoder import ConvAutoencoder
 from .plan.declarations import add_to_registry, remove_from_registry
 from .plan.plugins import load_plugin_modules
-from .plan.purifier_specs import BUILT_IN, PURIFIERS, PurifierSpec, purifier_spec
+from .plan.purifier_specs import BUILT_IN, PURIFIERS, PurifierSpec, purifier_kind, purifier_spec
 from .squeezers import median_smooth, reduce_bit_depth, straight_through
 
 REGISTRY: dict[str, type[Purifier]] = {}
@@ -68,7 +68,7 @@ def build_purifier(name: str, settings: dict, models: dict, device="cpu") -> Pur
     """An evaluation-mode instance of the registered purifier `name` on `device`, with its settings block and
     {model name: checkpoint path} of the models it `needs` (a missing one is an error naming it)."""
     purifier_spec(name)  # an unknown name: a ConfigError naming purification.methods
-    cls = REGISTRY[name]
+    cls = REGISTRY[purifier_kind(name)]  # a sweep point's: the autoencoder purifier (plan.purifier_specs)
     missing = sorted(set(cls.spec.needs) - set(models))
     if missing:
         raise ConfigError(f"purifier {name!r} needs the model(s) {missing}; none was given")

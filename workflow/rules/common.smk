@@ -28,7 +28,14 @@ from advdefense.plan.names import (
     AUTOENCODER,
     AUTOENCODER_EPOCHS,
     AUTOENCODER_METRICS,
+    AUTOENCODER_POINT,
+    AUTOENCODER_POINT_EPOCHS,
+    AUTOENCODER_POINT_METRICS,
+    AUTOENCODER_POINT_STATE,
     AUTOENCODER_STATE,
+    AUTOENCODER_SWEEP_BY_SIZE,
+    AUTOENCODER_SWEEP_FIGURE,
+    AUTOENCODER_SWEEP_TABLE,
     CLASSIFIER,
     CLASSIFIER_EPOCHS,
     CLASSIFIER_METRICS,
@@ -63,7 +70,7 @@ from advdefense.plan.names import (
     run_plan,
     runs,
 )
-from advdefense.plan.purifier_specs import PURIFIERS
+from advdefense.plan.purifier_specs import PURIFIERS, purifier_spec, sweep_point
 from advdefense.plan.purifier_specs import purifier_settings as purifier_settings_of
 from advdefense.plan.training_specs import run_training_settings
 
@@ -106,7 +113,8 @@ wildcard_constraints:
     run=r"[A-Za-z0-9_.-]+",  # a run: <group>, or <group>-seed<s> for each of `seeds`
     name=r"[A-Za-z0-9_.-]+",  # a group (dataset.name, or <dataset.name>-<method>): its runs of `seeds` gathered
     attack=r"[A-Za-z0-9_-]+",
-    purifier=r"[A-Za-z0-9_]+",
+    purifier=r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?",  # a registered purifier, or autoencoder.<point> of the sweep
+    point=r"[A-Za-z0-9_]+",
     eps=r"[0-9.]+(e-?[0-9]+)?",
     split=r"train|test|calibration",
     shard=r"[0-9]+",
@@ -199,22 +207,74 @@ def purification_targets(run=DATASET):
 
 
 def purifier_models(wildcards):
-    """{model: checkpoint} of the models of other stages the job's purifier loads (the autoencoder's)."""
-    models = {"autoencoder": AUTOENCODER}
+    """{model: checkpoint} of the models of other stages the job's purifier loads (the autoencoder's; a sweep
+    point's own autoencoder for `autoencoder.<point>`)."""
+    point = sweep_point(wildcards.purifier)
+    models = {
+        "autoencoder": (
+            AUTOENCODER if point is None else path(AUTOENCODER_POINT, point=point)
+        )
+    }
     return {
         name: path(models[name], run=wildcards.run)
-        for name in PURIFIERS[wildcards.purifier].needs
+        for name in purifier_spec(wildcards.purifier).needs
     }
 
 
 def purifier_settings(wildcards):
-    """The job's purifier's block `purification.<name>` ({} where it has none)."""
-    return canonical(purifier_settings_of(config, wildcards.purifier))
+    """The job's purifier's block `purification.<name>` ({} where it has none; a sweep point's: the
+    autoencoder's)."""
+    name = "autoencoder" if sweep_point(wildcards.purifier) else wildcards.purifier
+    return canonical(purifier_settings_of(config, name))
+
+
+def autoencoder_point_settings(wildcards):
+    """The settings sweep point `{point}`'s autoencoder is trained with (plan.decisions.autoencoder_sweep)."""
+    return canonical(decisions.autoencoder_sweep(config)[wildcards.point])
+
+
+def sweep_inputs(run):
+    """The files of the autoencoder sweep's table: per point its metrics, its clean test file, its file of each
+    sweep attack and its adaptive attack's file (plan.decisions)."""
+    names = decisions.sweep_purifiers(config)
+    columns = decisions.sweep_columns(config)
+    adaptive = decisions.sweep_adaptive(config)
+    return {
+        "metrics": [
+            path(AUTOENCODER_POINT_METRICS, run=run, point=sweep_point(p))
+            for p in names
+        ],
+        "clean": [
+            path(PURIFIED_CLEAN, run=run, purifier=p, split="test") for p in names
+        ],
+        "purified": [
+            path(PURIFIED_ATTACK, run=run, purifier=p, attack=a, eps=e, split="test")
+            for p in names
+            for a, e in columns
+        ],
+        "attacks": [
+            path(ATTACK, run=run, attack=a, eps=e, split="test") for a, e in columns
+        ],
+        "adaptive": [
+            path(ADAPTIVE, run=run, purifier=p, attack=adaptive[0], eps=adaptive[1])
+            for p in names
+            if adaptive is not None
+        ],
+    }
+
+
+def sweep_targets(run):
+    if not decisions.sweep_purifiers(config):
+        return []
+    return [
+        path(TABLE, run=run, table=AUTOENCODER_SWEEP_TABLE),
+        path(FIGURE, run=run, figure=AUTOENCODER_SWEEP_FIGURE),
+    ]
 
 
 def adaptive_eot_samples(wildcards):
     """Draws per step through a random purifier (EOT); None for a deterministic one (its jobs ignore the key)."""
-    if PURIFIERS[wildcards.purifier].random:
+    if purifier_spec(wildcards.purifier).random:
         return config["purification"]["adaptive"]["eot_samples"]
     return None
 
@@ -312,7 +372,7 @@ def run_targets(run):
         targets += latent_files(run)
     if decisions.trains_autoencoder(config):
         targets.append(path(AUTOENCODER, run=run))
-    targets += purification_targets(run) + adaptive_test_files(run)
+    targets += purification_targets(run) + adaptive_test_files(run) + sweep_targets(run)
     if detection_targets(run):
         methods = config["detection"]["methods"]
         targets += [path(DETECTION_EVALUATION, run=run, method=m) for m in methods]
@@ -404,6 +464,13 @@ def reproduction_inputs(wildcards):
             inputs[key] = [path(TABLE, run=run, table=table) for run in runs]
         inputs["models"] = [
             path(DETECTION_MODELS, run=run, method=PAPER_DETECTOR) for run in runs
+        ]
+    if decisions.sweep_purifiers(config):
+        inputs["sweep"] = [
+            path(TABLE, run=run, table=AUTOENCODER_SWEEP_TABLE) for run in runs
+        ]
+        inputs["sweep_by_size"] = [
+            path(TABLE, run=run, table=AUTOENCODER_SWEEP_BY_SIZE) for run in runs
         ]
     return inputs
 

@@ -22,6 +22,30 @@ rule train_autoencoder:
         "../scripts/train_autoencoder.py"
 
 
+rule train_autoencoder_point:
+    input:
+        data=DATA,
+    output:
+        model=AUTOENCODER_POINT,
+        metrics=AUTOENCODER_POINT_METRICS,
+        epochs=AUTOENCODER_POINT_EPOCHS,
+    log:
+        "logs/autoencoder/{run}/sweep/{point}.log",
+    benchmark:
+        "results/benchmarks/train_autoencoder_point/{run}/{point}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("autoencoder")
+    resources:
+        **resources_of("autoencoder", gpu=True),
+    params:
+        autoencoder=autoencoder_point_settings,
+        seed=seed_of,
+        state=AUTOENCODER_POINT_STATE,
+    script:
+        "../scripts/train_autoencoder.py"
+
+
 rule purify_attack:
     input:
         unpack(purifier_models),
@@ -130,3 +154,47 @@ rule table3:
         gradient_free=decisions.gradient_free_attacks(config),
     script:
         "../scripts/table3.py"
+
+
+rule autoencoder_sweep:
+    input:
+        metrics=lambda w: sweep_inputs(w.run)["metrics"],
+        clean=lambda w: sweep_inputs(w.run)["clean"],
+        purified=lambda w: sweep_inputs(w.run)["purified"],
+        adaptive=lambda w: sweep_inputs(w.run)["adaptive"],
+        attacks=lambda w: sweep_inputs(w.run)["attacks"],
+    output:
+        csv=report(
+            path(TABLE, table=AUTOENCODER_SWEEP_TABLE),
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="Autoencoder sweep",
+        ),
+        by_size=path(TABLE, table=AUTOENCODER_SWEEP_BY_SIZE),
+        figure=report(
+            path(FIGURE, figure=AUTOENCODER_SWEEP_FIGURE),
+            caption="../report/autoencoder_sweep.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/tables/{run}/autoencoder_sweep.log",
+    benchmark:
+        "results/benchmarks/autoencoder_sweep/{run}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("light_jobs")
+    resources:
+        **resources_of("light_jobs"),
+    params:
+        # [[point, its settings], ...] in the config's order (the inputs' order)
+        points=lambda w: [
+            [p, canonical(s)] for p, s in decisions.autoencoder_sweep(config).items()
+        ],
+        columns=lambda w: [[a, e] for a, e in decisions.sweep_columns(config)],
+        adaptive=lambda w: (
+            list(decisions.sweep_adaptive(config))
+            if decisions.sweep_adaptive(config)
+            else None
+        ),
+    script:
+        "../scripts/autoencoder_sweep.py"

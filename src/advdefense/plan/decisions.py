@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .attack_specs import AUTOATTACK, gradient_free
 from .detector_specs import DETECTORS
-from .names import robustbench_zoo_file
-from .purifier_specs import PURIFIERS
+from .names import is_runtime_key, robustbench_zoo_file
+from .purifier_specs import PURIFIERS, sweep_purifier
 
 # dataset.source -> the `dataset` keys of that source that decide the dataset file (beside the subset sizes)
 SOURCES = {
@@ -159,6 +159,50 @@ def table3_columns(cfg: dict) -> list[tuple[str, float]]:
     """(attack, epsilon) of Table 3's columns (`tables.table3.attacks`; null: every attack)."""
     names = cfg["tables"]["table3"]["attacks"] or list(cfg.get("attacks", {}))
     return [(name, float(eps)) for name in names for eps in cfg["attacks"][name]["epsilons"]]
+
+
+# ----------------------------------------------------------------------------- the autoencoder sweep (issue 41)
+def _merged(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def autoencoder_sweep(cfg: dict) -> dict[str, dict]:
+    """{point: the settings its autoencoder is trained with} of `purification.autoencoder_sweep.points`: the
+    run's `autoencoder` block (its result keys) with the point's keys in place of the block's. Empty where the
+    run has no sweep (or no purification)."""
+    sweep = cfg["purification"].get("autoencoder_sweep") or {}
+    points = sweep.get("points") or {}
+    if not points or not purifies(cfg):
+        return {}
+    base = {k: v for k, v in cfg["autoencoder"].items() if not is_runtime_key(f"autoencoder.{k}")}
+    return {point: _merged(base, overrides or {}) for point, overrides in points.items()}
+
+
+def sweep_purifiers(cfg: dict) -> list[str]:
+    """The purifier names of the sweep's points ('autoencoder.<point>'), in the config's order."""
+    return [sweep_purifier(point) for point in autoencoder_sweep(cfg)]
+
+
+def sweep_columns(cfg: dict) -> list[tuple[str, float]]:
+    """(attack, epsilon) the sweep measures the paper's Table 3 metric on: `autoencoder_sweep.attacks` (null: the
+    paper's three that the config has) at `autoencoder_sweep.epsilon` (the paper's 0.02)."""
+    sweep = cfg["purification"]["autoencoder_sweep"]
+    names = sweep["attacks"] or [a for a in PAPER_ATTACKS if a in (cfg.get("attacks") or {})]
+    return [(name, float(sweep["epsilon"])) for name in names]
+
+
+def sweep_adaptive(cfg: dict) -> tuple[str, float] | None:
+    """(attack, epsilon) of the adaptive attack through every sweep point (`autoencoder_sweep.adaptive`), or None
+    where it is off (null, or the run's adaptive attacks are)."""
+    sweep = cfg["purification"]["autoencoder_sweep"]
+    if sweep["adaptive"] is None or not cfg["purification"]["adaptive"]["enabled"]:
+        return None
+    return sweep["adaptive"], float(sweep["epsilon"])
 
 
 def gradient_free_attacks(cfg: dict) -> list[str]:

@@ -107,6 +107,11 @@ AUTOENCODER = "results/autoencoder/{run}/model.pt"
 AUTOENCODER_METRICS = "results/autoencoder/{run}/metrics.json"
 AUTOENCODER_EPOCHS = "results/autoencoder/{run}/epochs.csv"
 AUTOENCODER_STATE = "results/autoencoder/{run}/train_state.pt"
+# one autoencoder per point of `purification.autoencoder_sweep` ({point}: its name; its purifier `autoencoder.<point>`)
+AUTOENCODER_POINT = "results/autoencoder/{run}/sweep/{point}/model.pt"
+AUTOENCODER_POINT_METRICS = "results/autoencoder/{run}/sweep/{point}/metrics.json"
+AUTOENCODER_POINT_EPOCHS = "results/autoencoder/{run}/sweep/{point}/epochs.csv"
+AUTOENCODER_POINT_STATE = "results/autoencoder/{run}/sweep/{point}/train_state.pt"
 # {purifier}: a purifier of `purification.methods` (plan.purifier_specs)
 PURIFIED_CLEAN = "results/purified/{run}/{purifier}/clean/{split}.h5"
 PURIFIED_ATTACK = "results/purified/{run}/{purifier}/{attack}/eps{eps}/{split}.h5"
@@ -125,7 +130,12 @@ REPRODUCTION_TABLE = "results/reproduction/{name}/reproduction.csv"
 REPRODUCTION_PAGE = "results/reproduction/{name}/reproduction.md"
 # the groups of a list `classifier.training` side by side, a row block per method ({name}: dataset.name)
 CLASSIFIERS_TABLE = "results/classifiers/{name}/tables/{table}"
-WILDCARDS = ("run", "name", "purifier", "attack", "eps", "split", "method", "table", "figure")
+AUTOENCODER_SWEEP_TABLE = "autoencoder_sweep.csv"  # in TABLE: one row per sweep point (issue 41)
+AUTOENCODER_SWEEP_BY_SIZE = (
+    "autoencoder_sweep_by_size.csv"  # in TABLE: recovery by perturbation size, per point
+)
+AUTOENCODER_SWEEP_FIGURE = "autoencoder_sweep.png"  # in FIGURE: recovery against clean accuracy, per point
+WILDCARDS = ("run", "name", "purifier", "attack", "eps", "split", "method", "table", "figure", "point")
 
 
 # RobustBench: where its zoo keeps a model's checkpoint, and where a run's results go in its model_info format

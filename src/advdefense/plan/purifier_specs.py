@@ -15,7 +15,7 @@ built-in purifiers are declared here; `purifiers.register` adds the declaration 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .declarations import declared
 
@@ -92,12 +92,42 @@ PURIFIERS: dict[str, PurifierSpec] = {
 BUILT_IN = frozenset(PURIFIERS)
 
 
+# The autoencoder of each point of `purification.autoencoder_sweep` is a purifier of its own, `autoencoder.<point>`:
+# the built-in autoencoder purifier in front of that point's checkpoint (the dot keeps the names apart from any
+# registered purifier's, which are identifiers).
+SWEEP_PURIFIER = "autoencoder"
+SWEEP_SEPARATOR = "."
+
+
+def sweep_purifier(point: str) -> str:
+    """The purifier name of sweep point `point`: 'autoencoder.code1024'."""
+    return f"{SWEEP_PURIFIER}{SWEEP_SEPARATOR}{point}"
+
+
+def sweep_point(name: str) -> str | None:
+    """The sweep point of a purifier name ('autoencoder.code1024' -> 'code1024'); None for any other purifier."""
+    prefix = SWEEP_PURIFIER + SWEEP_SEPARATOR
+    return name[len(prefix) :] if name.startswith(prefix) else None
+
+
+def purifier_kind(name: str) -> str:
+    """The registered purifier behind a purifier name: 'autoencoder' for a sweep point, else the name itself."""
+    return SWEEP_PURIFIER if sweep_point(name) is not None else name
+
+
 def purifier_spec(name: str, key: str = "purification.methods") -> PurifierSpec:
-    """The declaration of purifier `name`; an unknown name is a ConfigError naming `key`."""
-    return declared(PURIFIERS, name, key, "purifier")
+    """The declaration of purifier `name` (a sweep point's: the autoencoder's, titled by its point); an unknown
+    name is a ConfigError naming `key`."""
+    spec = declared(PURIFIERS, purifier_kind(name), key, "purifier")
+    point = sweep_point(name)
+    if point is None:
+        return spec
+    return replace(spec, name=name, title=f"Autoencoder {point}", anchor=None)
 
 
 def purifier_title(name: str) -> str:
+    if sweep_point(name) is not None:
+        return purifier_spec(name).title
     spec = PURIFIERS.get(name)
     return spec.title if spec is not None else name
 
