@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.plan.detector_specs import DetectorSpec
 from advdefense.plan.plugins import read_plugin_file, spec_from_attributes
 from advdefense.plan.purifier_specs import BUILT_IN as PURIFIER_BUILT_IN
 from advdefense.plan.purifier_specs import PurifierSpec
 from advdefense.plan.training_specs import TrainingSpec
-from conftest import REPO, job_counts, run_snakemake
+from conftest import REPO, job_counts, load_config, run_snakemake
 
 EXAMPLES = REPO / "docs" / "plugins"
 KINDS = {  # each kind's declaration fields, as `declare_plugins` gives them to the reader
@@ -257,3 +258,39 @@ def test_a_snakemake_run_has_the_plug_in_defences_with_no_other_edit(smoke_run, 
     assert (
         pred == label
     ).mean() > 0.5  # the smoke classifier (100 % clean) still reads blurred smooth images
+
+
+PLUG_INS_CHECK = """
+import json, yaml
+from advdefense.config import load_yaml, validate_config
+cfg = load_yaml({config!r})
+cfg["purification"]["methods"] = ["autoencoder", "plug-ins"]
+cfg["detection"]["methods"] = ["latent_mlp", "plug-ins", "pca"]
+out = validate_config(cfg)
+print(json.dumps({{"purifiers": out["purification"]["methods"], "detectors": out["detection"]["methods"]}}))
+"""
+
+
+def test_a_list_of_methods_takes_every_plug_in_with_one_entry(tmp_path):
+    """Issue 44: `plug-ins` in a list of methods is every registered method that is not built in, so a config that
+    lists its methods (config/cifar10-full.yaml) still runs a dropped-in defence; without plug-ins it is nothing,
+    and a list that then names nothing is an error."""
+    script = PLUG_INS_CHECK.format(config=str(REPO / "config/smoke.yaml"))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(EXAMPLES))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {
+        "purifiers": ["autoencoder", "box_blur"],
+        "detectors": ["latent_mlp", "high_frequency", "pca"],
+    }
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "ADVDEFENSE_PLUGINS"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["purifiers"] == ["autoencoder"]
+    cfg = load_config("smoke.yaml")
+    cfg["purification"]["methods"] = ["plug-ins"]
+    with pytest.raises(ConfigError, match="purification.methods: 'plug-ins' found no plug-in"):
+        validate_config(cfg)
+    # the configs that list their methods say it
+    for name in ("cifar10-full.yaml", "mini-detection-over-seeds.yaml"):
+        assert "plug-ins" in load_yaml(REPO / "config" / name)["purification"]["methods"]

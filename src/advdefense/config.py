@@ -24,8 +24,10 @@ from .plan import decisions
 from .plan.attack_specs import check_attack_method, check_attack_spec, shard_range
 from .plan.builder_spec import check_builder_spec
 from .plan.decisions import attacked_splits, detection_attacks, robustbench_checkpoint
+from .plan.detector_specs import BUILT_IN as DETECTORS_BUILT_IN
 from .plan.detector_specs import DETECTORS, PAPER_DETECTOR, detector_spec
 from .plan.names import CLEAN, NOISE_CONTROL_NAMES, SEED_RUN, check_sha256_pin, eps_tag
+from .plan.purifier_specs import BUILT_IN as PURIFIERS_BUILT_IN
 from .plan.purifier_specs import PURIFIERS, purifier_spec
 from .plan.training_specs import TRAININGS, training_methods, training_spec
 from .sources import check_cifar_batches_dir, check_labels_setting, split_sizes
@@ -198,14 +200,38 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path | None = 
     if errors:
         lines = [f"{_key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    # methods: null (the default) = every registered detector, plug-ins included, in declaration order
-    if cfg["detection"]["methods"] is None:
-        cfg["detection"]["methods"] = list(DETECTORS)
-    # purification.methods: null = every registered purifier, the same way
-    if cfg["purification"]["methods"] is None:
-        cfg["purification"]["methods"] = list(PURIFIERS)
+    # methods: null (the default) = every registered detector, plug-ins included, in declaration order; a list may
+    # say `plug-ins` among its names: every registered one that is not built in (the plug-ins found)
+    for key, registry, built_in in (
+        ("detection.methods", DETECTORS, DETECTORS_BUILT_IN),
+        ("purification.methods", PURIFIERS, PURIFIERS_BUILT_IN),
+    ):
+        section, field = key.split(".")
+        methods = cfg[section][field]
+        cfg[section][field] = (
+            list(registry) if methods is None else expand_plug_ins(methods, registry, built_in, key)
+        )
     check_semantics(cfg)
     return cfg
+
+
+PLUG_INS = "plug-ins"  # in a list of methods: every registered method that is not built in
+
+
+def expand_plug_ins(methods: list, registry: Mapping, built_in: frozenset, key: str) -> list[str]:
+    """`methods` with the entry `plug-ins` replaced by every registered method that is not built in (in the order
+    they were registered; a name listed already keeps its place). A list that then names nothing is an error."""
+    out: list[str] = []
+    for name in methods:
+        for found in [n for n in registry if n not in built_in] if name == PLUG_INS else [name]:
+            if found not in out:
+                out.append(found)
+    if not out:
+        raise ConfigError(
+            f"{key}: {PLUG_INS!r} found no plug-in (src/advdefense/plugins/, ADVDEFENSE_PLUGINS) and the list "
+            "names nothing else; name a method or set it to null (every registered one)"
+        )
+    return out
 
 
 DEFAULT_CALIBRATION = 1000  # dataset.calibration_size when null and detection runs
