@@ -14,6 +14,7 @@ import yaml
 
 from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.plan import decisions
+from advdefense.plan.names import file_sha256
 from advdefense.plan.purifier_specs import purifier_kind, purifier_spec, sweep_point, sweep_purifier
 from advdefense.purified_files import read_purified
 from advdefense.reproduction import PAPER_TABLE3, SWEEP, _split_quantity, read_table, render, sweep_verdict
@@ -95,6 +96,27 @@ def test_bad_point_names_and_keys_are_refused():
         validate_config(cfg, SCHEMA)
 
 
+def test_a_brought_point_is_pinned_and_alone(tmp_path):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not really a model")
+    good = {"checkpoint": str(model), "sha256": file_sha256(model)}
+    for point, message in (
+        ({"checkpoint": str(model)}, "needs both checkpoint and sha256"),
+        ({**good, "widths": [8, 2]}, "widths beside checkpoint"),
+        ({**good, "sha256": "0" * 64}, "points.mine.sha256: .* has sha256"),
+        ({"checkpoint": str(tmp_path / "absent.pt"), "sha256": "0" * 64}, "absent.pt is not a file"),
+    ):
+        cfg = smoke_with_sweep()
+        cfg["purification"]["autoencoder_sweep"]["points"] = {"mine": point}
+        with pytest.raises(ConfigError, match=message):
+            validate_config(cfg, SCHEMA)
+    cfg = smoke_with_sweep()
+    cfg["purification"]["autoencoder_sweep"]["points"] = {**POINTS, "mine": good}
+    cfg = validate_config(cfg, SCHEMA)
+    assert decisions.brought_points(cfg) == ["mine"] and decisions.trained_points(cfg) == list(POINTS)
+    assert decisions.autoencoder_sweep(cfg)["mine"] == good  # as given: nothing of the block merged in
+
+
 def test_the_full_size_overlay_sweeps_code_size_noise_and_training_length(tmp_path):
     from test_full_size import write_cifar_standin
 
@@ -119,13 +141,20 @@ def test_the_full_size_overlay_sweeps_code_size_noise_and_training_length(tmp_pa
 @pytest.mark.slow
 def test_the_sweep_overlay_adds_only_its_jobs_and_its_numbers_come_from_the_files(smoke_run, tmp_path):
     run = Path(shutil.copytree(smoke_run, tmp_path / "run", symlinks=True))
+    # a third point brings the run's own autoencoder (as the 2 x 2 cross brings another run's): its numbers must be
+    # Table 3's autoencoder rows, the same model on the same files
+    own = run / "results/autoencoder/synthetic-smoke/model.pt"
+    points_here = {**POINTS, "own": {"checkpoint": str(own), "sha256": file_sha256(own)}}
     overlay = tmp_path / "sweep.yaml"
-    overlay.write_text(yaml.safe_dump(sweep_overlay()))
+    overlay.write_text(
+        yaml.safe_dump({"purification": {"autoencoder_sweep": {"epsilon": 0.03, "points": points_here}}})
+    )
     proc = run_snakemake(run, run / "smoke.yaml", "-n", "--configfile", str(run / "smoke.yaml"), str(overlay))
     assert proc.returncode == 0, proc.stderr
-    columns, points = 3, len(POINTS)
+    columns, points = 3, len(points_here)
     assert job_counts(proc.stdout + proc.stderr) == {
-        "train_autoencoder_point": points,
+        "train_autoencoder_point": len(POINTS),
+        "import_autoencoder_point": 1,
         "purify_clean": points,
         "purify_attack": points * columns,  # the paper's three attacks, test split only
         "adaptive_attack": points,  # PGD through each point
@@ -140,7 +169,21 @@ def test_the_sweep_overlay_adds_only_its_jobs_and_its_numbers_come_from_the_file
 
     tables = run / "results/tables/synthetic-smoke"
     table = pd.read_csv(tables / "autoencoder_sweep.csv").set_index("point")
-    assert list(table.index) == list(POINTS)
+    assert list(table.index) == list(points_here)
+    table3 = pd.read_csv(tables / "table3_purification.csv").set_index("row")
+    ae = "Autoencoder (paper)"
+    for attack in ("fgsm", "pgd", "deepfool"):
+        column = f"{attack} (eps=0.03)"
+        assert table.loc["own", f"recovery_{attack}"] == pytest.approx(
+            table3.loc[f"{ae}: successful adversarials after purification", column], abs=1e-3
+        )
+    assert table.loc["own", "clean_accuracy"] == pytest.approx(
+        table3.loc[f"{ae}: clean images", "pgd (eps=0.03)"]
+    )
+    assert table.loc["own", "adaptive_accuracy"] == pytest.approx(
+        table3.loc[f"{ae}: adaptive attack through it", "pgd (eps=0.03)"]
+    )
+    assert table.loc["own", "source"] == "brought" and table.loc["own", "epochs"] == 12  # its run's metrics
     for point, settings in POINTS.items():
         row, name = table.loc[point], sweep_purifier(point)
         metrics = json.loads(
@@ -191,9 +234,25 @@ def test_the_sweep_overlay_adds_only_its_jobs_and_its_numbers_come_from_the_file
     closest = (table["recovery_overall"] - PAPER_TABLE3["overall"]).abs().idxmin()
     assert sweep_verdict(sweep_rows).startswith(f"closest to the paper's 52.39 % is {closest} ")
     page = (run / "results/reproduction/synthetic-smoke/reproduction.md").read_text()
-    assert "## Table 3 settled by experiment" in page and all(f"| {p} |" in page for p in POINTS)
+    assert "## Table 3 settled by experiment" in page and all(f"| {p} |" in page for p in points_here)
+    assert "brought from another run" in page
     assert "Recovery against perturbation size" in page
     assert render(gathered, *_page_title_and_data(page)) == page  # the page is its CSV, rendered
+
+    # the front page (docs/results.md) of this run: the sweep's section and the workflow's figure
+    from advdefense.front_page import collect, render_front_page
+
+    collect(
+        run / "results", "synthetic-smoke", ["synthetic-smoke"], "main", "synthetic data", tmp_path / "data"
+    )
+    front = render_front_page(tmp_path / "data")
+    assert (
+        "### Table 3 settled by experiment" in front
+        and "(data/synthetic-smoke/autoencoder_sweep.png)" in front
+    )
+    assert (tmp_path / "data/synthetic-smoke/autoencoder_sweep.png").read_bytes() == (
+        run / "results/figures/synthetic-smoke/autoencoder_sweep.png"
+    ).read_bytes()
 
 
 def _page_title_and_data(page: str) -> tuple[str, str]:

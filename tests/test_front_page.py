@@ -85,6 +85,7 @@ def test_collect_copies_a_finished_run_and_the_page_holds_its_numbers(smoke_run,
         assert f"### {heading}" in page
     hours = cost["seconds"].sum() / 3600
     assert f"summed: {hours:.1f} h over {int(cost['jobs'].sum())} jobs" in page
+    assert "autoencoder_sweep.png" not in page  # the smoke run has no sweep
 
     # drift: one cell edited by hand, and the check fails until the page is rendered again
     out = tmp_path / "results.md"

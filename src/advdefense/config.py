@@ -446,6 +446,23 @@ def check_autoencoder_sweep(cfg: dict) -> None:
     if not sweep.get("points"):
         return
     key = "purification.autoencoder_sweep"
+    for point, settings in sweep["points"].items():
+        settings = settings or {}
+        brought = {k for k in ("checkpoint", "sha256") if k in settings}
+        if brought and brought != {"checkpoint", "sha256"}:
+            raise ConfigError(
+                f"{key}.points.{point}: a brought autoencoder needs both checkpoint and sha256 (has only "
+                f"{', '.join(sorted(brought))})"
+            )
+        if brought and set(settings) - brought:
+            raise ConfigError(
+                f"{key}.points.{point}: {', '.join(sorted(set(settings) - brought))} beside checkpoint: a brought "
+                "autoencoder is as its run trained it (its widths, noise and epochs are read from the file)"
+            )
+        if brought:
+            if not Path(settings["checkpoint"]).is_file():
+                raise ConfigError(f"{key}.points.{point}.checkpoint: {settings['checkpoint']} is not a file")
+            check_sha256_pin(settings["checkpoint"], settings["sha256"], f"{key}.points.{point}.sha256")
     if not cfg["purification"]["enabled"]:
         raise ConfigError(
             f"{key}.points: the sweep's autoencoders are purifiers; set purification.enabled: true"

@@ -228,8 +228,11 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
         columns, adaptive = sweep_columns(cfg), sweep_adaptive(cfg)
         seconds = 0.0
         for settings in sweep.values():
-            seconds += JOB_START + settings["epochs"] * (
-                sizes["train"] / AUTOENCODER_TRAIN + sizes["test"] / AUTOENCODER_EVAL
+            epochs = settings.get("epochs", 0)  # a brought autoencoder is only measured here
+            seconds += (
+                JOB_START
+                + epochs * sizes["train"] / AUTOENCODER_TRAIN
+                + (epochs or 1) * (sizes["test"] / AUTOENCODER_EVAL)
             )
             seconds += images["test"] * (1 + len(columns)) / PURIFY + (1 + len(columns)) * JOB_START
             if adaptive is not None:

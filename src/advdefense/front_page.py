@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import PipelineFileError
-from .plan.names import AUTOENCODER_SWEEP_BY_SIZE, AUTOENCODER_SWEEP_TABLE
+from .plan.names import AUTOENCODER_SWEEP_BY_SIZE, AUTOENCODER_SWEEP_FIGURE, AUTOENCODER_SWEEP_TABLE
 from .reproduction import (
     BY_SIZE,
     SWEEP,
@@ -128,6 +128,7 @@ def collect(
         if sweep.is_file():
             copy(sweep, AUTOENCODER_SWEEP_TABLE)
             copy(results / "tables" / run / AUTOENCODER_SWEEP_BY_SIZE, AUTOENCODER_SWEEP_BY_SIZE)
+            copy(results / "figures" / run / AUTOENCODER_SWEEP_FIGURE, AUTOENCODER_SWEEP_FIGURE)
             break
     for name, pattern, *_ in TOPICS:
         gathered = root / SEED_TABLE.format(group=group, table=name)
@@ -196,6 +197,13 @@ def render_group(data: Path, group: dict) -> list[str]:
         has_sweep = bool((table["section"] == SWEEP).any())
         page = render(table, "", group["data"]).split("\n", 2)[2]  # its body, without its title
         lines += [_deeper(line) for line in page.strip().splitlines()] + [""]
+    figure = folder / AUTOENCODER_SWEEP_FIGURE
+    if figure.is_file():  # the workflow's own figure of the sweep (made from the same table)
+        lines += [
+            f"![The autoencoder sweep: recovery against clean accuracy, and against perturbation size]"
+            f"(data/{group['name']}/{AUTOENCODER_SWEEP_FIGURE})",
+            "",
+        ]
     sweep = folder / AUTOENCODER_SWEEP_TABLE
     if sweep.is_file() and not has_sweep:  # a page made without the sweep: the sweep's own table
         by_size = folder / AUTOENCODER_SWEEP_BY_SIZE
@@ -218,8 +226,9 @@ def render_group(data: Path, group: dict) -> list[str]:
         lines += [
             "### Scale and cost",
             "",
-            f"Wall-clock time of every job of the runs, summed: {hours:.1f} h over {int(table['jobs'].sum())} jobs "
-            "(from Snakemake's benchmark files; jobs that ran side by side count each).",
+            f"Wall-clock time of the runs' jobs finished when this was collected, summed: {hours:.1f} h over "
+            f"{int(table['jobs'].sum())} jobs (from Snakemake's benchmark files; jobs that ran side by side count "
+            "each).",
             "",
             to_markdown(table.set_index("rule"), digits=1),
             "",

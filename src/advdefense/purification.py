@@ -12,6 +12,7 @@ Purified files (`results/purified/<run>/<purifier>/<attack>/eps<eps>/<split>.h5`
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -26,12 +27,16 @@ import torch.nn.functional as F
 from .attack_files import ATTACK_DATASETS, iter_adversarial_batches, read_attack_file
 from .attacks import attack_split, attacked_images
 from .classifier import load_classifier
-from .h5io import atomic_h5, provenance_attrs
+from .data import read_split
+from .errors import PipelineFileError
+from .h5io import atomic_h5, provenance_attrs, write_json
 from .inference import check_finite, evaluation_model, predict, to_float_pixels
 from .models.autoencoder import ConvAutoencoder
+from .models.checkpoint import save_checkpoint
+from .plan.names import file_sha256
 from .progress import ProgressLog
 from .purified_files import PURIFIED_FORMAT
-from .purifiers import adaptive_model, autoencoder_arch, build_purifier, checked_output
+from .purifiers import adaptive_model, autoencoder_arch, build_purifier, checked_output, load_autoencoder
 from .runtime import resolve_device
 from .training import FitSettings, TrainingRun, finish_training, fit, prepare_training, run_settings
 
@@ -128,6 +133,47 @@ def train_autoencoder(
         metrics,
         {"test_psnr": metrics["test_psnr"], "seed": seed},
     )
+
+
+def import_autoencoder(
+    checkpoint,
+    sha256: str,
+    dataset_path,
+    model_path,
+    metrics_path,
+    *,
+    device: str = "auto",
+    eval_batch_size: int = 1000,
+) -> dict:
+    """A sweep point's brought autoencoder (another run's `model.pt` of this stage, pinned by its sha256): checked,
+    measured on this run's clean test images (PSNR) and stored as this run's; its training settings (widths,
+    noise, epochs) come from the file and from the `metrics.json` beside it where there is one."""
+    found = file_sha256(checkpoint)
+    if found != sha256:
+        raise PipelineFileError(f"{checkpoint}: sha256 {found}, but the config pins {sha256}")
+    device = resolve_device(device)
+    model = load_autoencoder(checkpoint, device)
+    test_x = torch.from_numpy(read_split(dataset_path, "test").images)
+    mse = reconstruction_mse(model, test_x, eval_batch_size, device)
+    source = Path(checkpoint).with_name("metrics.json")
+    trained = json.loads(source.read_text()) if source.is_file() else {}
+    metrics = {
+        "test_mse": mse,
+        "test_psnr": psnr(mse),
+        "noise_std": trained.get("noise_std"),
+        "epochs": trained.get("epochs"),
+        "architecture": model.arch,
+        "code_values": model.code_values,
+        "code_fraction": model.code_values / (3 * 32 * 32),
+        "source": str(checkpoint),
+        "source_sha256": sha256,
+        "source_test_psnr": trained.get("test_psnr"),  # on its own run's test images
+    }
+    save_checkpoint(
+        model_path, "autoencoder", model, {"test_psnr": metrics["test_psnr"], "source": str(checkpoint)}
+    )
+    write_json(metrics_path, metrics)
+    return metrics
 
 
 # ----------------------------------------------------------------------------- purify jobs

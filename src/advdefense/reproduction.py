@@ -273,7 +273,11 @@ def _sweep_rows(files: RunFiles, data_label: str) -> list[Row]:
     table = pd.read_csv(files.sweep)
     rows = []
     for _, r in table.iterrows():
-        setting = f"code {int(r['code_values'])} values, noise {r['noise_std']:g}, {int(r['epochs'])} epochs"
+        noise = "?" if pd.isna(r["noise_std"]) else f"{r['noise_std']:g}"
+        epochs = "?" if pd.isna(r["epochs"]) else f"{int(r['epochs'])}"
+        setting = f"code {int(r['code_values'])} values, noise {noise}, {epochs} epochs"
+        if r.get("source") == "brought":
+            setting += ", brought from another run"
         for suffix, column, paper, count in SWEEP_METRICS:
             if column not in r or pd.isna(r[column]):
                 continue

@@ -50,6 +50,10 @@ def _pct(mask) -> float:
     return float(100.0 * mask.mean()) if mask.size else float("nan")
 
 
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def _aligned(purified: dict, attack: dict, path) -> np.ndarray:
     """The attack file's L2 norms in the purified file's order (both hold the same test positions)."""
     order = {int(i): k for k, i in enumerate(attack["index"])}
@@ -66,14 +70,17 @@ def point_row(
     `purified`: {(attack, eps): (purified file, attack file)}."""
     metrics = json.loads(Path(metrics_path).read_text())
     clean = read_purified(clean_path)
+    # what the autoencoder is, from its metrics (a brought one's come from its file and its own run's metrics)
+    widths = (metrics.get("architecture") or {}).get("widths") or settings.get("widths")
     row = {
         "point": point,
         "purifier": sweep_purifier(point),
-        "widths": "x".join(str(w) for w in settings["widths"]),
+        "source": "brought" if "checkpoint" in settings else "trained here",
+        "widths": "x".join(str(w) for w in widths),
         "code_values": int(metrics["code_values"]),
         "code_fraction": float(metrics["code_fraction"]),
-        "noise_std": float(settings["noise_std"]),
-        "epochs": int(settings["epochs"]),
+        "noise_std": _number(metrics.get("noise_std", settings.get("noise_std"))),
+        "epochs": _number(metrics.get("epochs", settings.get("epochs"))),
         "test_psnr": float(metrics["test_psnr"]),
         "clean_accuracy": _pct(clean["pred_purified"] == clean["label"]),
         "clean_accuracy_without": _pct(clean["pred_clean"] == clean["label"]),

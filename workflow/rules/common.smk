@@ -1,6 +1,7 @@
 # Shared by the rules: config validation, every file pattern (named once), input functions, params and
 # resources helpers. No rules here.
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -226,6 +227,11 @@ def purifier_settings(wildcards):
     autoencoder's)."""
     name = "autoencoder" if sweep_point(wildcards.purifier) else wildcards.purifier
     return canonical(purifier_settings_of(config, name))
+
+
+def points_pattern(points):
+    """A wildcard constraint matching exactly these sweep points (none: a pattern that matches nothing)."""
+    return "|".join(re.escape(p) for p in points) or r"(?!x)x"
 
 
 def autoencoder_point_settings(wildcards):

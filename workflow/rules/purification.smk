@@ -33,6 +33,8 @@ rule train_autoencoder_point:
         "logs/autoencoder/{run}/sweep/{point}.log",
     benchmark:
         "results/benchmarks/train_autoencoder_point/{run}/{point}.tsv"
+    wildcard_constraints:
+        point=points_pattern(decisions.trained_points(config)),
     conda:
         "../../envs/pipeline.yaml"
     threads: threads_of("autoencoder")
@@ -44,6 +46,30 @@ rule train_autoencoder_point:
         state=AUTOENCODER_POINT_STATE,
     script:
         "../scripts/train_autoencoder.py"
+
+
+rule import_autoencoder_point:
+    input:
+        data=DATA,
+        checkpoint=lambda w: decisions.autoencoder_sweep(config)[w.point]["checkpoint"],
+    output:
+        model=AUTOENCODER_POINT,
+        metrics=AUTOENCODER_POINT_METRICS,
+    log:
+        "logs/autoencoder/{run}/sweep/{point}.log",
+    benchmark:
+        "results/benchmarks/import_autoencoder_point/{run}/{point}.tsv"
+    wildcard_constraints:
+        point=points_pattern(decisions.brought_points(config)),
+    conda:
+        "../../envs/pipeline.yaml"
+    threads: threads_of("autoencoder")
+    resources:
+        **resources_of("autoencoder", gpu=True),
+    params:
+        sha256=lambda w: decisions.autoencoder_sweep(config)[w.point]["sha256"],
+    script:
+        "../scripts/import_autoencoder.py"
 
 
 rule purify_attack:

@@ -180,7 +180,23 @@ def autoencoder_sweep(cfg: dict) -> dict[str, dict]:
     if not points or not purifies(cfg):
         return {}
     base = {k: v for k, v in cfg["autoencoder"].items() if not is_runtime_key(f"autoencoder.{k}")}
-    return {point: _merged(base, overrides or {}) for point, overrides in points.items()}
+    return {
+        point: dict(overrides) if is_brought(overrides) else _merged(base, overrides or {})
+        for point, overrides in points.items()
+    }
+
+
+def is_brought(point_settings: dict | None) -> bool:
+    """A sweep point that brings its autoencoder (`checkpoint` + `sha256`) instead of training one."""
+    return bool(point_settings) and "checkpoint" in point_settings
+
+
+def brought_points(cfg: dict) -> list[str]:
+    return [p for p, s in autoencoder_sweep(cfg).items() if is_brought(s)]
+
+
+def trained_points(cfg: dict) -> list[str]:
+    return [p for p, s in autoencoder_sweep(cfg).items() if not is_brought(s)]
 
 
 def sweep_purifiers(cfg: dict) -> list[str]:
