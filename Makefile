@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: docs full-seed autoencoder-sweep mini-robust mini-robust-detection install test run smoke mini full bench clean-results
+.PHONY: docs full-positive-control full-seed autoencoder-sweep mini-robust mini-robust-detection install test run smoke mini full bench clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ autoencoder-sweep: install $(JPEG_BATCHES)/test_batch
 		config/autoencoder-sweep.yaml
 	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-full.yaml config/full-seeds.yaml \
 		results/overlays/seed0.yaml config/autoencoder-sweep.yaml
+
+# the positive control at full size (issue 45): fast adversarial training of the same ResNet-20 on all 50 000 images
+full-positive-control: install $(JPEG_BATCHES)/test_batch
+	$(BIN)/advdefense-check-config config/full-positive-control.yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/full-positive-control.yaml
 
 # docs/results.md from the CSVs in docs/data/ (advdefense-docs collect puts a finished run's there)
 docs: install

@@ -321,3 +321,29 @@ def test_a_detector_fitted_once_is_scored_once(tmp_path, monkeypatch):
             table.groupby("train")["auroc"].apply(tuple).nunique() == 1
         )  # the same detector, the same numbers
     assert counts[6] == counts[2] + 4  # once per test key more, not once per (training key x test key)
+
+
+def test_the_full_size_positive_control_is_fast_at_on_every_image_under_autoattack(tmp_path):
+    """config/full-positive-control.yaml (issue 45): the same ResNet-20 recipe with fast adversarial training on all
+    the training images, attacked at the paper's 0.02 and at 8/255 (AutoAttack: RobustBench's threat model) on the
+    test split; its own run name, so it never touches the main full-size run's files."""
+    cfg = yaml.safe_load((REPO / "config/full-positive-control.yaml").read_text())
+    full = full_config()
+    assert cfg["classifier"]["training"] == "fast_at" and cfg["dataset"].get("train_size") is None
+    for key in ("depth", "width", "optimizer", "augment", "precision"):
+        assert cfg["classifier"][key] == full["classifier"][key]  # only the training method differs
+    assert cfg["dataset"]["name"] != full["dataset"]["name"]
+    assert cfg["dataset"]["calibration_size"] == full["dataset"]["calibration_size"]  # the same 48 000 images
+    assert cfg["attacks"]["autoattack"]["params"]["version"] == "standard"
+    assert cfg["attacks"]["autoattack"]["epsilons"] == pytest.approx([0.02, 8 / 255], abs=5e-9)
+    cfg["dataset"]["path"] = str(write_cifar_standin(tmp_path / "data", train_per_batch=1000, test=2000))
+    configfile = tmp_path / "pc.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(tmp_path, configfile, "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert (
+        counts["train_classifier"] == 1 and counts["attack"] == 6
+    )  # three attacks at two epsilons, test only
+    assert "train_flow" not in counts and "detect" not in counts and "purify_attack" not in counts
+    assert "results/classifier/cifar10-jpeg-robust/model.pt" in proc.stdout
