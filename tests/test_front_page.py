@@ -99,3 +99,16 @@ def test_collect_copies_a_finished_run_and_the_page_holds_its_numbers(smoke_run,
     collect(run / "results", "synthetic-smoke", ["synthetic-smoke"], "main", "synthetic data", data)
     assert len(read_manifest(data)["groups"]) == 1
     assert (data / MANIFEST).is_file()
+
+
+def test_the_readme_layout_names_every_module():
+    """A new developer reads the layout first: every module of the package is in it."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("## Outputs")]
+    package = REPO / "src/advdefense"
+    missing = [
+        str(p.relative_to(package))
+        for p in sorted(package.rglob("*.py"))
+        if p.name != "__init__.py" and "plugins" not in p.parts and p.name not in layout
+    ]
+    assert not missing, f"README.md, Layout: no word on {missing}"
