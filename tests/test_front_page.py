@@ -49,7 +49,14 @@ def test_collect_copies_a_finished_run_and_the_page_holds_its_numbers(smoke_run,
     )
     data = tmp_path / "data"
     written = collect(
-        run / "results", "synthetic-smoke", ["synthetic-smoke"], "main", "synthetic data", data, "abc"
+        run / "results",
+        "synthetic-smoke",
+        ["synthetic-smoke"],
+        "main",
+        "synthetic data",
+        data,
+        "abc",
+        "more to come",
     )
     folder = data / "synthetic-smoke"
     # byte for byte what the run made
@@ -73,6 +80,7 @@ def test_collect_copies_a_finished_run_and_the_page_holds_its_numbers(smoke_run,
             "data": "synthetic data",
             "runs": ["synthetic-smoke"],
             "commit": "abc",
+            "status": "more to come",
         }
     ]
 
@@ -80,7 +88,7 @@ def test_collect_copies_a_finished_run_and_the_page_holds_its_numbers(smoke_run,
     table = read_table(folder / REPRODUCTION)
     for _, row in table.iterrows():  # every quantity of the reproduction table, with our number as rendered
         assert f"| {row['quantity']} |" in page
-    assert "## The paper's setting: synthetic-smoke" in page
+    assert "## The paper's setting: synthetic-smoke" in page and "**Status:** more to come" in page
     for _, _, heading, _ in TOPICS:
         assert f"### {heading}" in page
     hours = cost["seconds"].sum() / 3600

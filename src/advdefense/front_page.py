@@ -105,7 +105,7 @@ def job_cost(results: Path, runs: list[str]) -> pd.DataFrame:
 
 
 def collect(
-    results, group: str, runs: list[str], role: str, data_label: str, out, commit: str = ""
+    results, group: str, runs: list[str], role: str, data_label: str, out, commit: str = "", status: str = ""
 ) -> list[Path]:
     """Copy what the runs of `group` made into `out/<group>/` (only what exists; the page shows what is there)
     and record the group in `out/manifest.json`. Returns the files written."""
@@ -143,9 +143,10 @@ def collect(
     manifest_path = out / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"groups": []}
     manifest["groups"] = [g for g in manifest["groups"] if g["name"] != group]
-    manifest["groups"].append(
-        {"name": group, "role": role, "data": data_label, "runs": list(runs), "commit": commit}
-    )
+    entry = {"name": group, "role": role, "data": data_label, "runs": list(runs), "commit": commit}
+    if status:  # what is still to come for this group (said in words on the page)
+        entry["status"] = status
+    manifest["groups"].append(entry)
     manifest["groups"].sort(key=lambda g: list(ROLES).index(g["role"]))
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return written
@@ -190,6 +191,8 @@ def render_group(data: Path, group: dict) -> list[str]:
         + f". Files: `docs/data/{group['name']}/`.",
         "",
     ]
+    if group.get("status"):
+        lines += [f"**Status:** {group['status']}", ""]
     reproduction = folder / REPRODUCTION
     has_sweep = False
     if reproduction.is_file():
@@ -273,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--role", choices=sorted(ROLES), default="main")
     c.add_argument("--data", required=True, help='what the images are, e.g. "CIFAR-10 (JPEG copy)"')
     c.add_argument("--commit", default="", help="the commit that made the runs")
+    c.add_argument("--status", default="", help="what is still to come for this group, in words")
     c.add_argument("--out", default="docs/data")
     r = sub.add_parser("render", help="write the page from the data folder")
     r.add_argument("data", nargs="?", default="docs/data")
@@ -282,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("page", nargs="?", default="docs/results.md")
     args = parser.parse_args(argv)
     if args.command == "collect":
-        for path in collect(args.results, args.group, args.runs, args.role, args.data, args.out, args.commit):
+        for path in collect(
+            args.results, args.group, args.runs, args.role, args.data, args.out, args.commit, args.status
+        ):
             print(path)
         return 0
     page = render_front_page(args.data)
