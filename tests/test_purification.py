@@ -126,6 +126,39 @@ def test_table3_layout_matches_config(smoke):
     assert all(f"{PURIFIERS[p].title}: {PURIFIERS[p].reference}" in md for p in methods)
 
 
+def test_the_worst_case_over_the_adaptive_attacks_is_per_image(smoke):
+    """Issue 45: per purifier and eps, an image counts as defended only if every adaptive attack at that eps left it
+    right: the row equals that recomputed from the adaptive files, is at most every adaptive column of its eps, and
+    at least what the weakest attack alone would allow minus the others' wins (a union bound)."""
+    from advdefense.attack_files import read_attack_file
+    from advdefense.tables import WORST_ROW, worst_case
+
+    table = pd.read_csv(smoke["table"], index_col=0)
+    columns = ["fgsm (eps=0.03)", "pgd (eps=0.03)", "deepfool (eps=0.03)"]
+    for name in smoke["cfg"]["purification"]["methods"]:
+        title = PURIFIERS[name].title
+        files = [
+            smoke["dir"] / f"results/adaptive/{D}/{name}/{a}/eps0.03/test.h5"
+            for a in ("fgsm", "pgd", "deepfool")
+        ]
+        right = None
+        for f in files:
+            a = read_attack_file(f, require=("index", "label", "pred_adv"))
+            ok = pd.Series(a["pred_adv"] == a["label"], index=a["index"])
+            right = ok if right is None else (right & ok).dropna()
+        expected = 100 * right.mean()
+        worst = table.loc[f"{title}: {WORST_ROW}"]
+        assert worst[columns].nunique() == 1 and worst[columns[0]] == pytest.approx(expected)
+        assert pd.isna(worst["overall"])
+        adaptive = table.loc[f"{title}: adaptive attack through it", columns]
+        assert worst[columns[0]] <= adaptive.min() + 1e-9
+        assert worst[columns[0]] >= 100 - sum(100 - v for v in adaptive) - 1e-9
+        assert worst_case(files) == (pytest.approx(expected), len(right))
+    # one file: the worst case is that attack's own accuracy
+    one = read_attack_file(files[1], require=("label", "pred_adv"))
+    assert worst_case(files[1:2])[0] == pytest.approx(100 * (one["pred_adv"] == one["label"]).mean())
+
+
 def test_purified_files_are_consistent(smoke):
     root = smoke["dir"] / f"results/purified/{D}/autoencoder"
     p = read_purified(root / "pgd/eps0.03/test.h5")

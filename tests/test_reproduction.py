@@ -131,6 +131,19 @@ def test_the_smoke_page_holds_the_numbers_of_its_files(smoke_run, tmp_path):
     three = [f"{a} (eps=0.03)" for a in ("fgsm", "pgd", "deepfool")]
     expected = sum(recovered[c] * counts[c] for c in three) / sum(counts[c] for c in three)
     assert pooled["ours"] == pytest.approx(expected) and pooled["n"] == sum(counts[c] for c in three)
+    # every purifier's per-image worst case over the adaptive attacks at the page's eps, as Table 3 has it
+    for title in [
+        r.split(": ")[0]
+        for r in table3.index
+        if r.endswith(": worst case over the adaptive attacks at its eps")
+    ]:
+        row = table.loc[
+            f"defended accuracy at 0.03, worst case over every adaptive attack through {title} (%)"
+        ]
+        assert row["ours"] == pytest.approx(
+            table3.loc[f"{title}: worst case over the adaptive attacks at its eps", three[0]]
+        )
+        assert row["ours"] <= table3.loc[f"{title}: adaptive attack through it", three].min() + 1e-9
     table4 = pd.read_csv(results / f"tables/{D}/table4_detection.csv").set_index("attack")
     for attack in ("fgsm", "pgd", "deepfool"):
         own = table4.loc[f"{attack}_eps0.03 (all images)"]

@@ -73,14 +73,31 @@ TABLE3_PURIFIER_ROWS = [
     "clean images",
 ]
 MASKING_ROW = "gradient-free attack beats the gradient attacks"  # where a gradient-free attack is a column
+# per purifier and epsilon: an image counts as defended only if every adaptive attack at that epsilon left it right
+WORST_ROW = "worst case over the adaptive attacks at its eps"
 
 
 def table3_rows(purifiers: list[str], masking: bool = False) -> list[str]:
     """Table 3's row labels: TABLE3_BARE_ROWS, then '<purifier title>: <row>' of TABLE3_PURIFIER_ROWS (and
     MASKING_ROW where a gradient-free attack is a column) for each purifier (titles from the registry,
     `plan.purifier_specs`)."""
-    rows = TABLE3_PURIFIER_ROWS + ([MASKING_ROW] if masking else [])
+    rows = TABLE3_PURIFIER_ROWS + [WORST_ROW] + ([MASKING_ROW] if masking else [])
     return TABLE3_BARE_ROWS + [f"{purifier_title(p)}: {row}" for p in purifiers for row in rows]
+
+
+def worst_case(files: list) -> tuple[float, int]:
+    """Accuracy (%) on the images that every one of the adaptive attack files (one epsilon, one purifier) holds,
+    an image counting as right only where every attack left it right (the per-image worst case), and how many
+    images that is."""
+    right: dict[int, bool] = {}
+    seen: dict[int, int] = {}
+    for path in files:
+        a = read_attack_file(path, require=("index", "label", "pred_adv"))
+        for i, ok in zip(a["index"].tolist(), (a["pred_adv"] == a["label"]).tolist()):
+            right[i] = right.get(i, True) and ok
+            seen[i] = seen.get(i, 0) + 1
+    common = [i for i, k in seen.items() if k == len(files)]
+    return _pct([right[i] for i in common]), len(common)
 
 
 def _pct(mask_or_values) -> float:
@@ -176,6 +193,16 @@ def table3(
         for col in data.values():
             col[TABLE3_BARE_ROWS[3]] = _pct(c["pred_clean"] == c["label"])
             col[block[3]] = _pct(c["pred_purified"] == c["label"])
+        worst_row = f"{purifier_title(purifier)}: {WORST_ROW}"
+        for eps in sorted({e for _, e in columns}):
+            files = [
+                adaptive[(purifier, a, e)] for a, e in columns if e == eps and (purifier, a, e) in adaptive
+            ]
+            value = worst_case(files)[0] if files else float("nan")
+            for a, e in columns:
+                if e == eps:
+                    data[column_name(a, e)][worst_row] = value
+        data[POOLED][worst_row] = float("nan")  # epsilons differ between columns: no worst case across them
         if gradient_free:
             _masking_check(data, block, columns, gradient_free)
     # object columns built from Series: the count row stays integer next to the percentages
@@ -203,6 +230,9 @@ def write_table3(
         "Accuracy (%) of the classifier on the test images attacked at each epsilon; 'overall' pools all columns.",
         "Successful adversarials: images the attack made the undefended classifier misclassify (the paper's rows).",
         "Adaptive attack: the same attack and epsilon run end to end through purifier + classifier (white box).",
+        "Worst case over the adaptive attacks at its eps: an image counts as right only where every adaptive attack "
+        "at that epsilon (every column of that epsilon) left it right, on the images they all attacked: the "
+        "defended accuracy a reader should take away for that purifier and epsilon.",
     ]
     for p in purifiers:
         spec = PURIFIERS.get(p)
