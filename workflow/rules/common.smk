@@ -126,7 +126,7 @@ wildcard_constraints:
 SHARDS = config["attack_defaults"]["shards"]
 
 
-def attack_files(run=DATASET):
+def attack_files(run):
     return [
         path(ATTACK, run=run, attack=name, eps=eps, split=split)
         for name, spec in ATTACKS.items()
@@ -135,7 +135,7 @@ def attack_files(run=DATASET):
     ]
 
 
-def latent_files(run=DATASET):
+def latent_files(run):
     """Clean latents of every split the detectors use, and the latents of the attack files a detector reads
     (the attacks of `detection.attacks`)."""
     clean = [
@@ -155,7 +155,7 @@ def table3_columns():
     return [[name, eps] for name, eps in decisions.table3_columns(config)]
 
 
-def table3_inputs(run=DATASET):
+def table3_inputs(run):
     """{'purified': [...], 'adaptive': [...], 'clean': [...]}: the test files of Table 3, purifier by purifier
     (`purification.methods`) and, within one, in column order; the clean test images through each purifier.
     """
@@ -177,7 +177,7 @@ def table3_inputs(run=DATASET):
     return {"purified": purified, "adaptive": adaptive, "clean": clean}
 
 
-def purified_test_files(run=DATASET):
+def purified_test_files(run):
     """Every attack's test files through every purifier."""
     return [
         path(PURIFIED_ATTACK, run=run, purifier=p, attack=name, eps=eps, split="test")
@@ -187,12 +187,12 @@ def purified_test_files(run=DATASET):
     ]
 
 
-def adaptive_test_files(run=DATASET):
+def adaptive_test_files(run):
     """The adaptive attacks' files (Table 3's columns, through each purifier), where the adaptive attack runs."""
     return table3_inputs(run)["adaptive"]
 
 
-def purification_targets(run=DATASET):
+def purification_targets(run):
     if not decisions.purifies(config):
         return []
     splits = decisions.purification_splits(config)
@@ -318,7 +318,7 @@ def detection_inputs(wildcards, method=None):
     return inputs
 
 
-def detection_targets(run=DATASET):
+def detection_targets(run):
     if not decisions.detects(config):
         return []
     return [
@@ -327,7 +327,7 @@ def detection_targets(run=DATASET):
     ]
 
 
-def figure1_attack_files(run=DATASET):
+def figure1_attack_files(run):
     """Test files of up to three attacks at their first epsilon (the paper shows FGSM, PGD, DeepFool)."""
     return [
         path(ATTACK, run=run, attack=name, eps=spec["epsilons"][0], split="test")
@@ -352,7 +352,7 @@ def training_logs(wildcards):
     return training_logs_of(wildcards.run)
 
 
-def figure_targets(run=DATASET):
+def figure_targets(run):
     names = ["training_curves.png"] if training_logs_of(run) else []
     if ATTACKS:
         names += ["figure1_examples.png", "accuracy_vs_epsilon.png"]
