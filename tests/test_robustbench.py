@@ -85,6 +85,11 @@ def test_zoo_model_is_imported_exactly(zoo, tmp_path):
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
     labels = torch.from_numpy(test.labels)
     assert metrics["test_accuracy"] == pytest.approx(float((theirs.argmax(1) == labels).float().mean()))
+    # its features (issue 44): read from the stored program's graph, equal to the zoo model's own penultimate layer
+    from advdefense.models.features import FeatureReader
+
+    with torch.no_grad():
+        assert torch.allclose(FeatureReader(stored)(x[:8]), FeatureReader(zoo["model"])(x[:8]), atol=1e-4)
 
 
 def test_zoo_bad_inputs_name_their_cause(zoo, tmp_path, monkeypatch):

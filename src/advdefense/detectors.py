@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .models import save_checkpoint
 from .models.detectors import LatentMLP, PixelCNNDetector
+from .models.features import PENULTIMATE, FeatureReader
 from .plan.declarations import add_to_registry, remove_from_registry
 from .plan.detector_specs import BUILT_IN, DETECTORS, FLOW_FIELD, DetectorSpec, detector_spec
 from .plan.plugins import load_plugin_modules
@@ -69,11 +70,20 @@ class DetectorContext:
     device: torch.device
     workdir: Path
     models: dict = field(default_factory=dict)
+    _features: FeatureReader | None = field(default=None, repr=False, compare=False)
 
     def model(self, name: str, detector: str):
         if self.models.get(name) is None:
             raise ConfigError(f"detection.methods: {detector!r} needs the {name}")
         return self.models[name]
+
+    def features(self, x: torch.Tensor, detector: str, layer: str = PENULTIMATE) -> torch.Tensor:
+        """The classifier's features of `x` (float32 in [0, 1]) at `layer` (`PENULTIMATE`: the input of its last
+        linear layer, for every kind of classifier; a named layer of a classifier trained here), differentiable
+        in `x` (`models.features`). The detector must declare `needs = ("classifier",)`."""
+        if self._features is None:
+            self._features = FeatureReader(self.model("classifier", detector))
+        return self._features(x, layer)
 
 
 class Detector:

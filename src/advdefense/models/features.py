@@ -1,0 +1,115 @@
+"""A classifier's hidden layers, for detectors that read them (issue 44): `FeatureReader(model)(x, layer)`.
+
+Detectors from the literature (Mahalanobis, LID, ...) work on a hidden layer, not on pixels. Every classifier of
+the pipeline is one of two kinds once loaded (`classifier.load_classifier`), and this module reaches the layers of
+both, differentiably (the detector-aware attack goes through them):
+
+- a PyTorch module (the built-in ResNet, trained here): `penultimate` is the input of the last `nn.Linear` that
+  the forward pass calls (found by a pre-hook on every `nn.Linear`, so the order of the module's attributes does
+  not matter); any named submodule (`layers()`: for the ResNet `layer1`, `layer2`, `layer3`) gives its output;
+- a brought model (`classifier.source: checkpoint` or `robustbench`): stored as TorchScript inside
+  `ExternalClassifier`, which normalises the pixels first. Python hooks do not run inside a TorchScript
+  program, so `penultimate` is read from its graph: the program is frozen (submodule calls inlined), and a copy
+  of its graph returns the first operand of the last `aten::linear` (`aten::addmm`: its second; `aten::matmul`)
+  instead of the logits. Named intermediate layers are not exposed for such a model (the error says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+PENULTIMATE = "penultimate"
+LINEAR_OPS = {"aten::linear": 0, "aten::addmm": 1, "aten::matmul": 0}  # op -> which input holds the features
+
+
+def _script_penultimate(script: torch.jit.ScriptModule) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The TorchScript program's input to its last linear layer, as a function of the program's input."""
+    frozen = torch.jit.freeze(script.eval())  # a frozen copy: the model itself is not changed
+    graph = frozen.graph.copy()
+    last = None
+    for node in graph.nodes():  # top-level nodes in execution order (calls inlined by freezing)
+        if node.kind() in LINEAR_OPS:
+            last = node
+    if last is None:
+        raise ConfigError(
+            "classifier: its TorchScript program has no linear layer (aten::linear, addmm or matmul) whose input "
+            "could be the penultimate features"
+        )
+    value = last.inputsAt(LINEAR_OPS[last.kind()])
+    for i in reversed(range(len(list(graph.outputs())))):
+        graph.eraseOutput(i)
+    graph.registerOutput(value)
+    torch._C._jit_pass_dce(graph)
+    function = torch._C._create_function_from_graph("penultimate_features", graph)
+    module = frozen._c
+    return lambda x: function(module, x)
+
+
+class FeatureReader:
+    """`reader(x, layer)`: the features of images `x` (N x 3 x 32 x 32 in [0, 1]) at `layer` (`PENULTIMATE`, or a
+    name of `layers()`); differentiable in `x`."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._script_features = None
+
+    def _brought(self) -> tuple[torch.jit.ScriptModule, Callable] | None:
+        """(its TorchScript program, the normalisation in front of it) for a brought model, else None."""
+        inner = getattr(self.model, "model", None)
+        if isinstance(inner, torch.jit.ScriptModule):
+            return inner, lambda x: (x - self.model.mean) / self.model.std
+        if isinstance(self.model, torch.jit.ScriptModule):
+            return self.model, lambda x: x
+        return None
+
+    def layers(self) -> list[str]:
+        """The layers `__call__` can read."""
+        if self._brought() is not None:
+            return [PENULTIMATE]
+        return [PENULTIMATE, *(name for name, _ in self.model.named_children())]
+
+    def __call__(self, x: torch.Tensor, layer: str = PENULTIMATE) -> torch.Tensor:
+        brought = self._brought()
+        if brought is not None:
+            if layer != PENULTIMATE:
+                raise ConfigError(
+                    f"classifier features: layer {layer!r} of a brought (TorchScript) model; such a model exposes "
+                    f"only {PENULTIMATE!r}"
+                )
+            if self._script_features is None:
+                self._script_features = _script_penultimate(brought[0])
+            return self._script_features(brought[1](x))
+        if layer == PENULTIMATE:
+            return self._penultimate(x)
+        modules = dict(self.model.named_children())
+        if layer not in modules:
+            raise ConfigError(f"classifier features: no layer {layer!r}; the model has {self.layers()}")
+        seen = {}
+        hook = modules[layer].register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
+        try:
+            self.model(x)
+        finally:
+            hook.remove()
+        return seen["out"]
+
+    def _penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        seen = {}
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ConfigError(
+                "classifier features: the model has no nn.Linear whose input is the penultimate layer"
+            )
+        hooks = [
+            m.register_forward_pre_hook(lambda _m, args: seen.__setitem__("in", args[0])) for m in linears
+        ]
+        try:
+            self.model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return seen["in"].flatten(1)
