@@ -381,6 +381,57 @@ class FeatureSqueezing(Detector):
 
 
 @register
+class Mahalanobis(Detector):
+    """Lee, Lee, Lee & Shin (NeurIPS 2018): class-conditional Gaussians with one shared covariance on the
+    classifier's penultimate features (`DetectorContext.features`) of every clean training image; score = the
+    smallest Mahalanobis distance to a class mean (large: unlike every class of clean data). A detector never sees
+    the class labels, so each clean image's class is the classifier's prediction. The paper's input
+    pre-processing and its logistic regression over several layers (which learns from attacked examples) are left
+    out: this is its single-layer, attack-agnostic score. Differentiable: the detector-aware attack goes through
+    the classifier and the distance."""
+
+    name = "mahalanobis"
+    batch = 500
+
+    def fit(self, x, y, clean_pool=None) -> None:
+        clean = clean_pool if clean_pool is not None else x[y < 0.5]
+        device = self.context.device
+        classifier = self.context.model("classifier", self.name).eval()
+        features, predicted = [], []
+        with torch.no_grad():
+            for start in range(0, len(clean), self.batch):
+                block = torch.from_numpy(np.ascontiguousarray(clean[start : start + self.batch])).to(device)
+                block = block.float() / 255.0 if block.dtype == torch.uint8 else block.float()
+                features.append(self.context.features(block, self.name).double().cpu())
+                predicted.append(classifier(block).argmax(1).cpu())
+        f, c = torch.cat(features), torch.cat(predicted)
+        classes = sorted(set(c.tolist()))
+        means = torch.stack([f[c == k].mean(0) for k in classes])
+        centred = f - means[torch.searchsorted(torch.tensor(classes), c)]
+        covariance = centred.T @ centred / len(f)
+        # pseudo-inverse: ReLU features can leave directions without variance
+        self.precision = torch.linalg.pinv(covariance, hermitian=True).float()
+        self.means = means.float()
+        self.fitted_on = len(f)
+        log.info(
+            "mahalanobis: fitted on %d clean training images, %d-dimensional features, %d predicted classes",
+            len(f),
+            f.shape[1],
+            len(classes),
+        )
+
+    def torch_scorer(self):
+        device = self.context.device
+        means, precision = self.means.to(device), self.precision.to(device)
+
+        def score(x):
+            d = self.context.features(x, self.name)[:, None, :] - means[None]  # N x classes x D
+            return torch.einsum("ncd,de,nce->nc", d, precision, d).amin(1)
+
+        return score
+
+
+@register
 class BitsPerDim(Detector):
     """Likelihood detector: the Glow's bits/dim of the image (already stored with every latent)."""
 

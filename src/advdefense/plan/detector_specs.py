@@ -97,6 +97,7 @@ class DetectorSpec:
 # fitting rates on the estimate's reference machine (2 cores; benchmarks/README.md, "Full size")
 LATENT_MLP_TRAIN = 25000.0  # examples per second
 PIXEL_CNN_TRAIN = (2.7e-4, 2.45e-7)  # seconds per image = a + b x width^2 (2150 images/s at 16, 700 at 32)
+RESNET_FORWARD = 3000.0  # ResNet-20 forward passes per second (float32, 2 cores), for fitting on features
 
 
 def _latent_mlp_seconds(work: FitWork) -> float:
@@ -112,6 +113,12 @@ def _pixel_cnn_seconds(work: FitWork) -> float:
 def _pca_seconds(work: FitWork) -> float:
     # covariance of the training pool, eigh of 3072 x 3072, then one projection per scored image
     return work.train_images / 2000 + work.scored * 2e-5 + 15
+
+
+def _mahalanobis_seconds(work: FitWork) -> float:
+    # one pass of the clean training pool through the classifier (features and prediction), a D x D inverse;
+    # scoring through the classifier is priced by classifier_copies
+    return work.train_images * 2 / RESNET_FORWARD + 5
 
 
 DETECTORS: dict[str, DetectorSpec] = {
@@ -146,6 +153,12 @@ DETECTORS: dict[str, DetectorSpec] = {
             "Feature squeezing: softmax L1 to squeezed inputs (Xu et al. 2018)",
             needs=("classifier",),
             classifier_copies=3,
+        ),
+        DetectorSpec(
+            "mahalanobis",
+            "Mahalanobis distance on the classifier's penultimate layer (Lee et al. 2018)",
+            needs=("classifier",),
+            fit_seconds=_mahalanobis_seconds,
         ),
         DetectorSpec("bits_per_dim", "Glow bits/dim threshold (likelihood)", inputs="bpd", needs=("flow",)),
         DetectorSpec(
