@@ -231,7 +231,7 @@ def render_group(data: Path, group: dict) -> list[str]:
             "",
             f"Wall-clock time of the runs' jobs finished when this was collected, summed: {hours:.1f} h over "
             f"{int(table['jobs'].sum())} jobs (from Snakemake's benchmark files; jobs that ran side by side count "
-            "each).",
+            "each; a job resumed after an interruption counts its last execution only).",
             "",
             to_markdown(table.set_index("rule"), digits=1),
             "",
