@@ -458,3 +458,34 @@ def test_mahalanobis_is_the_smallest_distance_to_the_predicted_class_means(smoke
     row = aware[~aware["sanity"]].iloc[0]
     assert row["defended_accuracy_strongest"] < row["defended_accuracy_oblivious"]
     assert aware[aware["sanity"]].iloc[0]["attack_success_aware"] >= 0.9
+
+
+def test_lid_estimates_the_dimension_of_the_data_around_a_point():
+    """The maximum-likelihood estimate behind LID (Levina & Bickel 2004) on points spread uniformly in a
+    d-dimensional cube inside a 64-dimensional space: about d, whatever the embedding; a point that is also in the
+    reference is not its own neighbour."""
+    from advdefense.detectors import lid_estimates
+
+    generator = torch.Generator().manual_seed(0)
+    rotation = torch.linalg.qr(torch.randn(64, 64, generator=generator))[0]
+    for d in (2, 5, 10):
+        cloud = torch.rand(4000, d, generator=generator, dtype=torch.float64)
+        embedded = torch.cat([cloud, torch.zeros(4000, 64 - d, dtype=torch.float64)], 1) @ rotation.double()
+        estimates = lid_estimates(embedded[:200], embedded[200:], k=20)
+        assert abs(float(estimates.median()) - d) < 0.25 * d, (d, float(estimates.median()))
+        with_self = lid_estimates(embedded[:200], embedded, k=20)
+        assert torch.isfinite(with_self).all() and abs(float(with_self.median()) - d) < 0.25 * d
+
+
+def test_lid_learns_the_attacks_and_the_aware_attack_beats_it(smoke):
+    """On the smoke run LID (supervised, one logistic regression per attack key) separates the attacks from clean
+    images, its fit is better than chance, and the detector-aware attack leaves less defended than the stored
+    attacks; an unbounded eps breaks it."""
+    evaluation = pd.read_csv(smoke["detection"] / "lid/evaluation.csv")
+    own = evaluation[(evaluation["train"] == evaluation["test"]) & (evaluation["set"] == "honest")]
+    assert len(own) and own["auroc"].min() > 0.6, own
+    assert (evaluation["trained"].astype(str) == "True").all()
+    aware = pd.read_csv(smoke["detection"] / "lid/aware.csv")
+    row = aware[~aware["sanity"]].iloc[0]
+    assert row["defended_accuracy_strongest"] < row["defended_accuracy_oblivious"]
+    assert aware[aware["sanity"]].iloc[0]["attack_success_aware"] >= 0.9

@@ -47,6 +47,10 @@ def test_the_built_in_resnet_gives_its_penultimate_layer_and_named_layers():
     assert torch.allclose(copy.fc(got), model(x), atol=1e-4)  # the head of those features: the logits
     assert {"layer1", "layer2", "layer3"} <= set(reader.layers())
     assert reader(x, "layer2").shape == (5, 32, 16, 16)
+    assert reader.blocks() == ["layer1", "layer2", "layer3", PENULTIMATE]
+    *layers, logits = reader.many(x, reader.blocks())  # one forward pass: the same as one layer at a time
+    assert torch.allclose(layers[1], reader(x, "layer2").flatten(1)) and torch.allclose(layers[-1], got)
+    assert torch.allclose(logits, copy(x))
     with pytest.raises(ConfigError, match="no layer 'layer9'"):
         reader(x, "layer9")
 
@@ -71,7 +75,9 @@ def test_a_brought_model_gives_its_penultimate_layer_through_its_program(brought
     assert torch.allclose(got, _by_hand(model, normalised), atol=1e-4)
     got.square().sum().backward()
     assert x_grad.grad is not None and x_grad.grad.abs().sum() > 0
-    assert reader.layers() == [PENULTIMATE]
+    assert reader.layers() == reader.blocks() == [PENULTIMATE]
+    penultimate, logits = reader.many(x, [PENULTIMATE])
+    assert torch.allclose(penultimate, got.detach(), atol=1e-5) and torch.allclose(logits, external(x))
     with pytest.raises(ConfigError, match="exposes only 'penultimate'"):
         reader(x, "layer1")
     assert torch.allclose(external(x), model(normalised), atol=1e-4)  # the model itself is unchanged

@@ -161,6 +161,8 @@ RESULT_KEYS = {
     "detection.pixel_cnn.lr": (0.002, "detect"),
     "detection.pixel_cnn.weight_decay": (0.001, "detect"),
     "detection.pca.skip_components": (10, "detect"),
+    "detection.lid.k": (10, "detect"),
+    "detection.lid.reference": (50, "detect"),
     "detection.magnet_jsd.temperature": (40.0, "detect"),
     "detection.feature_squeezing.bit_depth": (4, "detect"),
     "detection.feature_squeezing.median_size": (3, "detect"),

@@ -81,9 +81,13 @@ class DetectorContext:
         """The classifier's features of `x` (float32 in [0, 1]) at `layer` (`PENULTIMATE`: the input of its last
         linear layer, for every kind of classifier; a named layer of a classifier trained here), differentiable
         in `x` (`models.features`). The detector must declare `needs = ("classifier",)`."""
+        return self.feature_reader(detector)(x, layer)
+
+    def feature_reader(self, detector: str) -> FeatureReader:
+        """The classifier's `FeatureReader` (made once)."""
         if self._features is None:
             self._features = FeatureReader(self.model("classifier", detector))
-        return self._features(x, layer)
+        return self._features
 
 
 class Detector:
@@ -427,6 +431,94 @@ class Mahalanobis(Detector):
         def score(x):
             d = self.context.features(x, self.name)[:, None, :] - means[None]  # N x classes x D
             return torch.einsum("ncd,de,nce->nc", d, precision, d).amin(1)
+
+        return score
+
+
+def lid_estimates(points: torch.Tensor, reference: torch.Tensor, k: int) -> torch.Tensor:
+    """Maximum-likelihood local intrinsic dimensionality of each row of `points` from its distances r_1 <= ... <=
+    r_k to its `k` nearest rows of `reference` (Levina & Bickel 2004, as Ma et al. 2018 use it):
+    -1 / mean_i log(r_i / r_k). A reference row at distance 0 (the point itself) is not a neighbour."""
+    d = torch.cdist(points, reference)
+    d = torch.where(d < 1e-9, torch.full_like(d, float("inf")), d)
+    nearest = torch.topk(d, k, dim=1, largest=False).values  # ascending
+    return -1.0 / torch.log(nearest / nearest[:, -1:]).mean(1).clamp(max=-1e-12)
+
+
+@register
+class LID(Detector):
+    """Ma et al. (ICLR 2018): the local intrinsic dimensionality of an image's representation at several layers of
+    the classifier, estimated from its distances to its `k` nearest neighbours among the same layer's
+    representations of `reference` clean training images (maximum likelihood: LID = -1 / mean_i log(r_i / r_k)),
+    and a logistic regression on those estimates, trained on clean against attacked examples (supervised: one per
+    attack key, as the paper). Layers: the stages of a classifier trained here (ResNet: layer1..layer3), its
+    penultimate layer and its logits (a brought model: penultimate and logits). The reference images are fixed when it is fitted, so a
+    score depends on the image alone (the paper draws neighbours from the test minibatch). Differentiable, so the
+    detector-aware attack goes through it (Athalye et al. 2018 found LID broken by adaptive attacks)."""
+
+    name = "lid"
+
+    def _representations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's representation of `x` (flattened) and the logits, from one forward pass."""
+        reader = self.context.feature_reader(self.name)
+        return reader.many(x, reader.blocks())
+
+    def _lids(self, x: torch.Tensor) -> torch.Tensor:
+        """N x layers LID estimates of `x` against the reference representations."""
+        k = int(self.settings["k"])
+        return torch.stack(
+            [lid_estimates(rep, ref, k) for rep, ref in zip(self._representations(x), self.reference)], 1
+        )
+
+    def fit(self, x, y, clean_pool=None) -> None:
+        ctx = self.context
+        generator = seed_everything(ctx.seed)
+        clean = np.flatnonzero(np.asarray(y) < 0.5)
+        n_ref = int(self.settings["reference"])
+        if len(clean) <= max(n_ref, int(self.settings["k"])):
+            raise ConfigError(
+                f"detection.lid.reference: {n_ref} reference images (and k {self.settings['k']}) need more clean "
+                f"training images than the {len(clean)} there are"
+            )
+        pick = clean[torch.randperm(len(clean), generator=generator)[:n_ref].numpy()]
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(ctx.device)
+        with torch.no_grad():
+            self.reference = [r.detach() for r in self._representations(xt[pick])]
+            lids = torch.cat([self._lids(xt[s : s + 500]) for s in range(0, len(xt), 500)]).double()
+        target = torch.from_numpy(np.asarray(y, dtype=np.float64)).to(lids.device)
+        self.mean, self.std = lids.mean(0), lids.std(0).clamp_min(1e-12)
+        z = (lids - self.mean) / self.std
+        weight = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device, requires_grad=True)
+        bias = torch.zeros(1, dtype=torch.float64, device=z.device, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
+        pos_weight = torch.tensor((1 - target).sum() / target.sum().clamp_min(1), device=z.device)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(z @ weight + bias, target, pos_weight=pos_weight)
+            loss = loss + 1e-4 * weight.square().sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():  # per unit of weight: ln 2 at chance, as `trained` reads it
+            losses = F.binary_cross_entropy_with_logits(z @ weight + bias, target, reduction="none")
+            weights = torch.where(target > 0.5, pos_weight, torch.ones_like(target))
+            self.final_loss = float((weights * losses).sum() / weights.sum())
+        self.weight, self.bias = weight.detach().float(), bias.detach().float()
+        self.mean, self.std = self.mean.float(), self.std.float()
+        log.info(
+            "lid %s: %d layers, reference %d clean images, k %d, logistic loss %.4f",
+            self.tag,
+            len(self.reference),
+            n_ref,
+            int(self.settings["k"]),
+            self.final_loss,
+        )
+
+    def torch_scorer(self):
+        def score(x):
+            return ((self._lids(x) - self.mean) / self.std) @ self.weight + self.bias
 
         return score
 

@@ -71,7 +71,44 @@ class FeatureReader:
         """The layers `__call__` can read."""
         if self._brought() is not None:
             return [PENULTIMATE]
-        return [PENULTIMATE, *(name for name, _ in self.model.named_children())]
+        # the children of the model, but not a linear head (its output is the logits)
+        return [PENULTIMATE, *(n for n, m in self.model.named_children() if not isinstance(m, nn.Linear))]
+
+    def blocks(self) -> list[str]:
+        """The layers a multi-layer detector reads (LID): the stages of a model trained here (its children that are
+        sequences of blocks) and the penultimate layer; a brought model's penultimate layer."""
+        if self._brought() is not None:
+            return [PENULTIMATE]
+        stages = [n for n, m in self.model.named_children() if isinstance(m, nn.Sequential)]
+        return [*stages, PENULTIMATE]
+
+    def many(self, x: torch.Tensor, layers: list[str]) -> list[torch.Tensor]:
+        """Several layers of `x` from one forward pass where the model allows (a model trained here), flattened to
+        N x D each, and the logits last."""
+        if self._brought() is not None:
+            return [self(x, layer).flatten(1) for layer in layers] + [self.model(x)]
+        modules = dict(self.model.named_children())
+        unknown = [layer for layer in layers if layer != PENULTIMATE and layer not in modules]
+        if unknown:
+            raise ConfigError(f"classifier features: no layer {unknown[0]!r}; the model has {self.layers()}")
+        seen: dict[str, torch.Tensor] = {}
+        hooks = [
+            modules[layer].register_forward_hook(lambda _m, _i, out, name=layer: seen.__setitem__(name, out))
+            for layer in layers
+            if layer != PENULTIMATE
+        ]
+        if PENULTIMATE in layers:
+            hooks += [
+                m.register_forward_pre_hook(lambda _m, args: seen.__setitem__(PENULTIMATE, args[0]))
+                for m in self.model.modules()
+                if isinstance(m, nn.Linear)
+            ]
+        try:
+            logits = self.model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return [seen[layer].flatten(1) for layer in layers] + [logits]
 
     def __call__(self, x: torch.Tensor, layer: str = PENULTIMATE) -> torch.Tensor:
         brought = self._brought()

@@ -121,6 +121,12 @@ def _mahalanobis_seconds(work: FitWork) -> float:
     return work.train_images * 2 / RESNET_FORWARD + 5
 
 
+def _lid_seconds(work: FitWork) -> float:
+    # every training example through the classifier (its layers) once per model, a logistic regression on a few
+    # numbers each
+    return work.examples * 2 / RESNET_FORWARD + work.models * 2
+
+
 DETECTORS: dict[str, DetectorSpec] = {
     spec.name: spec
     for spec in (
@@ -159,6 +165,13 @@ DETECTORS: dict[str, DetectorSpec] = {
             "Mahalanobis distance on the classifier's penultimate layer (Lee et al. 2018)",
             needs=("classifier",),
             fit_seconds=_mahalanobis_seconds,
+        ),
+        DetectorSpec(
+            "lid",
+            "Local intrinsic dimensionality of the classifier's layers (Ma et al. 2018)",
+            needs=("classifier",),
+            supervised=True,
+            fit_seconds=_lid_seconds,
         ),
         DetectorSpec("bits_per_dim", "Glow bits/dim threshold (likelihood)", inputs="bpd", needs=("flow",)),
         DetectorSpec(
