@@ -103,6 +103,17 @@ def test_collect_copies_a_finished_run_and_the_page_holds_its_numbers(smoke_run,
     summary.loc[0, "success_rate"] = 0.123456
     summary.to_csv(folder / "summary.csv", index=False)
     assert main(["check", str(data), str(out)]) == 1
+    # a part at a time (a run still going): only that part, the group's earlier files gone
+    collect(
+        run / "results",
+        "synthetic-smoke",
+        ["synthetic-smoke"],
+        "main",
+        "synthetic data",
+        data,
+        parts=("topics",),
+    )
+    assert sorted(p.name for p in folder.iterdir()) == sorted(name for name, *_ in TOPICS)
     # collecting the group again replaces its entry instead of adding a second
     collect(run / "results", "synthetic-smoke", ["synthetic-smoke"], "main", "synthetic data", data)
     assert len(read_manifest(data)["groups"]) == 1

@@ -104,17 +104,34 @@ def job_cost(results: Path, runs: list[str]) -> pd.DataFrame:
     return table.sort_values("seconds", ascending=False, ignore_index=True)
 
 
+PARTS = ("reproduction", "sweep", "topics", "cost")  # what `collect` can copy
+
+
 def collect(
-    results, group: str, runs: list[str], role: str, data_label: str, out, commit: str = "", status: str = ""
+    results,
+    group: str,
+    runs: list[str],
+    role: str,
+    data_label: str,
+    out,
+    commit: str = "",
+    status: str = "",
+    parts: tuple[str, ...] = PARTS,
 ) -> list[Path]:
-    """Copy what the runs of `group` made into `out/<group>/` (only what exists; the page shows what is there)
-    and record the group in `out/manifest.json`. Returns the files written."""
+    """Copy what the runs of `group` made into `out/<group>/` (of `parts`, only what exists: the page shows what is
+    there; a run still going is collected with the parts it has finished) and record the group in
+    `out/manifest.json`. The group's earlier files there are replaced. Returns the files written."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {sorted(ROLES)}")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"parts {unknown} are not of {PARTS}")
     results, out = Path(results), Path(out)
     root = results.parent
     folder = out / group
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     written = []
 
     def copy(source: Path, name: str):
@@ -122,21 +139,24 @@ def collect(
             shutil.copyfile(source, folder / name)
             written.append(folder / name)
 
-    copy(results / "reproduction" / group / REPRODUCTION, REPRODUCTION)
-    for run in runs:  # the sweep of the first run that has one (the sweep holds the classifier fixed)
+    if "reproduction" in parts:
+        copy(results / "reproduction" / group / REPRODUCTION, REPRODUCTION)
+    for run in (
+        runs if "sweep" in parts else []
+    ):  # the first run's sweep that has one (one classifier held fixed)
         sweep = results / "tables" / run / AUTOENCODER_SWEEP_TABLE
         if sweep.is_file():
             copy(sweep, AUTOENCODER_SWEEP_TABLE)
             copy(results / "tables" / run / AUTOENCODER_SWEEP_BY_SIZE, AUTOENCODER_SWEEP_BY_SIZE)
             copy(results / "figures" / run / AUTOENCODER_SWEEP_FIGURE, AUTOENCODER_SWEEP_FIGURE)
             break
-    for name, pattern, *_ in TOPICS:
+    for name, pattern, *_ in TOPICS if "topics" in parts else ():
         gathered = root / SEED_TABLE.format(group=group, table=name)
         if len(runs) > 1 and gathered.is_file():
             copy(gathered, name)
         elif len(runs) == 1:
             copy(root / pattern.format(run=runs[0]), name)
-    cost = job_cost(results, runs)
+    cost = job_cost(results, runs) if "cost" in parts else pd.DataFrame()
     if len(cost):
         cost.to_csv(folder / COST, index=False)
         written.append(folder / COST)
@@ -277,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--data", required=True, help='what the images are, e.g. "CIFAR-10 (JPEG copy)"')
     c.add_argument("--commit", default="", help="the commit that made the runs")
     c.add_argument("--status", default="", help="what is still to come for this group, in words")
+    c.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to copy (default: all)"
+    )
     c.add_argument("--out", default="docs/data")
     r = sub.add_parser("render", help="write the page from the data folder")
     r.add_argument("data", nargs="?", default="docs/data")
@@ -287,7 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "collect":
         for path in collect(
-            args.results, args.group, args.runs, args.role, args.data, args.out, args.commit, args.status
+            args.results,
+            args.group,
+            args.runs,
+            args.role,
+            args.data,
+            args.out,
+            args.commit,
+            args.status,
+            tuple(args.parts),
         ):
             print(path)
         return 0
