@@ -82,8 +82,8 @@ BAD = [
     ),
     # detection (issue 13): the registry, the calibration split, thresholds, the detector-aware attack
     (
-        {"attacks": FGSM, "detection": {"methods": ["latent_mlp", "lid"]}},
-        r"detection\.methods: unknown detector 'lid' \(registered: latent_mlp, pixel_cnn, pca, magnet, magnet_jsd",
+        {"attacks": FGSM, "detection": {"methods": ["latent_mlp", "kernel_density"]}},
+        r"detection\.methods: unknown detector 'kernel_density' \(registered: latent_mlp, pixel_cnn, pca, magnet, magnet_jsd",
     ),
     (
         {"attacks": FGSM, "dataset": {"calibration_size": 0}},
