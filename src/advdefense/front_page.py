@@ -117,6 +117,7 @@ def collect(
     commit: str = "",
     status: str = "",
     parts: tuple[str, ...] = PARTS,
+    folder_name: str | None = None,
 ) -> list[Path]:
     """Copy what the runs of `group` made into `out/<group>/` (of `parts`, only what exists: the page shows what is
     there; a run still going is collected with the parts it has finished) and record the group in
@@ -128,7 +129,8 @@ def collect(
         raise ValueError(f"parts {unknown} are not of {PARTS}")
     results, out = Path(results), Path(out)
     root = results.parent
-    folder = out / group
+    folder_name = folder_name or group  # the data set's name need not be a path of the repository
+    folder = out / folder_name
     if folder.is_dir():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -164,6 +166,8 @@ def collect(
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"groups": []}
     manifest["groups"] = [g for g in manifest["groups"] if g["name"] != group]
     entry = {"name": group, "role": role, "data": data_label, "runs": list(runs), "commit": commit}
+    if folder_name != group:
+        entry["folder"] = folder_name
     if status:  # what is still to come for this group (said in words on the page)
         entry["status"] = status
     manifest["groups"].append(entry)
@@ -201,14 +205,14 @@ def _deeper(line: str) -> str:
 
 
 def render_group(data: Path, group: dict) -> list[str]:
-    folder = data / group["name"]
+    folder = data / group.get("folder", group["name"])
     runs, seeds = group["runs"], len(group["runs"])
     lines = [
         f"## {ROLES[group['role']]}: {group['name']}",
         "",
         f"Data: {group['data']}; runs: {', '.join(runs)}"
         + (f"; made at commit {group['commit'][:12]}" if group.get("commit") else "")
-        + f". Files: `docs/data/{group['name']}/`.",
+        + f". Files: `docs/data/{group.get('folder', group['name'])}/`.",
         "",
     ]
     if group.get("status"):
@@ -224,7 +228,7 @@ def render_group(data: Path, group: dict) -> list[str]:
     if figure.is_file():  # the workflow's own figure of the sweep (made from the same table)
         lines += [
             f"![The autoencoder sweep: recovery against clean accuracy, and against perturbation size]"
-            f"(data/{group['name']}/{AUTOENCODER_SWEEP_FIGURE})",
+            f"(data/{group.get('folder', group['name'])}/{AUTOENCODER_SWEEP_FIGURE})",
             "",
         ]
     sweep = folder / AUTOENCODER_SWEEP_TABLE
@@ -300,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument(
         "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to copy (default: all)"
     )
+    c.add_argument("--folder", help="its folder under the data folder (default: the group's name)")
     c.add_argument("--out", default="docs/data")
     r = sub.add_parser("render", help="write the page from the data folder")
     r.add_argument("data", nargs="?", default="docs/data")
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             args.commit,
             args.status,
             tuple(args.parts),
+            args.folder,
         ):
             print(path)
         return 0
