@@ -166,6 +166,8 @@ def test_methods_null_means_every_registered_detector_plug_ins_included():
             "magnet",
             "magnet_jsd",
             "feature_squeezing",
+            "mahalanobis",
+            "lid",
             "bits_per_dim",
             "offgrid",
         ]
