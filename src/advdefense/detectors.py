@@ -438,11 +438,18 @@ class Mahalanobis(Detector):
 def lid_estimates(points: torch.Tensor, reference: torch.Tensor, k: int) -> torch.Tensor:
     """Maximum-likelihood local intrinsic dimensionality of each row of `points` from its distances r_1 <= ... <=
     r_k to its `k` nearest rows of `reference` (Levina & Bickel 2004, as Ma et al. 2018 use it):
-    -1 / mean_i log(r_i / r_k). A reference row at distance 0 (the point itself) is not a neighbour."""
-    d = torch.cdist(points, reference)
-    d = torch.where(d < 1e-9, torch.full_like(d, float("inf")), d)
+    -1 / mean_i log(r_i / r_k). A reference row at distance 0 (the point itself) is not a neighbour.
+
+    In float64: `cdist` goes through |p|^2 + |r|^2 - 2 p.r for large inputs, which leaves a point's distance to
+    its own copy at about sqrt(machine eps) * |p| rather than 0 (5e-8 in float64, 4e-4 in float32, and varying
+    with the thread count); "distance 0" is therefore "below 1e-6 of the two norms", far above float64's
+    rounding and far below any two different images' representations."""
+    p, r = points.double(), reference.double()
+    d = torch.cdist(p, r)
+    itself = d <= 1e-6 * (p.norm(dim=1, keepdim=True) + r.norm(dim=1)[None])
+    d = torch.where(itself, torch.full_like(d, float("inf")), d)
     nearest = torch.topk(d, k, dim=1, largest=False).values  # ascending
-    return -1.0 / torch.log(nearest / nearest[:, -1:]).mean(1).clamp(max=-1e-12)
+    return (-1.0 / torch.log(nearest / nearest[:, -1:]).mean(1).clamp(max=-1e-12)).to(points.dtype)
 
 
 @register
