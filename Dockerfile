@@ -7,10 +7,10 @@
 #   docker build -t <registry>/advdefense:0.1.0 . && docker push <registry>/advdefense:0.1.0
 FROM condaforge/miniforge3:25.3.0-1
 LABEL io.github.snakemake.containerized="true"
-LABEL io.github.snakemake.conda_env_hash="600e15aa73cd6d05ca25737ee13961cafa6ce0f4969ffa9ededd6b1cb45ac243"
+LABEL io.github.snakemake.conda_env_hash="6b8dd78296c8a2c8d1087a7678956acd46b44f8cc38a7d41ce07cf73e950f8a6"
 # Conda environment:
 #   source: envs/pipeline.yaml
-#   prefix: /conda-envs/eae8c063c1f46be7e01921f19c0cca70
+#   prefix: /conda-envs/9779245c870c6639cf1bacea457e108d
 #   # Conda environment for every rule (used with `snakemake --sdm conda`).
 #   # The project's package is imported from the checkout: common.smk puts src/ on sys.path for the DAG build, and
 #   # every script imports workflow/scripts/_checkout.py first, which does the same inside the job.
@@ -26,6 +26,7 @@ LABEL io.github.snakemake.conda_env_hash="600e15aa73cd6d05ca25737ee13961cafa6ce0
 #     - pyyaml=6.0
 #     - jsonschema=4.23
 #     - matplotlib=3.9
+#     - scikit-image=0.24  # corruptions (CIFAR-10-C)
 #     - pip:
 #         - torch==2.9.1
 #         - torchvision==0.24.1
@@ -34,8 +35,10 @@ LABEL io.github.snakemake.conda_env_hash="600e15aa73cd6d05ca25737ee13961cafa6ce0
 #         # classifier.source: robustbench (its 1.1.1 imports pkg_resources, gone from setuptools 81)
 #         - robustbench==1.1.1
 #         - setuptools<81
-RUN mkdir -p /conda-envs/eae8c063c1f46be7e01921f19c0cca70
-COPY envs/pipeline.yaml /conda-envs/eae8c063c1f46be7e01921f19c0cca70/environment.yaml
+#         # corruptions: CIFAR-10-C's frost pictures and motion-blur port (imports pkg_resources too)
+#         - imagecorruptions==1.1.2
+RUN mkdir -p /conda-envs/9779245c870c6639cf1bacea457e108d
+COPY envs/pipeline.yaml /conda-envs/9779245c870c6639cf1bacea457e108d/environment.yaml
 # Conda environment:
 #   source: envs/report.yaml
 #   prefix: /conda-envs/9b48fed8dccceb66fae2f860326ac56c
@@ -57,10 +60,10 @@ COPY envs/pipeline.yaml /conda-envs/eae8c063c1f46be7e01921f19c0cca70/environment
 RUN mkdir -p /conda-envs/9b48fed8dccceb66fae2f860326ac56c
 COPY envs/report.yaml /conda-envs/9b48fed8dccceb66fae2f860326ac56c/environment.yaml
 
-RUN conda env create --prefix /conda-envs/eae8c063c1f46be7e01921f19c0cca70 --file /conda-envs/eae8c063c1f46be7e01921f19c0cca70/environment.yaml && \
+RUN conda env create --prefix /conda-envs/9779245c870c6639cf1bacea457e108d --file /conda-envs/9779245c870c6639cf1bacea457e108d/environment.yaml && \
     conda env create --prefix /conda-envs/9b48fed8dccceb66fae2f860326ac56c --file /conda-envs/9b48fed8dccceb66fae2f860326ac56c/environment.yaml && \
     conda clean --all -y
 
 # not generated: the pipeline environment first on PATH, so that `--sdm apptainer` without conda runs every job
 # with it too (with `--sdm conda apptainer`, Snakemake activates each rule's environment itself)
-ENV PATH=/conda-envs/eae8c063c1f46be7e01921f19c0cca70/bin:$PATH
+ENV PATH=/conda-envs/9779245c870c6639cf1bacea457e108d/bin:$PATH

@@ -14,7 +14,7 @@ CORES ?= 8
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[test,slurm,bench,robustbench]"
+	$(BIN)/pip install -e ".[test,slurm,bench,robustbench,corruptions]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -30,6 +30,7 @@ include: "workflow/rules/attacks.smk"
 include: "workflow/rules/flow.smk"
 include: "workflow/rules/purification.smk"
 include: "workflow/rules/detection.smk"
+include: "workflow/rules/corruptions.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/seeds.smk"
 

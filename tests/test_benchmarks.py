@@ -66,10 +66,10 @@ def test_benchmark_quick_mode_produces_every_measurement(smoke_run, tmp_path):
     assert "rule train_classifier" in set(smoke["variant"]) and "rule attack" in set(smoke["variant"])
     total = smoke[smoke["variant"].str.startswith("all rules")].iloc[0]
     # every job of the smoke DAG (all but the target rule `all`) left a benchmark file: 33 jobs (the reproduction page
-    # among them), a detect job per registered detector (detection.methods: null), and per registered purifier
+    # among them), a detect job per registered detector (detection.methods: null), per registered purifier
     # (purification.methods: null) 4 purified attack files, its clean file and the adaptive attacks of Table 3's 3
-    # columns
-    assert total["jobs"] == 33 + len(DETECTORS) + len(PURIFIERS) * (4 + 1 + 3)
+    # columns, and the corruptions' 4 (two files, the accuracy job, the tables)
+    assert total["jobs"] == 33 + len(DETECTORS) + len(PURIFIERS) * (4 + 1 + 3) + 4
     assert "written:" in proc.stdout and "ratio_vs_best_alternative" in proc.stdout
 
 

@@ -477,7 +477,9 @@ def test_lid_estimates_the_dimension_of_the_data_around_a_point():
         assert torch.isfinite(with_self).all() and abs(float(with_self.median()) - d) < 0.25 * d
         # cdist's matrix-product path leaves a point ~1e-8 (float64) or ~1e-4 (float32) from its own copy
         single = lid_estimates(embedded[:200].float(), embedded.float(), k=20)
-        assert single.dtype == torch.float32 and abs(float(single.median()) - float(with_self.median())) < 0.01
+        assert (
+            single.dtype == torch.float32 and abs(float(single.median()) - float(with_self.median())) < 0.01
+        )
 
 
 def test_lid_learns_the_attacks_and_the_aware_attack_beats_it(smoke):

@@ -337,6 +337,7 @@ LIGHT_RULES = {
     "attack_summary",
     "table3",
     "detection_tables",
+    "corruption_tables",
     "figure_examples",
     "figure_accuracy_eps",
     "figure_auroc_eps",

@@ -103,7 +103,7 @@ RESULT_KEYS = {
     "flow.optimizer.warmup_epochs": (2, "train_flow"),
     "flow.optimizer.max_grad_norm": (None, "train_flow"),
     # no latents: only the figure that listed the flow's training curve is redrawn (detection needs latents)
-    "latents.enabled": (False, frozenset({"figure_training", "reproduction_page"})),
+    "latents.enabled": (False, frozenset({"figure_training", "reproduction_page", "corruption_tables"})),
     "autoencoder.widths": ([16, 32], "train_autoencoder"),
     "autoencoder.kernel": (5, "train_autoencoder"),
     "autoencoder.activation": ("elu", "train_autoencoder"),
@@ -113,12 +113,17 @@ RESULT_KEYS = {
     "autoencoder.batch_size": (65, "train_autoencoder"),
     "autoencoder.optimizer.lr": (0.001, "train_autoencoder"),
     "autoencoder.optimizer.weight_decay": (0.0001, "train_autoencoder"),
-    "purification.enabled": (False, frozenset({"figure_accuracy_eps", "reproduction_page"})),
+    "purification.enabled": (
+        False,
+        frozenset({"figure_accuracy_eps", "reproduction_page", "corruption_accuracy", "corruption_tables"}),
+    ),
     "purification.splits": (["train", "test"], "purify_attack"),
     # fewer purifiers: only the aggregates that list their files re-run
     "purification.methods": (
         ["autoencoder", "median"],
-        frozenset({"table3", "figure_accuracy_eps", "reproduction_page"}),
+        frozenset(
+            {"table3", "figure_accuracy_eps", "reproduction_page", "corruption_accuracy", "corruption_tables"}
+        ),
     ),
     "purification.jpeg.quality": (50, "purify_attack"),
     "purification.bit_depth.bits": (4, "purify_attack"),
@@ -146,7 +151,7 @@ RESULT_KEYS = {
     "purification.adaptive.restarts": (3, "adaptive_attack"),
     "purification.adaptive.params": ({"pgd": {"steps": 11}}, "adaptive_attack"),
     "tables.table3.attacks": (["pgd"], "table3"),
-    "detection.enabled": (False, frozenset({"reproduction_page"})),  # the page loses its detection rows
+    "detection.enabled": (False, frozenset({"reproduction_page", "corruption_tables"})),  # fewer rows
     "detection.methods": (["latent_mlp", "pca"], "detection_tables"),
     "detection.attacks": (["fgsm", "pgd"], "detect"),  # the detectors learn fewer attacks
     "detection.latent_mlp.widths": ([128, 64, 32, 16], "detect"),
@@ -194,6 +199,8 @@ RESULT_KEYS = {
         5,
         frozenset({"detection_tables", "reproduction_page"}),
     ),  # a table choice, not the test's
+    "corruptions.names": (["gaussian_noise", "fog"], "corrupt"),  # fog's file is new; the tables gather it
+    "corruptions.severities": ([1, 3], "corrupt"),
 }
 
 # changed together with the key, where the key alone would make an invalid config

@@ -58,6 +58,7 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
         "figure_auroc_eps": 1,
         "figure_detection": 1,
         "reproduction_page": 1,  # the run's page: the paper's numbers beside ours
+        "corruption_tables": 1,  # the detectors' false alarms, beside their detection rates
         "all": 1,
     }
     assert "results/attacks/synthetic-smoke/pgd/eps0.05/train.h5" in proc.stdout + proc.stderr
@@ -153,6 +154,8 @@ def test_dry_run_lists_the_jobs(tmp_path, config):
         "figure_training": 1,
         "reproduction_page": 1,  # the run's page: the paper's numbers beside ours
         "all": 1,
+        # smoke: two natural corruptions (one file each), the accuracy job and the three tables
+        **({} if paper else {"corrupt": 2, "corruption_accuracy": 1, "corruption_tables": 1}),
         # a RobustBench model_info entry per AutoAttack file of the test split (6 L-inf, 2 L2 epsilons)
         **({"robustbench_info": 8} if paper else {}),
     }

@@ -34,6 +34,7 @@ import torch
 from .attack_files import read_attack_file
 from .aware import run_aware_attacks
 from .classifier import load_classifier
+from .corrupted_files import read_corrupted_file
 from .data import DatasetFile
 from .detectors import DetectorContext, detector_class
 from .errors import ConfigError, PipelineFileError
@@ -42,7 +43,7 @@ from .h5io import atomic_path
 from .inference import evaluation_model
 from .metrics import auroc
 from .plan.detector_specs import FLOW_FIELD
-from .plan.names import POOLED, control_key, eps_tag, fpr_label
+from .plan.names import POOLED, control_key, corruption_key, eps_tag, fpr_label
 from .purifiers import load_autoencoder
 from .runtime import resolve_device
 from .training import seed_everything
@@ -253,9 +254,15 @@ def threshold_metrics(clean: np.ndarray, attacked: np.ndarray, thresholds: dict[
 
 
 def evaluate_detector(
-    detector, test: SplitInputs, thresholds: dict, controls: dict[str, np.ndarray], scores: dict
+    detector,
+    test: SplitInputs,
+    thresholds: dict,
+    controls: dict[str, np.ndarray],
+    scores: dict,
+    corruptions: dict[str, np.ndarray] | None = None,
 ) -> list[dict]:
-    """Rows of one detector: every test key and all keys pooled, honest and all-images sets, and controls."""
+    """Rows of one detector: every test key and all keys pooled, honest and all-images sets, the noise controls
+    (set `control`) and the corrupted clean images (set `corruption`: their flag rates are false alarms)."""
     clean = detector.score(test.clean)
     scores["clean"] = clean
     rows = []
@@ -290,6 +297,17 @@ def evaluate_detector(
         rows.append(
             {"test": name, "set": "control", "n_noop": 0, **threshold_metrics(clean, noise, thresholds)}
         )
+    for name, x in (corruptions or {}).items():  # in corruption, then severity order
+        corrupted = detector.score(x)
+        scores[name] = corrupted
+        rows.append(
+            {
+                "test": name,
+                "set": "corruption",
+                "n_noop": 0,
+                **threshold_metrics(clean, corrupted, thresholds),
+            }
+        )
     return rows
 
 
@@ -306,6 +324,7 @@ def run_detection_method(
     fprs=(0.01, 0.05),
     clean_pool: np.ndarray | None = None,
     controls: dict[str, np.ndarray] | None = None,
+    corruptions: dict[str, np.ndarray] | None = None,
     models: dict | None = None,
     device: str = "auto",
 ) -> tuple[pd.DataFrame, dict]:
@@ -341,7 +360,7 @@ def run_detection_method(
                 calibration_scores,
                 thresholds,
                 scores,
-                evaluate_detector(detector, test, thresholds, controls or {}, scores),
+                evaluate_detector(detector, test, thresholds, controls or {}, scores, corruptions),
             )
         calibration_scores, thresholds, scores, evaluated = evaluation
         np.savez(
@@ -402,6 +421,29 @@ def _control_inputs(
     return out
 
 
+def _corruption_inputs(
+    kind: str, files: dict, test_index: np.ndarray, labels: np.ndarray, models: dict, batch_size: int, device
+) -> dict[str, np.ndarray]:
+    """{corruption_key: detector inputs} of the corrupted versions of the evaluated clean test images (positions
+    `test_index`), from the job's `corrupted__<corruption>` inputs, in corruption then severity order."""
+    out = {}
+    for name in sorted(k for k in files if k.startswith("corrupted__")):
+        corruption = name[len("corrupted__") :]
+        f = read_corrupted_file(files[name], expect_corruption=corruption)
+        rows = f.rows_of(test_index)
+        if not np.array_equal(f.label[rows], labels):
+            raise PipelineFileError(
+                f"{f.path}: its labels are not the dataset's for the evaluated test images"
+            )
+        for severity in f.severities:
+            x = f.images(severity, rows).astype(np.float32) / 255.0
+            if FLOW_FIELD[kind] is not None:
+                z, bpd = latents_of(models["flow"], x, batch_size, device)
+                x = z if FLOW_FIELD[kind] == "z" else bpd.astype(np.float32)[:, None]
+            out[corruption_key(corruption, severity)] = x
+    return out
+
+
 def run_detection_stage(
     method: str,
     files: dict,
@@ -436,6 +478,9 @@ def run_detection_stage(
     controls = _control_inputs(
         kind, test_pixels, epsilons, evaluation["controls"], seed, models, batch_size, device
     )
+    corruptions = _corruption_inputs(
+        kind, files, test.index, test_split.labels[test.index], models, batch_size, device
+    )
     table, fitted = run_detection_method(
         method,
         settings,
@@ -447,6 +492,7 @@ def run_detection_stage(
         fprs=evaluation["fprs"],
         clean_pool=clean_training_pool(kind, files, data) if not cls.supervised else None,
         controls=controls,
+        corruptions=corruptions,
         models=models,
         device=str(device),
     )

@@ -25,6 +25,8 @@ from .plan.decisions import (
     autoattack_results,
     autoencoder_sweep,
     aware_methods,
+    corruption_severities,
+    corruptions,
     detected_attacks,
     purification_splits,
     purifiers,
@@ -59,6 +61,27 @@ PURIFY = (
 JOB_START = 4.0  # seconds per job: Python, torch and the project's imports, reading its inputs
 LIGHT_JOB = 4.0  # tables and figures: start-up and a few seconds of pandas and matplotlib
 
+# making one corrupted image (one corruption at one severity), seconds, measured on 2 cores over the 5 severities
+# of 100 CIFAR-10 images; glass blur's pixel shuffle is a Python loop
+CORRUPTION_SECONDS = {
+    "gaussian_noise": 2e-4,
+    "shot_noise": 3e-4,
+    "impulse_noise": 3e-4,
+    "defocus_blur": 7e-4,
+    "glass_blur": 1.8e-2,
+    "motion_blur": 1.2e-3,
+    "zoom_blur": 4e-3,
+    "snow": 1.4e-3,
+    "frost": 2e-4,
+    "fog": 1.2e-3,
+    "brightness": 1.2e-3,
+    "contrast": 2e-4,
+    "elastic_transform": 1.5e-3,
+    "pixelate": 1e-4,
+    "jpeg_compression": 3e-4,
+    "identity": 1e-5,
+}
+
 # work per image, in ResNet forward + backward passes, of one run of an attack
 DEEPFOOL_STEPS = 4  # steps a batch needs on an undefended ResNet (every step: one pass per candidate class)
 AUTOATTACK_LEFT = 0.02  # share of images APGD-CE leaves to APGD-T, FAB-T and Square on an undefended ResNet
@@ -74,10 +97,12 @@ STAGE_RULES = {
     "purification": ("purify_clean", "purify_attack"),
     "adaptive attacks": ("adaptive_attack",),
     "detectors": ("detect", "mmd_test"),
+    "corruptions": ("corrupt", "corruption_accuracy"),
     "tables and figures": (
         "attack_summary",
         "table3",
         "detection_tables",
+        "corruption_tables",
         "figure_examples",
         "figure_accuracy_eps",
         "figure_auroc_eps",
@@ -253,6 +278,18 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
     if detected:
         out["detectors"] = _detection_seconds(cfg, images, sizes, resnet, glow_forward, detected)
 
+    names = corruptions(cfg)
+    if names:
+        # one file per corruption (every severity), then the classifier alone and through each purifier on the
+        # clean images and every corrupted set (the detectors score them inside their own jobs, above)
+        n, severities = images["test"], len(corruption_severities(cfg))
+        made = sum(CORRUPTION_SECONDS[name] for name in names) * n * severities
+        evaluated = n * (1 + len(names) * severities)
+        per_image = resnet / RESNET20_EVAL + sum(
+            (1.0 + PURIFIERS[p].cost) / (PURIFY * 1.3) for p in purifiers(cfg)
+        )
+        out["corruptions"] = (len(names) + 1) * JOB_START + made + evaluated * per_image
+
     out["tables and figures"] = _light_jobs(cfg, detected) * LIGHT_JOB
     runs = len(run_plan(cfg))  # the whole pipeline once per seed and training method
     return {stage: seconds * runs * scale for stage, seconds in out.items() if seconds > 0}
@@ -273,6 +310,7 @@ def _detection_seconds(
     # examples per epoch over every model: each key's (clean + its attacked), and the pooled (clean + all attacked)
     examples = len(keys) * n_train * (1 + honest) + n_train * (1 + honest * len(keys))
     controls = len(det["controls"]) * n_eps * n_test
+    controls += n_test * len(corruptions(cfg)) * len(corruption_severities(cfg))  # the corrupted clean images
     scored = n_cal + n_test * (1 + len(keys)) + controls  # what each fitted detector scores
     aware = det["aware"]
     targeted = aware_methods(cfg)
@@ -327,6 +365,8 @@ def _light_jobs(cfg: dict, detected: list[str]) -> int:
         jobs += 1
     if detected:
         jobs += 3  # detection tables, ROC and histograms, AUROC versus epsilon
+    if corruptions(cfg):
+        jobs += 1  # the corruption tables
     return jobs
 
 

@@ -42,6 +42,9 @@ from advdefense.plan.names import (
     CLASSIFIER_METRICS,
     CLASSIFIER_STATE,
     CLASSIFIERS_TABLE,
+    CORRUPTED,
+    CORRUPTION_ACCURACY,
+    CORRUPTION_TABLES,
     DATA,
     DETECTION_AWARE,
     DETECTION_EVALUATION,
@@ -116,6 +119,7 @@ wildcard_constraints:
     attack=r"[A-Za-z0-9_-]+",
     purifier=r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?",  # a registered purifier, or autoencoder.<point> of the sweep
     point=r"[A-Za-z0-9_]+",
+    corruption=r"[a-z_]+",
     eps=r"[0-9.]+(e-?[0-9]+)?",
     split=r"train|test|calibration",
     shard=r"[0-9]+",
@@ -315,7 +319,52 @@ def detection_inputs(wildcards, method=None):
     models = {"classifier": CLASSIFIER, "flow": FLOW, "autoencoder": AUTOENCODER}
     for name in sorted(decisions.detector_models(config, method)):
         inputs[name] = path(models[name], run=run)
+    # the corrupted clean images: each detector's false-alarm rate on them (set `corruption`)
+    if method != "mmd":
+        inputs.update({f"corrupted__{k}": v for k, v in corrupted_files(run).items()})
     return inputs
+
+
+def corrupted_files(run):
+    """{corruption: its corrupted-images file} of `corruptions.names` (none: {})."""
+    return {
+        name: path(CORRUPTED, run=run, corruption=name)
+        for name in decisions.corruptions(config)
+    }
+
+
+def corruption_accuracy_inputs(wildcards):
+    """The dataset, the classifier, every corrupted-images file (named by corruption) and the models of other
+    stages the run's purifiers load."""
+    run = wildcards.run
+    inputs = {"data": path(DATA, run=run), "model": path(CLASSIFIER, run=run)}
+    inputs.update({f"corrupted__{k}": v for k, v in corrupted_files(run).items()})
+    models = {"autoencoder": AUTOENCODER}
+    for purifier in decisions.purifiers(config):
+        for name in purifier_spec(purifier).needs:
+            inputs[name] = path(models[name], run=run)
+    return inputs
+
+
+def corruption_table_inputs(wildcards):
+    """The accuracy table and every detector's evaluation (its false-alarm rows)."""
+    run = wildcards.run
+    inputs = {"accuracy": path(TABLE, run=run, table=CORRUPTION_ACCURACY)}
+    if decisions.detects(config):
+        for method in config["detection"]["methods"]:
+            inputs[f"evaluation__{method}"] = path(
+                DETECTION_EVALUATION, run=run, method=method
+            )
+    return inputs
+
+
+def corruption_targets(run):
+    if not decisions.corruptions(config):
+        return []
+    return list(corrupted_files(run).values()) + [
+        path(TABLE, run=run, table=t)
+        for t in (CORRUPTION_ACCURACY, *CORRUPTION_TABLES.values())
+    ]
 
 
 def detection_targets(run):
@@ -387,6 +436,7 @@ def run_targets(run):
             targets.append(path(MMD_POWER, run=run))
     targets += detection_targets(run)
     targets += figure_targets(run)
+    targets += corruption_targets(run)
     return targets
 
 

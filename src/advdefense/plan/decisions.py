@@ -221,6 +221,16 @@ def sweep_adaptive(cfg: dict) -> tuple[str, float] | None:
     return sweep["adaptive"], float(sweep["epsilon"])
 
 
+def corruptions(cfg: dict) -> list[str]:
+    """The natural corruptions of the run (`corruptions.names`; null: none)."""
+    return list((cfg.get("corruptions") or {}).get("names") or [])
+
+
+def corruption_severities(cfg: dict) -> list[int]:
+    """The severities every corruption is generated at (`corruptions.severities`), ascending."""
+    return sorted(cfg["corruptions"]["severities"]) if corruptions(cfg) else []
+
+
 def gradient_free_attacks(cfg: dict) -> list[str]:
     """The configured attacks that read no gradient (`attack_specs.gradient_free`: Square)."""
     return [name for name, spec in (cfg.get("attacks") or {}).items() if gradient_free(spec)]

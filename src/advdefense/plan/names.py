@@ -40,6 +40,11 @@ def control_key(kind: str, eps: float) -> str:
     return f"noise_{kind}_eps{eps_tag(eps)}"
 
 
+def corruption_key(corruption: str, severity: int) -> str:
+    """The name of one corruption at one severity in detection files: 'corrupt_fog_s3'."""
+    return f"corrupt_{corruption}_s{int(severity)}"
+
+
 def fpr_label(fpr: float) -> str:
     """A false-positive rate as the percentage in column names: 0.05 -> '5'."""
     return f"{100 * fpr:g}"
@@ -135,7 +140,28 @@ AUTOENCODER_SWEEP_BY_SIZE = (
     "autoencoder_sweep_by_size.csv"  # in TABLE: recovery by perturbation size, per point
 )
 AUTOENCODER_SWEEP_FIGURE = "autoencoder_sweep.png"  # in FIGURE: recovery against clean accuracy, per point
-WILDCARDS = ("run", "name", "purifier", "attack", "eps", "split", "method", "table", "figure", "point")
+# natural corruptions (issue 43): one file per corruption of `corruptions.names`, every configured severity
+CORRUPTED = "results/corrupted/{run}/{corruption}/test.h5"
+CORRUPTION_ACCURACY = "corruption_accuracy.csv"  # in TABLE: classifier alone and through each purifier, long
+CORRUPTION_TABLES = {  # in TABLE: the three tables of rule corruption_tables, and their Markdown page
+    "classifier": "corruption_classifier.csv",
+    "purifiers": "corruption_purifiers.csv",
+    "false_alarms": "corruption_false_alarms.csv",
+    "markdown": "corruptions.md",
+}
+WILDCARDS = (
+    "run",
+    "name",
+    "purifier",
+    "attack",
+    "eps",
+    "split",
+    "method",
+    "table",
+    "figure",
+    "point",
+    "corruption",
+)
 
 
 # RobustBench: where its zoo keeps a model's checkpoint, and where a run's results go in its model_info format
@@ -176,6 +202,7 @@ RUNTIME_KEYS = frozenset(
         "autoencoder.eval_batch_size",
         "latents.batch_size",
         "purification.batch_size",
+        "corruptions.batch_size",
     }
 )
 
