@@ -3,6 +3,7 @@ and its checks, the three tables, and the smoke run's corruption stage."""
 
 from __future__ import annotations
 
+import copy
 from io import BytesIO
 
 import h5py
@@ -166,6 +167,12 @@ def test_smoke_run_writes_the_three_tables(smoke_run):
 
 
 def test_config_names_a_bad_corruption_or_severity(smoke_config):
+    from advdefense.plan.decisions import seed_tables
+
+    # with seeds, the three tables are gathered into mean and sd like every table
+    assert {"corruption_classifier", "corruption_purifiers", "corruption_false_alarms"} <= set(
+        seed_tables(validate_config(copy.deepcopy(smoke_config)))
+    )
     smoke_config["corruptions"]["names"] = ["gaussian_noise", "rain"]
     with pytest.raises(ConfigError, match="corruptions.names"):
         validate_config(smoke_config)

@@ -94,6 +94,10 @@ def test_collect_copies_a_finished_run_and_the_page_holds_its_numbers(smoke_run,
     hours = cost["seconds"].sum() / 3600
     assert f"summed: {hours:.1f} h over {int(cost['jobs'].sum())} jobs" in page
     assert "autoencoder_sweep.png" not in page  # the smoke run has no sweep
+    # a long table shows its summary rows (every detector's mean false-alarm rate), the CSV keeps every row
+    alarms = pd.read_csv(folder / "corruption_false_alarms.csv")
+    section = page.split("### Natural corruptions: every detector's false alarms")[1].split("###")[0]
+    assert section.count("\n| ") == 1 + (alarms["corruption"] == "mean").sum() < 1 + len(alarms)
 
     # drift: one cell edited by hand, and the check fails until the page is rendered again
     out = tmp_path / "results.md"

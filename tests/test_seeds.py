@@ -185,6 +185,7 @@ def _two_seed_config(tmp_path):
     cfg["purification"]["adaptive"].update({"enabled": True, "images": 50, "restarts": None})
     cfg["purification"]["methods"] = list(PURIFIERS_GATHERED)  # two of the registry: each gathered on its own
     cfg["tables"] = {"table3": {"attacks": ["fgsm", "pgd"]}}
+    cfg["corruptions"]["names"] = None  # gathered like every table (test_corruptions: they are seed tables)
     path = tmp_path / "seeds.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -44,6 +44,7 @@ COST = "cost.csv"
 ROLES = {  # a group's role -> its heading on the page
     "main": "The paper's setting",
     "positive_control": "The positive control: a defence known to work, through the same pipeline",
+    "mini": "The mini run: 4 000 real CIFAR-10 training images, every stage in about two hours on 2 CPU cores",
 }
 # (file in a group's data folder, where a run keeps it, section heading, what it shows): one section each
 TOPICS = (
@@ -78,8 +79,36 @@ TOPICS = (
         "Defended accuracy under attacks that know the detector",
         "Accuracy of classifier + detector when the attack targets both (penalty and orthogonal PGD, Square).",
     ),
+    (
+        "corruption_classifier.csv",
+        "results/tables/{run}/corruption_classifier.csv",
+        "Natural corruptions: the classifier",
+        "Accuracy (%) on CIFAR-10-C's corruptions of the attacked test images, made here with the published "
+        "parameters, per severity; `mean` over severities and corruptions (over all 15 x 5: RobustBench's "
+        "corruptions accuracy); `clean`: the same images uncorrupted.",
+    ),
+    (
+        "corruption_purifiers.csv",
+        "results/tables/{run}/corruption_purifiers.csv",
+        "Natural corruptions through each purifier",
+        "Accuracy (%) through each purifier on the corrupted images (mean over severities, then per severity), and "
+        "its change against the classifier alone (points): what purification costs, or gives, on images nobody "
+        "attacked.",
+    ),
+    (
+        "corruption_false_alarms.csv",
+        "results/tables/{run}/corruption_false_alarms.csv",
+        "Natural corruptions: every detector's false alarms",
+        "Share (%) of corrupted clean images each detector (trained on all attacks pooled) flags at its calibrated "
+        "threshold, beside the share of attacks it flags there and the FPR it realises on clean test images.",
+    ),
 )
 SEED_TABLE = "results/seeds/{group}/tables/{table}"
+# long topic tables shown on the page by a few rows (column, values kept); the CSV beside the page has them all
+SHOWN_ROWS = {
+    "corruption_purifiers.csv": ("corruption", ("mean", "clean")),
+    "corruption_false_alarms.csv": ("corruption", ("mean",)),
+}
 
 
 # ----------------------------------------------------------------------------- collect
@@ -193,6 +222,9 @@ def read_manifest(data) -> dict:
 
 def _table_markdown(path: Path, seeds: int) -> str:
     table = pd.read_csv(path)
+    if path.name in SHOWN_ROWS:
+        column, values = SHOWN_ROWS[path.name]
+        table = table[table[column].isin(values)].reset_index(drop=True)
     if seeds > 1 and any(c.endswith("_sd") for c in table.columns):
         text = mean_sd_markdown(table, "", list(range(seeds)), digits=2)
         return text.split("\n", 2)[2].strip()  # without its heading line (the section has one)
@@ -245,6 +277,12 @@ def render_group(data: Path, group: dict) -> list[str]:
         path = folder / name
         if path.is_file():
             gathered = " Mean ± sd over the seeds." if seeds > 1 else ""
+            if name in SHOWN_ROWS:
+                column, values = SHOWN_ROWS[name]
+                gathered += (
+                    f" Rows shown: {column} {' and '.join(values)}; every row is in "
+                    f"`docs/data/{group.get('folder', group['name'])}/{name}`."
+                )
             lines += [f"### {heading}", "", what + gathered, "", _table_markdown(path, seeds), ""]
     cost = folder / COST
     if cost.is_file():

@@ -243,6 +243,9 @@ def seed_tables(cfg: dict) -> list[str]:
         names.append("table3_purification")
     if detects(cfg):
         names += ["table4_detection", "table5_comparison", "detection_generalisation", "detection_defended"]
+    if corruptions(cfg):
+        names += ["corruption_classifier", "corruption_purifiers"]
+        names += ["corruption_false_alarms"] if detects(cfg) else []
     return names
 
 
