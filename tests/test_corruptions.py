@@ -180,5 +180,25 @@ def test_config_names_a_bad_corruption_or_severity(smoke_config):
     smoke_config["corruptions"]["severities"] = [1, 6]
     with pytest.raises(ConfigError, match="corruptions.severities"):
         validate_config(smoke_config)
+    smoke_config["corruptions"].update({"severities": [1], "images": 501})
+    with pytest.raises(
+        ConfigError, match="corruptions.images: 501 is more than the 500 test images that are attacked"
+    ):
+        validate_config(smoke_config)
     del smoke_config["corruptions"]
     assert validate_config(smoke_config)["corruptions"]["names"] is None  # old configs: no corruption stage
+
+
+def test_detectors_measure_false_alarms_on_the_corrupted_images_a_subset_file_holds(cifar, tmp_path):
+    from advdefense.detection import _corruption_inputs
+
+    index, labels = np.arange(100, 140), np.arange(40) % 10
+    path = tmp_path / "snow.h5"
+    write_corrupted_file(path, cifar[:20], labels[:20], index[:20], "snow", [2], 0, "data.h5")  # the first 20
+    evaluated = index[::2]  # the detector evaluates every other attacked image: 10 of them are in the file
+    out = _corruption_inputs("pixels", {"corrupted__snow": path}, evaluated, labels[::2], {}, 10, "cpu")
+    assert list(out) == [corruption_key("snow", 2)]
+    expected = corrupt_images(cifar[:20], "snow", 2, 0)[::2].astype(np.float32) / 255.0
+    assert np.array_equal(out[corruption_key("snow", 2)], expected)
+    with pytest.raises(PipelineFileError, match="labels are not the dataset's"):
+        _corruption_inputs("pixels", {"corrupted__snow": path}, evaluated, labels[::2] + 1, {}, 10, "cpu")

@@ -43,6 +43,10 @@ class CorruptedFile:
             images = f["images"][s]
         return images if rows is None else images[rows]
 
+    def present(self, index: np.ndarray) -> np.ndarray:
+        """Which of the test images at positions `index` the file holds (bool per position)."""
+        return np.isin(index, self.index)
+
     def rows_of(self, index: np.ndarray) -> np.ndarray:
         """This file's rows of the test images at positions `index` (each must be in the file)."""
         where = {int(i): r for r, i in enumerate(self.index)}

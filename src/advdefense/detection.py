@@ -425,13 +425,19 @@ def _corruption_inputs(
     kind: str, files: dict, test_index: np.ndarray, labels: np.ndarray, models: dict, batch_size: int, device
 ) -> dict[str, np.ndarray]:
     """{corruption_key: detector inputs} of the corrupted versions of the evaluated clean test images (positions
-    `test_index`), from the job's `corrupted__<corruption>` inputs, in corruption then severity order."""
+    `test_index`; those of them the files hold, `corruptions.images`), from the job's `corrupted__<corruption>`
+    inputs, in corruption then severity order."""
     out = {}
     for name in sorted(k for k in files if k.startswith("corrupted__")):
         corruption = name[len("corrupted__") :]
         f = read_corrupted_file(files[name], expect_corruption=corruption)
-        rows = f.rows_of(test_index)
-        if not np.array_equal(f.label[rows], labels):
+        held = f.present(test_index)
+        if not held.any():
+            raise PipelineFileError(
+                f"{f.path}: holds none of the evaluated test images (made for another run?)"
+            )
+        rows = f.rows_of(test_index[held])
+        if not np.array_equal(f.label[rows], labels[held]):
             raise PipelineFileError(
                 f"{f.path}: its labels are not the dataset's for the evaluated test images"
             )

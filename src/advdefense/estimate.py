@@ -282,7 +282,7 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
     if names:
         # one file per corruption (every severity), then the classifier alone and through each purifier on the
         # clean images and every corrupted set (the detectors score them inside their own jobs, above)
-        n, severities = images["test"], len(corruption_severities(cfg))
+        n, severities = corrupted_images(cfg, images["test"]), len(corruption_severities(cfg))
         made = sum(CORRUPTION_SECONDS[name] for name in names) * n * severities
         evaluated = n * (1 + len(names) * severities)
         per_image = resnet / RESNET20_EVAL + sum(
@@ -310,7 +310,8 @@ def _detection_seconds(
     # examples per epoch over every model: each key's (clean + its attacked), and the pooled (clean + all attacked)
     examples = len(keys) * n_train * (1 + honest) + n_train * (1 + honest * len(keys))
     controls = len(det["controls"]) * n_eps * n_test
-    controls += n_test * len(corruptions(cfg)) * len(corruption_severities(cfg))  # the corrupted clean images
+    # the corrupted clean images
+    controls += corrupted_images(cfg, n_test) * len(corruptions(cfg)) * len(corruption_severities(cfg))
     scored = n_cal + n_test * (1 + len(keys)) + controls  # what each fitted detector scores
     aware = det["aware"]
     targeted = aware_methods(cfg)
@@ -353,6 +354,12 @@ def _detection_seconds(
             mmd["permutations"] * (2 * b) ** 2 * 2e-8 + 1e-3 for b in mmd["batch_sizes"]
         )
     return total
+
+
+def corrupted_images(cfg: dict, attacked: int) -> int:
+    """How many test images each corruption is made of (`corruptions.images`; null: every attacked one)."""
+    n = (cfg.get("corruptions") or {}).get("images")
+    return attacked if n is None else min(n, attacked)
 
 
 def _light_jobs(cfg: dict, detected: list[str]) -> int:

@@ -17,6 +17,7 @@ rule corrupt:
     params:
         severities=decisions.corruption_severities(config),
         images=config["attack_defaults"]["images"]["test"],  # the test images the attacks use
+        corrupted=config["corruptions"]["images"],  # how many of them (null: all)
         seed=seed_of,
     script:
         "../scripts/corrupt.py"
