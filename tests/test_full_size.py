@@ -113,6 +113,9 @@ def test_full_config_validates_and_dry_runs_on_a_standin(tmp_path):
         "figure_detection": 1,
         "figure_training": 1,
         "reproduction_page": 1,  # the run's page: the paper's numbers beside ours
+        "corrupt": 15,  # the 15 CIFAR-10-C corruptions, one file each, their accuracy job and tables
+        "corruption_accuracy": 1,
+        "corruption_tables": 1,
         "all": 1,
     }
 
@@ -268,6 +271,7 @@ def test_the_estimate_holds_for_the_full_size_run(tmp_path):
     standin = write_cifar_standin(tmp_path / "data", train_per_batch=10_000, test=9_000, zeros=True)
     cfg = full_config()
     cfg["dataset"]["path"] = str(standin)
+    cfg["corruptions"] = {"names": None}  # the measured run had no corruption stage (issue 43 came after it)
     estimate = estimate_seconds(validate_config(cfg), cores=2)
     ratios = {stage: measured[stage] / estimate[stage] for stage in measured.index if measured[stage] >= 60}
     assert set(ratios) >= {"classifier", "flow training", "attacks", "detectors"}
