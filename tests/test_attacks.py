@@ -12,11 +12,12 @@ from advdefense.attack_files import (
     summarize_attack_files,
 )
 from advdefense.attacks import attack_indices, generate_attack_file, run_attack
-from advdefense.classifier import load_classifier
+from advdefense.classifier import classifier_arch, load_classifier
 from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.data import read_dataset_h5
 from advdefense.inference import predict
 from advdefense.models import CheckpointError
+from advdefense.models.checkpoint import load_checkpoint
 from conftest import REPO, attack_job
 
 SMOKE = "synthetic-smoke"
@@ -181,11 +182,12 @@ def test_attack_bad_inputs_name_the_cause(smoke, tmp_path):
     job["spec"]["params"]["steps"] = -5
     with pytest.raises(ConfigError, match=r"attacks\.pgd\.params\.steps: must be a positive integer"):
         generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "x.h5", **job)
-    deeper = {**smoke["cfg"]["classifier"], "depth": 20}
+    deeper = classifier_arch({**smoke["cfg"]["classifier"], "depth": 20})
+    deeper.pop("num_classes")
     with pytest.raises(
         CheckpointError, match=r"model\.pt: architecture does not match the configuration \(depth: file has 8"
     ):
-        load_classifier(smoke["model"], settings=deeper)
+        load_checkpoint(smoke["model"], "classifier", deeper)
     assert not list(tmp_path.iterdir()), "a failed attack left a file behind"
 
 

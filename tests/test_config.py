@@ -254,3 +254,12 @@ def test_eps_tag_is_stable_and_readable():
     assert eps_tag(8 / 255) == "0.03137255"
     assert eps_tag(0.5) == "0.5" and eps_tag(1) == "1"
     assert eps_tag(1e-5) == "0.00001"
+
+
+def test_the_aware_attack_fpr_must_be_a_calibrated_one(smoke_config):
+    from advdefense.plan.detector_specs import aware_fpr
+
+    smoke_config["detection"]["aware"]["fpr"] = 0.02  # fprs: 0.01, 0.05
+    with pytest.raises(ConfigError, match=r"detection.aware.fpr: 0.02 is not one of detection.fprs"):
+        validate_config(smoke_config)
+    assert aware_fpr({"fpr": 0.05}, [0.01, 0.05]) == 0.05  # the same check the detect job makes

@@ -325,15 +325,7 @@ def _as_channels(values: list[float] | None, default: float) -> torch.Tensor:
     return torch.tensor(values if values is not None else [default] * 3).view(1, 3, 1, 1)
 
 
-def load_classifier(path: str | Path, device: str | torch.device = "cpu", settings: dict | None = None):
-    """Load a classifier checkpoint; with `settings` (the `classifier` section of a trained ResNet), refuse
-    one whose architecture differs from them."""
-    expected = (
-        classifier_arch(settings)
-        if settings is not None and settings.get("source", "train") == "train"
-        else None
-    )
-    if expected is not None:
-        expected.pop("num_classes")
-    model, _ = load_checkpoint(path, "classifier", expected, map_location=device)
+def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
+    """Load a classifier checkpoint (the pipeline's own format: a trained ResNet or a stored brought model)."""
+    model, _ = load_checkpoint(path, "classifier", map_location=device)
     return model

@@ -25,7 +25,7 @@ from .plan.attack_specs import check_attack_method, check_attack_spec, shard_ran
 from .plan.builder_spec import check_builder_spec
 from .plan.decisions import attacked_splits, detection_attacks, robustbench_checkpoint
 from .plan.detector_specs import BUILT_IN as DETECTORS_BUILT_IN
-from .plan.detector_specs import DETECTORS, PAPER_DETECTOR, detector_spec
+from .plan.detector_specs import DETECTORS, PAPER_DETECTOR, aware_fpr, detector_spec
 from .plan.names import CLEAN, NOISE_CONTROL_NAMES, SEED_RUN, check_sha256_pin, eps_tag
 from .plan.purifier_specs import BUILT_IN as PURIFIERS_BUILT_IN
 from .plan.purifier_specs import PURIFIERS, purifier_spec
@@ -513,10 +513,7 @@ def check_detection(det: dict, cfg: dict) -> None:
             )
     aware = det["aware"]
     if aware["enabled"]:
-        if aware["fpr"] not in det["fprs"]:
-            raise ConfigError(
-                f"detection.aware.fpr: {aware['fpr']} is not one of detection.fprs {det['fprs']}"
-            )
+        aware_fpr(aware, det["fprs"])
         differentiable = [m for m in det["methods"] if DETECTORS[m].differentiable]
         for name in aware["methods"] or []:  # null: every differentiable one (plan.decisions.aware_methods)
             if name not in differentiable:

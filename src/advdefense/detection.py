@@ -42,7 +42,7 @@ from .flow import latents_of, load_flow, read_latents
 from .h5io import atomic_path
 from .inference import evaluation_model
 from .metrics import auroc
-from .plan.detector_specs import FLOW_FIELD
+from .plan.detector_specs import FLOW_FIELD, aware_fpr
 from .plan.names import POOLED, control_key, corruption_key, eps_tag, fpr_label
 from .purifiers import load_autoencoder
 from .runtime import resolve_device
@@ -509,9 +509,7 @@ def run_detection_stage(
         table.to_csv(tmp, index=False)
     rows = []
     if run_aware:
-        detector, fpr = fitted[POOLED], float(aware["fpr"])
-        if fpr not in detector.thresholds:
-            raise ConfigError(f"detection.aware.fpr: {fpr} is not one of detection.fprs {evaluation['fprs']}")
+        detector, fpr = fitted[POOLED], aware_fpr(aware, evaluation["fprs"])
         n = aware["images"] or len(test.index)
         if n > len(test.index):
             raise ConfigError(

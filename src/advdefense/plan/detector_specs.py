@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from .declarations import declared
 
 # what a detector may read: pixels in [0, 1], the Glow top latent, the Glow's bits/dim; each with the field of a
@@ -197,3 +198,12 @@ def detector_title(name: str) -> str:
     """A detector's label in the tables (its name where it is not declared, e.g. 'mmd')."""
     spec = DETECTORS.get(name)
     return spec.title if spec is not None else name
+
+
+def aware_fpr(aware: dict, fprs) -> float:
+    """The calibrated FPR whose threshold the detector-aware attack must get under (`detection.aware.fpr`), one of
+    `detection.fprs`; else a ConfigError naming both keys. The one check, at config time and in the job."""
+    fpr = float(aware["fpr"])
+    if fpr not in [float(f) for f in fprs]:
+        raise ConfigError(f"detection.aware.fpr: {aware['fpr']} is not one of detection.fprs {list(fprs)}")
+    return fpr
