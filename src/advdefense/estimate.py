@@ -21,6 +21,7 @@ import time
 from .config import config_from_command_line
 from .plan.decisions import (
     CLASSIFIER_RULES,
+    adaptive_spec,
     attacked_splits,
     autoattack_results,
     autoencoder_sweep,
@@ -232,12 +233,7 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
             columns = cfg["tables"]["table3"]["attacks"] or list(attacks)
             seconds = 0.0
             for name in columns:
-                spec = {
-                    **attacks[name],
-                    "params": {**(attacks[name].get("params") or {}), **adaptive["params"].get(name, {})},
-                }
-                if adaptive["restarts"] is not None:
-                    spec["restarts"] = adaptive["restarts"]
+                spec = adaptive_spec(attacks[name], adaptive["params"].get(name), adaptive["restarts"])
                 for p in chosen:
                     # through purifier + classifier: the purifier's passes cost `cost` of a ResNet-20's, each
                     # EOT draw (a random purifier) a pass of both
@@ -262,15 +258,7 @@ def estimate_seconds(cfg: dict, cores: int | None = None, speed: float = 1.0) ->
             seconds += images["test"] * (1 + len(columns)) / PURIFY + (1 + len(columns)) * JOB_START
             if adaptive is not None:
                 ad = cfg["purification"]["adaptive"]
-                spec = {
-                    **attacks[adaptive[0]],
-                    "params": {
-                        **(attacks[adaptive[0]].get("params") or {}),
-                        **ad["params"].get(adaptive[0], {}),
-                    },
-                }
-                if ad["restarts"] is not None:
-                    spec["restarts"] = ad["restarts"]
+                spec = adaptive_spec(attacks[adaptive[0]], ad["params"].get(adaptive[0]), ad["restarts"])
                 n = images["test"] if ad["images"] is None else ad["images"]
                 seconds += JOB_START + n * attack_passes(spec) * (resnet + 0.3) / RESNET20_PASSES
         out["autoencoder sweep"] = seconds + LIGHT_JOB

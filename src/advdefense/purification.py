@@ -33,6 +33,7 @@ from .h5io import atomic_h5, provenance_attrs, write_json
 from .inference import check_finite, evaluation_model, predict, to_float_pixels
 from .models.autoencoder import ConvAutoencoder
 from .models.checkpoint import save_checkpoint
+from .plan.decisions import adaptive_spec
 from .plan.names import file_sha256
 from .progress import ProgressLog
 from .purified_files import PURIFIED_FORMAT
@@ -330,9 +331,7 @@ def adaptive_attack(
     purifier, classifier, where = _evaluation_models(setup, classifier_path, device)
     defended = adaptive_model(purifier, classifier, adaptive.eot_samples)
     defended.is_evaluation_copy = True  # made of evaluation copies: attack_split uses it as it is
-    spec = {**spec, "params": {**(spec.get("params") or {}), **adaptive.params}}
-    if adaptive.restarts is not None:
-        spec["restarts"] = adaptive.restarts
+    spec = adaptive_spec(spec, adaptive.params, adaptive.restarts)
     attrs = {
         "defense": setup.name,
         "adaptive": True,

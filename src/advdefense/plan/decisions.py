@@ -249,6 +249,15 @@ def seed_tables(cfg: dict) -> list[str]:
     return names
 
 
+def adaptive_spec(spec: dict, params: dict, restarts: int | None) -> dict:
+    """An attack entry as the adaptive attack runs it (`purification.adaptive`): its Foolbox `params` overridden by
+    the adaptive run's for this attack, and `restarts` in place of the attack's own (None: the attack's own)."""
+    out = {**spec, "params": {**(spec.get("params") or {}), **(params or {})}}
+    if restarts is not None:
+        out["restarts"] = restarts
+    return out
+
+
 def attack_settings(spec: dict) -> dict:
     """What one attack job of a validated `attacks.<name>` entry runs: Foolbox class (or AutoAttack), norm,
     constructor parameters, rounding and restarts; not its epsilons or splits (one job per each)."""
