@@ -87,27 +87,7 @@ class FeatureReader:
         N x D each, and the logits last."""
         if self._brought() is not None:
             return [self(x, layer).flatten(1) for layer in layers] + [self.model(x)]
-        modules = dict(self.model.named_children())
-        unknown = [layer for layer in layers if layer != PENULTIMATE and layer not in modules]
-        if unknown:
-            raise ConfigError(f"classifier features: no layer {unknown[0]!r}; the model has {self.layers()}")
-        seen: dict[str, torch.Tensor] = {}
-        hooks = [
-            modules[layer].register_forward_hook(lambda _m, _i, out, name=layer: seen.__setitem__(name, out))
-            for layer in layers
-            if layer != PENULTIMATE
-        ]
-        if PENULTIMATE in layers:
-            hooks += [
-                m.register_forward_pre_hook(lambda _m, args: seen.__setitem__(PENULTIMATE, args[0]))
-                for m in self.model.modules()
-                if isinstance(m, nn.Linear)
-            ]
-        try:
-            logits = self.model(x)
-        finally:
-            for h in hooks:
-                h.remove()
+        seen, logits = self._read(x, layers)
         return [seen[layer].flatten(1) for layer in layers] + [logits]
 
     def __call__(self, x: torch.Tensor, layer: str = PENULTIMATE) -> torch.Tensor:
@@ -121,32 +101,35 @@ class FeatureReader:
             if self._script_features is None:
                 self._script_features = _script_penultimate(brought[0])
             return self._script_features(brought[1](x))
-        if layer == PENULTIMATE:
-            return self._penultimate(x)
-        modules = dict(self.model.named_children())
-        if layer not in modules:
-            raise ConfigError(f"classifier features: no layer {layer!r}; the model has {self.layers()}")
-        seen = {}
-        hook = modules[layer].register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
-        try:
-            self.model(x)
-        finally:
-            hook.remove()
-        return seen["out"]
+        seen, _ = self._read(x, [layer])
+        return seen[layer].flatten(1) if layer == PENULTIMATE else seen[layer]
 
-    def _penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        seen = {}
+    def _read(self, x: torch.Tensor, layers: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """({layer: its output, the penultimate layer: the input of the last nn.Linear the forward calls}, the
+        logits) of one forward pass of a model trained here, through hooks removed afterwards."""
+        modules = dict(self.model.named_children())
+        unknown = [layer for layer in layers if layer != PENULTIMATE and layer not in modules]
+        if unknown:
+            raise ConfigError(f"classifier features: no layer {unknown[0]!r}; the model has {self.layers()}")
         linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
-        if not linears:
+        if PENULTIMATE in layers and not linears:
             raise ConfigError(
                 "classifier features: the model has no nn.Linear whose input is the penultimate layer"
             )
+        seen: dict[str, torch.Tensor] = {}
         hooks = [
-            m.register_forward_pre_hook(lambda _m, args: seen.__setitem__("in", args[0])) for m in linears
+            modules[layer].register_forward_hook(lambda _m, _i, out, name=layer: seen.__setitem__(name, out))
+            for layer in layers
+            if layer != PENULTIMATE
         ]
+        if PENULTIMATE in layers:
+            hooks += [
+                m.register_forward_pre_hook(lambda _m, args: seen.__setitem__(PENULTIMATE, args[0]))
+                for m in linears
+            ]
         try:
-            self.model(x)
+            logits = self.model(x)
         finally:
             for h in hooks:
                 h.remove()
-        return seen["in"].flatten(1)
+        return seen, logits
