@@ -143,7 +143,7 @@ ATTACK_OK = {"class": "LinfPGD", "norm": "linf", "params": {"steps": 5}, "epsilo
 BAD_ATTACKS = [
     (
         {"class": "NoSuchAttack"},
-        r"attacks\.a\.class: 'NoSuchAttack' is neither AutoAttack nor a Foolbox attack class",
+        r"attacks\.a\.class: 'NoSuchAttack' is neither a class of an attack family \(AutoAttack\) nor a Foolbox",
     ),
     (
         {"class": "AutoAttack", "params": {"version": "fast"}},

@@ -1,8 +1,9 @@
-"""Attack methods: what attacks one batch, behind one protocol.
+"""Attack methods: what attacks one batch, behind one protocol, one class per attack family.
 
 `AttackMethod` is what the batch runner (`attacks.run_attack`) calls: a Foolbox attack (`FoolboxMethod`),
-AutoAttack (`autoattack.AutoAttackRunner`), or either run again on the images still standing (`Restarts`).
-`build_method` picks one from an attack's settings (`plan.decisions.attack_settings`).
+AutoAttack (`AutoAttackMethod`, around `autoattack.AutoAttackRunner`), a plug-in family's class (`register`,
+a subclass of `AttackFamily`), or any of them run again on the images still standing (`Restarts`).
+`build_method` picks the family's class from an attack's settings (`plan.attack_specs.attack_family`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import torch
 
 from .autoattack import AutoAttackRunner
 from .inference import LogitRecorder
-from .plan.attack_specs import AUTOATTACK, foolbox_class
+from .plan.attack_specs import (
+    ATTACK_FAMILIES,
+    BUILT_IN_FAMILIES,
+    AttackFamilySpec,
+    attack_family,
+    foolbox_class,
+)
+from .plan.declarations import add_to_registry, remove_from_registry
 
 
 class AttackMethod(Protocol):
@@ -66,9 +74,52 @@ def model_draws_at_random(model: torch.nn.Module) -> bool:
     return any(getattr(m, "draws_at_random", False) for m in model.modules())
 
 
+# ----------------------------------------------------------------------------- the registry of families
+REGISTRY: dict[str, type] = {}  # family name -> the class that runs its attacks
+
+
+def register(cls):
+    """Class decorator: `cls` (with `name`, and the declaration's fields as class attributes: `title`, `classes`,
+    `passes`, `params`, `norms`, `model_info`) runs the attacks of family `cls.name`; a plug-in file's class must
+    carry what its file declares."""
+    add_to_registry(REGISTRY, cls, ATTACK_FAMILIES, AttackFamilySpec, "attack family")
+    return cls
+
+
+def unregister(name: str) -> None:
+    remove_from_registry(REGISTRY, name, ATTACK_FAMILIES, BUILT_IN_FAMILIES)
+
+
+class AttackFamily:
+    """Base of an attack family's class: built per attack job as `(spec, net, eps, device)` (`spec`: the
+    `attacks.<name>` entry; `net`: the evaluation model, pixels in [0, 1] -> logits; `eps`: the job's epsilon),
+    called per batch as `(x, y, seed) -> (adversarials, None)`. A subclass implements `attack(x, y, seed)`,
+    which returns adversarials within `eps` of `x` in the entry's norm and inside [0, 1]: the batch runner
+    checks both and refuses a batch that is not."""
+
+    sub_attacks: list[str] = []
+    runs = None
+    draws_at_random = True  # whether another seed can give other adversarials (then restarts help)
+
+    def __init__(self, spec: dict, net: torch.nn.Module, eps: float, device):
+        self.spec, self.net, self.eps, self.device = spec, net, float(eps), device
+        self.params = dict(spec.get("params") or {})
+
+    def attack(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x, y, seed: int):
+        return self.attack(x, y, seed), None
+
+    def finish(self) -> list[str]:
+        return []
+
+
+@register
 class FoolboxMethod:
     """A Foolbox attack as a callable `(x, y, seed) -> (clipped adversarials, None)`."""
 
+    name = "foolbox"
     sub_attacks: list[str] = []
     runs = None
 
@@ -87,6 +138,18 @@ class FoolboxMethod:
 
     def finish(self) -> list[str]:
         return []
+
+
+@register
+class AutoAttackMethod(AutoAttackRunner):
+    """AutoAttack (`autoattack.AutoAttackRunner`) built like every family's class. Its sub-attacks run the bare
+    evaluation network (their hundreds of passes need no recording); its clean pass runs `net`, which gives the
+    stored clean predictions."""
+
+    name = "autoattack"
+
+    def __init__(self, spec: dict, net: LogitRecorder, eps: float, device):
+        super().__init__(net.model, spec["norm"], eps, spec.get("params") or {}, device, recorder=net)
 
 
 class Restarts:
@@ -126,15 +189,20 @@ class Restarts:
 
 
 def build_method(spec: dict, net: LogitRecorder, eps: float, device) -> AttackMethod:
-    """The callable that attacks one batch for an attack entry: AutoAttack (its sub-attacks run the bare
-    evaluation network: their hundreds of passes need no recording; its clean pass runs `net`, which gives the
-    stored clean predictions) or a Foolbox class (runs `net`, whose recorded passes give the stored
+    """The callable that attacks one batch for an attack entry: its family's class (`plan.attack_specs.
+    attack_family`: AutoAttack, a plug-in's, else Foolbox, which runs `net`, whose recorded passes give the stored
     predictions); with `restarts` > 1, run again on the images still classified correctly."""
-    if spec["class"] == AUTOATTACK:
-        method = AutoAttackRunner(
-            net.model, spec["norm"], eps, spec.get("params") or {}, device, recorder=net
+    family = attack_family(spec).name
+    if family not in REGISTRY:
+        raise RuntimeError(
+            f"attack family {family!r} is declared but no class registers it (its plug-in file?)"
         )
-    else:
-        method = FoolboxMethod(spec, net, eps, device)
+    method = REGISTRY[family](spec, net, eps, device)
     restarts = spec.get("restarts", 1)
     return Restarts(method, restarts, net.model) if restarts > 1 else method
+
+
+# every plug-in file's classes register themselves (plan.plugins)
+from .plan.plugins import load_plugin_modules  # noqa: E402
+
+load_plugin_modules()

@@ -19,6 +19,7 @@ import os
 import time
 
 from .config import config_from_command_line
+from .plan.attack_specs import FOOLBOX, attack_family
 from .plan.decisions import (
     CLASSIFIER_RULES,
     adaptive_spec,
@@ -85,7 +86,6 @@ CORRUPTION_SECONDS = {
 
 # work per image, in ResNet forward + backward passes, of one run of an attack
 DEEPFOOL_STEPS = 4  # steps a batch needs on an undefended ResNet (every step: one pass per candidate class)
-AUTOATTACK_LEFT = 0.02  # share of images APGD-CE leaves to APGD-T, FAB-T and Square on an undefended ResNet
 
 # which rules each stage's jobs belong to (benchmarks/job_table.py sums the measured times the same way)
 STAGE_RULES = {
@@ -131,12 +131,10 @@ def attack_passes(spec: dict) -> float:
     """Classifier forward + backward passes per image of one attack job (restarts run on the images left)."""
     params = spec.get("params") or {}
     cls = spec["class"]
-    if cls == "AutoAttack":
-        # APGD-CE: 100 steps on every image; APGD-T (9 targets x 100), FAB-T (9 x 100, about two passes each) and
-        # Square (5000 forward passes, a third of a backward pass's cost each) on the images APGD-CE left
-        return 100 + AUTOATTACK_LEFT * (900 + 1800 + 5000 / 3)
+    family = attack_family(spec)  # Foolbox's classes priced here, another family's by its declaration
+    single = _single_run_passes(cls, params) if family.name == FOOLBOX else family.passes(spec)
     restarts = spec.get("restarts", 1)
-    return _single_run_passes(cls, params) * (1 + 0.5 * (restarts - 1))
+    return single * (1 + 0.5 * (restarts - 1))
 
 
 def _single_run_passes(cls: str, params: dict) -> float:

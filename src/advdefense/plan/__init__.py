@@ -17,6 +17,7 @@ library, `advdefense.errors` and (to check attack classes) Foolbox, never torch 
 from the module that owns a name: `from advdefense.plan.names import eps_tag`.
 """
 
+from .attack_specs import ATTACK_FAMILIES, AttackFamilySpec  # noqa: E402
 from .detector_specs import DETECTORS, DetectorSpec  # noqa: E402
 from .plugins import declare_plugins  # noqa: E402
 from .purifier_specs import PURIFIERS, PurifierSpec  # noqa: E402
@@ -28,5 +29,6 @@ declare_plugins(
         "purifier": (PURIFIERS, PurifierSpec),
         "detector": (DETECTORS, DetectorSpec),
         "training method": (TRAININGS, TrainingSpec),
+        "attack family": (ATTACK_FAMILIES, AttackFamilySpec),
     }
 )

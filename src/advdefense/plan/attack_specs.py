@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..errors import ConfigError
 from .names import eps_tag
@@ -15,6 +17,63 @@ from .names import eps_tag
 NORM_P = {"linf": math.inf, "l2": 2.0}
 AUTOATTACK = "AutoAttack"  # attacks.<name>.class of the AutoAttack kind (every other class is Foolbox's)
 QUANTIZE = ("float", "8bit")
+
+# ----------------------------------------------------------------------------- attack families
+AUTOATTACK_LEFT = 0.02  # share of images APGD-CE leaves to APGD-T, FAB-T and Square on an undefended ResNet
+
+
+def autoattack_passes(spec: dict) -> float:
+    """AutoAttack standard: APGD-CE's 100 steps on every image; APGD-T (9 targets x 100), FAB-T (9 x 100, about two
+    passes each) and Square (5000 forward passes, a third of a backward pass's cost each) on what APGD-CE left."""
+    return 100 + AUTOATTACK_LEFT * (900 + 1800 + 5000 / 3)
+
+
+@dataclass(frozen=True)
+class AttackFamilySpec:
+    """An attack family (torch-free): the `attacks.<name>.class` values it runs and what the plan needs of it.
+    Built in: Foolbox (every Foolbox attack class) and AutoAttack; a plug-in file declares more (one class
+    registered with `advdefense.attack_methods.register`, README "Adding an attack family")."""
+
+    name: str
+    title: str
+    classes: tuple[str, ...] = ()  # its `attacks.<name>.class` values (Foolbox's: any Foolbox attack class)
+    # classifier forward + backward passes per image of one run (the estimate); a plug-in gives a number
+    passes: Callable[[dict], float] = lambda spec: 10.0
+    params: tuple[str, ...] | None = None  # the `params` it accepts (None: the family checks them itself)
+    norms: tuple[str, ...] = tuple(NORM_P)  # the norms it bounds
+    model_info: bool = (
+        False  # its test-split results are RobustBench model_info entries (results/robustbench/)
+    )
+
+    def __post_init__(self):
+        bad = [n for n in self.norms if n not in NORM_P]
+        if bad:
+            raise ValueError(f"attack family {self.name!r}: norms {bad} are not of {sorted(NORM_P)}")
+
+
+FOOLBOX = "foolbox"
+ATTACK_FAMILIES: dict[str, AttackFamilySpec] = {
+    FOOLBOX: AttackFamilySpec(FOOLBOX, "Foolbox 3 (every attack class of foolbox.attacks)"),
+    "autoattack": AttackFamilySpec(
+        "autoattack",
+        "AutoAttack (Croce & Hein 2020, the authors' code as pyautoattack)",
+        classes=("AutoAttack",),
+        passes=autoattack_passes,
+        params=("version", "attacks"),
+        norms=("linf", "l2"),
+        model_info=True,
+    ),
+}
+BUILT_IN_FAMILIES = frozenset(ATTACK_FAMILIES)
+
+
+def attack_family(spec: dict) -> AttackFamilySpec:
+    """The family that runs an `attacks:` entry: the one whose `classes` hold its class, else Foolbox."""
+    for family in ATTACK_FAMILIES.values():
+        if spec.get("class") in family.classes:
+            return family
+    return ATTACK_FAMILIES[FOOLBOX]
+
 
 # ----------------------------------------------------------------------------- AutoAttack
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
@@ -90,7 +149,9 @@ def foolbox_class(name: str, key: str):
             if inspect.isclass(c) and issubclass(c, foolbox.attacks.base.Attack) and not inspect.isabstract(c)
         )
         raise ConfigError(
-            f"{key}: {name!r} is neither {AUTOATTACK} nor a Foolbox attack class (known: {', '.join(known)})"
+            f"{key}: {name!r} is neither a class of an attack family "
+            f"({', '.join(c for f in ATTACK_FAMILIES.values() for c in f.classes)}) nor a Foolbox attack class "
+            f"(known: {', '.join(known)})"
         )
     return cls
 
@@ -122,8 +183,22 @@ def check_attack_spec(name: str, spec: dict) -> None:
 
 def check_attack_method(key: str, spec: dict) -> None:
     """The method part of an attack entry (`class`, `params`, `norm`): what one attack job needs."""
+    family = attack_family(spec)
     if spec["class"] == AUTOATTACK:
         check_autoattack_params(key, spec.get("params") or {}, spec["norm"])
+        return
+    if family.name != FOOLBOX:  # a plug-in family: its declared parameters and norms
+        unknown = sorted(set(spec.get("params") or {}) - set(family.params or ()))
+        if family.params is not None and unknown:
+            raise ConfigError(
+                f"{key}.params: {', '.join(unknown)} not accepted by {spec['class']} of attack family "
+                f"{family.name} (it takes {', '.join(family.params) or 'no parameters'})"
+            )
+        if spec["norm"] not in family.norms:
+            raise ConfigError(
+                f"{key}.norm: {spec['class']} (attack family {family.name}) bounds {', '.join(family.norms)}, "
+                f"not {spec['norm']!r}"
+            )
         return
     cls = foolbox_class(spec["class"], f"{key}.class")
     params = spec.get("params") or {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .attack_specs import AUTOATTACK, gradient_free
+from .attack_specs import attack_family, gradient_free
 from .detector_specs import DETECTORS
 from .names import is_runtime_key, robustbench_zoo_file
 from .purifier_specs import PURIFIERS, sweep_purifier
@@ -55,11 +55,12 @@ def classifier_architecture(cfg: dict) -> str | None:
 
 
 def autoattack_results(cfg: dict) -> list[tuple[str, float]]:
-    """(attack, epsilon) of every AutoAttack file on the test split: each gets a RobustBench model_info JSON."""
+    """(attack, epsilon) of every test-split file of a family whose results are RobustBench model_info entries
+    (AutoAttack's): each gets a model_info JSON."""
     return [
         (name, float(eps))
         for name, spec in cfg.get("attacks", {}).items()
-        if spec["class"] == AUTOATTACK and "test" in spec["splits"]
+        if attack_family(spec).model_info and "test" in spec["splits"]
         for eps in spec["epsilons"]
     ]
 

@@ -35,6 +35,7 @@ KIND_MODULES = {
     "advdefense.purifiers": "purifier",
     "advdefense.detectors": "detector",
     "advdefense.robust_training": "training method",
+    "advdefense.attack_methods": "attack family",
 }
 # declaration fields that are functions in the built-ins; a plug-in file gives a number (a constant)
 CALLABLE_FIELDS = ("passes", "fit_seconds")
@@ -214,8 +215,14 @@ def spec_from_attributes(spec_type, attributes: dict, where: str):
     for key in CALLABLE_FIELDS:
         if isinstance(values.get(key), (int, float)) and not isinstance(values[key], bool):
             values[key] = _constant(values[key])
-    if isinstance(values.get("needs"), list):
-        values["needs"] = tuple(values["needs"])
+    for key in (
+        "needs",
+        "classes",
+        "params",
+        "norms",
+    ):  # the declarations' tuples, written as lists or tuples
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
     try:
         return spec_type(**{f.name: values[f.name] for f in fields(spec_type) if f.name in values})
     except (TypeError, ValueError) as err:
