@@ -143,3 +143,22 @@ print("ok")
         env={**os.environ, "ADVDEFENSE_PLUGINS": str(plugins)},
     )  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:] + proc.stdout
+
+
+def test_an_attack_that_leaves_the_threat_model_is_refused():
+    import torch
+
+    from advdefense.attacks import check_within_budget
+
+    x = torch.rand(4, 3, 32, 32) * 0.5
+    check_within_budget(x + 0.03, x, "linf", 0.03, "ok", 0)  # at the budget: float32 rounding allowed
+    with pytest.raises(
+        RuntimeError, match=r"returned an adversarial linf 0.05 from image 12, beyond eps 0.03"
+    ):
+        check_within_budget(
+            x + torch.tensor([0.0, 0.0, 0.05, 0.0]).view(4, 1, 1, 1), x, "linf", 0.03, "bad", 10
+        )
+    step = torch.zeros_like(x)
+    step[1, 0, 0, 0] = 0.6
+    with pytest.raises(RuntimeError, match="l2 0.6 from image 1"):
+        check_within_budget(x + step, x, "l2", 0.5, "bad", 0)

@@ -21,7 +21,13 @@ import torch
 # merge_attack_shards and summarize_attack_files are also imported from here by their workflow scripts, as before
 # attack files had a module of their own: Snakemake re-runs a finished job whose script's text has changed (and,
 # after a merge, everything downstream of the attacks), so the scripts keep their bytes (F401: not used here).
-from .attack_files import ATTACK_FORMAT, merge_attack_shards, summarize_attack_file, summarize_attack_files  # noqa: F401
+from .attack_files import (  # noqa: F401
+    ATTACK_FORMAT,
+    NORM_TOLERANCE,
+    merge_attack_shards,
+    summarize_attack_file,
+    summarize_attack_files,
+)
 from .attack_methods import build_method, quantize_8bit
 from .classifier import load_classifier
 from .data import Split, read_split, split_size
@@ -124,6 +130,7 @@ def run_attack(
             net.reset()
             clipped, sub = method(x, y, batch_seed(seed, first + start))
             adv = clipped.detach().float().clamp(0.0, 1.0)
+            check_within_budget(adv, x, spec["norm"], float(eps), f"{name} ({spec['class']})", first + start)
             if spec.get("quantize", "float") == "8bit":  # success is judged again on the rounded images
                 adv = quantize_8bit(adv, x, float(eps))
             # predictions from the attack's own forward passes where they saw exactly these inputs
@@ -194,6 +201,22 @@ def run_attack(
         seconds,
     )
     return summary
+
+
+def check_within_budget(
+    adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float, what: str, start: int
+) -> None:
+    """Every adversarial of a batch lies within `eps` of its image in the attack's norm (float32 rounding
+    allowed); an attack method that returns one outside (a plug-in family's bug) is refused, naming the image."""
+    delta = (adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    over = size > eps * (1 + NORM_TOLERANCE) + NORM_TOLERANCE  # what the attack file's readers accept
+    if over.any():
+        i = int(torch.nonzero(over)[0])
+        raise RuntimeError(
+            f"{what} returned an adversarial {norm} {float(size[i]):.6g} from image {start + i}, beyond eps {eps:g}: "
+            f"{int(over.sum())} of the batch's {len(x)} images are outside the threat model"
+        )
 
 
 def attack_split(
