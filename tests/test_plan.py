@@ -266,6 +266,8 @@ def test_decisions_follow_the_configuration():
     assert decisions.latent_clean_splits(cfg) == ["train", "test"] and decisions.seed_tables(cfg) == [
         "summary",
         "table3_purification",
+        "corruption_classifier",  # the smoke config's corruptions (no detector: no false-alarm table)
+        "corruption_purifiers",
     ]
 
 
