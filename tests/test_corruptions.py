@@ -202,3 +202,20 @@ def test_detectors_measure_false_alarms_on_the_corrupted_images_a_subset_file_ho
     assert np.array_equal(out[corruption_key("snow", 2)], expected)
     with pytest.raises(PipelineFileError, match="labels are not the dataset's"):
         _corruption_inputs("pixels", {"corrupted__snow": path}, evaluated, labels[::2] + 1, {}, 10, "cpu")
+
+
+def test_robustbench_corruptions_acc_is_the_mean_over_all_fifteen_at_five_severities(tmp_path):
+    from advdefense.robustbench_info import corruptions_accuracy
+
+    rows = [{"through": "none", "corruption": "clean", "severity": 0, "n": 100, "accuracy": 0.9}]
+    for name in CORRUPTIONS:
+        for s in SEVERITIES:
+            rows.append(
+                {"through": "none", "corruption": name, "severity": s, "n": 100, "accuracy": 0.8 - 0.02 * s}
+            )
+            rows.append({"through": "jpeg", "corruption": name, "severity": s, "n": 100, "accuracy": 0.1})
+    path = tmp_path / "accuracy.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    assert corruptions_accuracy(path) == {"accuracy": pytest.approx(0.74), "n_test_images": 100}
+    pd.DataFrame(rows[:-10]).to_csv(path, index=False)  # one corruption short of a severity: no such number
+    assert corruptions_accuracy(path) is None

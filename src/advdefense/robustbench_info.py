@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .attack_files import open_attack_file, summarize_attack_file
 from .h5io import write_json
+from .plan.attack_specs import attack_family
 
 # the fields of robustbench.utils.ModelInfo (robustbench 1.1.1), in its order; tests check them against the package
 MODEL_INFO_FIELDS = (
@@ -58,21 +59,37 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+def corruptions_accuracy(accuracy_csv: str | Path) -> dict | None:
+    """RobustBench's `corruptions_acc` (the classifier's mean accuracy over CIFAR-10-C's 15 corruptions x 5
+    severities) from a run's corruption_accuracy.csv, with what it was measured on; None unless all 75 are there."""
+    import pandas as pd
+
+    from .corruptions import CORRUPTIONS, SEVERITIES
+
+    table = pd.read_csv(accuracy_csv)
+    alone = table[(table["through"] == "none") & table["corruption"].isin(CORRUPTIONS)]
+    if len(alone) != len(CORRUPTIONS) * len(SEVERITIES):
+        return None
+    return {"accuracy": float(alone["accuracy"].mean()), "n_test_images": int(alone["n"].iloc[0])}
+
+
 def model_info(
     attack_file: str | Path,
     classifier_metrics: str | Path,
     run: str,
     dataset: str,
     architecture: str | None = None,
+    corruption_accuracy: str | Path | None = None,
 ) -> dict:
     """The model_info entry of one AutoAttack file (test split) of run `run`, whose classifier's metrics are
     `classifier_metrics`; `dataset`: RobustBench's name of the data set (cifar10, cifar100); `architecture`:
-    that of a classifier trained here (e.g. ResNet-20), None for a brought one."""
+    that of a classifier trained here (e.g. ResNet-20), None for a brought one; `corruption_accuracy`: the run's
+    corruption_accuracy.csv, whose mean over all 15 x 5 corruptions becomes `corruptions_acc`."""
     with open_attack_file(attack_file) as f:
         summary = summarize_attack_file(f)
         params = json.loads(f.attrs.get("params", "{}"))
         versions = json.loads(f.attrs.get("versions", "{}"))
-    if summary["foolbox_class"] != "AutoAttack" or summary["split"] != "test":
+    if not attack_family({"class": summary["foolbox_class"]}).model_info or summary["split"] != "test":
         raise ValueError(f"{attack_file}: not an AutoAttack file of the test split")
     metrics = json.loads(Path(classifier_metrics).read_text())
     source = metrics.get("source", "train")
@@ -114,6 +131,14 @@ def model_info(
         "classifier_source": source,
         "classifier_test_accuracy": metrics.get("test_accuracy"),
     }
+    corrupted = corruptions_accuracy(corruption_accuracy) if corruption_accuracy is not None else None
+    if corrupted is not None:
+        entry["corruptions_acc"] = _percent(corrupted["accuracy"])
+        entry["advdefense"]["corruptions"] = (
+            f"CIFAR-10-C's 15 corruptions x 5 severities generated here with the published parameters "
+            f"(advdefense.corruptions) from {corrupted['n_test_images']} test images of run {run}, not the "
+            "published CIFAR-10-C files of all 10 000"
+        )
     return entry
 
 
@@ -124,7 +149,8 @@ def write_model_info(
     run: str,
     dataset: str,
     architecture: str | None = None,
+    corruption_accuracy: str | Path | None = None,
 ) -> dict:
-    entry = model_info(attack_file, classifier_metrics, run, dataset, architecture)
+    entry = model_info(attack_file, classifier_metrics, run, dataset, architecture, corruption_accuracy)
     write_json(out, entry, sort_keys=False)  # in ModelInfo's order, as the leaderboard's files are
     return entry

@@ -84,6 +84,7 @@ rule attack_summary:
 
 rule robustbench_info:
     input:
+        unpack(robustbench_corruption_input),
         attack=path(ATTACK, split="test"),
         classifier=CLASSIFIER_METRICS,
     output:

@@ -7,7 +7,7 @@ from advdefense.snakemake_job import run_script
 
 def main(smk):
     write_model_info(smk.input.attack, smk.input.classifier, smk.output[0], smk.wildcards.run, smk.params.dataset,
-                     smk.params.architecture)
+                     smk.params.architecture, smk.input.get("corruptions"))
 
 
 run_script(snakemake, main)  # noqa: F821
