@@ -220,7 +220,7 @@ def impulse_noise(x, c, rng):
 def defocus_blur(x, c, rng):
     import cv2
 
-    x = (x / 255.0).astype(np.float32)
+    x = x / 255.0  # float64, as the published script filters it
     kernel = _disk(radius=c[0], alias_blur=c[1])
     out = np.stack([cv2.filter2D(x[:, :, d], -1, kernel) for d in range(3)], axis=-1)
     return np.clip(out, 0, 1) * 255
@@ -229,12 +229,15 @@ def defocus_blur(x, c, rng):
 def glass_blur(x, c, rng):
     sigma, delta, passes = c
     x = np.uint8(_gaussian(x / 255.0, sigma) * 255)
-    for _ in range(passes):  # locally shuffle pixels
+    for _ in range(passes):  # locally "shuffle" pixels
         for h in range(SIZE - delta, delta, -1):
             for w in range(SIZE - delta, delta, -1):
                 dx, dy = rng.integers(-delta, delta, size=2)
                 hp, wp = h + dy, w + dx
-                x[h, w], x[hp, wp] = x[hp, wp].copy(), x[h, w].copy()
+                # as the published script writes it: with numpy views this copies the neighbour's pixel onto
+                # (h, w) and leaves the neighbour as it was, a smear rather than a swap; kept, so that the images
+                # are CIFAR-10-C's
+                x[h, w], x[hp, wp] = x[hp, wp], x[h, w]
     return np.clip(_gaussian(x / 255.0, sigma), 0, 1) * 255
 
 
