@@ -401,7 +401,8 @@ def test_clean_and_attacked_images_go_through_the_flow_the_same_way(smoke, tmp_p
     import h5py
 
     from advdefense.data import read_dataset_h5
-    from advdefense.flow import attack_latents, read_latents
+    from advdefense.flow import attack_latents
+    from advdefense.latent_files import read_latents
 
     source = smoke["dir"] / f"results/attacks/{D}/pgd/eps0.03/test.h5"
     identity = tmp_path / "identity.h5"

@@ -34,8 +34,9 @@ from advdefense.data import (
 )
 from advdefense.detection import load_pixel_inputs
 from advdefense.errors import PipelineFileError
-from advdefense.flow import attack_latents, read_latents
+from advdefense.flow import attack_latents
 from advdefense.h5io import atomic_h5, atomic_path, read_h5, remove_stale_temporaries
+from advdefense.latent_files import read_latents
 from advdefense.models import load_checkpoint
 from advdefense.purification import PurifierSetup, purify_attack_file
 from conftest import REPO, SNAKEMAKE, run_snakemake

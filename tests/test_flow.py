@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from advdefense.config import ConfigError
-from advdefense.flow import import_published_flow, load_flow, load_published_glow, read_latents
+from advdefense.flow import import_published_flow, load_flow, load_published_glow
+from advdefense.latent_files import read_latents
 from advdefense.models import CheckpointError
 from advdefense.models.glow import Glow, squeeze2d, unsqueeze2d
 from conftest import REPO

@@ -38,9 +38,10 @@ from .corrupted_files import read_corrupted_file
 from .data import DatasetFile
 from .detectors import DetectorContext, detector_class
 from .errors import ConfigError, PipelineFileError
-from .flow import latents_of, load_flow, read_latents
+from .flow import latents_of, load_flow
 from .h5io import atomic_path
 from .inference import evaluation_model
+from .latent_files import read_latents
 from .metrics import auroc
 from .plan.detector_specs import FLOW_FIELD, aware_fpr
 from .plan.names import POOLED, control_key, corruption_key, eps_tag, fpr_label

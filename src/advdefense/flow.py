@@ -25,13 +25,13 @@ from .attack_files import iter_adversarial_batches, read_attack_file
 from .attacks import attacked_images
 from .data import read_split
 from .errors import ConfigError
-from .h5io import atomic_h5, provenance_attrs, read_h5, write_json
+from .h5io import provenance_attrs, write_json
 from .inference import to_float_pixels
+from .latent_files import write_latents
 from .models import CheckpointError, load_checkpoint, save_checkpoint
 from .models.archives import check_archive
 from .models.glow import Glow
 from .plan.names import file_sha256
-from .progress import ProgressLog
 from .runtime import resolve_device
 from .training import (
     FitSettings,
@@ -44,7 +44,6 @@ from .training import (
 )
 
 log = logging.getLogger(__name__)
-LATENT_FORMAT = "advdefense-latents-v1"
 
 
 def glow_arch(settings: dict, seed: int) -> dict:
@@ -375,47 +374,8 @@ def latents_of(model: Glow, pixels01: np.ndarray, batch_size: int, device) -> tu
 
 
 def _write_latents(out_path, model: Glow, n: int, batches, device, arrays: dict, attrs: dict) -> dict:
-    c, h, w = model.top_shape
-    t0 = time.perf_counter()
-    with atomic_h5(out_path) as f:
-        z_ds = f.create_dataset(
-            "z",
-            (n, c, h, w),
-            np.float32,
-            chunks=(min(n, 256), c, h, w),
-            compression="gzip",
-            compression_opts=4,
-        )
-        bpd_ds = f.create_dataset("bpd", (n,), np.float32)
-        for name, values in arrays.items():
-            f.create_dataset(name, data=values)
-        start = 0
-        progress = ProgressLog(log, f"latents {out_path}", n)
-        for z, bpd in _latent_batches(model, batches, device):
-            if not (np.isfinite(z).all() and np.isfinite(bpd).all()):
-                raise TrainingDiverged(
-                    f"{out_path}: the flow produced non-finite latents for images {start}.."
-                )
-            z_ds[start : start + len(z)] = z
-            bpd_ds[start : start + len(z)] = bpd
-            start += len(z)
-            progress.update(start)
-        if start != n:
-            raise RuntimeError(f"{out_path}: wrote {start} latents for {n} images")
-        seconds = time.perf_counter() - t0
-        f.attrs.update({"format": LATENT_FORMAT, "seconds": seconds, "images_per_s": n / seconds, **attrs})
-        mean_bpd_value = float(bpd_ds[()].mean())
-    log.info(
-        "%s: %d latents (%dx%dx%d), mean %.3f bits/dim, %.0f images/s",
-        out_path,
-        n,
-        c,
-        h,
-        w,
-        mean_bpd_value,
-        n / seconds,
-    )
-    return {"n": n, "mean_bpd": mean_bpd_value, "seconds": seconds}
+    """The latents file (`latent_files.write_latents`) of `batches` of pixels through `model`."""
+    return write_latents(out_path, model.top_shape, n, _latent_batches(model, batches, device), arrays, attrs)
 
 
 def clean_latents(
@@ -472,7 +432,3 @@ def attack_latents(
         arrays,
         attrs,
     )
-
-
-def read_latents(path) -> dict:
-    return read_h5(path, LATENT_FORMAT, "latent")

@@ -1,0 +1,83 @@
+"""The latents file: the flow's top latent and bits/dim of the images one job used (the clean images the attacks
+use, or one attack file's adversarials), results/latents/<run>/{clean,<attack>/eps<eps>}/<split>.h5. Its writer
+and its reader, in one place.
+
+Layout: /z float32 N x C x H x W (gzip), /bpd float32 N, and the arrays of the images' source (index, label; an
+attack's success, pred_clean, pred_adv, linf); attributes: format, kind (clean | attack), source, split, the
+attack and epsilon of an attack's, provenance, seconds, images_per_s.
+
+Torch-free: the flow stage hands it numpy batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .h5io import atomic_h5, read_h5
+from .progress import ProgressLog
+
+log = logging.getLogger(__name__)
+LATENT_FORMAT = "advdefense-latents-v1"
+
+
+class NonFiniteLatents(RuntimeError):
+    """The flow gave a NaN or inf latent or bits/dim: nothing is written."""
+
+
+def write_latents(
+    out_path, shape: tuple[int, int, int], n: int, batches: Iterable, arrays: dict, attrs: dict
+) -> dict:
+    """Write the latents file of `n` images from `batches` of (z: B x C x H x W, bpd: B) numpy arrays (`shape`:
+    C x H x W), with the source's `arrays` and `attrs`; it appears under `out_path` only when complete. Returns
+    {n, mean_bpd, seconds}."""
+    c, h, w = shape
+    t0 = time.perf_counter()
+    with atomic_h5(out_path) as f:
+        z_ds = f.create_dataset(
+            "z",
+            (n, c, h, w),
+            np.float32,
+            chunks=(min(n, 256), c, h, w),
+            compression="gzip",
+            compression_opts=4,
+        )
+        bpd_ds = f.create_dataset("bpd", (n,), np.float32)
+        for name, values in arrays.items():
+            f.create_dataset(name, data=values)
+        start = 0
+        progress = ProgressLog(log, f"latents {out_path}", n)
+        for z, bpd in batches:
+            if not (np.isfinite(z).all() and np.isfinite(bpd).all()):
+                raise NonFiniteLatents(
+                    f"{out_path}: the flow produced non-finite latents for images {start}.."
+                )
+            z_ds[start : start + len(z)] = z
+            bpd_ds[start : start + len(z)] = bpd
+            start += len(z)
+            progress.update(start)
+        if start != n:
+            raise RuntimeError(f"{out_path}: wrote {start} latents for {n} images")
+        seconds = time.perf_counter() - t0
+        f.attrs.update({"format": LATENT_FORMAT, "seconds": seconds, "images_per_s": n / seconds, **attrs})
+        mean_bpd = float(bpd_ds[()].mean())
+    log.info(
+        "%s: %d latents (%dx%dx%d), mean %.3f bits/dim, %.0f images/s",
+        out_path,
+        n,
+        c,
+        h,
+        w,
+        mean_bpd,
+        n / seconds,
+    )
+    return {"n": n, "mean_bpd": mean_bpd, "seconds": seconds}
+
+
+def read_latents(path: str | Path) -> dict:
+    """Every array of a latents file and its attributes ('attrs'), after checking it is one."""
+    return read_h5(path, LATENT_FORMAT, "latent")
