@@ -85,6 +85,7 @@ def test_an_attack_family_in_one_file_runs_is_summarised_and_priced(smoke_run, t
             "splits": ["test"],
         }
     }
+    cfg["attack_defaults"]["images"] = {"train": 100, "test": 100}
     cfg["latents"]["enabled"] = False
     cfg["detection"]["enabled"] = False
     cfg["purification"] = {"enabled": False}

@@ -201,7 +201,7 @@ RESULT_KEYS = {
     ),  # a table choice, not the test's
     "corruptions.names": (["gaussian_noise", "fog"], "corrupt"),  # fog's file is new; the tables gather it
     "corruptions.severities": ([1, 3], "corrupt"),
-    "corruptions.images": (100, "corrupt"),
+    "corruptions.images": (100, "corrupt"),  # (the smoke config's 200)
 }
 
 # changed together with the key, where the key alone would make an invalid config
