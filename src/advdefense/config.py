@@ -576,12 +576,6 @@ def check_sizes(cfg: dict) -> None:
             f"test images that are attacked (attack_defaults.images.test); the adaptive attack runs "
             f"on a subset of those"
         )
-    corrupted = cfg["corruptions"]["images"]
-    if cfg["corruptions"]["names"] and corrupted is not None and corrupted > attacked["test"]:
-        raise ConfigError(
-            f"corruptions.images: {corrupted} is more than the {attacked['test']} test images that are attacked "
-            f"(attack_defaults.images.test); the corruptions are made of a subset of those"
-        )
     flow = cfg["flow"]
     if cfg["latents"]["enabled"] and flow["source"] == "train" and flow["init_images"] > sizes["train"]:
         raise ConfigError(
