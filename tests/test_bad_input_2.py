@@ -135,7 +135,7 @@ def test_a_builder_model_is_stored_self_contained(data, tmp_path):
     )
     assert metrics["builder_sha256"] == file_sha256(tmp_path / "builder.py")  # 4: pinned with the checkpoint
     raw = torch.load(out[0], weights_only=True)
-    assert raw["arch"]["format"] == "torchscript" and "builder" not in raw["arch"]
+    assert raw["arch"]["format"] == "export" and "builder" not in raw["arch"]
     (tmp_path / "builder.py").write_text("raise RuntimeError('the builder must not run again')\n")
     model = load_classifier(out[0])  # loads without the builder
     x = torch.rand(5, 3, 32, 32)

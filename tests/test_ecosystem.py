@@ -43,13 +43,16 @@ def build_imagenet():
 
 @pytest.fixture(scope="module")
 def user_models(tmp_path_factory):
-    """A small torchvision ResNet saved both ways (TorchScript; builder + state dict), and a data set."""
+    """A small torchvision ResNet saved three ways (torch.export; TorchScript; builder + state dict), a data set."""
     import torchvision
 
     root = tmp_path_factory.mktemp("byo")
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
     torch.jit.save(torch.jit.script(model), str(root / "scripted.pt"))
+    example = (torch.rand(4, 3, 32, 32),)
+    program = torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(program, root / "exported.pt2")
     torch.save(model.state_dict(), root / "weights.pt")
     (root / "builder.py").write_text(BUILDER)
     data = root / "data.h5"
@@ -66,11 +69,20 @@ def _reference_predictions(model, data_path):
     return logits.argmax(1).numpy()
 
 
-@pytest.mark.parametrize("how", ["torchscript", "builder"])
+BROUGHT_FILES = {"export": "exported.pt2", "torchscript": "scripted.pt", "builder": "weights.pt"}
+# what the pipeline's checkpoint stores for each: a brought program as it came, a builder's model exported
+STORED = {
+    "export": "export",
+    "torchscript": "torchscript",
+    "builder": "export (made from the state_dict model at import)",
+}
+
+
+@pytest.mark.parametrize("how", ["export", "torchscript", "builder"])
 def test_brought_classifier_is_imported_exactly(user_models, tmp_path, how):
     root = user_models["root"]
-    path = root / ("scripted.pt" if how == "torchscript" else "weights.pt")
-    builder = None if how == "torchscript" else f"{root / 'builder.py'}:build"
+    path = root / BROUGHT_FILES[how]
+    builder = f"{root / 'builder.py'}:build" if how == "builder" else None
     metrics = import_classifier(
         path,
         user_models["data"],
@@ -82,10 +94,12 @@ def test_brought_classifier_is_imported_exactly(user_models, tmp_path, how):
         std=STD,
         device="cpu",
     )
-    assert metrics["format"] == ("torchscript" if how == "torchscript" else "state_dict")
+    assert metrics["format"] == ("state_dict" if how == "builder" else how)
+    assert metrics["stored_as"] == STORED[how]
     # the stored checkpoint loads with weights_only=True and predicts exactly what the user's model does
     raw = torch.load(tmp_path / "model.pt", weights_only=True)
     assert raw["arch"]["name"] == "external" and raw["arch"]["mean"] == MEAN
+    assert raw["arch"]["format"] == STORED[how].split(" ")[0]
     model = load_classifier(tmp_path / "model.pt")
     from advdefense.data import read_dataset_h5
 
@@ -148,11 +162,14 @@ def test_brought_classifier_bad_inputs(user_models, tmp_path):
 
 @pytest.mark.slow
 def test_brought_classifier_runs_through_the_attack_stage(smoke_run, tmp_path):
-    """The smoke run's trained ResNet exported as TorchScript and brought back as a user's model: the
-    DAG imports it instead of training, attacks it, and it scores what the original scored."""
+    """The smoke run's trained ResNet exported with torch.export and brought back as a user's model (a .pt2
+    file): the DAG imports it instead of training, attacks it, and it scores what the original scored."""
     original = load_classifier(smoke_run / f"results/classifier/{D}/model.pt")
-    scripted = tmp_path / "user_model.pt"
-    torch.jit.save(torch.jit.trace(original, torch.rand(2, 3, 32, 32)), str(scripted))
+    scripted = tmp_path / "user_model.pt2"
+    example = (torch.rand(2, 3, 32, 32),)
+    torch.export.save(
+        torch.export.export(original, example, dynamic_shapes=({0: torch.export.Dim.AUTO},)), scripted
+    )
     cfg = load_yaml(REPO / "config/smoke.yaml")
     cfg["classifier"] = {
         "source": "checkpoint",
@@ -178,7 +195,7 @@ def test_brought_classifier_runs_through_the_attack_stage(smoke_run, tmp_path):
     assert len(summary) == 8 and (summary["n"] == 60).all()
     assert (summary["clean_accuracy"] > 0.8).all() and (summary["success_rate_on_correct"] > 0).all()
     model, _ = load_checkpoint(work / f"results/classifier/{D}/model.pt", "classifier")
-    assert model.arch["format"] == "torchscript"
+    assert model.arch["format"] == "export" and metrics["stored_as"] == "export"
 
 
 # ----------------------------------------------------------------------------- CIFAR-100

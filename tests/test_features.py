@@ -12,7 +12,8 @@ from torch import nn
 from advdefense.detectors import DetectorContext
 from advdefense.errors import ConfigError
 from advdefense.inference import evaluation_model
-from advdefense.models.external import ExternalClassifier, traced
+from advdefense.models.exported import ExportedModule, export_model, load_exported
+from advdefense.models.external import ExternalClassifier, stored_program, traced
 from advdefense.models.features import PENULTIMATE, FeatureReader
 from advdefense.models.resnet import CifarResNet
 
@@ -55,16 +56,26 @@ def test_the_built_in_resnet_gives_its_penultimate_layer_and_named_layers():
         reader(x, "layer9")
 
 
-@pytest.mark.parametrize("brought_as", ["torchscript", "builder"])
+@pytest.mark.parametrize("brought_as", ["export", "torchscript", "builder", "builder-traced"])
 def test_a_brought_model_gives_its_penultimate_layer_through_its_program(brought_as, tmp_path):
-    """A brought classifier is a TorchScript program behind the pipeline's normalisation (a builder's model is
-    traced when imported, a RobustBench model likewise): its features come from its graph, equal to the original
-    model's on the normalised pixels, and gradients reach the pixels."""
+    """A brought classifier is a program behind the pipeline's normalisation: a torch.export program (brought as a
+    .pt2 file, or exported from a builder's or a RobustBench model when imported), or TorchScript (brought, or a
+    builder's model traced where export fails): its features come from its graph, equal to the original model's on
+    the normalised pixels, and gradients reach the pixels."""
     model, x = _resnet(), torch.rand(6, 3, 32, 32)
     if brought_as == "torchscript":
         path = tmp_path / "m.pt"
         torch.jit.save(torch.jit.trace(model, x), str(path))
         program = torch.jit.load(str(path))
+    elif brought_as == "export":
+        path = tmp_path / "m.pt2"
+        torch.export.save(
+            torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim.AUTO},)), path
+        )
+        program = load_exported(path, "m.pt2")
+    elif brought_as == "builder":
+        program = stored_program(model, x, "builder")
+        assert isinstance(program, ExportedModule)
     else:
         program = traced(model, x)
     external = evaluation_model(ExternalClassifier(program, 10, brought_as, MEAN, STD))
@@ -98,6 +109,8 @@ def test_the_last_linear_called_is_the_head_whatever_the_attribute_order():
     expected = model.body(x)
     assert torch.allclose(FeatureReader(model)(x), expected)
     program = ExternalClassifier(torch.jit.trace(model, x), 10)
+    assert torch.allclose(FeatureReader(program)(x), expected, atol=1e-6)
+    program = ExternalClassifier(export_model(model, x, "mlp"), 10)
     assert torch.allclose(FeatureReader(program)(x), expected, atol=1e-6)
     with pytest.raises(ConfigError, match="no nn.Linear"):
         FeatureReader(nn.Sequential(nn.Flatten()))(x)

@@ -66,7 +66,7 @@ def _import(zoo, tmp_path, **changes):
 
 
 def test_zoo_model_is_imported_exactly(zoo, tmp_path):
-    """The stored classifier (TorchScript traced from the zoo's model) gives the zoo model's logits on the data
+    """The stored classifier (the zoo's model exported with torch.export) gives the zoo model's logits on the data
     set's test images, which the metrics score; no later job needs the package."""
     from advdefense.classifier import load_classifier
 
@@ -78,6 +78,7 @@ def test_zoo_model_is_imported_exactly(zoo, tmp_path):
     )
     stored = load_classifier(tmp_path / "model.pt")
     assert stored.arch["name"] == "external" and stored.arch["source_format"] == "robustbench"
+    assert stored.arch["format"] == "export" and metrics["stored_as"].startswith("export")
     test = read_dataset_h5(zoo["data"]).test
     x = torch.from_numpy(test.images).float() / 255
     with torch.no_grad():

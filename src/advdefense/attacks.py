@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from .errors import ConfigError
 from .h5io import atomic_h5, provenance_attrs
 from .inference import LogitRecorder, evaluation_model, to_float_pixels
 from .plan.attack_specs import check_attack_method, shard_range
+from .plan.seeds import keyed_seed
 from .progress import ProgressLog
 from .runtime import resolve_device
 
@@ -64,7 +64,7 @@ def attack_indices(split_size: int, n: int | None, seed: int, key: str) -> np.nd
 
 
 def job_seed(seed: int, attack: str, eps: float, split: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(f"{attack}/{eps!r}/{split}".encode())) % (2**31)
+    return keyed_seed(seed, f"{attack}/{eps!r}/{split}")
 
 
 def batch_seed(seed: int, first: int) -> int:

@@ -19,7 +19,7 @@ from .models.external import (
     ExternalClassifier,
     check_classifier_model,
     load_user_model,
-    traced,
+    stored_program,
 )
 from .plan.builder_spec import builder_source
 from .plan.names import check_sha256_pin, file_sha256
@@ -186,7 +186,8 @@ def import_classifier(
     eval_batch_size: int = 1000,
 ) -> dict:
     """Bring your own classifier (`classifier.source: checkpoint`): check its sha256 pin, load it
-    (TorchScript, or `builder` + a state dict with weights_only=True), check that it gives N x classes
+    (a torch.export program, TorchScript, or `builder` + a state dict with weights_only=True), check that it
+    gives N x classes
     logits in eval-safe form, store it in the pipeline's checkpoint format (every later stage loads it
     like a trained ResNet) and measure its test accuracy."""
     t0 = time.perf_counter()
@@ -201,9 +202,6 @@ def import_classifier(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": found,
         "format": fmt,
-        "stored_as": "torchscript"
-        if fmt == "torchscript"
-        else "torchscript (traced from the builder's model)",
         **{k: v for k, v in provenance.items() if k.startswith("builder")},
     }
     brought = BroughtClassifier(model, fmt, provenance, metrics, mean, std)
@@ -224,7 +222,7 @@ def import_robustbench_classifier(
 ) -> dict:
     """A RobustBench zoo model (`classifier.source: robustbench`, `settings` = `classifier.robustbench`): loaded
     by the package from its zoo layout (downloaded only where the file is absent), its checkpoint checked
-    against the sha256 pin, then the checks of a brought classifier, traced into TorchScript and stored."""
+    against the sha256 pin, then the checks of a brought classifier, exported (torch.export) and stored."""
     from .models.robustbench_zoo import load_zoo_model
 
     t0 = time.perf_counter()
@@ -242,12 +240,14 @@ def import_robustbench_classifier(
         "checkpoint_sha256": settings["sha256"],
         "downloaded": downloaded,
         "format": "robustbench",
-        "stored_as": "torchscript (traced from the zoo's model)",
     }
     brought = BroughtClassifier(model, "robustbench", provenance, metrics)
     return _store_brought_classifier(
         brought, dataset_path, model_path, metrics_path, device, eval_batch_size, t0
     )
+
+
+BROUGHT_PROGRAMS = ("export", "torchscript")  # brought as a program: stored as it came
 
 
 @dataclass
@@ -256,7 +256,7 @@ class BroughtClassifier:
     what the stored checkpoint records of its origin, the metrics so far, and its input normalisation."""
 
     model: torch.nn.Module
-    fmt: str  # torchscript, state_dict (a builder's model) or robustbench
+    fmt: str  # export, torchscript, state_dict (a builder's model) or robustbench
     provenance: dict
     metrics: dict
     mean: list[float] | None = None
@@ -273,23 +273,24 @@ def _store_brought_classifier(
     t0: float,
 ) -> dict:
     """What every brought classifier goes through: the import checks on random and real images (N x classes
-    finite logits, not probabilities, eval-safe), a TorchScript trace where it is not TorchScript already
-    (checked against the model), storage in the pipeline's checkpoint format, and its test accuracy
-    measured on exactly what the later stages will load."""
+    finite logits, not probabilities, eval-safe), a torch.export program where it is not a program already
+    (checked against the model; a TorchScript trace where export fails), storage in the pipeline's checkpoint
+    format, and its test accuracy measured on exactly what the later stages will load."""
     model, fmt, mean, std = brought.model, brought.fmt, brought.mean, brought.std
     names, test = class_names(dataset_path), read_split(dataset_path, "test")
     num_classes = len(names)
     real = to_float_pixels(
         torch.from_numpy(test.images[:CHECK_IMAGES])
     )  # on the 8-bit grid, as every image is
-    if fmt != "torchscript":  # stored as TorchScript: no later job calls the builder (nor any code it names)
+    if fmt not in BROUGHT_PROGRAMS:  # stored as a program: no later job calls the builder (nor code it names)
         check_classifier_model(
             ExternalClassifier(model, num_classes, fmt, mean, std),
             num_classes,
             real,
             batch_size=eval_batch_size,
         )
-        model = traced(model, ((real - _as_channels(mean, 0.0)) / _as_channels(std, 1.0)).contiguous())
+        inputs = ((real - _as_channels(mean, 0.0)) / _as_channels(std, 1.0)).contiguous()
+        model = stored_program(model, inputs, f"the classifier ({fmt})")
     wrapped = ExternalClassifier(model, num_classes, fmt, mean, std).eval()
     check_classifier_model(wrapped, num_classes, real, batch_size=eval_batch_size)
     save_checkpoint(model_path, "classifier", wrapped, brought.provenance)
@@ -297,8 +298,10 @@ def _store_brought_classifier(
     model = load_classifier(model_path, device)  # exactly what the later stages will evaluate
     test_x, test_y = torch.from_numpy(test.images), torch.from_numpy(test.labels)
     report = accuracy_report(predict(model, test_x, eval_batch_size, device), test_y, names)
+    stored = wrapped.arch["format"]
     metrics = {
         **brought.metrics,
+        "stored_as": stored if fmt in BROUGHT_PROGRAMS else f"{stored} (made from the {fmt} model at import)",
         "test_accuracy": report["accuracy"],
         "per_class_accuracy": report["per_class_accuracy"],
         "test_images": report["n"],

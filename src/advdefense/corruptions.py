@@ -22,34 +22,15 @@ Torch-free (numpy, scipy, scikit-image, OpenCV, Pillow).
 from __future__ import annotations
 
 import functools
-import zlib
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError
+from .plan.corruption_specs import CORRUPTIONS, IDENTITY, SEVERITIES
+from .plan.seeds import keyed_seed
 
-# the 15 corruptions of CIFAR-10-C in the published order (noise, blur, weather, digital)
-CORRUPTIONS = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-)
-IDENTITY = "identity"  # returns the image unchanged: a control (its accuracy is the clean accuracy)
-SEVERITIES = (1, 2, 3, 4, 5)
 SIZE = 32  # the published parameters are for 32 x 32 images
 
 # CIFAR-10-C's parameters per severity 1..5 (make_cifar_c.py, hendrycks/robustness)
@@ -367,7 +348,7 @@ FUNCTIONS = {name: globals()[name] for name in (*CORRUPTIONS, IDENTITY)}
 # ----------------------------------------------------------------------------- a batch
 def corruption_seed(seed: int, name: str, severity: int) -> int:
     """The seed of one (corruption, severity) of a run: the same images get the same draws on every rerun."""
-    return (seed * 1_000_003 + zlib.crc32(f"{name}/{severity}".encode())) % (2**31)
+    return keyed_seed(seed, f"{name}/{severity}")
 
 
 # the corruptions that need what `imagecorruptions` supplies (its motion-blur port, the frost pictures)

@@ -64,7 +64,7 @@ def corruptions_accuracy(accuracy_csv: str | Path) -> dict | None:
     severities) from a run's corruption_accuracy.csv, with what it was measured on; None unless all 75 are there."""
     import pandas as pd
 
-    from .corruptions import CORRUPTIONS, SEVERITIES
+    from .plan.corruption_specs import CORRUPTIONS, SEVERITIES
 
     table = pd.read_csv(accuracy_csv)
     alone = table[(table["through"] == "none") & table["corruption"].isin(CORRUPTIONS)]

@@ -19,7 +19,6 @@ from advdefense.config import (
 )
 from advdefense.errors import PipelineFileError
 from advdefense.plan import decisions
-from advdefense.corruptions import CORRUPTIONS as CIFAR10C
 from advdefense.plan.builder_spec import builder_source
 from advdefense.plan.detector_specs import DETECTORS, PAPER_DETECTOR
 from advdefense.plan.names import (
@@ -362,10 +361,7 @@ def corruption_table_inputs(wildcards):
 def robustbench_corruption_input(wildcards):
     """The run's corruption accuracy table where every CIFAR-10-C corruption at every severity is configured:
     its mean is the model_info entry's `corruptions_acc`."""
-    every = set(decisions.corruptions(config)) >= set(CIFAR10C) and set(
-        decisions.corruption_severities(config)
-    ) >= {1, 2, 3, 4, 5}
-    if not every:
+    if not decisions.robustbench_corruptions(config):
         return {}
     return {"corruptions": path(TABLE, run=wildcards.run, table=CORRUPTION_ACCURACY)}
 

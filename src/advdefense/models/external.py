@@ -1,17 +1,22 @@
-"""A classifier the user brings (`classifier.source: checkpoint`): a TorchScript file, or a builder
-function plus a state dict, wrapped so that it takes pixels in [0, 1] like every model of the pipeline.
+"""A classifier the user brings (`classifier.source: checkpoint`): a `torch.export` program (`.pt2`), a
+TorchScript file, or a builder function plus a state dict, wrapped so that it takes pixels in [0, 1] like every
+model of the pipeline.
 
-In the pipeline's checkpoint format (`checkpoint.py`) it is stored self-contained, as a TorchScript
-archive in a uint8 tensor: arch {"name": "external", "format": "torchscript", "source_format", "mean",
-"std", "num_classes"}, so the checkpoint still loads with ``torch.load(weights_only=True)``. A builder
-model is traced into TorchScript when it is imported (and the trace checked against it on real images):
+In the pipeline's checkpoint format (`checkpoint.py`) it is stored self-contained, as the program's archive in a
+uint8 tensor: arch {"name": "external", "format": "export" or "torchscript", "source_format", "mean", "std",
+"num_classes"}, so the checkpoint still loads with ``torch.load(weights_only=True)``. A builder's model (and a
+RobustBench model) is exported with `torch.export` when it is imported (and the program checked against it on real
+images; traced into TorchScript only where export fails); a brought program is stored as it came:
 **a checkpoint never names code to run**. Every later job loads the checkpoint without the config; a
 checkpoint that asked for a builder (`module:function`) could make it import and call anything.
+TorchScript is deprecated by torch (2.14 warns on `torch.jit.trace`, `script` and `save`); its files are still
+read, with the checks of `archives.py`.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from pathlib import Path
 
@@ -21,6 +26,9 @@ from torch import nn
 from ..errors import ConfigError, PipelineFileError
 from ..plan.builder_spec import import_builder
 from .archives import check_archive, load_torchscript
+from .exported import ExportedModule, ExportFailed, export_model, is_exported_archive, load_exported
+
+log = logging.getLogger(__name__)
 
 
 def build_from_builder(spec: str) -> nn.Module:
@@ -33,16 +41,18 @@ def build_from_builder(spec: str) -> nn.Module:
 
 
 def load_user_model(path: str | Path, builder: str | None) -> tuple[nn.Module, str]:
-    """The user's model from `path` and the format it came in ('torchscript' or 'state_dict')."""
+    """The user's model from `path` and the format it came in ('export', 'torchscript' or 'state_dict')."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"classifier.checkpoint.path: file {path} does not exist")
     if builder is None:
         if not zipfile.is_zipfile(path):
             raise PipelineFileError(
-                f"{path}: not a TorchScript file (not a zip archive); for a state dict, set "
+                f"{path}: not a torch.export (.pt2) or TorchScript file (not a zip archive); for a state dict, set "
                 "classifier.checkpoint.builder"
             )
+        if is_exported_archive(path):
+            return load_exported(path, str(path)), "export"
         return load_torchscript(path, str(path)), "torchscript"
     model = build_from_builder(builder)
     state, _ = fit_state_dict(model, _load_weights(path), path, builder)
@@ -173,7 +183,7 @@ class ExternalClassifier(nn.Module):
         self.model = model
         self.arch = {
             "name": "external",
-            "format": "torchscript",
+            "format": "export" if isinstance(model, ExportedModule) else "torchscript",
             "source_format": source_format,
             "mean": mean,
             "std": std,
@@ -188,7 +198,9 @@ class ExternalClassifier(nn.Module):
         return self.model((x - self.mean) / self.std)
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        """What the pipeline's checkpoint stores: the TorchScript archive as bytes."""
+        """What the pipeline's checkpoint stores: the program's archive (torch.export or TorchScript) as bytes."""
+        if isinstance(self.model, ExportedModule):
+            return {"exported": torch.frombuffer(bytearray(self.model.to_bytes()), dtype=torch.uint8)}
         buffer = io.BytesIO()
         torch.jit.save(self.model, buffer)
         return {"torchscript": torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)}
@@ -197,15 +209,21 @@ class ExternalClassifier(nn.Module):
     def from_checkpoint(cls, arch: dict, state: dict[str, torch.Tensor]) -> ExternalClassifier:
         """The stored model; a checkpoint that names code to run (a builder) instead of holding its model is
         refused without running anything."""
-        if arch.get("format") != "torchscript" or arch.get("builder") is not None:
+        fmt = arch.get("format")
+        if fmt not in STORED_FORMATS or arch.get("builder") is not None:
             raise PipelineFileError(
                 f"the checkpoint names code to build its model (builder {arch.get('builder')!r}, format "
                 f"{arch.get('format')!r}) instead of holding it; a checkpoint never names code to run, so it is "
                 f"refused: import the classifier again (classifier.source: checkpoint) to store it self-contained"
             )
-        if not isinstance(state.get("torchscript"), torch.Tensor):
-            raise PipelineFileError("external classifier checkpoint without its TorchScript archive")
-        model = load_torchscript(state["torchscript"].numpy().tobytes(), "its stored TorchScript program")
+        key = STORED_FORMATS[fmt]
+        if not isinstance(state.get(key), torch.Tensor):
+            raise PipelineFileError(f"external classifier checkpoint without its {fmt} archive ({key!r})")
+        data = state[key].numpy().tobytes()
+        if fmt == "export":
+            model = load_exported(data, "its stored torch.export program")
+        else:
+            model = load_torchscript(data, "its stored TorchScript program")
         return cls(
             model,
             arch["num_classes"],
@@ -213,6 +231,20 @@ class ExternalClassifier(nn.Module):
             arch.get("mean"),
             arch.get("std"),
         )
+
+
+# the formats a stored external classifier may hold, and the checkpoint's key for each
+STORED_FORMATS = {"export": "exported", "torchscript": "torchscript"}
+
+
+def stored_program(model: nn.Module, images: torch.Tensor, what: str) -> nn.Module:
+    """What a builder's or a RobustBench model is stored as: its `torch.export` program, checked against it on
+    `images`; where export fails, its TorchScript trace (deprecated by torch; the warning says why)."""
+    try:
+        return export_model(model, images, what)
+    except ExportFailed as exc:
+        log.warning("%s; stored as traced TorchScript instead (deprecated by torch)", exc)
+        return traced(model, images)
 
 
 def traced(model: nn.Module, images: torch.Tensor) -> torch.jit.ScriptModule:

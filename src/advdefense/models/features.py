@@ -7,21 +7,24 @@ both, differentiably (the detector-aware attack goes through them):
 - a PyTorch module (the built-in ResNet, trained here): `penultimate` is the input of the last `nn.Linear` that
   the forward pass calls (found by a pre-hook on every `nn.Linear`, so the order of the module's attributes does
   not matter); any named submodule (`layers()`: for the ResNet `layer1`, `layer2`, `layer3`) gives its output;
-- a brought model (`classifier.source: checkpoint` or `robustbench`): stored as TorchScript inside
-  `ExternalClassifier`, which normalises the pixels first. Python hooks do not run inside a TorchScript
-  program, so `penultimate` is read from its graph: the program is frozen (submodule calls inlined), and a copy
-  of its graph returns the first operand of the last `aten::linear` (`aten::addmm`: its second; `aten::matmul`)
-  instead of the logits. Named intermediate layers are not exposed for such a model (the error says so).
+- a brought model (`classifier.source: checkpoint` or `robustbench`): stored as a `torch.export` program (or
+  TorchScript) inside `ExternalClassifier`, which normalises the pixels first. Python hooks do not run inside
+  such a program, so `penultimate` is read from its graph: a copy of the graph returns the first operand of the
+  last `aten.linear` (`aten.addmm`: its second; `aten.matmul`, `aten.mm`) instead of the logits (a TorchScript
+  program is frozen first, which inlines its submodule calls). Named intermediate layers are not exposed for such
+  a model (the error says so).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .exported import ExportedModule
 
 PENULTIMATE = "penultimate"
 LINEAR_OPS = {"aten::linear": 0, "aten::addmm": 1, "aten::matmul": 0}  # op -> which input holds the features
@@ -50,6 +53,35 @@ def _script_penultimate(script: torch.jit.ScriptModule) -> Callable[[torch.Tenso
     return lambda x: function(module, x)
 
 
+EXPORTED_LINEAR_OPS = {"linear": 0, "addmm": 1, "matmul": 0, "mm": 0}
+
+
+def _exported_penultimate(exported: ExportedModule) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The exported program's input to its last linear layer, as a function of the program's input: a copy of
+    its graph module whose output is that input."""
+    module = exported.graph_module
+    graph = torch.fx.Graph()
+    returned = graph.graph_copy(module.graph, {})  # every node but the output
+    graph._codegen = copy.deepcopy(module.graph._codegen)  # the same calling convention (pytree in and out)
+    last = None
+    for node in graph.nodes:
+        target = node.target
+        aten = node.op == "call_function" and getattr(target, "namespace", None) == "aten"
+        if aten and target._schema.name.split("::")[-1] in EXPORTED_LINEAR_OPS:
+            last = node
+    if last is None:
+        raise ConfigError(
+            "classifier: its exported program has no linear layer (aten.linear, addmm, matmul or mm) whose input "
+            "could be the penultimate features"
+        )
+    features = last.args[EXPORTED_LINEAR_OPS[last.target._schema.name.split("::")[-1]]]
+    graph.output((features,) if isinstance(returned, tuple | list) else features)
+    features_module = torch.fx.GraphModule(module, graph)
+    features_module.graph.eliminate_dead_code()  # the head's nodes
+    features_module.recompile()
+    return features_module
+
+
 class FeatureReader:
     """`reader(x, layer)`: the features of images `x` (N x 3 x 32 x 32 in [0, 1]) at `layer` (`PENULTIMATE`, or a
     name of `layers()`); differentiable in `x`."""
@@ -58,12 +90,12 @@ class FeatureReader:
         self.model = model
         self._script_features = None
 
-    def _brought(self) -> tuple[torch.jit.ScriptModule, Callable] | None:
-        """(its TorchScript program, the normalisation in front of it) for a brought model, else None."""
+    def _brought(self) -> tuple[torch.jit.ScriptModule | ExportedModule, Callable] | None:
+        """(its program, the normalisation in front of it) for a brought model, else None."""
         inner = getattr(self.model, "model", None)
-        if isinstance(inner, torch.jit.ScriptModule):
+        if isinstance(inner, torch.jit.ScriptModule | ExportedModule):
             return inner, lambda x: (x - self.model.mean) / self.model.std
-        if isinstance(self.model, torch.jit.ScriptModule):
+        if isinstance(self.model, torch.jit.ScriptModule | ExportedModule):
             return self.model, lambda x: x
         return None
 
@@ -95,11 +127,16 @@ class FeatureReader:
         if brought is not None:
             if layer != PENULTIMATE:
                 raise ConfigError(
-                    f"classifier features: layer {layer!r} of a brought (TorchScript) model; such a model exposes "
-                    f"only {PENULTIMATE!r}"
+                    f"classifier features: layer {layer!r} of a brought (exported or TorchScript) model; such a "
+                    f"model exposes only {PENULTIMATE!r}"
                 )
             if self._script_features is None:
-                self._script_features = _script_penultimate(brought[0])
+                program = brought[0]
+                self._script_features = (
+                    _exported_penultimate(program)
+                    if isinstance(program, ExportedModule)
+                    else _script_penultimate(program)
+                )
             return self._script_features(brought[1](x))
         seen, _ = self._read(x, [layer])
         return seen[layer].flatten(1) if layer == PENULTIMATE else seen[layer]

@@ -3,8 +3,8 @@ itself (`robustbench.utils.load_model`), pinned by the sha256 of its checkpoint 
 
 RobustBench keeps each checkpoint at <model_dir>/<dataset>/<threat_model>/<name>.pt and downloads it there
 only when the file is absent; on a machine without network, place the file there yourself. Its models take
-pixels in [0, 1] and normalise inside, as every model of this pipeline does. The import job traces the model
-into TorchScript (`models.external`), so that no later job needs the package or runs its code.
+pixels in [0, 1] and normalise inside, as every model of this pipeline does. The import job exports the model
+with torch.export (`models.exported`), so that no later job needs the package or runs its code.
 
 Two shims, each for a fault of the PyPI release `robustbench` 1.1.1 (checked on it):
 - it declares the dependency `pyautoattack` but imports `autoattack` (the name of the authors' unpackaged

@@ -2,7 +2,7 @@
 'module:function', checked before any job runs.
 
 A file builder is read, not run, to check it defines the function (its code runs only in the import job, which
-traces the model into TorchScript); a module builder (e.g. torchvision.models:resnet18) is imported to check
+exports the model with torch.export); a module builder (e.g. torchvision.models:resnet18) is imported to check
 that it names a Python function or nn.Module class, not a builtin such as os:system.
 """
 

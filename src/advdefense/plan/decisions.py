@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .attack_specs import attack_family, gradient_free
+from .corruption_specs import is_cifar10c
 from .detector_specs import DETECTORS
 from .names import is_runtime_key, robustbench_zoo_file
 from .purifier_specs import PURIFIERS, sweep_purifier
@@ -230,6 +231,11 @@ def corruptions(cfg: dict) -> list[str]:
 def corruption_severities(cfg: dict) -> list[int]:
     """The severities every corruption is generated at (`corruptions.severities`), ascending."""
     return sorted(cfg["corruptions"]["severities"]) if corruptions(cfg) else []
+
+
+def robustbench_corruptions(cfg: dict) -> bool:
+    """Whether the run measures RobustBench's `corruptions_acc`: every CIFAR-10-C corruption at every severity."""
+    return is_cifar10c(corruptions(cfg), corruption_severities(cfg))
 
 
 def gradient_free_attacks(cfg: dict) -> list[str]:
