@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -99,8 +100,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test`: two workers), an order that keeps both cores busy: the SLURM test first
-    (it needs the smoke DAG, so its worker runs that, then mostly waits on the cluster), then the tests that do
-    not need the smoke DAG (the other worker runs them meanwhile), then the ones that read it. A plain `pytest`
+    (its worker runs the smoke DAG while the cluster's jobs, mostly waiting, run beside it), then the tests that
+    do not need the smoke DAG (the other worker runs them meanwhile), then the ones that read it. A plain `pytest`
     keeps the collection order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
@@ -115,16 +116,30 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """Run the whole smoke DAG once (synthetic data, CPU); returns its working directory. Under pytest-xdist
-    (`make test` runs two workers) the first worker that needs it runs it, under a file lock in the session's
-    shared temporary folder, and the other worker waits for it and reads the same directory: the DAG runs once
-    per session, not once per worker. A developer iterating may set ADVDEFENSE_SMOKE_DIR to the directory of an
-    earlier smoke run: Snakemake then re-runs there only what changed since (CI never sets it)."""
+    """Run the whole smoke DAG once (synthetic data, CPU); returns its working directory (`shared_smoke_run`)."""
+    return shared_smoke_run(tmp_path_factory)
+
+
+_SMOKE_DONE: dict[Path, Path] = {}  # without xdist: the session's smoke run, by its base folder
+_SMOKE_LOCK = threading.Lock()
+
+
+def shared_smoke_run(tmp_path_factory) -> Path:
+    """The session's smoke DAG, run once. Under pytest-xdist (`make test` runs two workers) the first worker that
+    needs it runs it, under a file lock in the session's shared temporary folder, and the other worker waits for
+    it and reads the same directory: the DAG runs once per session, not once per worker. Callable from a thread
+    (the SLURM test runs it while its cluster jobs wait). A developer iterating may set ADVDEFENSE_SMOKE_DIR to the
+    directory of an earlier smoke run: Snakemake then re-runs there only what changed since (CI never sets it)."""
     reuse = os.environ.get("ADVDEFENSE_SMOKE_DIR")
     if reuse:
-        return _run_smoke_dag(Path(reuse))
+        with _SMOKE_LOCK:
+            return _run_smoke_dag(Path(reuse))
     if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return _run_smoke_dag(tmp_path_factory.mktemp("smoke"))
+        base = tmp_path_factory.getbasetemp()
+        with _SMOKE_LOCK:
+            if base not in _SMOKE_DONE:
+                _SMOKE_DONE[base] = _run_smoke_dag(tmp_path_factory.mktemp("smoke"))
+            return _SMOKE_DONE[base]
     shared = tmp_path_factory.getbasetemp().parent  # one folder for all workers of this session
     workdir, failed = shared / "smoke", shared / "smoke.failed"
     with open(shared / "smoke.lock", "w") as lock:

@@ -13,7 +13,9 @@ from advdefense.seeds import gather_over_seeds, mean_sd_markdown
 from conftest import REPO, job_counts, run_snakemake
 
 D = "synthetic-smoke"
-PURIFIERS_GATHERED = ("autoencoder",)  # the two-seed run's (CI minutes: a BPDA purifier is gathered by the same code)
+PURIFIERS_GATHERED = (
+    "autoencoder",
+)  # the two-seed run's (CI minutes: a BPDA purifier is gathered by the same code)
 
 
 def test_gathering_takes_mean_and_sd_of_what_differs(tmp_path):
