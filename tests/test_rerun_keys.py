@@ -187,7 +187,7 @@ RESULT_KEYS = {
     "detection.aware.sanity_epsilon": (0.5, "detect"),
     "detection.aware.sanity_images": (10, "detect"),
     "detection.aware.sanity_steps": (60, "detect"),
-    "detection.aware.square_queries": (100, "detect"),
+    "detection.aware.square_queries": (150, "detect"),
     "detection.aware.step_rules": (["sign"], "detect"),
     "detection.aware.objectives": (["penalty"], "detect"),
     "detection.mmd.enabled": (False, frozenset({"detection_tables", "reproduction_page"})),
