@@ -47,11 +47,16 @@ class UnsafeModelFile(PipelineFileError):
     """A model file that torch must not read, or a program that must not run."""
 
 
+def archive_handle(source: str | Path | bytes):
+    """What `zipfile` reads a model file from: its path, or its bytes (a program stored inside a checkpoint)."""
+    return io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+
+
 def check_archive(source: str | Path | bytes, what: str, limit: int = MAX_DECLARED_BYTES) -> None:
     """Refuse a zip archive (checkpoint or TorchScript) whose entries declare more than `limit` bytes in all, or
     a compressed entry that declares more than MAX_INFLATION times its stored size. `what` names it in the error.
     A file that is not a zip archive (torch's legacy format) is left to torch."""
-    handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    handle = archive_handle(source)
     if not zipfile.is_zipfile(handle):
         return
     if isinstance(handle, io.BytesIO):
@@ -79,7 +84,7 @@ def check_archive(source: str | Path | bytes, what: str, limit: int = MAX_DECLAR
 
 def archive_texts(source: str | Path | bytes, suffix: str = ".py") -> dict[str, str]:
     """The text entries of a zip archive ending in `suffix` (TorchScript's code/ directory)."""
-    handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    handle = archive_handle(source)
     with zipfile.ZipFile(handle) as archive:
         return {
             e.filename: archive.read(e).decode("utf-8", "replace")

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, PipelineFileError
-from .archives import DENIED_ATEN, UnsafeModelFile, check_archive
+from .archives import DENIED_ATEN, UnsafeModelFile, archive_handle, check_archive
 
 # a program exported here takes a batch of any size (the pipeline feeds batches of every size up to its batch_size)
 BATCH = {0: torch.export.Dim.AUTO}
@@ -41,7 +41,7 @@ MODEL_NAME = "model"  # torch.export.save's name for the one program of a file
 
 def is_exported_archive(source: str | Path | bytes) -> bool:
     """Whether `source` is a zip archive written by `torch.export.save` (its `archive_format` entry says pt2)."""
-    handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    handle = archive_handle(source)
     if not zipfile.is_zipfile(handle):
         return False
     if isinstance(handle, io.BytesIO):
@@ -215,7 +215,7 @@ class _Archive:
 
     def __init__(self, source: str | Path | bytes, what: str):
         self.what = what
-        handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+        handle = archive_handle(source)
         self.zip = zipfile.ZipFile(handle)
         names = self.zip.namelist()
         tops = {n.split("/", 1)[0] for n in names}
