@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from advdefense.front_page import (
     COST,
@@ -135,3 +136,95 @@ def test_the_readme_layout_names_every_module():
         if p.name != "__init__.py" and "plugins" not in p.parts and p.name not in layout
     ]
     assert not missing, f"README.md, Layout: no word on {missing}"
+
+
+def _sweep_table(path: Path, clean_without: float, points: dict[str, float]) -> Path:
+    """A sweep table as the workflow writes it, one row per point with its overall recovery."""
+    rows = []
+    for k, (point, recovery) in enumerate(points.items()):
+        rows.append(
+            {
+                "point": point,
+                "purifier": f"autoencoder.{point}",
+                "source": "brought",
+                "widths": "32x16" if k else "32x64",
+                "code_values": 1024 if k else 4096,
+                "code_fraction": 0.33,
+                "noise_std": 0.0 if k else 0.025,
+                "epochs": 20,
+                "test_psnr": 30.0,
+                "clean_accuracy": clean_without - 3 - k,
+                "clean_accuracy_without": clean_without,
+                "clean_images": 2000,
+                **{f"recovery_{a}": recovery for a in ("fgsm", "pgd", "deepfool")},
+                **{f"successful_{a}": 1000 for a in ("fgsm", "pgd", "deepfool")},
+                "recovery_overall": recovery,
+                "successful_overall": 3000,
+                "adaptive_attack": "pgd (eps=0.02)",
+                "adaptive_accuracy": 0.5,
+                "adaptive_images": 500,
+            }
+        )
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_the_cross_separates_classifier_and_autoencoder(tmp_path, capsys):
+    """Issue 41 item 3: `advdefense-docs cross` builds the 2 x 2 table from two runs' sweep tables, the page shows
+    every cell and the two effects computed from them, `collect` keeps it, and a cross that mixes classifiers or
+    misses a cell is refused by name."""
+    from advdefense.sweep import autoencoder_cross
+
+    full = _sweep_table(tmp_path / "full.csv", 88.0, {"mini_ae": 40.0, "code1024": 25.0})
+    mini = _sweep_table(tmp_path / "mini.csv", 71.0, {"mini_ae": 30.0, "full_ae": 20.0})
+    data = tmp_path / "data"
+    cells = [
+        f"mini,mini={mini}:mini_ae",
+        f"mini,full-size={mini}:full_ae",
+        f"full-size,mini={full}:mini_ae",
+        f"full-size,full-size={full}:code1024",
+    ]
+    args = ["cross", "--folder", "g", "--out", str(data)]
+    assert main([*args, *(x for c in cells for x in ("--cell", c))]) == 0
+    cross = pd.read_csv(data / "g" / "autoencoder_cross.csv")
+    assert list(zip(cross["classifier"], cross["autoencoder"], cross["recovery_overall"])) == [
+        ("mini", "mini", 30.0),
+        ("mini", "full-size", 20.0),
+        ("full-size", "mini", 40.0),
+        ("full-size", "full-size", 25.0),
+    ]
+    (data / MANIFEST).write_text(
+        '{"groups": [{"name": "g", "role": "main", "data": "JPEG copy", "runs": ["r"]}]}\n'
+    )
+    page = render_front_page(data)
+    section = page.split("### Classifier and autoencoder apart: the cross")[1]
+    assert "| mini (71.0 %) | 30.0 % (" in section and "| full-size (88.0 %) | 40.0 % (" in section
+    assert "widths 32x64, code 4096 values, noise 0.025, 20 epochs" in section
+    # autoencoder full-size instead of mini: -10 (mini classifier), -15 (full-size); classifier: +10, +5
+    assert "-10.0, -15.0 points of recovery" in section and "+10.0, +5.0 points" in section
+    assert "12.5 points for the autoencoder, 7.5 for the classifier: the autoencoder makes more" in section
+
+    # collect (a run's own files) keeps the cross, which it did not make
+    collect(tmp_path / "no-results", "g", ["r"], "main", "JPEG copy", data, parts=(), folder_name="g")
+    assert (data / "g" / "autoencoder_cross.csv").is_file()
+
+    # refused by name: a missing point, a cell twice, a cell missing, two classifiers under one name
+    assert main([*args, "--cell", f"mini,mini={mini}:nope", "--cell", f"mini,full-size={mini}:full_ae"]) == 2
+    assert "no sweep point 'nope'" in capsys.readouterr().err
+    assert main([*args, "--cell", "mini,mini"]) == 2
+    assert "CLASSIFIER,AUTOENCODER=SWEEP_TABLE:POINT" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="given twice"):
+        autoencoder_cross([("a", "b", mini, "mini_ae"), ("a", "b", mini, "full_ae")])
+    with pytest.raises(ValueError, match="every classifier"):
+        autoencoder_cross(
+            [("a", "x", mini, "mini_ae"), ("a", "y", mini, "full_ae"), ("b", "x", full, "mini_ae")]
+        )
+    with pytest.raises(ValueError, match="not the same classifier on the same test images"):
+        autoencoder_cross(
+            [
+                ("a", "x", mini, "mini_ae"),
+                ("a", "y", full, "code1024"),
+                ("b", "x", full, "mini_ae"),
+                ("b", "y", full, "code1024"),
+            ]
+        )

@@ -6,6 +6,9 @@ Two commands, so that no number in `docs/` is typed by hand:
   the topic tables: gathered over seeds where the group has several, and its jobs' cost from the benchmark files)
   into `docs/data/<group>/`, and records in `docs/data/manifest.json` what the group is (its role on the page,
   its data, its runs, the commit that made them).
+- `advdefense-docs cross` writes a group's cross of classifiers and autoencoders (`autoencoder_cross.csv`) from the
+  sweep tables of several runs, one sweep point per cell (issue 41: which of the two makes the recovery); `collect`
+  keeps it.
 - `advdefense-docs render` writes the page from `docs/data/` alone: first the side-by-side table of the paper's
   numbers and ours with the verdict (`advdefense.reproduction`), then the autoencoder sweep, then one section per
   topic. `advdefense-docs check` re-renders and fails on any difference (a test runs it on the committed files).
@@ -24,7 +27,12 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import PipelineFileError
-from .plan.names import AUTOENCODER_SWEEP_BY_SIZE, AUTOENCODER_SWEEP_FIGURE, AUTOENCODER_SWEEP_TABLE
+from .plan.names import (
+    AUTOENCODER_CROSS_TABLE,
+    AUTOENCODER_SWEEP_BY_SIZE,
+    AUTOENCODER_SWEEP_FIGURE,
+    AUTOENCODER_SWEEP_TABLE,
+)
 from .reproduction import (
     BY_SIZE,
     SWEEP,
@@ -33,9 +41,11 @@ from .reproduction import (
     read_table,
     render,
     render_by_size,
+    render_cross,
     render_sweep,
 )
 from .seeds import mean_sd_markdown
+from .sweep import parse_cross_cell, write_autoencoder_cross
 from .tables import to_markdown
 
 MANIFEST = "manifest.json"
@@ -134,6 +144,7 @@ def job_cost(results: Path, runs: list[str]) -> pd.DataFrame:
 
 
 PARTS = ("reproduction", "sweep", "topics", "cost")  # what `collect` can copy
+KEPT = (AUTOENCODER_CROSS_TABLE,)  # what `collect` leaves in a group's folder (made by `cross`)
 
 
 def collect(
@@ -160,9 +171,13 @@ def collect(
     root = results.parent
     folder_name = folder_name or group  # the data set's name need not be a path of the repository
     folder = out / folder_name
+    kept = {}  # what `cross` made from several runs' tables: not this run's to replace
     if folder.is_dir():
+        kept = {name: (folder / name).read_bytes() for name in KEPT if (folder / name).is_file()}
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    for name, content in kept.items():
+        (folder / name).write_bytes(content)
     written = []
 
     def copy(source: Path, name: str):
@@ -273,6 +288,9 @@ def render_group(data: Path, group: dict) -> list[str]:
         frame = pd.DataFrame([r.__dict__ for r in rows])
         lines += [_deeper(line) for line in render_sweep(frame[frame["section"] == SWEEP])]
         lines += [_deeper(line) for line in render_by_size(frame[frame["section"] == BY_SIZE])]
+    cross = folder / AUTOENCODER_CROSS_TABLE
+    if cross.is_file():
+        lines += [_deeper(line) for line in render_cross(pd.read_csv(cross), group["data"])]
     for name, _pattern, heading, what in TOPICS:
         path = folder / name
         if path.is_file():
@@ -344,6 +362,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     c.add_argument("--folder", help="its folder under the data folder (default: the group's name)")
     c.add_argument("--out", default="docs/data")
+    x = sub.add_parser(
+        "cross", help="write a group's cross of classifiers and autoencoders from sweep tables"
+    )
+    x.add_argument(
+        "--cell",
+        action="append",
+        required=True,
+        metavar="CLASSIFIER,AUTOENCODER=SWEEP_TABLE:POINT",
+        help="one cell: the sweep point of a run whose classifier is CLASSIFIER (every pair once)",
+    )
+    x.add_argument("--folder", required=True, help="the group's folder under the data folder")
+    x.add_argument("--out", default="docs/data")
     r = sub.add_parser("render", help="write the page from the data folder")
     r.add_argument("data", nargs="?", default="docs/data")
     r.add_argument("--out", help="write it here (default: print it)")
@@ -365,6 +395,16 @@ def main(argv: list[str] | None = None) -> int:
             args.folder,
         ):
             print(path)
+        return 0
+    if args.command == "cross":
+        try:
+            cells = [parse_cross_cell(text) for text in args.cell]
+            path = Path(args.out) / args.folder / AUTOENCODER_CROSS_TABLE
+            write_autoencoder_cross(cells, path)
+        except (ValueError, PipelineFileError) as exc:
+            print(f"advdefense-docs cross: {exc}", file=sys.stderr)
+            return 2
+        print(path)
         return 0
     page = render_front_page(args.data)
     if args.command == "render":

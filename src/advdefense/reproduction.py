@@ -31,7 +31,7 @@ import pandas as pd
 from .errors import PipelineFileError
 from .h5io import atomic_path
 from .plan.decisions import PAPER_ATTACKS, PAPER_EPSILON
-from .plan.names import attack_key, eps_tag, fpr_label
+from .plan.names import POOLED, attack_key, eps_tag, fpr_label
 from .plan.purifier_specs import purifier_title
 from .tables import PAPER_TABLE3, PAPER_TABLE4, WORST_ROW
 
@@ -659,6 +659,84 @@ def render_by_size(table: pd.DataFrame) -> list[str]:
             f"the smallest quarter and {recovered[attack][-1]:.1f} % in the largest"
         )
     lines += ["", "By attack: " + "; ".join(sentences) + ".", ""]
+    return lines
+
+
+def _autoencoder_setting(r: pd.Series) -> str:
+    noise = "?" if pd.isna(r["noise_std"]) else f"{r['noise_std']:g}"
+    epochs = "?" if pd.isna(r["epochs"]) else f"{int(r['epochs'])}"
+    return f"widths {r['widths']}, code {int(r['code_values'])} values, noise {noise}, {epochs} epochs"
+
+
+def render_cross(cross: pd.DataFrame, data_label: str) -> list[str]:
+    """The cross of classifiers and autoencoders (`sweep.autoencoder_cross`): one cell per pair with its recovery
+    (overall), clean accuracy through the autoencoder and adaptive accuracy, then how far changing the
+    autoencoder and changing the classifier each move the recovery, computed from the same cells."""
+    if cross.empty:
+        return []
+    overall = f"recovery_{POOLED}"
+    classifiers = list(dict.fromkeys(cross["classifier"]))
+    autoencoders = list(dict.fromkeys(cross["autoencoder"]))
+    cell = {(r["classifier"], r["autoencoder"]): r for _, r in cross.iterrows()}
+    first_of = {a: cross[cross["autoencoder"] == a].iloc[0] for a in autoencoders}
+    without = {
+        c: float(cross[cross["classifier"] == c].iloc[0]["clean_accuracy_without"]) for c in classifiers
+    }
+    lines = [
+        "## Classifier and autoencoder apart: the cross",
+        "",
+        f"Every autoencoder in front of every classifier, on the same test images ({data_label}); the paper's three "
+        "attacks at its epsilon are run against each classifier, so each row has its own successful adversarials. "
+        "A cell: recovery overall (the paper's Table 3 metric, 95 % Wilson interval) / clean accuracy through the "
+        "autoencoder / accuracy under the adaptive attack through autoencoder + classifier. Files: "
+        "`autoencoder_cross.csv` (`advdefense-docs cross`).",
+        "",
+        "| classifier (clean accuracy) | "
+        + " | ".join(f"autoencoder {a} ({_autoencoder_setting(first_of[a])})" for a in autoencoders)
+        + " |",
+        "|---|" + "---|" * len(autoencoders),
+    ]
+    for c in classifiers:
+        texts = []
+        for a in autoencoders:
+            r = cell[(c, a)]
+            n = int(r["successful_overall"])
+            low, high = wilson(float(r[overall]) / 100 * n, n)
+            adaptive = "—" if pd.isna(r["adaptive_accuracy"]) else f"{r['adaptive_accuracy']:.1f} %"
+            texts.append(
+                f"{r[overall]:.1f} % ({low:.1f}-{high:.1f}, {n} adv.) / {r['clean_accuracy']:.1f} % / {adaptive}"
+            )
+        lines.append(f"| {c} ({without[c]:.1f} %) | " + " | ".join(texts) + " |")
+    base_a, base_c = autoencoders[0], classifiers[0]
+    by_autoencoder = {
+        a: [float(cell[(c, a)][overall] - cell[(c, base_a)][overall]) for c in classifiers]
+        for a in autoencoders[1:]
+    }
+    by_classifier = {
+        c: [float(cell[(c, a)][overall] - cell[(base_c, a)][overall]) for a in autoencoders]
+        for c in classifiers[1:]
+    }
+
+    def signed(values):
+        return ", ".join(f"{v:+.1f}" for v in values)
+
+    sentences = [
+        f"Autoencoder {a} instead of {base_a}: {signed(v)} points of recovery (classifier {', '.join(classifiers)})"
+        for a, v in by_autoencoder.items()
+    ] + [
+        f"classifier {c} instead of {base_c}: {signed(v)} points (autoencoder {', '.join(autoencoders)})"
+        for c, v in by_classifier.items()
+    ]
+    autoencoder_effect = float(np.mean([abs(v) for vs in by_autoencoder.values() for v in vs]))
+    classifier_effect = float(np.mean([abs(v) for vs in by_classifier.values() for v in vs]))
+    larger = "the autoencoder" if autoencoder_effect >= classifier_effect else "the classifier"
+    lines += [
+        "",
+        "; ".join(sentences)
+        + f". Mean size of the change: {autoencoder_effect:.1f} points for the autoencoder, {classifier_effect:.1f} "
+        f"for the classifier: {larger} makes more of the recovery.",
+        "",
+    ]
     return lines
 
 

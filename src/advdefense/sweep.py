@@ -216,3 +216,100 @@ def write_autoencoder_sweep(
         "Autoencoder sweep at eps " + ", ".join(sorted({f"{e:g}" for _, e in columns})),
     )
     return table
+
+
+# ----------------------------------------------------------------------------- the 2 x 2 cross (issue 41 item 3)
+CROSS_COLUMNS = (  # what a cell keeps of its sweep row
+    "widths",
+    "code_values",
+    "noise_std",
+    "epochs",
+    "test_psnr",
+    "clean_accuracy_without",
+    "clean_accuracy",
+    "clean_images",
+    "recovery_fgsm",
+    "successful_fgsm",
+    "recovery_pgd",
+    "successful_pgd",
+    "recovery_deepfool",
+    "successful_deepfool",
+    f"recovery_{POOLED}",
+    "successful_overall",
+    "adaptive_attack",
+    "adaptive_accuracy",
+    "adaptive_images",
+)
+
+
+def parse_cross_cell(text: str) -> tuple[str, str, Path, str]:
+    """`CLASSIFIER,AUTOENCODER=SWEEP_TABLE:POINT` (what `advdefense-docs cross --cell` takes) -> its parts."""
+    try:
+        names, where = text.split("=", 1)
+        classifier, autoencoder = (s.strip() for s in names.split(","))
+        table, point = where.rsplit(":", 1)
+    except ValueError:
+        raise ValueError(
+            f"cross cell {text!r}: expected CLASSIFIER,AUTOENCODER=SWEEP_TABLE:POINT, "
+            "e.g. full-size,mini=results/tables/cifar10-jpeg-seed0/autoencoder_sweep.csv:mini_ae"
+        ) from None
+    if not (classifier and autoencoder and table and point):
+        raise ValueError(f"cross cell {text!r}: a classifier, an autoencoder, a sweep table and a point")
+    return classifier, autoencoder, Path(table), point
+
+
+def autoencoder_cross(cells: list[tuple[str, str, Path, str]]) -> pd.DataFrame:
+    """The cross of classifiers and autoencoders, each cell one sweep point of a run whose classifier is that
+    cell's (`cells`: (classifier, autoencoder, sweep table, point)). Every classifier meets every autoencoder once;
+    cells that share a classifier must show it the same clean images with the same accuracy (else they are not
+    the same classifier on the same test images, and the cross would mix them)."""
+    rows, seen = [], set()
+    for classifier, autoencoder, table_path, point in cells:
+        if (classifier, autoencoder) in seen:
+            raise ValueError(f"cross cell ({classifier}, {autoencoder}) is given twice")
+        seen.add((classifier, autoencoder))
+        if not Path(table_path).is_file():
+            raise PipelineFileError(f"{table_path}: no such sweep table (cell {classifier}, {autoencoder})")
+        table = pd.read_csv(table_path)
+        missing = [c for c in ("point", *CROSS_COLUMNS) if c not in table.columns]
+        if missing:
+            raise PipelineFileError(f"{table_path}: not an autoencoder sweep table (no column {missing[0]})")
+        hit = table[table["point"] == point]
+        if hit.empty:
+            raise PipelineFileError(
+                f"{table_path}: no sweep point {point!r} (cell {classifier}, {autoencoder}); it has "
+                + ", ".join(map(str, table["point"]))
+            )
+        r = hit.iloc[0]
+        rows.append(
+            {
+                "classifier": classifier,
+                "autoencoder": autoencoder,
+                "point": point,
+                **{c: r[c] for c in CROSS_COLUMNS},
+            }
+        )
+    cross = pd.DataFrame(rows)
+    classifiers = list(dict.fromkeys(cross["classifier"]))
+    autoencoders = list(dict.fromkeys(cross["autoencoder"]))
+    if len(classifiers) < 2 or len(autoencoders) < 2 or len(cross) != len(classifiers) * len(autoencoders):
+        raise ValueError(
+            f"a cross needs every classifier ({', '.join(classifiers)}) with every autoencoder "
+            f"({', '.join(autoencoders)}), at least 2 x 2; it has {len(cross)} cells"
+        )
+    for classifier, group in cross.groupby("classifier", sort=False):
+        shown = group[["clean_accuracy_without", "clean_images"]].drop_duplicates()
+        if len(shown) > 1:
+            raise ValueError(
+                f"cross cells of classifier {classifier!r} disagree on its clean accuracy without autoencoder "
+                f"({', '.join(f'{a:.2f} % of {int(n)}' for a, n in shown.itertuples(index=False))}): not the same "
+                "classifier on the same test images"
+            )
+    return cross
+
+
+def write_autoencoder_cross(cells, out_path) -> pd.DataFrame:
+    cross = autoencoder_cross(cells)
+    with atomic_path(out_path) as tmp:
+        cross.to_csv(tmp, index=False, float_format="%.4f")
+    return cross

@@ -140,6 +140,7 @@ AUTOENCODER_SWEEP_BY_SIZE = (
     "autoencoder_sweep_by_size.csv"  # in TABLE: recovery by perturbation size, per point
 )
 AUTOENCODER_SWEEP_FIGURE = "autoencoder_sweep.png"  # in FIGURE: recovery against clean accuracy, per point
+AUTOENCODER_CROSS_TABLE = "autoencoder_cross.csv"  # in a docs group folder: classifiers x autoencoders
 # natural corruptions (issue 43): one file per corruption of `corruptions.names`, every configured severity
 CORRUPTED = "results/corrupted/{run}/{corruption}/test.h5"
 CORRUPTION_ACCURACY = "corruption_accuracy.csv"  # in TABLE: classifier alone and through each purifier, long
