@@ -11,10 +11,10 @@ from advdefense.attack_files import (
     read_attack_file,
     summarize_attack_files,
 )
-from advdefense.attacks import attack_indices, generate_attack_file, run_attack
+from advdefense.attacks import generate_attack_file, run_attack
 from advdefense.classifier import classifier_arch, load_classifier
 from advdefense.config import ConfigError, load_yaml, validate_config
-from advdefense.data import read_dataset_h5
+from advdefense.data import attack_indices, read_dataset_h5
 from advdefense.inference import predict
 from advdefense.models import CheckpointError
 from advdefense.models.checkpoint import load_checkpoint

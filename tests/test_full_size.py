@@ -17,9 +17,8 @@ import pytest
 import torch
 import yaml
 
-from advdefense.attacks import attacked_images
 from advdefense.config import ConfigError, validate_config
-from advdefense.data import Dataset, Split, read_split, write_dataset_h5
+from advdefense.data import Dataset, Split, attacked_images, read_split, write_dataset_h5
 from advdefense.detectors import DetectorContext, PCADetector
 from advdefense.metrics import roc_curve
 from advdefense.plan.detector_specs import DETECTORS

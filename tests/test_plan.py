@@ -27,6 +27,7 @@ TORCH_FREE = (
     "advdefense.estimate",
     "advdefense.sources",
     "advdefense.attack_files",
+    "advdefense.data",
     "advdefense.purified_files",
     "advdefense.tables",
     "advdefense.figures",
@@ -51,6 +52,39 @@ def _loaded_after(code: str) -> list[str]:
 def test_planning_checking_and_reporting_modules_load_no_torch():
     """All of them in one interpreter: had one of them loaded torch, it would be in sys.modules."""
     assert _loaded_after("\n".join(f"import {module}" for module in TORCH_FREE)) == []
+
+
+# the workflow scripts of jobs that read and write files but run no model (issue 42: the attack summary and the
+# shard merge once loaded torch through `attacks.py`)
+MODEL_FREE_SCRIPTS = (
+    "attack_summary",
+    "merge_attack_shards",
+    "make_dataset",
+    "corrupt",
+    "table3",
+    "detection_tables",
+    "corruption_tables",
+    "autoencoder_sweep",
+    "classifier_table",
+    "seed_table",
+    "figures",
+    "reproduction",
+    "robustbench_info",
+)
+
+
+def test_jobs_that_run_no_model_load_no_model_library():
+    """Their scripts' imports (all of them in one interpreter, as the jobs run them) load no torch."""
+    lines = []
+    for name in MODEL_FREE_SCRIPTS:
+        text = (REPO / "workflow/scripts" / f"{name}.py").read_text()
+        lines += [
+            line
+            for line in text.splitlines()
+            if line.startswith(("from ", "import ")) and "_checkout" not in line and "__future__" not in line
+        ]
+    assert any("attack_files import merge_attack_shards" in line for line in lines)  # what the probe runs
+    assert _loaded_after("\n".join(lines)) == []
 
 
 def test_the_probe_sees_torch_where_a_stage_loads_it():

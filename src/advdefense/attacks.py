@@ -3,8 +3,8 @@ batch, into one HDF5 file.
 
 The batch runner (`run_attack`) calls an `attack_methods.AttackMethod` (Foolbox, AutoAttack, restarts) on each
 batch, rounds to 8 bits where the attack says so, and records what every table needs; the file's layout, its
-readers and the merging of shards are in `attack_files`. Which images are attacked (`attacked_images`) and the
-seed of every batch (`batch_seed`) are decided here, so that shards and stages line up.
+readers and the merging of shards are in `attack_files`. Which images are attacked is the data's
+(`data.attacked_images`); the seed of every batch (`batch_seed`) is decided here, so that shards line up.
 """
 
 from __future__ import annotations
@@ -17,19 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# merge_attack_shards and summarize_attack_files are also imported from here by their workflow scripts, as before
-# attack files had a module of their own: Snakemake re-runs a finished job whose script's text has changed (and,
-# after a merge, everything downstream of the attacks), so the scripts keep their bytes (F401: not used here).
-from .attack_files import (  # noqa: F401
-    ATTACK_FORMAT,
-    NORM_TOLERANCE,
-    merge_attack_shards,
-    summarize_attack_file,
-    summarize_attack_files,
-)
+from .attack_files import ATTACK_FORMAT, NORM_TOLERANCE, summarize_attack_file
 from .attack_methods import build_method, quantize_8bit
 from .classifier import load_classifier
-from .data import Split, read_split, split_size
+from .data import attacked_images
 from .errors import ConfigError
 from .h5io import atomic_h5, provenance_attrs
 from .inference import LogitRecorder, evaluation_model, to_float_pixels
@@ -39,28 +30,6 @@ from .progress import ProgressLog
 from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def attacked_images(dataset_path, split: str, images: int | None, seed: int) -> tuple[Split, np.ndarray]:
-    """The images of `split` that every attack uses (`attack_defaults.images.<split>` of them, seeded) and
-    their positions in the split: (their rows of the split, aligned with the positions). Attacks, clean
-    latents and clean purification all take their images from here, so they line up. Only those images
-    are read from the dataset file."""
-    index = attack_indices(split_size(dataset_path, split), images, seed, f"attack_defaults.images.{split}")
-    return read_split(dataset_path, split, index), index
-
-
-def attack_indices(split_size: int, n: int | None, seed: int, key: str) -> np.ndarray:
-    """The images of a split that every attack uses: a seeded random subset, sorted.
-
-    The same seed gives the same images for every attack and epsilon, so clean and
-    attacked sets line up across methods (the detector stage relies on it)."""
-    if n is None or n == split_size:
-        return np.arange(split_size, dtype=np.int64)
-    if n > split_size:
-        raise ConfigError(f"{key}: asked for {n} images but the split has only {split_size}")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(split_size, size=n, replace=False)).astype(np.int64)
 
 
 def job_seed(seed: int, attack: str, eps: float, split: str) -> int:

@@ -457,3 +457,26 @@ def read_dataset_h5(path: str | Path) -> Dataset:
         names = tuple(str(n) for n in f.attrs["class_names"])
         prov = json.loads(f.attrs.get("provenance", "{}"))
     return Dataset(splits["train"], splits["test"], names, prov, splits["calibration"])
+
+
+# ----------------------------------------------------------------------------- the images every stage uses
+def attacked_images(dataset_path, split: str, images: int | None, seed: int) -> tuple[Split, np.ndarray]:
+    """The images of `split` that every attack uses (`attack_defaults.images.<split>` of them, seeded) and
+    their positions in the split: (their rows of the split, aligned with the positions). Attacks, clean
+    latents and clean purification all take their images from here, so they line up. Only those images
+    are read from the dataset file."""
+    index = attack_indices(split_size(dataset_path, split), images, seed, f"attack_defaults.images.{split}")
+    return read_split(dataset_path, split, index), index
+
+
+def attack_indices(split_size: int, n: int | None, seed: int, key: str) -> np.ndarray:
+    """The images of a split that every attack uses: a seeded random subset, sorted.
+
+    The same seed gives the same images for every attack and epsilon, so clean and
+    attacked sets line up across methods (the detector stage relies on it)."""
+    if n is None or n == split_size:
+        return np.arange(split_size, dtype=np.int64)
+    if n > split_size:
+        raise ConfigError(f"{key}: asked for {n} images but the split has only {split_size}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(split_size, size=n, replace=False)).astype(np.int64)

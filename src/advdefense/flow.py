@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from .attack_files import iter_adversarial_batches, read_attack_file
-from .attacks import attacked_images
-from .data import read_split
+from .data import attacked_images, read_split
 from .errors import ConfigError
 from .h5io import provenance_attrs, write_json
 from .inference import to_float_pixels

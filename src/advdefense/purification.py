@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from .attack_files import ATTACK_DATASETS, iter_adversarial_batches, read_attack_file
-from .attacks import attack_split, attacked_images
+from .attacks import attack_split
 from .classifier import load_classifier
-from .data import read_split
+from .data import attacked_images, read_split
 from .errors import PipelineFileError
 from .h5io import atomic_h5, provenance_attrs, write_json
 from .inference import check_finite, evaluation_model, predict, to_float_pixels

@@ -1,7 +1,7 @@
 """Rule `attack_summary`: one row per (attack, epsilon, split) -> summary.csv."""
 import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-from advdefense.attacks import summarize_attack_files
+from advdefense.attack_files import summarize_attack_files
 from advdefense.h5io import atomic_path
 from advdefense.snakemake_job import run_script
 

@@ -1,7 +1,7 @@
 """Rule `corrupt`: one CIFAR-10-C corruption of the test images the attacks use, at every configured severity."""
 import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-from advdefense.attacks import attacked_images
+from advdefense.data import attacked_images
 from advdefense.corrupted_files import write_corrupted_file
 from advdefense.snakemake_job import run_script
 

@@ -1,7 +1,7 @@
 """Rule `merge_attack_shards`: the shards of one attack job -> its attack file."""
 import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
-from advdefense.attacks import merge_attack_shards
+from advdefense.attack_files import merge_attack_shards
 from advdefense.snakemake_job import run_script
 
 
