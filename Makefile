@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: docs full-positive-control full-seed autoencoder-sweep mini-robust mini-robust-detection install test run smoke mini full bench clean-results
+.PHONY: docs full-positive-control full-seed autoencoder-sweep autoencoder-cross mini-robust mini-robust-detection install test run smoke mini full bench clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,35 @@ autoencoder-sweep: install $(JPEG_BATCHES)/test_batch
 		config/autoencoder-sweep.yaml
 	$(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/cifar10-full.yaml config/full-seeds.yaml \
 		results/overlays/seed0.yaml config/autoencoder-sweep.yaml
+
+# the 2 x 2 cross (issue 41): the mini and the full-size autoencoders, each in front of the mini and the full-size
+# classifier, on the test images of seed 0 of the full-size run. After `make mini` and `make autoencoder-sweep` in
+# this checkout: two overlays written here with the models' sha256 (the mini autoencoder as one more sweep point of
+# the full-size run; the mini classifier brought into a run on the JPEG copy, run cifar10-jpeg-miniclf-seed0, with
+# both autoencoders as its points), both sweeps, then the cross table into docs/data/full-size/ (then `make docs`)
+CROSS := resources/cross
+SHA = $$(sha256sum $(1) | cut -c1-64)
+FULL_SWEEP := results/tables/cifar10-jpeg-seed0/autoencoder_sweep.csv
+CROSS_SWEEP := results/tables/cifar10-jpeg-miniclf-seed0/autoencoder_sweep.csv
+autoencoder-cross: install $(JPEG_BATCHES)/test_batch
+	# brought models are copied out of results/ (a path there is a file the workflow makes, not one it is given)
+	mkdir -p results/overlays $(CROSS)
+	cp -p results/classifier/cifar10-mini/model.pt $(CROSS)/mini-classifier.pt
+	cp -p results/autoencoder/cifar10-mini/model.pt $(CROSS)/mini-autoencoder.pt
+	cp -p results/autoencoder/cifar10-jpeg-seed0/model.pt $(CROSS)/full-autoencoder.pt
+	printf 'purification:\n  autoencoder_sweep:\n    points:\n      mini_ae: {checkpoint: %s, sha256: %s}\n' \
+		$(CROSS)/mini-autoencoder.pt $(call SHA,$(CROSS)/mini-autoencoder.pt) > results/overlays/cross-mini-ae.yaml
+	printf 'dataset: {name: cifar10-jpeg-miniclf}\nclassifier:\n  source: checkpoint\n  checkpoint: {path: %s, builder: "advdefense.models.resnet:CifarResNet", sha256: %s}\npurification:\n  autoencoder_sweep:\n    epsilon: 0.02\n    adaptive: pgd\n    points:\n      mini_ae: {checkpoint: %s, sha256: %s}\n      full_ae: {checkpoint: %s, sha256: %s}\n' \
+		$(CROSS)/mini-classifier.pt $(call SHA,$(CROSS)/mini-classifier.pt) $(CROSS)/mini-autoencoder.pt \
+		$(call SHA,$(CROSS)/mini-autoencoder.pt) $(CROSS)/full-autoencoder.pt $(call SHA,$(CROSS)/full-autoencoder.pt) \
+		> results/overlays/cross-mini-classifier.yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=1 $(FULL_SWEEP) --configfile config/cifar10-full.yaml \
+		config/full-seeds.yaml results/overlays/seed0.yaml config/autoencoder-sweep.yaml results/overlays/cross-mini-ae.yaml
+	$(BIN)/snakemake --cores 2 --resources gpu=1 $(CROSS_SWEEP) --configfile config/cifar10-full.yaml \
+		config/full-seeds.yaml results/overlays/seed0.yaml results/overlays/cross-mini-classifier.yaml
+	$(BIN)/advdefense-docs cross --folder full-size --cell "mini,mini=$(CROSS_SWEEP):mini_ae" \
+		--cell "mini,full-size=$(CROSS_SWEEP):full_ae" --cell "full-size,mini=$(FULL_SWEEP):mini_ae" \
+		--cell "full-size,full-size=$(FULL_SWEEP):code1024"
 
 # the positive control at full size (issue 45): fast adversarial training of the same ResNet-20 on all 50 000 images
 full-positive-control: install $(JPEG_BATCHES)/test_batch

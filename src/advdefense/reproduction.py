@@ -685,8 +685,10 @@ def render_cross(cross: pd.DataFrame, data_label: str) -> list[str]:
     lines = [
         "## Classifier and autoencoder apart: the cross",
         "",
-        f"Every autoencoder in front of every classifier, on the same test images ({data_label}); the paper's three "
-        "attacks at its epsilon are run against each classifier, so each row has its own successful adversarials. "
+        f"Every autoencoder in front of every classifier, on the same test images ({data_label}); each model is the "
+        "one the named run trained (the autoencoders' settings in the column heads; the classifiers' clean accuracy "
+        "on these images beside their names). The paper's three attacks at its epsilon are run against each "
+        "classifier, so each row has its own successful adversarials. "
         "A cell: recovery overall (the paper's Table 3 metric, 95 % Wilson interval) / clean accuracy through the "
         "autoencoder / accuracy under the adaptive attack through autoencoder + classifier. Files: "
         "`autoencoder_cross.csv` (`advdefense-docs cross`).",
