@@ -239,6 +239,7 @@ def bench_attacks(
     import torchattacks
 
     from advdefense.attacks import run_attack
+    from advdefense.plan.jobs import AttackJob
 
     torch.manual_seed(0)
     model = CifarResNet(20).to(device).eval()
@@ -257,12 +258,8 @@ def bench_attacks(
             images[:n],
             labels[:n],
             index,
-            "pgd",
-            spec,
-            eps,
+            AttackJob(name="pgd", spec=spec, eps=eps, seed=0, batch_size=batch),
             tmp / "pgd.h5",
-            batch_size=batch,
-            seed=0,
             device=device,
             attrs={},
         )
@@ -307,6 +304,7 @@ def bench_autoattack(
 
     from advdefense.attacks import run_attack
     from advdefense.inference import evaluation_model
+    from advdefense.plan.jobs import AttackJob
 
     torch.manual_seed(0)
     model = CifarResNet(20).to(device).eval()
@@ -331,12 +329,8 @@ def bench_autoattack(
             images[:n],
             labels[:n],
             index,
-            "autoattack",
-            spec,
-            eps,
+            AttackJob(name="autoattack", spec=spec, eps=eps, seed=0, batch_size=batch),
             tmp / "aa.h5",
-            batch_size=batch,
-            seed=0,
             device=device,
             attrs={},
         )["robust_accuracy"]
@@ -430,8 +424,10 @@ with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to the 
 start = rss_mb("VmRSS")
 if stage == "attack":
     from advdefense.attacks import generate_attack_file
-    generate_attack_file(data, model, "fgsm", {"class": "FGSM", "norm": "linf", "params": {}}, 0.02, "train", out,
-                         images=n, seed=0, device=device, batch_size=250)
+    from advdefense.plan.jobs import AttackJob
+    job = AttackJob(name="fgsm", spec={"class": "FGSM", "norm": "linf", "params": {}}, eps=0.02, split="train",
+                    images=n, seed=0, batch_size=250)
+    generate_attack_file(data, model, job, out, device=device)
 elif stage == "merge":  # `model` names the shard files here
     from advdefense.attack_files import merge_attack_shards
     merge_attack_shards(json.loads(model), out)
@@ -447,6 +443,7 @@ print(json.dumps({"peak_rss_mb": rss_mb("VmHWM"), "stage_peak_mb": rss_mb("VmHWM
 def bench_memory(sizes: list[int], device: torch.device, glow_size: dict) -> list[dict]:
     from advdefense.attacks import generate_attack_file
     from advdefense.models import save_checkpoint
+    from advdefense.plan.jobs import AttackJob
 
     tmp = Path(tempfile.mkdtemp())
     data = tmp / "data.h5"
@@ -463,16 +460,18 @@ def bench_memory(sizes: list[int], device: torch.device, glow_size: dict) -> lis
             generate_attack_file(
                 data,
                 tmp / "classifier.pt",
-                "fgsm",
-                {"class": "FGSM", "norm": "linf", "params": {}},
-                0.02,
-                "train",
+                AttackJob(
+                    name="fgsm",
+                    spec={"class": "FGSM", "norm": "linf", "params": {}},
+                    eps=0.02,
+                    split="train",
+                    images=n,
+                    seed=0,
+                    batch_size=max(1, n // 8),
+                    shard=(k, 4),
+                ),
                 path,
-                images=n,
-                seed=0,
                 device=str(device),
-                batch_size=max(1, n // 8),
-                shard=(k, 4),
             )
     for stage, model in (("attack", tmp / "classifier.pt"), ("latents", tmp / "flow.pt"), ("merge", None)):
         for n in sizes:

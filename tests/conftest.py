@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advdefense.plan.decisions import attack_settings
+from advdefense.plan.jobs import AttackJob
+from advdefense.plan.jobs import attack_job as plan_attack_job
 
 REPO = Path(__file__).resolve().parents[1]
 MINI_CIFAR = Path(
@@ -169,16 +170,7 @@ def _run_smoke_dag(workdir: Path) -> Path:
     return workdir
 
 
-def attack_job(cfg: dict, name: str, eps: float, split: str) -> dict:
-    """The keyword arguments the `attack` rule gives `generate_attack_file` for attack `name` at `eps`
-    under the validated config `cfg` (its params, and the runtime settings the job reads)."""
-    return {
-        "name": name,
-        "spec": attack_settings(copy.deepcopy(cfg["attacks"][name])),
-        "eps": eps,
-        "split": split,
-        "images": cfg["attack_defaults"]["images"][split],
-        "seed": cfg["seed"],
-        "device": cfg["device"],
-        "batch_size": cfg["attack_defaults"]["batch_size"],
-    }
+def attack_job(cfg: dict, name: str, eps: float, split: str) -> AttackJob:
+    """The record the `attack` rule gives its job for attack `name` at `eps` under the validated config `cfg`
+    (built by the rule's own function, `plan.jobs.attack_job`, for the config's `seed`)."""
+    return plan_attack_job(cfg, name, eps, split, cfg["seed"])

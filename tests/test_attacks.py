@@ -1,4 +1,5 @@
 import copy
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -18,6 +19,7 @@ from advdefense.data import attack_indices, read_dataset_h5
 from advdefense.inference import predict
 from advdefense.models import CheckpointError
 from advdefense.models.checkpoint import load_checkpoint
+from advdefense.plan.jobs import AttackJob
 from conftest import REPO, attack_job
 
 SMOKE = "synthetic-smoke"
@@ -121,7 +123,7 @@ def test_fixed_seed_gives_identical_files(smoke, tmp_path):
     for i in range(2):
         out = tmp_path / f"pgd{i}.h5"
         generate_attack_file(
-            smoke["data"], smoke["model"], out_path=out, **attack_job(cfg, "pgd", 0.03, "test")
+            smoke["data"], smoke["model"], attack_job(cfg, "pgd", 0.03, "test"), out, device="cpu"
         )
         outs.append(read_attack_file(out))
     for key in ("adv", "index", "pred_adv", "success", "linf", "l2"):
@@ -155,7 +157,7 @@ def test_other_attacks_work_from_config_alone(smoke, tmp_path, name):
     eps = L2_AND_MORE[name]["epsilons"][0]
     out = tmp_path / f"{name}.h5"
     summary = generate_attack_file(
-        smoke["data"], smoke["model"], out_path=out, **attack_job(cfg, name, eps, "test")
+        smoke["data"], smoke["model"], attack_job(cfg, name, eps, "test"), out, device="cpu"
     )
     f = read_attack_file(out)
     ds = read_dataset_h5(smoke["data"])
@@ -176,12 +178,16 @@ def test_attack_bad_inputs_name_the_cause(smoke, tmp_path):
         ConfigError, match=r"attack_defaults\.images\.test: asked for 501 images but the split has only 500"
     ):
         generate_attack_file(
-            smoke["data"], smoke["model"], out_path=tmp_path / "x.h5", **attack_job(cfg, "pgd", 0.03, "test")
+            smoke["data"],
+            smoke["model"],
+            attack_job(cfg, "pgd", 0.03, "test"),
+            tmp_path / "x.h5",
+            device="cpu",
         )
     job = attack_job(smoke["cfg"], "pgd", 0.03, "test")
-    job["spec"]["params"]["steps"] = -5
+    job.spec["params"]["steps"] = -5
     with pytest.raises(ConfigError, match=r"attacks\.pgd\.params\.steps: must be a positive integer"):
-        generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "x.h5", **job)
+        generate_attack_file(smoke["data"], smoke["model"], job, tmp_path / "x.h5", device="cpu")
     deeper = classifier_arch({**smoke["cfg"]["classifier"], "depth": 20})
     deeper.pop("num_classes")
     with pytest.raises(
@@ -242,12 +248,8 @@ def test_interrupted_attack_leaves_no_file(smoke, tmp_path):
             ds.test.images[:20],
             ds.test.labels[:20],
             np.arange(20),
-            "fgsm",
-            spec,
-            0.03,
+            AttackJob(name="fgsm", spec=spec, eps=0.03, seed=0, batch_size=10),
             tmp_path / "out.h5",
-            batch_size=10,
-            seed=0,
             device=torch.device("cpu"),
             attrs={},
         )
@@ -273,12 +275,12 @@ def test_sharded_job_merges_into_the_unsharded_file_bit_for_bit(smoke, tmp_path,
     cfg["attack_defaults"]["images"]["test"] = 50
     cfg["detection"]["aware"]["images"] = cfg["purification"]["adaptive"]["images"] = None
     cfg = validate_config(cfg)
-    job = {**attack_job(cfg, name, 0.03, "test"), "batch_size": 8}  # 7 batches, the last one short
+    job = replace(attack_job(cfg, name, 0.03, "test"), batch_size=8)  # 7 batches, the last one short
     whole = tmp_path / "whole.h5"
-    generate_attack_file(smoke["data"], smoke["model"], out_path=whole, **job)
+    generate_attack_file(smoke["data"], smoke["model"], job, whole, device="cpu")
     shards = [tmp_path / f"shard{k}.h5" for k in range(3)]
     for k, path in enumerate(shards):
-        generate_attack_file(smoke["data"], smoke["model"], out_path=path, shard=(k, 3), **job)
+        generate_attack_file(smoke["data"], smoke["model"], replace(job, shard=(k, 3)), path, device="cpu")
     sizes = [len(read_attack_file(p)["index"]) for p in shards]
     assert sizes == [16, 16, 18]  # whole batches: 2 + 2 + 3 of them
     merged = tmp_path / "merged.h5"
@@ -314,7 +316,9 @@ def test_sharded_job_merges_into_the_unsharded_file_bit_for_bit(smoke, tmp_path,
         match=r"attack_defaults.shards: 8 shards, but split 'test' .* has 50 image\(s\), "
         r"7 batch\(es\) of attack_defaults.batch_size 8",
     ):
-        generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "x.h5", shard=(0, 8), **job)
+        generate_attack_file(
+            smoke["data"], smoke["model"], replace(job, shard=(0, 8)), tmp_path / "x.h5", device="cpu"
+        )
     assert not (tmp_path / "bad.h5").exists() and not (tmp_path / "x.h5").exists()
 
 
@@ -334,7 +338,7 @@ def test_autoattack_result_as_a_robustbench_model_info_entry(smoke, tmp_path):
     cfg = validate_config(cfg)
     attack = tmp_path / "autoattack.h5"
     generate_attack_file(
-        smoke["data"], smoke["model"], out_path=attack, **attack_job(cfg, "autoattack", 8 / 255, "test")
+        smoke["data"], smoke["model"], attack_job(cfg, "autoattack", 8 / 255, "test"), attack, device="cpu"
     )
     metrics = smoke["dir"] / f"results/classifier/{SMOKE}/metrics.json"
     entry = write_model_info(
@@ -382,8 +386,8 @@ def test_attack_restarts_only_ever_add_successes(smoke, tmp_path):
     once = attack_job(validate_config(cfg), "pgd", 0.03, "test")
     cfg["attacks"]["pgd"]["restarts"] = 4
     four = attack_job(validate_config(cfg), "pgd", 0.03, "test")
-    generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "a.h5", **once)
-    generate_attack_file(smoke["data"], smoke["model"], out_path=tmp_path / "b.h5", **four)
+    generate_attack_file(smoke["data"], smoke["model"], once, tmp_path / "a.h5", device="cpu")
+    generate_attack_file(smoke["data"], smoke["model"], four, tmp_path / "b.h5", device="cpu")
     a, b = read_attack_file(tmp_path / "a.h5"), read_attack_file(tmp_path / "b.h5")
     assert b["attrs"]["restarts"] == 4
     assert (b["success"] >= a["success"]).all() and b["success"].sum() > a["success"].sum()
@@ -406,9 +410,9 @@ def test_attack_sanity_checks(smoke, tmp_path):
 
     def robust(name, eps, **params):
         job = attack_job(cfg, name, eps, "test")
-        job["spec"]["params"].update(params)
+        job.spec["params"].update(params)
         out = tmp_path / f"{name}-{eps}-{sorted(params.items())}.h5"
-        return generate_attack_file(smoke["data"], smoke["model"], out_path=out, **job)["robust_accuracy"]
+        return generate_attack_file(smoke["data"], smoke["model"], job, out, device="cpu")["robust_accuracy"]
 
     assert robust("pgd", 0.3) <= 0.01
     few, many = robust("pgd", 0.03, steps=5), robust("pgd", 0.03, steps=40)

@@ -25,6 +25,7 @@ from advdefense.inference import NonFiniteOutput, predict
 from advdefense.models import CheckpointError
 from advdefense.models.checkpoint import CHECKPOINT_FORMAT
 from advdefense.models.resnet import CifarResNet
+from advdefense.plan.jobs import AttackJob
 from advdefense.plan.names import file_sha256, is_runtime_key
 from advdefense.purification import PurifierSetup, purify_clean
 from conftest import REPO, job_counts, run_snakemake
@@ -152,16 +153,11 @@ def _shards(tmp_path, data, resnet, spec):
         attack_split(
             model,
             data,
-            "test",
-            "pgd",
-            spec,
-            0.03,
+            AttackJob(
+                name="pgd", spec=spec, eps=0.03, split="test", images=40, seed=0, batch_size=20, shard=(k, 2)
+            ),
             path,
-            images=40,
-            seed=0,
             device="cpu",
-            batch_size=20,
-            shard=(k, 2),
             attrs={"classifier_sha256": file_sha256(resnet)},
         )
         paths.append(path)
@@ -257,15 +253,17 @@ def test_non_finite_logits_stop_prediction_attacks_and_purification(data, tmp_pa
         attack_split(
             model,
             data,
-            "test",
-            "fgsm",
-            {"class": "FGSM", "norm": "linf", "params": {}},
-            0.03,
+            AttackJob(
+                name="fgsm",
+                spec={"class": "FGSM", "norm": "linf", "params": {}},
+                eps=0.03,
+                split="test",
+                images=20,
+                seed=0,
+                batch_size=20,
+            ),
             tmp_path / "a.h5",
-            images=20,
-            seed=0,
             device="cpu",
-            batch_size=20,
         )
     assert not (tmp_path / "a.h5").exists()
     from advdefense.models import save_checkpoint
@@ -336,15 +334,9 @@ def test_the_attack_batch_size_is_a_result_setting(data, resnet, tmp_path):
         attack_split(
             model,
             data,
-            "test",
-            "pgd",
-            PGD,
-            0.03,
+            AttackJob(name="pgd", spec=PGD, eps=0.03, split="test", images=40, seed=0, batch_size=batch),
             files[batch],
-            images=40,
-            seed=0,
             device="cpu",
-            batch_size=batch,
         )
     with h5py.File(files[20]) as a, h5py.File(files[10]) as b:
         assert a.attrs["batch_size"] == 20 and b.attrs["batch_size"] == 10  # the file says what made it

@@ -28,6 +28,7 @@ from advdefense.models import load_checkpoint, save_checkpoint
 from advdefense.models.archives import MIN_TORCH, UnsafeModelFile, check_archive, check_torch_version
 from advdefense.models.checkpoint import CHECKPOINT_FORMAT
 from advdefense.models.resnet import CifarResNet
+from advdefense.plan.jobs import AttackJob
 from advdefense.plan.names import file_sha256
 from conftest import REPO, run_snakemake
 
@@ -520,15 +521,9 @@ def attack_file(data, tmp_path_factory) -> Path:
     attack_split(
         load_classifier(resnet),
         data,
-        "test",
-        "pgd",
-        spec,
-        0.03,
+        AttackJob(name="pgd", spec=spec, eps=0.03, split="test", images=40, seed=0, batch_size=20),
         path,
-        images=40,
-        seed=0,
         device="cpu",
-        batch_size=20,
         attrs={"classifier_sha256": file_sha256(resnet)},
     )
     return path

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from advdefense.plan.detector_specs import DETECTORS
+from advdefense.plan.jobs import AttackJob
 from advdefense.plan.purifier_specs import PURIFIERS
 from conftest import REPO
 
@@ -90,7 +91,11 @@ def test_autoattack_agreement_script_compares_our_file_with_torchattacks(smoke_r
     spec = {"class": "AutoAttack", "norm": "linf", "params": {"version": "standard"}, "epsilons": [8 / 255]}
     ours = tmp_path / "aa.h5"
     generate_attack_file(
-        data, model, "autoattack", spec, 8 / 255, "test", ours, images=20, seed=0, device="cpu", batch_size=20
+        data,
+        model,
+        AttackJob(name="autoattack", spec=spec, eps=8 / 255, split="test", images=20, seed=0, batch_size=20),
+        ours,
+        device="cpu",
     )
     script = [sys.executable, str(REPO / "benchmarks/autoattack_agreement.py")]
     out = tmp_path / "agreement.csv"

@@ -11,6 +11,7 @@ from advdefense.data import make_synthetic
 from advdefense.inference import LogitRecorder, evaluation_model, predict
 from advdefense.models import CifarResNet
 from advdefense.models.autoencoder import ConvAutoencoder
+from advdefense.plan.jobs import AttackJob
 
 
 def _trained_like(model):
@@ -112,12 +113,8 @@ def test_attack_stage_reuses_the_attacks_own_forward_passes(cls, params, passes_
         ds.train.images[:64],
         ds.train.labels[:64],
         np.arange(64),
-        "a",
-        spec,
-        0.02,
+        AttackJob(name="a", spec=spec, eps=0.02, seed=0, batch_size=32),
         out,
-        batch_size=32,
-        seed=0,
         device=torch.device("cpu"),
         attrs={},
     )

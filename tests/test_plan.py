@@ -384,3 +384,28 @@ LIGHT_RULES = {
     "seed_figure_auroc",
     "reproduction_page",
 }
+
+
+def test_an_attack_job_record_is_what_the_rule_gives_its_script():
+    """Issue 42: the attack rule's params are the job record (`plan.jobs.attack_job`), plain JSON (Snakemake compares
+    params by their text), and the script rebuilds the same record from them, a shard job with its shard."""
+    from advdefense.plan.jobs import AttackJob, attack_job
+    from advdefense.plan.seeds import keyed_seed
+
+    cfg = validate_config(load_yaml(REPO / "config/smoke.yaml"))
+    job = attack_job(cfg, "pgd", 0.03, "test", 7)
+    assert job.spec == decisions.attack_settings(cfg["attacks"]["pgd"]) and "epsilons" not in job.spec
+    assert (job.images, job.batch_size, job.seed) == (
+        cfg["attack_defaults"]["images"]["test"],
+        cfg["attack_defaults"]["batch_size"],
+        7,
+    )
+    params = job.params()
+    assert json.loads(json.dumps(params, sort_keys=True)) == params and list(params) == sorted(params)
+    assert AttackJob.from_params(params) == job
+    shard = AttackJob.from_params(params, shard=(1, 3))
+    assert shard.shard == (1, 3) and shard.job_seed == job.job_seed  # a shard draws the job's batches
+    first, end = shard.shard_bounds(10 * job.batch_size)
+    assert first == 3 * job.batch_size and end == 6 * job.batch_size  # 10 batches in 3 shards: 3, 3, 4
+    assert job.job_seed == keyed_seed(7, "pgd/0.03/test") != attack_job(cfg, "pgd", 0.03, "test", 8).job_seed
+    assert len({job.batch_seed(k * job.batch_size) for k in range(10)}) == 10

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -19,7 +20,7 @@ from advdefense.purification import PurifierSetup, psnr, purify_attack_file
 from advdefense.purified_files import read_purified
 from advdefense.purifiers import load_autoencoder
 from advdefense.tables import TABLE3_BARE_ROWS, table3, table3_rows
-from conftest import REPO
+from conftest import REPO, attack_job
 
 D = "synthetic-smoke"
 
@@ -234,16 +235,10 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
         require=("adv", "restart", "success"),
     )
     assert stored["attrs"]["restarts"] == 2 and set(np.unique(stored["restart"])) <= {0, 1}
-    spec = {
-        **cfg["attacks"]["pgd"],
-        "restarts": 7,
-    }  # the attack's own restarts: replaced by the adaptive setting
-    run = {
-        "images": cfg["attack_defaults"]["images"]["test"],
-        "seed": cfg["seed"],
-        "device": "cpu",
-        "batch_size": cfg["attack_defaults"]["batch_size"],
-    }
+    job = attack_job(cfg, "pgd", 0.03, "test")
+    job = replace(
+        job, spec={**job.spec, "restarts": 7}
+    )  # the attack's own restarts: replaced by the adaptive setting
 
     def adaptive(restarts):
         return AdaptiveSettings(
@@ -252,8 +247,8 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
             params=cfg["purification"]["adaptive"]["params"]["pgd"],
         )
 
-    args = (smoke["dir"] / f"results/data/{D}.h5", smoke["model"], smoke["setup"], "pgd", spec, 0.03)
-    adaptive_attack(*args, tmp_path / "once.h5", adaptive=adaptive(1), **run)
+    args = (smoke["dir"] / f"results/data/{D}.h5", smoke["model"], smoke["setup"], job)
+    adaptive_attack(*args, tmp_path / "once.h5", adaptive=adaptive(1), device="cpu")
     once = read_attack_file(tmp_path / "once.h5", require=("adv", "success"))
     assert once["attrs"]["restarts"] == 1
     with h5py.File(tmp_path / "once.h5", "r") as f:
@@ -263,7 +258,7 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
     later = ~first
     assert not once["success"][later].any() and stored["success"][later].all()
     assert (stored["success"] >= once["success"]).all()
-    adaptive_attack(*args, tmp_path / "twice.h5", adaptive=adaptive(2), **run)
+    adaptive_attack(*args, tmp_path / "twice.h5", adaptive=adaptive(2), device="cpu")
     twice = read_attack_file(tmp_path / "twice.h5", require=("adv", "restart"))
     assert twice["attrs"]["restarts"] == 2 and twice["restart"].max() <= 1
     np.testing.assert_array_equal(twice["adv"], stored["adv"])

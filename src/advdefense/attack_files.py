@@ -238,6 +238,53 @@ def iter_adversarial_batches(path: str | Path, batch_size: int) -> Iterator[np.n
             yield block
 
 
+# ----------------------------------------------------------------------------- the writer
+class AttackFileWriter:
+    """Writes the layout the readers above check, into an open (temporary) HDF5 file `f`: every dataset made for
+    the job's images up front (`index`: their positions in the split, `labels`), each batch written where it
+    falls, the attributes last (`finish`, which also summarises the file). `sub_attacks`: the method reports
+    which of its sub-attacks found each adversarial (AutoAttack); `restarts`: which restart's adversarial is
+    stored."""
+
+    def __init__(
+        self, f: h5py.File, index: np.ndarray, labels: np.ndarray, *, sub_attacks: bool, restarts: bool
+    ):
+        n = len(index)
+        self.f = f
+        # float32 adversarials barely compress (about 20 % with gzip) and compressing costs more than
+        # the attack itself on a GPU: chunked, uncompressed
+        self.ds = {
+            "adv": f.create_dataset("adv", (n, 3, 32, 32), np.float32, chunks=(min(n, 128), 3, 32, 32)),
+            "index": f.create_dataset("index", data=index),
+            "label": f.create_dataset("label", data=np.asarray(labels, dtype=np.int64)),
+            "pred_clean": f.create_dataset("pred_clean", (n,), np.int64),
+            "pred_adv": f.create_dataset("pred_adv", (n,), np.int64),
+            "success": f.create_dataset("success", (n,), bool),
+            "linf": f.create_dataset("linf", (n,), np.float32),
+            "l2": f.create_dataset("l2", (n,), np.float32),
+        }
+        if sub_attacks:
+            self.ds["sub_attack"] = f.create_dataset("sub_attack", (n,), np.int8)
+        if restarts:
+            self.ds["restart"] = f.create_dataset("restart", (n,), np.int8)
+
+    def write(self, start: int, **batch: np.ndarray) -> None:
+        """One batch's arrays (adv, pred_clean, pred_adv, success, linf, l2, and sub_attack / restart where the
+        file has them) at images [start, start + len(adv))."""
+        unknown = sorted(set(batch) - set(self.ds))
+        missing = sorted(set(self.ds) - set(batch) - {"index", "label"})
+        if unknown or missing:
+            raise ValueError(f"attack file batch: unknown {unknown}, missing {missing}")
+        sl = slice(start, start + len(batch["adv"]))
+        for name, values in batch.items():
+            self.ds[name][sl] = values
+
+    def finish(self, attrs: dict) -> dict:
+        """The file's attributes (`format` first) and its summary."""
+        self.f.attrs.update({"format": ATTACK_FORMAT, **attrs})
+        return summarize_attack_file(self.f)
+
+
 SUMMARY_DATASETS = ("label", "pred_clean", "pred_adv", "success", "linf", "l2")
 
 

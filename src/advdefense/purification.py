@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -34,6 +34,7 @@ from .inference import check_finite, evaluation_model, predict, to_float_pixels
 from .models.autoencoder import ConvAutoencoder
 from .models.checkpoint import save_checkpoint
 from .plan.decisions import adaptive_spec
+from .plan.jobs import AttackJob
 from .plan.names import file_sha256
 from .progress import ProgressLog
 from .purified_files import PURIFIED_FORMAT
@@ -312,44 +313,30 @@ def adaptive_attack(
     dataset_path,
     classifier_path,
     setup: PurifierSetup,
-    name: str,
-    spec: dict,
-    eps: float,
+    job: AttackJob,
     out_path,
     *,
-    images: int | None,
-    seed: int,
     adaptive: AdaptiveSettings = AdaptiveSettings(),
     device: str = "auto",
-    batch_size: int = 500,
 ) -> dict:
-    """White-box attack on the defended model: attack `name` (`spec`, its Foolbox `params` overridden by
-    `adaptive.params`, e.g. more steps) through purifier + classifier, differentiated as the purifier declares
-    (its true gradient, or BPDA; EOT where it is random), on the first `adaptive.images` of the attacked test
-    images; `adaptive.restarts` runs per image in place of the attack's own (`attack_methods.Restarts`: again
-    on the images no earlier run fooled, the first success kept)."""
+    """White-box attack on the defended model: `job`'s attack on the test images (its Foolbox `params`
+    overridden by `adaptive.params`, e.g. more steps) through purifier + classifier, differentiated as the
+    purifier declares (its true gradient, or BPDA; EOT where it is random), on the first `adaptive.images` of the
+    attacked test images; `adaptive.restarts` runs per image in place of the attack's own
+    (`attack_methods.Restarts`: again on the images no earlier run fooled, the first success kept)."""
     purifier, classifier, where = _evaluation_models(setup, classifier_path, device)
     defended = adaptive_model(purifier, classifier, adaptive.eot_samples)
     defended.is_evaluation_copy = True  # made of evaluation copies: attack_split uses it as it is
-    spec = adaptive_spec(spec, adaptive.params, adaptive.restarts)
+    job = replace(
+        job,
+        split="test",
+        spec=adaptive_spec(job.spec, adaptive.params, adaptive.restarts),
+        limit=adaptive.images,
+    )
     attrs = {
         "defense": setup.name,
         "adaptive": True,
         "gradient": purifier.spec.adaptive_label,
         **provenance_attrs(classifier=classifier_path, **setup.models),
     }
-    return attack_split(
-        defended,
-        dataset_path,
-        "test",
-        name,
-        spec,
-        eps,
-        out_path,
-        images=images,
-        seed=seed,
-        device=device,
-        batch_size=batch_size,
-        limit=adaptive.images,
-        attrs=attrs,
-    )
+    return attack_split(defended, dataset_path, job, out_path, device=device, attrs=attrs)

@@ -14,14 +14,9 @@ rule attack:
     resources:
         **resources_of("attack_defaults", gpu=True),
     params:
-        # only this file's epsilon: adding an epsilon to the list does not re-run the existing ones
-        attack=attack_settings,
-        epsilon=attack_epsilon,
-        images=attacked_count,
-        # a batch's random draws (PGD's random start, AutoAttack's restarts) come from its seed and position,
-        # so another batch size gives other adversarials: a result setting
-        batch_size=config["attack_defaults"]["batch_size"],
-        seed=seed_of,
+        # the job's record (advdefense.plan.jobs.AttackJob): attack settings, only this file's epsilon (adding an
+        # epsilon to the list does not re-run the existing ones), images, seed and batch size
+        job=attack_job_params,
     script:
         "../scripts/attack.py"
 

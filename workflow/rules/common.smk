@@ -21,6 +21,7 @@ from advdefense.errors import PipelineFileError
 from advdefense.plan import decisions
 from advdefense.plan.builder_spec import builder_source
 from advdefense.plan.detector_specs import DETECTORS, PAPER_DETECTOR
+from advdefense.plan.jobs import attack_job
 from advdefense.plan.names import (
     ADAPTIVE,
     ATTACK,
@@ -639,9 +640,12 @@ def builder_files():
     return [str(source)] if source is not None else []
 
 
-def attack_settings(wildcards):
-    """What an attack job runs: Foolbox class, norm and constructor parameters (not its epsilons)."""
-    return canonical(decisions.attack_settings(configured_attack(wildcards)))
+def attack_job_params(wildcards, split=None):
+    """The record of an attack job (`plan.jobs.AttackJob`, as params): what it runs (Foolbox class, norm,
+    constructor parameters; not the other epsilons), on which images, with which seed and batches."""
+    configured_attack(wildcards)  # an unknown attack is a clear error
+    split = split or wildcards.split
+    return attack_job(config, wildcards.attack, attack_epsilon(wildcards), split, seed_of(wildcards)).params()
 
 
 def attack_shards(wildcards):

@@ -137,11 +137,8 @@ rule adaptive_attack:
         **resources_of("attack_defaults", gpu=True),
     params:
         settings=purifier_settings,
-        attack=attack_settings,
-        epsilon=attack_epsilon,
-        images=config["attack_defaults"]["images"]["test"],
+        job=lambda w: attack_job_params(w, split="test"),  # the attack's record on the test images
         adaptive_images=config["purification"]["adaptive"]["images"],
-        batch_size=config["attack_defaults"]["batch_size"],
         restarts=config["purification"]["adaptive"]["restarts"],
         overrides=lambda w: canonical(
             config["purification"]["adaptive"]["params"].get(w.attack, {})

@@ -1,0 +1,83 @@
+"""Job records: what one job of a stage is given, declared once, torch-free (issue 42).
+
+A record is built from the validated config by one function here; the rule's params are the record (`params()`),
+the job's script rebuilds it (`from_params`), and the tests build it with the same function, so a rule, its script
+and the tests' fixtures cannot drift apart. The stage functions take the record instead of a dozen arguments.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+
+from .attack_specs import shard_range
+from .decisions import attack_settings
+from .seeds import keyed_seed
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    """One attack job: attack `name` (`spec`: class, norm, params, rounding, restarts) at `eps` on the attacked
+    images of `split` (`images` of them, `None` = all, chosen with the run's `seed`), in batches of `batch_size`
+    (a batch's random draws come from its seed and position: another batch size gives other adversarials, so it
+    is a result setting). `shard` = (k, N): only the k-th (0-based) of N shards (`merge_attack_shards` joins
+    them); `limit`: only the first that many of the attacked images (the adaptive attack)."""
+
+    name: str
+    spec: dict
+    eps: float
+    split: str = "test"
+    images: int | None = None
+    seed: int = 0
+    batch_size: int = 500
+    shard: tuple[int, int] | None = None
+    limit: int | None = None
+
+    @property
+    def job_seed(self) -> int:
+        """The seed of this job's batches: one per (attack, epsilon, split) of the run's seed (what the attack file
+        records as `seed`)."""
+        return keyed_seed(self.seed, f"{self.name}/{float(self.eps)!r}/{self.split}")
+
+    def batch_seed(self, first: int) -> int:
+        """The seed of the batch whose first image is image `first` of the job: a batch's random draws (PGD's
+        random start, AutoAttack's restarts) depend on nothing else, so shards of a job reproduce it batch for
+        batch."""
+        return (self.job_seed * 1_000_033 + first * 7_919) % (2**31)
+
+    def shard_bounds(self, n: int) -> tuple[int, int]:
+        """Images [first, end) of the job's `n` attacked images that this job (or its shard) attacks."""
+        if self.shard is None:
+            return 0, n
+        k, shards = self.shard
+        return shard_range(
+            n, self.batch_size, k, shards, f"split {self.split!r} of {self.name} at eps {self.eps:g}"
+        )
+
+    def params(self) -> dict:
+        """The record as a rule's params (key-sorted JSON values: Snakemake compares params by their text)."""
+        return json.loads(json.dumps(asdict(self), sort_keys=True))
+
+    @classmethod
+    def from_params(cls, params: dict, **changes) -> AttackJob:
+        """The record a rule's params hold (`params()`), with `changes` (e.g. the shard of a shard job)."""
+        values = {**dict(params), **changes}
+        if values.get("shard") is not None:
+            values["shard"] = tuple(int(v) for v in values["shard"])
+        values["eps"] = float(values["eps"])
+        return cls(**values)
+
+
+def attack_job(config: dict, name: str, eps: float, split: str, seed: int) -> AttackJob:
+    """The `attack` rule's job for attack `name` at `eps` on `split` under the validated `config`, for the run of
+    `seed` (the adaptive attack's starts from the same record: its images, seed and batches are the attack's)."""
+    return AttackJob(
+        name=name,
+        spec=attack_settings(copy.deepcopy(config["attacks"][name])),
+        eps=float(eps),
+        split=split,
+        images=config["attack_defaults"]["images"].get(split),
+        seed=int(seed),
+        batch_size=int(config["attack_defaults"]["batch_size"]),
+    )
