@@ -642,10 +642,13 @@ def builder_files():
 
 def attack_job_params(wildcards, split=None):
     """The record of an attack job (`plan.jobs.AttackJob`, as params): what it runs (Foolbox class, norm,
-    constructor parameters; not the other epsilons), on which images, with which seed and batches."""
+    constructor parameters; not the other epsilons), on which images, with which seed and batches.
+    """
     configured_attack(wildcards)  # an unknown attack is a clear error
     split = split or wildcards.split
-    return attack_job(config, wildcards.attack, attack_epsilon(wildcards), split, seed_of(wildcards)).params()
+    return attack_job(
+        config, wildcards.attack, attack_epsilon(wildcards), split, seed_of(wildcards)
+    ).params()
 
 
 def attack_shards(wildcards):
