@@ -14,9 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advdefense.plan.jobs import AttackJob
-from advdefense.plan.jobs import attack_job as plan_attack_job
-
 REPO = Path(__file__).resolve().parents[1]
 MINI_CIFAR = Path(
     os.environ.get("ADVDEFENSE_MINI_CIFAR", REPO.parent / "shared/data/cifar-10-mini/cifar-10-batches-py")
@@ -168,9 +165,3 @@ def _run_smoke_dag(workdir: Path) -> Path:
         )
         pytest.fail(f"smoke DAG failed:\n{proc.stderr[-6000:]}\n{logs}")
     return workdir
-
-
-def attack_job(cfg: dict, name: str, eps: float, split: str) -> AttackJob:
-    """The record the `attack` rule gives its job for attack `name` at `eps` under the validated config `cfg`
-    (built by the rule's own function, `plan.jobs.attack_job`, for the config's `seed`)."""
-    return plan_attack_job(cfg, name, eps, split, cfg["seed"])

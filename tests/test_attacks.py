@@ -19,8 +19,8 @@ from advdefense.data import attack_indices, read_dataset_h5
 from advdefense.inference import predict
 from advdefense.models import CheckpointError
 from advdefense.models.checkpoint import load_checkpoint
-from advdefense.plan.jobs import AttackJob
-from conftest import REPO, attack_job
+from advdefense.plan.jobs import AttackJob, attack_job
+from conftest import REPO
 
 SMOKE = "synthetic-smoke"
 
@@ -47,8 +47,8 @@ def test_attack_files_match_the_config(smoke):
     assert names == expected
     for path in _files(smoke):
         f = read_attack_file(path)
-        assert f["adv"].dtype == np.float32 and f["adv"].shape == (500, 3, 32, 32)
-        attrs = f["attrs"]
+        assert f.adv.dtype == np.float32 and f.adv.shape == (500, 3, 32, 32)
+        attrs = f.attrs
         assert attrs["attack"] == path.parts[-3] and attrs["epsilon"] == pytest.approx(0.03)
         assert attrs["norm"] == "linf" and len(attrs["classifier_sha256"]) == 64
         assert "foolbox" in attrs["versions"] and attrs["split"] == path.stem
@@ -64,27 +64,27 @@ def test_stored_predictions_equal_a_fresh_forward_pass(smoke):
     for path in _files(smoke):
         f = read_attack_file(path)
         split = ds.split(path.stem)
-        adv, clean = torch.from_numpy(f["adv"]), torch.from_numpy(split.images[f["index"]])
-        assert np.array_equal(predict(model, adv, bs).numpy(), f["pred_adv"]), path
-        assert np.array_equal(predict(model, clean, bs).numpy(), f["pred_clean"]), path
+        adv, clean = torch.from_numpy(f.adv), torch.from_numpy(split.images[f.index])
+        assert np.array_equal(predict(model, adv, bs).numpy(), f.pred_adv), path
+        assert np.array_equal(predict(model, clean, bs).numpy(), f.pred_clean), path
         with torch.inference_mode():
             raw = model(adv)
         top2 = raw.topk(2, dim=1).values
         near_tie = (top2[:, 0] - top2[:, 1]).numpy() < 1e-4
-        assert np.array_equal(raw.argmax(1).numpy()[~near_tie], f["pred_adv"][~near_tie]), path
-        assert np.array_equal(f["label"], split.labels[f["index"]])
-        assert np.array_equal(f["success"], f["pred_adv"] != f["label"])
+        assert np.array_equal(raw.argmax(1).numpy()[~near_tie], f.pred_adv[~near_tie]), path
+        assert np.array_equal(f.label, split.labels[f.index])
+        assert np.array_equal(f.success, f.pred_adv != f.label)
 
 
 def test_linf_attacks_stay_within_epsilon(smoke):
     ds = read_dataset_h5(smoke["data"])
     for path in _files(smoke):
         f = read_attack_file(path)
-        clean = ds.split(path.stem).images[f["index"]].astype(np.float32) / 255
-        delta = np.abs(f["adv"] - clean).reshape(len(clean), -1).max(1)
+        clean = ds.split(path.stem).images[f.index].astype(np.float32) / 255
+        delta = np.abs(f.adv - clean).reshape(len(clean), -1).max(1)
         assert delta.max() <= 0.03 + 1e-6, path
-        assert np.allclose(delta, f["linf"], atol=1e-6)
-        assert f["adv"].min() >= 0.0 and f["adv"].max() <= 1.0
+        assert np.allclose(delta, f.linf, atol=1e-6)
+        assert f.adv.min() >= 0.0 and f.adv.max() <= 1.0
 
 
 def test_pgd_succeeds_at_least_as_often_as_fgsm_and_attacks_work(smoke):
@@ -123,12 +123,16 @@ def test_fixed_seed_gives_identical_files(smoke, tmp_path):
     for i in range(2):
         out = tmp_path / f"pgd{i}.h5"
         generate_attack_file(
-            smoke["data"], smoke["model"], attack_job(cfg, "pgd", 0.03, "test"), out, device="cpu"
+            smoke["data"],
+            smoke["model"],
+            attack_job(cfg, "pgd", 0.03, "test", cfg["seed"]),
+            out,
+            device="cpu",
         )
         outs.append(read_attack_file(out))
     for key in ("adv", "index", "pred_adv", "success", "linf", "l2"):
-        assert np.array_equal(outs[0][key], outs[1][key]), key
-    assert outs[0]["attrs"]["seed"] == outs[1]["attrs"]["seed"]
+        assert np.array_equal(getattr(outs[0], key), getattr(outs[1], key)), key
+    assert outs[0].attrs["seed"] == outs[1].attrs["seed"]
 
 
 L2_AND_MORE = {
@@ -157,18 +161,18 @@ def test_other_attacks_work_from_config_alone(smoke, tmp_path, name):
     eps = L2_AND_MORE[name]["epsilons"][0]
     out = tmp_path / f"{name}.h5"
     summary = generate_attack_file(
-        smoke["data"], smoke["model"], attack_job(cfg, name, eps, "test"), out, device="cpu"
+        smoke["data"], smoke["model"], attack_job(cfg, name, eps, "test", cfg["seed"]), out, device="cpu"
     )
     f = read_attack_file(out)
     ds = read_dataset_h5(smoke["data"])
-    clean = ds.test.images[f["index"]].astype(np.float32) / 255
-    delta = (f["adv"] - clean).reshape(len(clean), -1)
+    clean = ds.test.images[f.index].astype(np.float32) / 255
+    delta = (f.adv - clean).reshape(len(clean), -1)
     if L2_AND_MORE[name]["norm"] == "l2":
         assert np.linalg.norm(delta, axis=1).max() <= eps * (1 + 1e-5)
     else:
         assert np.abs(delta).max() <= eps + 1e-6
     assert summary["success_rate"] > 0  # every one of them fools some images at this budget
-    assert f["success"].sum() == (f["pred_adv"] != f["label"]).sum()
+    assert f.success.sum() == (f.pred_adv != f.label).sum()
 
 
 def test_attack_bad_inputs_name_the_cause(smoke, tmp_path):
@@ -180,11 +184,11 @@ def test_attack_bad_inputs_name_the_cause(smoke, tmp_path):
         generate_attack_file(
             smoke["data"],
             smoke["model"],
-            attack_job(cfg, "pgd", 0.03, "test"),
+            attack_job(cfg, "pgd", 0.03, "test", cfg["seed"]),
             tmp_path / "x.h5",
             device="cpu",
         )
-    job = attack_job(smoke["cfg"], "pgd", 0.03, "test")
+    job = attack_job(smoke["cfg"], "pgd", 0.03, "test", smoke["cfg"]["seed"])
     job.spec["params"]["steps"] = -5
     with pytest.raises(ConfigError, match=r"attacks\.pgd\.params\.steps: must be a positive integer"):
         generate_attack_file(smoke["data"], smoke["model"], job, tmp_path / "x.h5", device="cpu")
@@ -275,13 +279,15 @@ def test_sharded_job_merges_into_the_unsharded_file_bit_for_bit(smoke, tmp_path,
     cfg["attack_defaults"]["images"]["test"] = 50
     cfg["detection"]["aware"]["images"] = cfg["purification"]["adaptive"]["images"] = None
     cfg = validate_config(cfg)
-    job = replace(attack_job(cfg, name, 0.03, "test"), batch_size=8)  # 7 batches, the last one short
+    job = replace(
+        attack_job(cfg, name, 0.03, "test", cfg["seed"]), batch_size=8
+    )  # 7 batches, the last one short
     whole = tmp_path / "whole.h5"
     generate_attack_file(smoke["data"], smoke["model"], job, whole, device="cpu")
     shards = [tmp_path / f"shard{k}.h5" for k in range(3)]
     for k, path in enumerate(shards):
         generate_attack_file(smoke["data"], smoke["model"], replace(job, shard=(k, 3)), path, device="cpu")
-    sizes = [len(read_attack_file(p)["index"]) for p in shards]
+    sizes = [len(read_attack_file(p).index) for p in shards]
     assert sizes == [16, 16, 18]  # whole batches: 2 + 2 + 3 of them
     merged = tmp_path / "merged.h5"
     merge_attack_shards(shards, merged)
@@ -338,7 +344,11 @@ def test_autoattack_result_as_a_robustbench_model_info_entry(smoke, tmp_path):
     cfg = validate_config(cfg)
     attack = tmp_path / "autoattack.h5"
     generate_attack_file(
-        smoke["data"], smoke["model"], attack_job(cfg, "autoattack", 8 / 255, "test"), attack, device="cpu"
+        smoke["data"],
+        smoke["model"],
+        attack_job(cfg, "autoattack", 8 / 255, "test", cfg["seed"]),
+        attack,
+        device="cpu",
     )
     metrics = smoke["dir"] / f"results/classifier/{SMOKE}/metrics.json"
     entry = write_model_info(
@@ -383,20 +393,18 @@ def test_attack_restarts_only_ever_add_successes(smoke, tmp_path):
     # a weak PGD (2 steps of half the ball) whose random start decides some images: on the smoke classifier
     # about 46 of 200 fooled by one run and 5 more by 3 restarts (10 steps of 0.1: 61 and 1 more)
     cfg["attacks"]["pgd"]["params"] = {"steps": 2, "rel_stepsize": 0.5}
-    once = attack_job(validate_config(cfg), "pgd", 0.03, "test")
+    once = attack_job(validate_config(cfg), "pgd", 0.03, "test", cfg["seed"])
     cfg["attacks"]["pgd"]["restarts"] = 4
-    four = attack_job(validate_config(cfg), "pgd", 0.03, "test")
+    four = attack_job(validate_config(cfg), "pgd", 0.03, "test", cfg["seed"])
     generate_attack_file(smoke["data"], smoke["model"], once, tmp_path / "a.h5", device="cpu")
     generate_attack_file(smoke["data"], smoke["model"], four, tmp_path / "b.h5", device="cpu")
     a, b = read_attack_file(tmp_path / "a.h5"), read_attack_file(tmp_path / "b.h5")
-    assert b["attrs"]["restarts"] == 4
-    assert (b["success"] >= a["success"]).all() and b["success"].sum() > a["success"].sum()
-    assert np.array_equal(b["adv"][a["success"]], a["adv"][a["success"]])
+    assert b.attrs["restarts"] == 4
+    assert (b.success >= a.success).all() and b.success.sum() > a.success.sum()
+    assert np.array_equal(b.adv[a.success], a.adv[a.success])
     with h5py.File(tmp_path / "b.h5", "r") as f:  # the run kept per image: a restart exactly where one fooled
-        assert np.array_equal(f["restart"][:] > 0, b["success"] & ~a["success"])
-    assert (
-        np.abs(b["adv"] - read_dataset_h5(smoke["data"]).test.images[b["index"]] / 255.0).max() <= 0.03 + 1e-6
-    )
+        assert np.array_equal(f["restart"][:] > 0, b.success & ~a.success)
+    assert np.abs(b.adv - read_dataset_h5(smoke["data"]).test.images[b.index] / 255.0).max() <= 0.03 + 1e-6
 
 
 def test_attack_sanity_checks(smoke, tmp_path):
@@ -409,7 +417,7 @@ def test_attack_sanity_checks(smoke, tmp_path):
     cfg = validate_config(cfg)
 
     def robust(name, eps, **params):
-        job = attack_job(cfg, name, eps, "test")
+        job = attack_job(cfg, name, eps, "test", cfg["seed"])
         job.spec["params"].update(params)
         out = tmp_path / f"{name}-{eps}-{sorted(params.items())}.h5"
         return generate_attack_file(smoke["data"], smoke["model"], job, out, device="cpu")["robust_accuracy"]

@@ -198,14 +198,14 @@ def test_the_sweep_overlay_adds_only_its_jobs_and_its_numbers_come_from_the_file
         right, total = 0, 0
         for attack in ("fgsm", "pgd", "deepfool"):
             p = read_purified(run / f"results/purified/synthetic-smoke/{name}/{attack}/eps0.03/test.h5")
-            assert p["attrs"]["purifier"] == name
-            success = p["success"].astype(bool)
-            right += int((p["pred_purified"] == p["label"])[success].sum())
+            assert p.attrs["purifier"] == name
+            success = p.success.astype(bool)
+            right += int((p.pred_purified == p.label)[success].sum())
             total += int(success.sum())
             assert row[f"successful_{attack}"] == success.sum()
         assert row["recovery_overall"] == pytest.approx(100 * right / total, abs=1e-3)
         clean = read_purified(run / f"results/purified/synthetic-smoke/{name}/clean/test.h5")
-        through = clean["pred_purified"] == clean["label"]
+        through = clean.pred_purified == clean.label
         assert row["clean_accuracy"] == pytest.approx(100 * through.mean(), abs=1e-3)
         # the adaptive attack through the point: no more accurate than the clean images through it (same images)
         from advdefense.attack_files import read_attack_file
@@ -214,10 +214,8 @@ def test_the_sweep_overlay_adds_only_its_jobs_and_its_numbers_come_from_the_file
             run / f"results/adaptive/synthetic-smoke/{name}/pgd/eps0.03/test.h5",
             require=("index", "label", "pred_adv"),
         )
-        assert row["adaptive_accuracy"] == pytest.approx(
-            100 * (adaptive["pred_adv"] == adaptive["label"]).mean()
-        )
-        same = np.isin(clean["index"], adaptive["index"])
+        assert row["adaptive_accuracy"] == pytest.approx(100 * (adaptive.pred_adv == adaptive.label).mean())
+        same = np.isin(clean.index, adaptive.index)
         assert row["adaptive_accuracy"] <= 100 * through[same].mean() + 2.0
 
     by_size = pd.read_csv(tables / "autoencoder_sweep_by_size.csv")

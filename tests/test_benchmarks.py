@@ -163,6 +163,6 @@ def test_perturbation_texture_measures_how_often_neighbours_move_alike(smoke_run
     )
     assert proc.returncode == 0, proc.stderr
     attack = read_attack_file(path)
-    clean = read_dataset_h5(data).test.images[attack["index"]].astype(np.float32) / 255.0
-    expected = same_sign_share(attack["adv"].astype(np.float32) - clean)
+    clean = read_dataset_h5(data).test.images[attack.index].astype(np.float32) / 255.0
+    expected = same_sign_share(attack.adv.astype(np.float32) - clean)
     assert f"{len(clean)} images\t{expected:.1f} % of neighbours" in proc.stdout

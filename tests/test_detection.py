@@ -9,6 +9,7 @@ from advdefense.config import ConfigError, load_yaml, validate_config
 from advdefense.detection import (
     POOLED,
     AttackedSet,
+    DetectionInputs,
     SplitInputs,
     calibrate,
     load_latent_inputs,
@@ -22,6 +23,8 @@ from advdefense.detectors import LN2, Detector, register, unregister
 from advdefense.errors import PipelineFileError
 from advdefense.metrics import auroc, roc_curve
 from advdefense.plan.detector_specs import DETECTORS
+from advdefense.plan.jobs import DetectionJob, detection_job
+from advdefense.score_files import read_scores
 from conftest import REPO
 
 D = "synthetic-smoke"
@@ -98,15 +101,11 @@ def test_noop_adversarials_are_never_labelled_attacked(tmp_path):
     x, y = training_arrays(SplitInputs(clean, np.arange(6), {"deepfool_eps0.1": s}), "deepfool_eps0.1")
     attacked = x[y == 1]
     assert len(attacked) == 2 and not any((attacked == c).all() for c in clean)  # no clean copy labelled 1
+    split = SplitInputs(clean, np.arange(6), {"deepfool_eps0.1": s})
     rows, _ = run_detection_method(
-        "offgrid",
-        {},
-        0,
-        SplitInputs(clean, np.arange(6), {"deepfool_eps0.1": s}),
-        SplitInputs(clean, np.arange(6), {"deepfool_eps0.1": s}),
-        np.zeros((200, 1), np.float32),
+        DetectionJob("offgrid", {}, fprs=(0.05,)),
+        DetectionInputs(split, split, np.zeros((200, 1), np.float32)),
         tmp_path,
-        fprs=(0.05,),
     )
     honest = rows[(rows["test"] == "deepfool_eps0.1") & (rows["set"] == "honest")].iloc[0]
     everything = rows[(rows["test"] == "deepfool_eps0.1") & (rows["set"] == "all")].iloc[0]
@@ -137,7 +136,7 @@ def test_pixel_cnn_learns_plainly_detectable_sign_noise(tmp_path):
     calibration = _sign_noise_inputs(200, 2).clean
     settings = {"width": 16, "epochs": 4, "batch_size": 64, "lr": 0.001, "weight_decay": 0.0}
     rows, fitted = run_detection_method(
-        "pixel_cnn", settings, 0, train, test, calibration, tmp_path, device="cpu"
+        DetectionJob("pixel_cnn", settings), DetectionInputs(train, test, calibration), tmp_path, device="cpu"
     )
     row = rows[
         (rows["train"] == "sign_eps0.03") & (rows["test"] == "sign_eps0.03") & (rows["set"] == "honest")
@@ -160,7 +159,9 @@ def test_a_detector_at_chance_is_reported_as_not_trained(tmp_path):
         "lr": 1e-4,
         "weight_decay": 0.0,
     }
-    rows, _ = run_detection_method("latent_mlp", settings, 0, inputs, inputs, x[:200], tmp_path, device="cpu")
+    rows, _ = run_detection_method(
+        DetectionJob("latent_mlp", settings), DetectionInputs(inputs, inputs, x[:200]), tmp_path, device="cpu"
+    )
     assert not rows["trained"].any() and abs(rows["final_loss"].iloc[0] - LN2) < 0.02
     from advdefense.tables import NOT_TRAINED, table4
 
@@ -190,18 +191,14 @@ def test_thresholds_come_from_calibration_only(tmp_path):
 
     try:
         train = inputs(0.0)
-        run_detection_method(
-            "identity_test_only", {}, 0, train, inputs(0.0), calibration, tmp_path / "a", fprs=(0.01, 0.05)
-        )
-        run_detection_method(
-            "identity_test_only", {}, 0, train, inputs(3.0), calibration, tmp_path / "b", fprs=(0.01, 0.05)
-        )
+        job = DetectionJob("identity_test_only", {}, fprs=(0.01, 0.05))
+        run_detection_method(job, DetectionInputs(train, inputs(0.0), calibration), tmp_path / "a")
+        run_detection_method(job, DetectionInputs(train, inputs(3.0), calibration), tmp_path / "b")
     finally:
         unregister("identity_test_only")
-    with np.load(tmp_path / "a/scores_overall.npz") as a, np.load(tmp_path / "b/scores_overall.npz") as b:
-        assert float(a["threshold_fpr5"]) == float(b["threshold_fpr5"])
-        assert float(a["threshold_fpr1"]) == float(b["threshold_fpr1"])
-        assert not np.array_equal(a["clean"], b["clean"])  # the test images did change
+    a, b = read_scores(tmp_path / "a", "overall"), read_scores(tmp_path / "b", "overall")
+    assert a.thresholds == b.thresholds and set(a.thresholds) == {0.01, 0.05}
+    assert not np.array_equal(a.of("clean"), b.of("clean"))  # the test images did change
     thresholds = calibrate(calibration[:, 0], (0.01, 0.05))
     assert (calibration[:, 0] > thresholds[0.05]).mean() == pytest.approx(0.05)
     assert (calibration[:, 0] > thresholds[0.01]).mean() == pytest.approx(0.01)
@@ -241,11 +238,11 @@ def test_8bit_attack_file_is_on_the_grid_within_eps(smoke):
     from advdefense.attack_files import read_attack_file
 
     a = read_attack_file(smoke["dir"] / f"results/attacks/{D}/pgd_8bit/eps0.03/test.h5")
-    q = a["adv"].astype(np.float64) * 255
-    assert np.abs(q - np.rint(q)).max() < 1e-3 and a["linf"].max() <= 0.03 + 1e-6
-    assert a["attrs"]["quantize"] == "8bit"
-    assert np.array_equal(a["success"], a["pred_adv"] != a["label"])  # judged on the rounded images
-    assert a["success"].mean() > 0.3
+    q = a.adv.astype(np.float64) * 255
+    assert np.abs(q - np.rint(q)).max() < 1e-3 and a.linf.max() <= 0.03 + 1e-6
+    assert a.attrs["quantize"] == "8bit"
+    assert np.array_equal(a.success, a.pred_adv != a.label)  # judged on the rounded images
+    assert a.success.mean() > 0.3
 
 
 def test_detector_aware_attack_beats_the_detector_oblivious_ones(smoke):
@@ -314,12 +311,8 @@ def test_shuffled_labels_give_chance_auroc(smoke, tmp_path):
     )
     cfg = smoke["cfg"]
     table, _ = run_detection_method(
-        "latent_mlp",
-        cfg["detection"]["latent_mlp"],
-        cfg["seed"],
-        shuffled,
-        test,
-        smoke["sets"]["test"].clean[:200],
+        detection_job(cfg, "latent_mlp", cfg["seed"]),
+        DetectionInputs(shuffled, test, smoke["sets"]["test"].clean[:200]),
         tmp_path,
         device="cpu",
     )
@@ -384,14 +377,14 @@ def test_detector_training_does_not_depend_on_process_state(smoke, tmp_path):
     import torch
 
     torch.manual_seed(1)
-    first, _ = run_detection_method(
-        "latent_mlp", settings, 0, one(train), one(test), test.clean[:200], tmp_path / "a", device="cpu"
+    job, inputs = (
+        DetectionJob("latent_mlp", settings),
+        DetectionInputs(one(train), one(test), test.clean[:200]),
     )
+    first, _ = run_detection_method(job, inputs, tmp_path / "a", device="cpu")
     torch.rand(1000)  # disturb the global generator
     torch.manual_seed(12345)
-    second, _ = run_detection_method(
-        "latent_mlp", settings, 0, one(train), one(test), test.clean[:200], tmp_path / "b", device="cpu"
-    )
+    second, _ = run_detection_method(job, inputs, tmp_path / "b", device="cpu")
     pd.testing.assert_frame_equal(first, second)
 
 
@@ -418,7 +411,7 @@ def test_clean_and_attacked_images_go_through_the_flow_the_same_way(smoke, tmp_p
     )
     clean = read_latents(smoke["dir"] / f"results/latents/{D}/clean/test.h5")
     same = read_latents(tmp_path / "z.h5")
-    assert np.array_equal(same["z"], clean["z"]) and np.array_equal(same["bpd"], clean["bpd"])
+    assert np.array_equal(same.z, clean.z) and np.array_equal(same.bpd, clean.bpd)
 
 
 def test_mahalanobis_is_the_smallest_distance_to_the_predicted_class_means(smoke, tmp_path):

@@ -35,7 +35,7 @@ from advdefense.data import (
 from advdefense.detection import load_pixel_inputs
 from advdefense.errors import PipelineFileError
 from advdefense.flow import attack_latents
-from advdefense.h5io import atomic_h5, atomic_path, read_h5, remove_stale_temporaries
+from advdefense.h5io import atomic_h5, atomic_path, remove_stale_temporaries
 from advdefense.latent_files import read_latents
 from advdefense.models import load_checkpoint
 from advdefense.purification import PurifierSetup, purify_attack_file
@@ -257,7 +257,7 @@ def test_a_bad_adversarial_is_named_by_every_stage(smoke_run, tmp_path, value, w
     assert not (tmp_path / "latents.h5").exists() and not (tmp_path / "purified.h5").exists()
     assert not list(tmp_path.glob("*.tmp-*"))
     # the untouched file passes the same reader
-    assert np.isfinite(read_attack_file(src)["adv"]).all()
+    assert np.isfinite(read_attack_file(src).adv).all()
 
 
 # ----------------------------------------------------------------------------- 4. which checkout a job runs
@@ -440,7 +440,7 @@ def test_truncated_or_corrupt_files_are_named(tmp_path, tiny_data):
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     with pytest.raises(PipelineFileError, match=rf"{garbage}: cannot be read as an HDF5 file"):
-        read_h5(garbage, "advdefense-latents-v1", "latent")
+        read_latents(garbage)
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(PipelineFileError, match=rf"{checkpoint}: not a loadable checkpoint"):

@@ -181,17 +181,17 @@ def test_latent_files_match_the_config(smoke_run):
     )
     assert files == expected
     calibration = read_latents(root / "clean/calibration.h5")
-    assert calibration["z"].shape == (200, 48, 4, 4)  # every calibration image (dataset.calibration_size)
+    assert calibration.z.shape == (200, 48, 4, 4)  # every calibration image (dataset.calibration_size)
     for split in ("train", "test"):
         clean = read_latents(root / f"clean/{split}.h5")
-        assert clean["z"].shape == (500, 48, 4, 4) and clean["z"].dtype == np.float32
-        assert clean["bpd"].shape == (500,) and np.isfinite(clean["bpd"]).all()
+        assert clean.z.shape == (500, 48, 4, 4) and clean.z.dtype == np.float32
+        assert clean.bpd.shape == (500,) and np.isfinite(clean.bpd).all()
         for attack in ("fgsm", "pgd", "deepfool"):
             adv = read_latents(root / f"{attack}/eps0.03/{split}.h5")
-            assert np.array_equal(adv["index"], clean["index"])  # attacked and clean images line up
-            assert adv["z"].shape == clean["z"].shape and adv["attrs"]["attack"] == attack
-            assert adv["success"].dtype == bool
-            assert not np.allclose(adv["z"], clean["z"])
+            assert np.array_equal(adv.index, clean.index)  # attacked and clean images line up
+            assert adv.z.shape == clean.z.shape and adv.attrs["attack"] == attack
+            assert adv.success.dtype == bool
+            assert not np.allclose(adv.z, clean.z)
 
 
 def test_latents_are_deterministic(smoke_run, tmp_path):
@@ -212,4 +212,4 @@ def test_latents_are_deterministic(smoke_run, tmp_path):
     )
     first = read_latents(smoke_run / "results/latents/synthetic-smoke/clean/test.h5")
     again = read_latents(out)
-    assert np.array_equal(first["z"], again["z"]) and np.array_equal(first["bpd"], again["bpd"])
+    assert np.array_equal(first.z, again.z) and np.array_equal(first.bpd, again.bpd)

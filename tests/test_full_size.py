@@ -282,8 +282,9 @@ def test_a_detector_fitted_once_is_scored_once(tmp_path, monkeypatch):
     """An unsupervised detector is the same for every training key; it was scored again for each (13 times in
     the full-size run: 12 minutes of the MagNet JSD job). Its scoring work must not grow with the keys, and every
     key still gets its rows."""
-    from advdefense.detection import AttackedSet, SplitInputs, run_detection_method
+    from advdefense.detection import AttackedSet, DetectionInputs, SplitInputs, run_detection_method
     from advdefense.detectors import OffGridPixels
+    from advdefense.plan.jobs import DetectionJob
 
     rng = np.random.default_rng(0)
 
@@ -308,15 +309,11 @@ def test_a_detector_fitted_once_is_scored_once(tmp_path, monkeypatch):
     for n in (2, 6):
         keys = [f"a{i}_eps0.03" for i in range(n)]
         calls.clear()
+        calibration = np.round(rng.random((200, 3, 4, 4)) * 255).astype(np.float32) / 255
         table, _ = run_detection_method(
-            "offgrid",
-            {},
-            0,
-            split(keys),
-            split(keys),
-            np.round(rng.random((200, 3, 4, 4)) * 255).astype(np.float32) / 255,
+            DetectionJob("offgrid", {}, fprs=(0.05,)),
+            DetectionInputs(split(keys), split(keys), calibration),
             tmp_path / str(n),
-            fprs=(0.05,),
         )
         counts[n] = len(calls)
         assert set(table["train"]) == set(keys) | {"overall"}

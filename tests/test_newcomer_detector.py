@@ -5,6 +5,8 @@ the paper's detector's) under its own title, next to the smoke run's detectors, 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import torch.nn.functional as F
 
@@ -13,6 +15,7 @@ from advdefense.detection import run_detection_stage
 from advdefense.detectors import Detector, register, unregister
 from advdefense.plan import decisions
 from advdefense.plan.detector_specs import DETECTORS
+from advdefense.plan.jobs import detection_job
 from advdefense.plan.names import ATTACK, attack_key, path
 from advdefense.tables import write_detection_tables
 from conftest import REPO
@@ -43,24 +46,25 @@ def test_a_detector_added_in_a_test_module_appears_in_every_detection_table(smok
             cfg
         )  # differentiable: the aware attack targets it
         results = smoke_run / "results"
-        keys = [[name, eps, attack_key(name, eps)] for name, eps in decisions.detection_keys(cfg)]
+        # the job the detect rule would give it (the same function builds the rule's params), on fewer images
+        job = detection_job(cfg, "toy_high_frequency", cfg["seed"])
+        job = replace(job, aware={**job.aware, "images": 50, "restarts": 1})
         inputs = {
             "data": str(results / f"data/{D}.h5"),
             "classifier": str(results / f"classifier/{D}/model.pt"),
         }
-        for name, eps, key in keys:
+        for name, eps, key in job.attack_keys:
             for split in ("train", "test"):
                 inputs[f"{key}__{split}"] = str(
                     smoke_run / path(ATTACK, run=D, attack=name, eps=eps, split=split)
                 )
-        det = cfg["detection"]
-        aware = {**det["aware"], "methods": ["toy_high_frequency"], "images": 50, "restarts": 1}
-        evaluation = {"fprs": sorted(det["fprs"]), "controls": sorted(det["controls"]), "aware": aware}
         out = {name: tmp_path / f"toy_{name}.csv" for name in ("evaluation", "aware")}
+        table_keys = [
+            attack_key(name, eps) for name, eps in decisions.detection_keys(cfg)
+        ]  # the tables' row order
         run_detection_stage(
-            "toy_high_frequency", inputs, sorted(keys), {}, evaluation, cfg["seed"], out["evaluation"],
-            out["aware"], tmp_path / "models", device="cpu", batch_size=200,
-        )  # fmt: skip
+            job, inputs, out["evaluation"], out["aware"], tmp_path / "models", device="cpu", batch_size=200
+        )
         mine = pd.read_csv(out["evaluation"])
         assert set(mine["method"]) == {"toy_high_frequency"} and mine["auroc"].between(0, 1).all()
 
@@ -80,9 +84,7 @@ def test_a_detector_added_in_a_test_module_appears_in_every_detection_table(smok
             for t in ("table4", "table5", "general", "defended")
             for kind in ("csv", "md")
         }
-        write_detection_tables(
-            evaluations, None, [k for *_, k in keys], None, tables, sorted(det["fprs"]), aware_rows
-        )
+        write_detection_tables(evaluations, None, table_keys, None, tables, list(job.fprs), aware_rows)
         title = HighFrequency.title
         for table in ("table5", "defended"):  # (Table 4 and the generalisation matrix: the paper's detector)
             assert title in tables[f"{table}_md"].read_text(), table

@@ -1,5 +1,6 @@
 """The planning layer (`advdefense.plan`): names and decisions once, below the stages, without torch."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 from advdefense.config import load_yaml, validate_config
 from advdefense.plan import decisions
 from advdefense.plan.detector_specs import BUILT_IN, DETECTORS, DetectorSpec
-from advdefense.plan.names import ATTACK, SEED_TABLE, TABLE, eps_tag, path, run_of, runs
+from advdefense.plan.names import ATTACK, SEED_TABLE, TABLE, attack_key, eps_tag, path, run_of, runs
 from conftest import REPO
 
 MODEL_LIBRARIES = ("torch", "torchvision", "torchattacks", "autoattack")
@@ -28,6 +29,7 @@ TORCH_FREE = (
     "advdefense.sources",
     "advdefense.attack_files",
     "advdefense.data",
+    "advdefense.score_files",
     "advdefense.purified_files",
     "advdefense.tables",
     "advdefense.figures",
@@ -67,7 +69,11 @@ MODEL_FREE_SCRIPTS = (
     "autoencoder_sweep",
     "classifier_table",
     "seed_table",
-    "figures",
+    "figure_examples",
+    "figure_accuracy",
+    "figure_auroc",
+    "figure_detection",
+    "figure_training",
     "reproduction",
     "robustbench_info",
 )
@@ -409,3 +415,32 @@ def test_an_attack_job_record_is_what_the_rule_gives_its_script():
     assert first == 3 * job.batch_size and end == 6 * job.batch_size  # 10 batches in 3 shards: 3, 3, 4
     assert job.job_seed == keyed_seed(7, "pgd/0.03/test") != attack_job(cfg, "pgd", 0.03, "test", 8).job_seed
     assert len({job.batch_seed(k * job.batch_size) for k in range(10)}) == 10
+
+
+def test_a_detection_job_record_is_what_the_rule_gives_its_script():
+    """Issue 42: the detect rule's params are the job record (`plan.jobs.detection_job`): sorted attack keys (the
+    YAML's order changes nothing a detector learns), the aware attack's settings only for a detector it attacks;
+    the script rebuilds the same record."""
+    from advdefense.plan.jobs import AWARE_OFF, DetectionJob, detection_job
+
+    cfg = validate_config(load_yaml(REPO / "config/smoke.yaml"))
+    job = detection_job(cfg, "latent_mlp", 3)
+    expected = sorted((n, float(e), attack_key(n, e)) for n, e in decisions.detection_keys(cfg))
+    assert list(job.attack_keys) == expected and job.keys == [k for *_, k in expected]
+    assert job.settings == cfg["detection"]["latent_mlp"] and job.seed == 3
+    assert list(job.fprs) == sorted(cfg["detection"]["fprs"])
+    assert job.epsilons == sorted({float(e) for _, e, _ in expected})
+    assert job.runs_aware and job.aware["methods"] == ["latent_mlp"]
+    not_attacked = detection_job(cfg, "offgrid", 3)  # not differentiable: the aware attack does not target it
+    assert not not_attacked.runs_aware and not_attacked.aware == AWARE_OFF
+    params = job.params()
+    assert json.loads(json.dumps(params, sort_keys=True)) == params
+    assert DetectionJob.from_params(params) == job
+    # the same attacks listed in another order: the same record
+    reordered = copy.deepcopy(cfg)
+    reordered["attacks"] = dict(reversed(list(cfg["attacks"].items())))
+    reordered["detection"]["attacks"] = list(reversed(cfg["detection"]["attacks"] or list(cfg["attacks"])))
+    assert detection_job(reordered, "latent_mlp", 3) == job
+    # the aware attack at one epsilon of several
+    one = DetectionJob.from_params(params, aware={**job.aware, "epsilons": [job.epsilons[-1]]})
+    assert one.aware_epsilons == [job.epsilons[-1]]

@@ -14,13 +14,14 @@ from advdefense.data import read_dataset_h5
 from advdefense.inference import predict
 from advdefense.models import CheckpointError, save_checkpoint
 from advdefense.models.autoencoder import ConvAutoencoder
+from advdefense.plan.jobs import attack_job
 from advdefense.plan.names import POOLED
 from advdefense.plan.purifier_specs import PURIFIERS
 from advdefense.purification import PurifierSetup, psnr, purify_attack_file
 from advdefense.purified_files import read_purified
 from advdefense.purifiers import load_autoencoder
 from advdefense.tables import TABLE3_BARE_ROWS, table3, table3_rows
-from conftest import REPO, attack_job
+from conftest import REPO
 
 D = "synthetic-smoke"
 
@@ -145,7 +146,7 @@ def test_the_worst_case_over_the_adaptive_attacks_is_per_image(smoke):
         right = None
         for f in files:
             a = read_attack_file(f, require=("index", "label", "pred_adv"))
-            ok = pd.Series(a["pred_adv"] == a["label"], index=a["index"])
+            ok = pd.Series(a.pred_adv == a.label, index=a.index)
             right = ok if right is None else (right & ok).dropna()
         expected = 100 * right.mean()
         worst = table.loc[f"{title}: {WORST_ROW}"]
@@ -157,7 +158,7 @@ def test_the_worst_case_over_the_adaptive_attacks_is_per_image(smoke):
         assert worst_case(files) == (pytest.approx(expected), len(right))
     # one file: the worst case is that attack's own accuracy
     one = read_attack_file(files[1], require=("label", "pred_adv"))
-    assert worst_case(files[1:2])[0] == pytest.approx(100 * (one["pred_adv"] == one["label"]).mean())
+    assert worst_case(files[1:2])[0] == pytest.approx(100 * (one.pred_adv == one.label).mean())
 
 
 def test_purified_files_are_consistent(smoke):
@@ -171,7 +172,7 @@ def test_purified_files_are_consistent(smoke):
 
     model = load_classifier(smoke["model"])
     pred = predict(model, torch.from_numpy(images), smoke["cfg"]["purification"]["batch_size"]).numpy()
-    assert np.array_equal(pred, p["pred_purified"]) and classifier["kind"] == "classifier"
+    assert np.array_equal(pred, p.pred_purified) and classifier["kind"] == "classifier"
 
 
 def test_wrong_autoencoder_checkpoint_is_refused(smoke, tmp_path):
@@ -234,8 +235,8 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
         smoke["dir"] / f"results/adaptive/{D}/autoencoder/pgd/eps0.03/test.h5",
         require=("adv", "restart", "success"),
     )
-    assert stored["attrs"]["restarts"] == 2 and set(np.unique(stored["restart"])) <= {0, 1}
-    job = attack_job(cfg, "pgd", 0.03, "test")
+    assert stored.attrs["restarts"] == 2 and set(np.unique(stored.restart)) <= {0, 1}
+    job = attack_job(cfg, "pgd", 0.03, "test", cfg["seed"])
     job = replace(
         job, spec={**job.spec, "restarts": 7}
     )  # the attack's own restarts: replaced by the adaptive setting
@@ -250,15 +251,15 @@ def test_adaptive_attack_keeps_the_worst_of_its_restarts(smoke, tmp_path):
     args = (smoke["dir"] / f"results/data/{D}.h5", smoke["model"], smoke["setup"], job)
     adaptive_attack(*args, tmp_path / "once.h5", adaptive=adaptive(1), device="cpu")
     once = read_attack_file(tmp_path / "once.h5", require=("adv", "success"))
-    assert once["attrs"]["restarts"] == 1
+    assert once.attrs["restarts"] == 1
     with h5py.File(tmp_path / "once.h5", "r") as f:
         assert "restart" not in f  # one run: nothing to record
-    first = stored["restart"] == 0
-    np.testing.assert_array_equal(stored["adv"][first], once["adv"][first])
+    first = stored.restart == 0
+    np.testing.assert_array_equal(stored.adv[first], once.adv[first])
     later = ~first
-    assert not once["success"][later].any() and stored["success"][later].all()
-    assert (stored["success"] >= once["success"]).all()
+    assert not once.success[later].any() and stored.success[later].all()
+    assert (stored.success >= once.success).all()
     adaptive_attack(*args, tmp_path / "twice.h5", adaptive=adaptive(2), device="cpu")
     twice = read_attack_file(tmp_path / "twice.h5", require=("adv", "restart"))
-    assert twice["attrs"]["restarts"] == 2 and twice["restart"].max() <= 1
-    np.testing.assert_array_equal(twice["adv"], stored["adv"])
+    assert twice.attrs["restarts"] == 2 and twice.restart.max() <= 1
+    np.testing.assert_array_equal(twice.adv, stored.adv)

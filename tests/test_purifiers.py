@@ -270,7 +270,7 @@ def test_table3_flags_a_gradient_free_attack_that_beats_the_gradient_ones(smoke_
     accuracy = {}
     for (_, attack, _), path in files["adaptive"].items():
         a = read_attack_file(path, require=("label", "pred_adv"))
-        accuracy[attack] = (a["pred_adv"] == a["label"]).mean()
+        accuracy[attack] = (a.pred_adv == a.label).mean()
     row = f"{PURIFIERS['autoencoder'].title}: gradient-free attack beats the gradient attacks"
     for free, other in (("fgsm", "pgd"), ("pgd", "fgsm")):
         table = table3(["autoencoder"], columns, files["purified"], files["adaptive"], clean, {free})

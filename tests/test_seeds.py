@@ -262,10 +262,8 @@ def test_two_seeds_run_the_pipeline_twice_and_gather_the_tables(tmp_path):
                 for r in runs
             ]
             title = PURIFIERS[purifier].title
-            expected[(title, 0.03)] = [(p["pred_purified"] == p["label"]).mean() for p in purified]
-            expected[(f"{title}, adaptive attack", 0.03)] = [
-                (a["pred_adv"] == a["label"]).mean() for a in adaptive
-            ]
+            expected[(title, 0.03)] = [(p.pred_purified == p.label).mean() for p in purified]
+            expected[(f"{title}, adaptive attack", 0.03)] = [(a.pred_adv == a.label).mean() for a in adaptive]
         assert sorted(rows.index) == sorted(expected), attack
         for key, values in expected.items():
             assert rows.loc[key, "mean"] == pytest.approx(np.mean(values)), (attack, key)

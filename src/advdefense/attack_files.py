@@ -26,6 +26,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -46,6 +47,44 @@ OPTIONAL_DATASETS = ("sub_attack", "restart")
 
 class AttackFileError(PipelineFileError):
     """An attack file is missing, incomplete or holds invalid images."""
+
+
+@dataclass(frozen=True, eq=False)
+class AttackArrays:
+    """What a reader took from one attack file (`read_attack_file`), checked: its attributes and the datasets it
+    asked for (`None`: not read; `sub_attack` and `restart` only where the file has them and they were asked for).
+    """
+
+    path: Path
+    attrs: dict
+    adv: np.ndarray | None = None
+    index: np.ndarray | None = None
+    label: np.ndarray | None = None
+    pred_clean: np.ndarray | None = None
+    pred_adv: np.ndarray | None = None
+    success: np.ndarray | None = None
+    linf: np.ndarray | None = None
+    l2: np.ndarray | None = None
+    sub_attack: np.ndarray | None = None
+    restart: np.ndarray | None = None
+
+    def has(self, name: str) -> bool:
+        return getattr(self, name) is not None
+
+    def arrays(self, names) -> dict[str, np.ndarray]:
+        """{name: array} of `names` (each must have been read)."""
+        missing = [n for n in names if not self.has(n)]
+        if missing:
+            raise ValueError(f"{self.path}: {', '.join(missing)} not read (add to `require`)")
+        return {n: getattr(self, n) for n in names}
+
+    @property
+    def epsilon(self) -> float:
+        return float(self.attrs["epsilon"])
+
+    def __len__(self) -> int:
+        lengths = [len(getattr(self, n)) for n in ATTACK_DATASETS + OPTIONAL_DATASETS if self.has(n)]
+        return lengths[0] if lengths else 0
 
 
 def check_adversarials(adv: np.ndarray, path, first: int = 0) -> None:
@@ -97,11 +136,12 @@ def check_attrs_against_path(attrs, path) -> None:
         )
 
 
-def check_attack_arrays(a: dict, path) -> None:
+def check_attack_arrays(a: AttackArrays) -> None:
     """What an attack file's own arrays must agree on: every image position once and not negative, and `success`
     exactly where the stored prediction on the adversarial differs from the label."""
-    if "index" in a:
-        index = np.asarray(a["index"])
+    path = a.path
+    if a.has("index"):
+        index = np.asarray(a.index)
         if index.size and index.min() < 0:
             raise AttackFileError(
                 f"{path}: 'index' holds negative image positions (first at row {int(np.argmin(index))})"
@@ -110,8 +150,8 @@ def check_attack_arrays(a: dict, path) -> None:
             raise AttackFileError(
                 f"{path}: 'index' names {len(index) - len(np.unique(index))} image(s) twice"
             )
-    if all(k in a for k in ("success", "pred_adv", "label")):
-        wrong = np.asarray(a["success"], bool) != (np.asarray(a["pred_adv"]) != np.asarray(a["label"]))
+    if all(a.has(k) for k in ("success", "pred_adv", "label")):
+        wrong = np.asarray(a.success, bool) != (np.asarray(a.pred_adv) != np.asarray(a.label))
         if wrong.any():
             raise AttackFileError(
                 f"{path}: 'success' disagrees with pred_adv != label for {int(wrong.sum())} of {len(wrong)} images "
@@ -122,30 +162,30 @@ def check_attack_arrays(a: dict, path) -> None:
 NORM_TOLERANCE = 1e-5  # float32 arithmetic of the attack and of this check
 
 
-def check_positions_and_labels(a: dict, path, labels: np.ndarray) -> None:
+def check_positions_and_labels(a: AttackArrays, labels: np.ndarray) -> None:
     """Against the data set's `labels` of the split the file was made from: every position within the split,
     and the stored labels the data set's."""
-    index = np.asarray(a["index"])
+    path, index = a.path, np.asarray(a.index)
     if index.size and index.max() >= len(labels):
         raise AttackFileError(
             f"{path}: 'index' names image {int(index.max())}, but the split has {len(labels)} images "
             f"(0..{len(labels) - 1})"
         )
-    if "label" in a:
-        wrong = np.asarray(a["label"]) != labels[index]
+    if a.has("label"):
+        wrong = np.asarray(a.label) != labels[index]
         if wrong.any():
             i = int(np.argmax(wrong))
             raise AttackFileError(
                 f"{path}: 'label' differs from the data set's labels for {int(wrong.sum())} of {len(wrong)} images "
-                f"(first: row {i}, label {int(a['label'][i])}, data set {int(labels[index[i]])})"
+                f"(first: row {i}, label {int(a.label[i])}, data set {int(labels[index[i]])})"
             )
 
 
-def check_norms(a: dict, path, clean: np.ndarray) -> None:
-    """The adversarials' distances to their clean images (`clean`: uint8, the images at a['index']) recomputed:
+def check_norms(a: AttackArrays, clean: np.ndarray) -> None:
+    """The adversarials' distances to their clean images (`clean`: uint8, the images at a.index) recomputed:
     within the file's epsilon in its norm, and equal to the stored `linf` / `l2`."""
-    attrs, n = a["attrs"], len(a["adv"])
-    delta = a["adv"].reshape(n, -1) - clean.reshape(n, -1).astype(np.float32) / 255.0
+    path, attrs, n = a.path, a.attrs, len(a.adv)
+    delta = a.adv.reshape(n, -1) - clean.reshape(n, -1).astype(np.float32) / 255.0
     norms = {"linf": np.abs(delta).max(1, initial=0.0), "l2": np.sqrt((delta.astype(np.float64) ** 2).sum(1))}
     eps, norm = float(attrs["epsilon"]), str(attrs.get("norm", "linf"))
     if norm in norms:
@@ -157,11 +197,12 @@ def check_norms(a: dict, path, clean: np.ndarray) -> None:
                 f"their clean image (first: row {i}, {norm} distance {norms[norm][i]:.6g})"
             )
     for key, value in norms.items():
-        if key in a and not np.allclose(a[key], value, atol=NORM_TOLERANCE, rtol=NORM_TOLERANCE):
-            i = int(np.argmax(np.abs(a[key] - value)))
+        stored = getattr(a, key)
+        if stored is not None and not np.allclose(stored, value, atol=NORM_TOLERANCE, rtol=NORM_TOLERANCE):
+            i = int(np.argmax(np.abs(stored - value)))
             raise AttackFileError(
                 f"{path}: the stored '{key}' is not the distance of the adversarials to their clean images "
-                f"(row {i}: stored {float(a[key][i]):.6g}, recomputed {float(value[i]):.6g})"
+                f"(row {i}: stored {float(stored[i]):.6g}, recomputed {float(value[i]):.6g})"
             )
 
 
@@ -189,23 +230,25 @@ def open_attack_file(path, require: tuple[str, ...] = ATTACK_DATASETS) -> Iterat
 
 def read_attack_file(
     path: str | Path, require: tuple[str, ...] = ATTACK_DATASETS, data=None, split: str | None = None
-) -> dict:
-    """Load an attack file into arrays (+ 'attrs'); `adv`, when required, is checked image by image
-    (finite, in [0, 1]) as every stage needs it, and the arrays against each other (`check_attack_arrays`).
+) -> AttackArrays:
+    """Load an attack file's datasets `require` (and its attributes); `adv`, when required, is checked image by
+    image (finite, in [0, 1]) as every stage needs it, and the arrays against each other (`check_attack_arrays`).
     With `data` (the dataset file's path, or a `data.DatasetFile`), also against the data set: positions,
     labels, and the norms of the adversarials (`check_against_data`). The one reader of attack files."""
+    unknown = [k for k in require if k not in ATTACK_DATASETS + OPTIONAL_DATASETS]
+    if unknown:
+        raise ValueError(f"not datasets of an attack file: {', '.join(unknown)}")
     with open_attack_file(path, require) as f:
-        out = {k: f[k][()] for k in require}
-        out["attrs"] = dict(f.attrs)
-    if "adv" in out:
-        check_adversarials(out["adv"], path)
-    check_attack_arrays(out, path)
-    if data is not None and "index" in out:
-        check_against_data(out, path, data, split or str(out["attrs"].get("split")))
-    return out
+        a = AttackArrays(Path(path), dict(f.attrs), **{k: f[k][()] for k in require})
+    if a.has("adv"):
+        check_adversarials(a.adv, path)
+    check_attack_arrays(a)
+    if data is not None and a.has("index"):
+        check_against_data(a, data, split or str(a.attrs.get("split")))
+    return a
 
 
-def check_against_data(a: dict, path, data, split: str) -> None:
+def check_against_data(a: AttackArrays, data, split: str) -> None:
     """`check_positions_and_labels`, and `check_norms` where the adversarials were read; `data`: the dataset
     file's path or a `data.DatasetFile` (whose split is used where it has read it already; else only the images
     at the file's positions are read)."""
@@ -213,18 +256,16 @@ def check_against_data(a: dict, path, data, split: str) -> None:
 
     cached = data.loaded(split) if isinstance(data, DatasetFile) else None
     data_path = data.path if isinstance(data, DatasetFile) else data
-    check_positions_and_labels(
-        a, path, cached.labels if cached is not None else split_labels(data_path, split)
-    )
-    if "adv" in a:
-        index = np.asarray(a["index"])
+    check_positions_and_labels(a, cached.labels if cached is not None else split_labels(data_path, split))
+    if a.has("adv"):
+        index = np.asarray(a.index)
         if cached is not None:
             clean = cached.images[index]
         else:
             order = np.argsort(index)
             clean = np.empty((len(index), 3, 32, 32), np.uint8)
             clean[order] = read_split(data_path, split, index=index[order]).images
-        check_norms(a, path, clean)
+        check_norms(a, clean)
 
 
 def iter_adversarial_batches(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
@@ -291,7 +332,9 @@ SUMMARY_DATASETS = ("label", "pred_clean", "pred_adv", "success", "linf", "l2")
 def summarize_attack_file(f: h5py.File) -> dict:
     label, pred_clean, pred_adv = f["label"][()], f["pred_clean"][()], f["pred_adv"][()]
     success, linf, l2 = f["success"][()], f["linf"][()], f["l2"][()]
-    check_attack_arrays({"label": label, "pred_adv": pred_adv, "success": success}, f.filename)
+    check_attack_arrays(
+        AttackArrays(Path(f.filename), dict(f.attrs), label=label, pred_adv=pred_adv, success=success)
+    )
     correct = pred_clean == label
     n = len(label)
     return {

@@ -65,9 +65,8 @@ def run_attack(
     progress = ProgressLog(log, f"{name} eps={eps:g}", n)
     with atomic_h5(out_path) as f:
         # `method.runs`: which run's adversarial is stored, per image, where the attack restarts
-        writer = AttackFileWriter(
-            f, index, labels, sub_attacks=bool(method.sub_attacks), restarts=spec.get("restarts", 1) > 1
-        )
+        restarts = spec.get("restarts", 1) > 1
+        writer = AttackFileWriter(f, index, labels, sub_attacks=bool(method.sub_attacks), restarts=restarts)
         done = 0
         for start in range(0, n, batch_size):
             idx = index[start : start + batch_size]
@@ -101,7 +100,7 @@ def run_attack(
             if sub is not None:
                 # a sub-attack counts only where the stored (possibly 8-bit rounded) image still fools the model
                 batch["sub_attack"] = torch.where(pred_adv != y, sub, -1).cpu().numpy()
-            if "restart" in writer.ds:
+            if restarts:
                 batch["restart"] = method.runs.cpu().numpy()
             writer.write(start, **batch)
             done += len(idx)

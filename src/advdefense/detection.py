@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,11 @@ from .inference import evaluation_model
 from .latent_files import read_latents
 from .metrics import auroc
 from .plan.detector_specs import FLOW_FIELD, aware_fpr
-from .plan.names import POOLED, control_key, corruption_key, eps_tag, fpr_label
+from .plan.jobs import DetectionJob
+from .plan.names import POOLED, control_key, corruption_key, fpr_label
 from .purifiers import load_autoencoder
 from .runtime import resolve_device
+from .score_files import write_scores
 from .training import seed_everything
 
 log = logging.getLogger(__name__)
@@ -86,14 +88,10 @@ class SplitInputs:
     attacks: dict[str, AttackedSet]
 
 
-def _attacked_set(x, meta, path) -> AttackedSet:
-    missing = [k for k in ("pred_clean", "linf") if k not in meta]
-    if missing:
-        raise PipelineFileError(
-            f"{path}: lacks {', '.join(missing)} (written by an older version; delete it to "
-            f"have it made again)"
-        )
-    return AttackedSet(x, meta["label"], meta["pred_clean"], meta["pred_adv"], meta["linf"] > 0)
+def _attacked_set(x, source) -> AttackedSet:
+    """`x`: the detector inputs of an attack's adversarials; `source`: its attack or latents file (`AttackArrays`,
+    `LatentArrays`), which says what the attack did to each image."""
+    return AttackedSet(x, source.label, source.pred_clean, source.pred_adv, source.linf > 0)
 
 
 def _check_aligned(path, index, reference_index, reference_path):
@@ -107,18 +105,13 @@ def load_latent_inputs(clean_path, attack_paths: dict[str, str], field: str = "z
     attacks = {}
     for key, path in attack_paths.items():
         adv = read_latents(path)
-        if adv["z"].shape[1:] != clean["z"].shape[1:]:
+        if adv.z.shape[1:] != clean.z.shape[1:]:
             raise PipelineFileError(
-                f"{path}: latents of shape {adv['z'].shape[1:]} cannot be mixed with "
-                f"{clean_path}'s {clean['z'].shape[1:]}"
+                f"{path}: latents of shape {adv.z.shape[1:]} cannot be mixed with {clean_path}'s {clean.z.shape[1:]}"
             )
-        _check_aligned(path, adv["index"], clean["index"], clean_path)
-        attacks[key] = _attacked_set(_latent_field(adv, field), adv, path)
-    return SplitInputs(_latent_field(clean, field), clean["index"], attacks)
-
-
-def _latent_field(latents: dict, field: str) -> np.ndarray:
-    return latents["z"] if field == "z" else latents["bpd"].astype(np.float32)[:, None]
+        _check_aligned(path, adv.index, clean.index, clean_path)
+        attacks[key] = _attacked_set(adv.field(field), adv)
+    return SplitInputs(clean.field(field), clean.index, attacks)
 
 
 def _dataset(data) -> DatasetFile:
@@ -139,9 +132,9 @@ def load_pixel_inputs(dataset, split: str, attack_paths: dict[str, str]) -> Spli
             split=split,
         )
         if index is None:
-            index, first = a["index"], path
-        _check_aligned(path, a["index"], index, first)
-        attacks[key] = _attacked_set(a["adv"], a, path)
+            index, first = a.index, path
+        _check_aligned(path, a.index, index, first)
+        attacks[key] = _attacked_set(a.adv, a)
     if index is None:
         raise ConfigError("detection: no attack files to evaluate (configure at least one attack)")
     return SplitInputs(data.images[index].astype(np.float32) / 255.0, index, attacks)
@@ -161,7 +154,7 @@ def calibration_inputs(kind: str, files: dict, data: DatasetFile) -> np.ndarray:
     """Clean calibration images (pixels) or their latents/bits-per-dim."""
     if FLOW_FIELD[kind] is None:
         return data.split("calibration").images.astype(np.float32) / 255.0
-    return _latent_field(read_latents(files["clean__calibration"]), FLOW_FIELD[kind])
+    return read_latents(files["clean__calibration"]).field(FLOW_FIELD[kind])
 
 
 def clean_training_pool(kind: str, files: dict, data: DatasetFile) -> np.ndarray:
@@ -170,7 +163,7 @@ def clean_training_pool(kind: str, files: dict, data: DatasetFile) -> np.ndarray
     590 MB as float32), else the latents or bits/dim of the attacked training images."""
     if FLOW_FIELD[kind] is None:
         return data.split("train").images
-    return _latent_field(read_latents(files["clean__train"]), FLOW_FIELD[kind])
+    return read_latents(files["clean__train"]).field(FLOW_FIELD[kind])
 
 
 def training_sets(train: SplitInputs, key: str) -> list[AttackedSet]:
@@ -313,28 +306,30 @@ def evaluate_detector(
 
 
 # ----------------------------------------------------------------------------- one method
+@dataclass
+class DetectionInputs:
+    """What a detector sees: the `train` and `test` splits' inputs, the clean `calibration` inputs its thresholds
+    come from, the clean training pool an unsupervised detector fits on (`clean_pool`), and the test-time noise
+    `controls` and `corruptions` ({key: inputs}) whose flag rates are reported."""
+
+    train: SplitInputs
+    test: SplitInputs
+    calibration: np.ndarray
+    clean_pool: np.ndarray | None = None
+    controls: dict[str, np.ndarray] = field(default_factory=dict)
+    corruptions: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def run_detection_method(
-    method: str,
-    settings: dict,
-    seed: int,
-    train: SplitInputs,
-    test: SplitInputs,
-    calibration: np.ndarray,
-    workdir,
-    *,
-    fprs=(0.01, 0.05),
-    clean_pool: np.ndarray | None = None,
-    controls: dict[str, np.ndarray] | None = None,
-    corruptions: dict[str, np.ndarray] | None = None,
-    models: dict | None = None,
-    device: str = "auto",
+    job: DetectionJob, inputs: DetectionInputs, workdir, *, models: dict | None = None, device: str = "auto"
 ) -> tuple[pd.DataFrame, dict]:
-    """Fit detector `method` (one per key and one pooled when it is supervised, once otherwise), calibrate
-    its thresholds on the clean `calibration` inputs, evaluate it on every test key and control.
-    Returns (the long table, {training key: fitted detector})."""
+    """Fit the job's detector (one per key and one pooled when it is supervised, once otherwise), calibrate
+    its thresholds on the clean calibration inputs at the job's false-positive rates, evaluate it on every test
+    key, control and corruption. Returns (the long table, {training key: fitted detector})."""
     device = resolve_device(device)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    method, seed, train = job.method, job.seed, inputs.train
     cls = detector_class(method)
     context = DetectorContext(seed, device, workdir, models or {})
     keys = sorted(train.attacks) + [POOLED]
@@ -345,8 +340,8 @@ def run_detection_method(
         if cls.supervised or shared is None:
             x, y = training_arrays(train, key)
             seed_everything(seed)
-            detector = cls(settings, context, key)
-            detector.fit(x, y, clean_pool)
+            detector = cls(job.settings, context, key)
+            detector.fit(x, y, inputs.clean_pool)
             detector.save()
             shared, evaluation = detector, None
         detector = shared
@@ -354,21 +349,19 @@ def run_detection_method(
         # a detector fitted once (not supervised: the same for every training key) is scored once: scoring it
         # again per key gave the same numbers at (keys + 1) times the cost
         if evaluation is None:
-            calibration_scores = detector.score(calibration)
-            thresholds = calibrate(calibration_scores, fprs)
+            calibration_scores = detector.score(inputs.calibration)
+            thresholds = calibrate(calibration_scores, job.fprs)
             scores = {"calibration": calibration_scores}
             evaluation = (
                 calibration_scores,
                 thresholds,
                 scores,
-                evaluate_detector(detector, test, thresholds, controls or {}, scores, corruptions),
+                evaluate_detector(
+                    detector, inputs.test, thresholds, inputs.controls, scores, inputs.corruptions
+                ),
             )
         calibration_scores, thresholds, scores, evaluated = evaluation
-        np.savez(
-            workdir / f"scores_{key}.npz",
-            **{f"threshold_fpr{fpr_label(f)}": t for f, t in thresholds.items()},
-            **scores,
-        )
+        write_scores(workdir, key, thresholds, scores)
         detector.thresholds = thresholds
         detector.calibration_scale = float(np.std(calibration_scores)) or 1.0
         for row in evaluated:
@@ -452,12 +445,8 @@ def _corruption_inputs(
 
 
 def run_detection_stage(
-    method: str,
+    job: DetectionJob,
     files: dict,
-    attack_keys: list,
-    settings: dict,
-    evaluation: dict,
-    seed: int,
     evaluation_path,
     aware_path,
     workdir,
@@ -465,52 +454,42 @@ def run_detection_stage(
     device: str = "auto",
     batch_size: int = 256,
 ) -> None:
-    """Stage entry point (rule `detect`): `files` are the job's named inputs, `attack_keys` [[attack, eps,
-    key], ...], `settings` the `detection.<method>` section, `evaluation` the shared evaluation settings
-    (fprs, controls, aware)."""
+    """Stage entry point (rule `detect`): `files` are the job's named inputs; writes the evaluation table, the
+    detector-aware attack's table (empty unless the job runs it) and the fitted detectors and their score files
+    into `workdir`."""
     device = resolve_device(device)
-    cls = detector_class(method)
+    cls = detector_class(job.method)
     kind = cls.inputs
-    keys = [key for _, _, key in attack_keys]
-    key_eps = {key: float(eps) for _, eps, key in attack_keys}
-    key_attack = {key: attack for attack, _, key in attack_keys}
-    aware = evaluation["aware"]
-    run_aware = aware["enabled"] and method in aware["methods"]
-    models = _stage_models(cls, files, run_aware, device)
+    models = _stage_models(cls, files, job.runs_aware, device)
     data = DatasetFile(files["data"])  # each split read once, and only the ones this detector uses
-    train, test = load_inputs(kind, "train", files, keys, data), load_inputs(kind, "test", files, keys, data)
+    train, test = (
+        load_inputs(kind, "train", files, job.keys, data),
+        load_inputs(kind, "test", files, job.keys, data),
+    )
     test_split = data.split("test")
     test_pixels = test_split.images[test.index].astype(np.float32) / 255.0
-    epsilons = sorted(set(key_eps.values()))
-    controls = _control_inputs(
-        kind, test_pixels, epsilons, evaluation["controls"], seed, models, batch_size, device
-    )
-    corruptions = _corruption_inputs(
-        kind, files, test.index, test_split.labels[test.index], models, batch_size, device
-    )
-    table, fitted = run_detection_method(
-        method,
-        settings,
-        seed,
+    inputs = DetectionInputs(
         train,
         test,
         calibration_inputs(kind, files, data),
-        workdir,
-        fprs=evaluation["fprs"],
         clean_pool=clean_training_pool(kind, files, data) if not cls.supervised else None,
-        controls=controls,
-        corruptions=corruptions,
-        models=models,
-        device=str(device),
+        controls=_control_inputs(
+            kind, test_pixels, job.epsilons, job.controls, job.seed, models, batch_size, device
+        ),
+        corruptions=_corruption_inputs(
+            kind, files, test.index, test_split.labels[test.index], models, batch_size, device
+        ),
     )
+    table, fitted = run_detection_method(job, inputs, workdir, models=models, device=str(device))
     # the test key's attack and epsilon (empty for the pooled set and the noise controls)
-    table.insert(table.columns.get_loc("test") + 1, "test_attack", table["test"].map(key_attack))
-    table.insert(table.columns.get_loc("test_attack") + 1, "test_epsilon", table["test"].map(key_eps))
+    table.insert(table.columns.get_loc("test") + 1, "test_attack", table["test"].map(job.key_attack))
+    table.insert(table.columns.get_loc("test_attack") + 1, "test_epsilon", table["test"].map(job.key_eps))
     with atomic_path(evaluation_path) as tmp:
         table.to_csv(tmp, index=False)
     rows = []
-    if run_aware:
-        detector, fpr = fitted[POOLED], aware_fpr(aware, evaluation["fprs"])
+    if job.runs_aware:
+        aware = job.aware
+        detector, fpr = fitted[POOLED], aware_fpr(aware, job.fprs)
         n = aware["images"] or len(test.index)
         if n > len(test.index):
             raise ConfigError(
@@ -519,22 +498,17 @@ def run_detection_stage(
         oblivious: dict = {}
         for key, s in test.attacks.items():
             flagged = detector.score(s.attacked[:n]) > detector.thresholds[fpr]
-            oblivious.setdefault(key_eps[key], {})[key] = (s.pred_adv[:n], s.label[:n], flagged)
-        torch.manual_seed(seed)
-        aware_eps = (
-            epsilons
-            if aware.get("epsilons") is None
-            else [e for e in epsilons if eps_tag(e) in {eps_tag(a) for a in aware["epsilons"]}]
-        )
+            oblivious.setdefault(job.key_eps[key], {})[key] = (s.pred_adv[:n], s.label[:n], flagged)
+        torch.manual_seed(job.seed)
         rows = run_aware_attacks(
             models["classifier"],
             detector,
             test_pixels[:n],
             test_split.labels[test.index[:n]],
-            aware_eps,
+            job.aware_epsilons,
             aware,
             oblivious,
-            seed,
+            job.seed,
             fpr,
             device,
         )

@@ -19,6 +19,7 @@ from .h5io import atomic_path  # noqa: E402
 from .metrics import auroc, roc_curve  # noqa: E402
 from .plan.names import POOLED, run_of  # noqa: E402
 from .plan.purifier_specs import purifier_title  # noqa: E402
+from .score_files import read_all_scores  # noqa: E402
 from .tables import trained_flag  # noqa: E402
 
 
@@ -37,30 +38,31 @@ def figure1_examples(dataset_path, attack_files: dict[str, str], out_path, n_ima
         for k, p in attack_files.items()
     }
     first = next(iter(files.values()))
-    index = first["index"]
-    all_success = np.all([f["success"] for f in files.values()], axis=0)
+    index = first.index
+    all_success = np.all([f.success for f in files.values()], axis=0)
     order = np.concatenate([np.flatnonzero(all_success), np.flatnonzero(~all_success)])[:n_images]
     # only the shown images are read: of the dataset file and of each attack file
     shown = np.sort(order)
     clean_images = dict(zip(shown, read_split(dataset_path, "test", index[shown]).images))
+    shown_adv = {}
     for k, p in attack_files.items():
         with open_attack_file(p, ("adv",)) as f:
             adv = f["adv"][shown]
         check_adversarials(adv, p)
-        files[k]["adv"] = dict(zip(shown, adv))
+        shown_adv[k] = dict(zip(shown, adv))
     rows = 1 + len(files)
     fig, axes = plt.subplots(rows, len(order), figsize=(1.8 * len(order), 2.0 * rows), squeeze=False)
     for j, i in enumerate(order):
-        label = int(first["label"][i])
+        label = int(first.label[i])
         clean = clean_images[i].transpose(1, 2, 0)
         axes[0, j].imshow(clean)
-        axes[0, j].set_title(f"{names[label]}\npred {names[int(first['pred_clean'][i])]}", fontsize=7)
-        for r, f in enumerate(files.values(), start=1):
-            axes[r, j].imshow(np.clip(f["adv"][i].transpose(1, 2, 0), 0, 1))
+        axes[0, j].set_title(f"{names[label]}\npred {names[int(first.pred_clean[i])]}", fontsize=7)
+        for r, (k, f) in enumerate(files.items(), start=1):
+            axes[r, j].imshow(np.clip(shown_adv[k][i].transpose(1, 2, 0), 0, 1))
             axes[r, j].set_title(
-                f"pred {names[int(f['pred_adv'][i])]}",
+                f"pred {names[int(f.pred_adv[i])]}",
                 fontsize=7,
-                color="red" if f["success"][i] else "black",
+                color="red" if f.success[i] else "black",
             )
     for r, key in enumerate(["clean", *files], start=0):
         axes[r, 0].set_ylabel(key, fontsize=8)
@@ -96,11 +98,11 @@ def defended_accuracy(purified_paths=(), adaptive_paths=()) -> pd.DataFrame:
         rows.append(
             {
                 "run": run_of(path),
-                "defence": defence_label(str(p["attrs"]["purifier"]), adaptive=False),
-                "attack": p["attrs"]["attack"],
-                "epsilon": float(p["attrs"]["epsilon"]),
-                "accuracy": float((p["pred_purified"] == p["label"]).mean()),
-                "images": len(p["label"]),
+                "defence": defence_label(str(p.attrs["purifier"]), adaptive=False),
+                "attack": p.attrs["attack"],
+                "epsilon": float(p.attrs["epsilon"]),
+                "accuracy": float((p.pred_purified == p.label).mean()),
+                "images": len(p.label),
             }
         )
     for path in adaptive_paths:
@@ -108,11 +110,11 @@ def defended_accuracy(purified_paths=(), adaptive_paths=()) -> pd.DataFrame:
         rows.append(
             {
                 "run": run_of(path),
-                "defence": defence_label(str(a["attrs"]["defense"]), adaptive=True),
-                "attack": a["attrs"]["attack"],
-                "epsilon": float(a["attrs"]["epsilon"]),
-                "accuracy": float((a["pred_adv"] == a["label"]).mean()),
-                "images": len(a["label"]),
+                "defence": defence_label(str(a.attrs["defense"]), adaptive=True),
+                "attack": a.attrs["attack"],
+                "epsilon": a.epsilon,
+                "accuracy": float((a.pred_adv == a.label).mean()),
+                "images": len(a),
             }
         )
     return pd.DataFrame(rows, columns=["run", "defence", "attack", "epsilon", "accuracy", "images"])
@@ -285,25 +287,14 @@ def auroc_vs_epsilon(evaluation_csvs, out_path, points_csv=None) -> pd.DataFrame
     return points
 
 
-def _detector_scores(models_dir) -> dict[str, dict]:
-    if not list(Path(models_dir).glob("scores_*.npz")):
-        raise FileNotFoundError(f"{models_dir}: no detector scores (scores_*.npz); re-run the detect rule")
-    out = {}
-    for path in sorted(Path(models_dir).glob("scores_*.npz")):
-        key = path.stem[len("scores_") :]
-        with np.load(path) as data:
-            out[key] = {k: data[k] for k in data.files}
-    return out
-
-
 def roc_curves(models_dir, out_path, title: str) -> None:
-    scores = _detector_scores(models_dir)
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    for key, s in scores.items():
-        if key == POOLED or key not in s:
+    for key, s in read_all_scores(models_dir).items():
+        if key == POOLED or key not in s.scores:
             continue
-        fpr, tpr = roc_curve(s["clean"], s[key])
-        ax.plot(fpr, tpr, label=f"{key} (AUROC {auroc(s['clean'], s[key]):.3f})")
+        clean, attacked = s.of("clean"), s.of(key)
+        fpr, tpr = roc_curve(clean, attacked)
+        ax.plot(fpr, tpr, label=f"{key} (AUROC {auroc(clean, attacked):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set_xlabel("false-positive rate (clean flagged)")
     ax.set_ylabel("true-positive rate (attacked flagged)")
@@ -313,14 +304,14 @@ def roc_curves(models_dir, out_path, title: str) -> None:
 
 
 def score_histograms(models_dir, out_path, title: str) -> None:
-    scores = {k: v for k, v in _detector_scores(models_dir).items() if k != POOLED}
+    scores = {k: v for k, v in read_all_scores(models_dir).items() if k != POOLED}
     fig, axes = plt.subplots(1, max(1, len(scores)), figsize=(3.6 * max(1, len(scores)), 3.0), squeeze=False)
     for ax, (key, s) in zip(axes[0], scores.items()):
-        bins = np.histogram_bin_edges(np.concatenate([s["clean"], s[key]]), bins=40)
-        ax.hist(s["clean"], bins=bins, alpha=0.6, label="clean")
-        ax.hist(s[key], bins=bins, alpha=0.6, label="attacked")
-        threshold = min(float(v) for k, v in s.items() if k.startswith("threshold_fpr"))  # the largest FPR's
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
+        clean, attacked = s.of("clean"), s.of(key)
+        bins = np.histogram_bin_edges(np.concatenate([clean, attacked]), bins=40)
+        ax.hist(clean, bins=bins, alpha=0.6, label="clean")
+        ax.hist(attacked, bins=bins, alpha=0.6, label="attacked")
+        ax.axvline(s.largest_fpr_threshold, color="black", linestyle="--", linewidth=1)
         ax.set_title(key, fontsize=8)
         ax.set_xlabel("detector score (logit)")
         ax.legend(fontsize=7)

@@ -412,7 +412,7 @@ def attack_latents(
     meta = read_attack_file(
         attack_path, require=require + (("adv", "l2") if data is not None else ()), data=data
     )
-    a = meta["attrs"]
+    a = meta.attrs
     attrs = {
         "kind": "attack",
         "source": str(attack_path),
@@ -421,11 +421,11 @@ def attack_latents(
         "epsilon": float(a["epsilon"]),
         **provenance_attrs(flow=flow_path),
     }
-    arrays = {k: meta[k] for k in ("index", "label", "success", "pred_clean", "pred_adv", "linf")}
+    arrays = meta.arrays(("index", "label", "success", "pred_clean", "pred_adv", "linf"))
     return _write_latents(
         out_path,
         model,
-        len(meta["index"]),
+        len(meta),
         iter_adversarial_batches(attack_path, batch_size),
         device,
         arrays,

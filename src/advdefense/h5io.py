@@ -141,17 +141,3 @@ def open_h5(path: str | Path, what: str = "HDF5") -> Iterator[h5py.File]:
             yield f
     except OSError as exc:
         raise PipelineFileError(f"{path}: read failed, truncated or corrupt? ({exc})") from exc
-
-
-def read_h5(path: str | Path, fmt: str, what: str, skip: tuple[str, ...] = ()) -> dict:
-    """All top-level datasets (except `skip`) and the attributes ('attrs') of a pipeline HDF5 file,
-    after checking that it exists and carries the expected `format` attribute."""
-    path = Path(path)
-    with open_h5(path, what) as f:
-        if f.attrs.get("format") != fmt:
-            raise PipelineFileError(
-                f"{path}: not a {what} file of this pipeline (format {f.attrs.get('format')!r})"
-            )
-        out = {k: f[k][()] for k in f if k not in skip}
-        out["attrs"] = dict(f.attrs)
-    return out

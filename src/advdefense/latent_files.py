@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .h5io import atomic_h5, read_h5
+from .errors import PipelineFileError
+from .h5io import atomic_h5, open_h5
 from .progress import ProgressLog
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,63 @@ def write_latents(
     return {"n": n, "mean_bpd": mean_bpd, "seconds": seconds}
 
 
-def read_latents(path: str | Path) -> dict:
-    """Every array of a latents file and its attributes ('attrs'), after checking it is one."""
-    return read_h5(path, LATENT_FORMAT, "latent")
+ATTACK_ARRAYS = ("success", "pred_clean", "pred_adv", "linf")  # what a latents file of an attack carries more
+
+
+@dataclass(frozen=True, eq=False)
+class LatentArrays:
+    """A latents file, checked: the flow's top latent `z` (N x C x H x W) and bits/dim `bpd` of its images, their
+    positions and labels, and for an attack's adversarials what the attack file says of each (`ATTACK_ARRAYS`)."""
+
+    path: Path
+    attrs: dict
+    z: np.ndarray
+    bpd: np.ndarray
+    index: np.ndarray
+    label: np.ndarray
+    success: np.ndarray | None = None
+    pred_clean: np.ndarray | None = None
+    pred_adv: np.ndarray | None = None
+    linf: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        return str(self.attrs.get("kind", ""))
+
+    def field(self, name: str) -> np.ndarray:
+        """What a detector reads: `z` (latent detectors) or `bpd` as an N x 1 float32 column (the likelihood
+        detector)."""
+        if name == "z":
+            return self.z
+        if name == "bpd":
+            return self.bpd.astype(np.float32)[:, None]
+        raise ValueError(f"latents field {name!r} (z or bpd)")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def read_latents(path: str | Path) -> LatentArrays:
+    """A latents file's arrays and attributes, after checking it is one, whole and of one length; an attack's must
+    carry `ATTACK_ARRAYS` (files of older versions lack some: made again when deleted)."""
+    path = Path(path)
+    with open_h5(path, "latent") as f:
+        if f.attrs.get("format") != LATENT_FORMAT:
+            raise PipelineFileError(
+                f"{path}: not a latent file of this pipeline (format {f.attrs.get('format')!r})"
+            )
+        attrs = dict(f.attrs)
+        names = ("z", "bpd", "index", "label") + (ATTACK_ARRAYS if attrs.get("kind") == "attack" else ())
+        missing = [k for k in names if k not in f]
+        if missing:
+            raise PipelineFileError(
+                f"{path}: lacks {', '.join(missing)} (written by an older version, or not whole; delete it to "
+                "have it made again)"
+            )
+        lengths = {k: len(f[k]) for k in names}
+        if len(set(lengths.values())) > 1:
+            raise PipelineFileError(f"{path}: datasets differ in length ({lengths})")
+        arrays = {k: f[k][()] for k in names}
+    if arrays["z"].ndim != 4:
+        raise PipelineFileError(f"{path}: 'z' has shape {arrays['z'].shape}, not N x C x H x W")
+    return LatentArrays(path, attrs, **arrays)

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,7 +36,7 @@ from .plan.decisions import adaptive_spec
 from .plan.jobs import AttackJob
 from .plan.names import file_sha256
 from .progress import ProgressLog
-from .purified_files import PURIFIED_FORMAT
+from .purified_files import SOURCE_DATASETS, PurifiedFileWriter
 from .purifiers import adaptive_model, autoencoder_arch, build_purifier, checked_output, load_autoencoder
 from .runtime import resolve_device
 from .training import FitSettings, TrainingRun, finish_training, fit, prepare_training, run_settings
@@ -180,24 +179,17 @@ def import_autoencoder(
 
 # ----------------------------------------------------------------------------- purify jobs
 @torch.inference_mode()
-def _purify_into(f: h5py.File, purifier, classifier, batches, n: int, device) -> None:
-    # uncompressed like the attack files' images: float32 pixels barely compress, and gzip would be
-    # slower than the purifier + classifier themselves
-    out = f.create_dataset("purified", (n, 3, 32, 32), np.float32, chunks=(min(n, 128), 3, 32, 32))
-    pred = f.create_dataset("pred_purified", (n,), np.int64)
+def _purify_into(writer: PurifiedFileWriter, purifier, classifier, batches, device) -> None:
     start = 0
-    progress = ProgressLog(log, f"purify {f.filename}", n)
+    progress = ProgressLog(log, f"purify {writer.f.filename}", writer.n)
     for x in batches:
         x = torch.as_tensor(x).to(device).float()
         cleaned = checked_output(purifier.name, x, purifier(x), start)
         logits = classifier(cleaned)
         check_finite(logits, "the classifier's logits on purified images", start)
-        out[start : start + len(x)] = cleaned.cpu().numpy()
-        pred[start : start + len(x)] = logits.argmax(1).cpu().numpy()
+        writer.write(start, cleaned.cpu().numpy(), logits.argmax(1).cpu().numpy())
         start += len(x)
         progress.update(start)
-    if start != n:
-        raise RuntimeError(f"purified {start} of {n} images")
 
 
 @dataclass(frozen=True)
@@ -237,17 +229,14 @@ def purify_attack_file(
     purifier, classifier, device = _evaluation_models(setup, classifier_path, device)
     require = ATTACK_DATASETS if data is not None else ("index", "label", "pred_clean", "pred_adv", "success")
     meta = read_attack_file(attack_path, require=require, data=data)
-    n = len(meta["index"])
+    n = len(meta)
     t0 = time.perf_counter()
     with atomic_h5(out_path) as f:
-        for k in ("index", "label", "pred_clean", "pred_adv", "success"):
-            f.create_dataset(k, data=meta[k])
-        _purify_into(f, purifier, classifier, iter_adversarial_batches(attack_path, batch_size), n, device)
-        a = meta["attrs"]
-        f.attrs.update(
+        writer = PurifiedFileWriter(f, "attack", meta.arrays(SOURCE_DATASETS["attack"]))
+        _purify_into(writer, purifier, classifier, iter_adversarial_batches(attack_path, batch_size), device)
+        a = meta.attrs
+        writer.finish(
             {
-                "format": PURIFIED_FORMAT,
-                "kind": "attack",
                 "attack": a["attack"],
                 "epsilon": float(a["epsilon"]),
                 "split": a.get("split", ""),
@@ -256,7 +245,7 @@ def purify_attack_file(
                 "seconds": time.perf_counter() - t0,
             }
         )
-        acc = float((f["pred_purified"][()] == meta["label"]).mean())
+        acc = float((f["pred_purified"][()] == meta.label).mean())
     log.info("%s: accuracy after %s %.2f%% over %d images", out_path, setup.name, 100 * acc, n)
     return {"n": n, "accuracy_after": acc}
 
@@ -281,19 +270,11 @@ def purify_clean(
     )
     pred_clean = predict(classifier, torch.from_numpy(data.images), batch_size, device).numpy()
     with atomic_h5(out_path) as f:
-        f.create_dataset("index", data=index)
-        f.create_dataset("label", data=data.labels)
-        f.create_dataset("pred_clean", data=pred_clean)
-        _purify_into(f, purifier, classifier, batches, len(index), device)
-        f.attrs.update(
-            {
-                "format": PURIFIED_FORMAT,
-                "kind": "clean",
-                "split": split,
-                "source": str(dataset_path),
-                **setup.attrs(),
-            }
+        writer = PurifiedFileWriter(
+            f, "clean", {"index": index, "label": data.labels, "pred_clean": pred_clean}
         )
+        _purify_into(writer, purifier, classifier, batches, device)
+        writer.finish({"split": split, "source": str(dataset_path), **setup.attrs()})
     return {"n": len(index)}
 
 

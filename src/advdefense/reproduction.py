@@ -33,6 +33,7 @@ from .h5io import atomic_path
 from .plan.decisions import PAPER_ATTACKS, PAPER_EPSILON
 from .plan.names import POOLED, attack_key, eps_tag, fpr_label
 from .plan.purifier_specs import purifier_title
+from .score_files import read_scores, scores_path
 from .tables import PAPER_TABLE3, PAPER_TABLE4, WORST_ROW
 
 PAPER_IMAGES = 5000  # the paper attacked 5000 test images
@@ -387,12 +388,10 @@ def _table4_rows(files: RunFiles, data_label: str, eps: float) -> list[Row]:
     rows, accuracies = [], []
     for attack in PAPER_ATTACKS:
         key = attack_key(attack, eps)
-        path = Path(files.detector_models) / f"scores_{key}.npz"
-        if not path.is_file():
+        if not scores_path(files.detector_models, key).is_file():
             continue
-        with np.load(path) as scores:
-            clean, attacked = scores["clean"], scores[key]
-            threshold = float(scores[f"threshold_fpr{fpr_label(PAPER_FPR)}"])
+        scores = read_scores(files.detector_models, key)
+        clean, attacked, threshold = scores.of("clean"), scores.of(key), scores.threshold(PAPER_FPR)
         (area, accuracy) = detection_numbers(clean, attacked, threshold)
         (a_low, a_high), (c_low, c_high) = bootstrap_detection(clean, attacked, threshold)
         accuracies.append(accuracy)

@@ -32,12 +32,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .attack_files import read_attack_file  # noqa: E402
+from .attack_files import AttackArrays, read_attack_file  # noqa: E402
 from .errors import PipelineFileError  # noqa: E402
 from .h5io import atomic_path  # noqa: E402
 from .plan.names import POOLED  # noqa: E402
 from .plan.purifier_specs import sweep_purifier  # noqa: E402
-from .purified_files import read_purified  # noqa: E402
+from .purified_files import PurifiedArrays, read_purified  # noqa: E402
 
 PAPER_RECOVERY = (
     52.39  # the paper's Table 3, overall: successful adversarials classified right after its autoencoder
@@ -54,11 +54,11 @@ def _number(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _aligned(purified: dict, attack: dict, path) -> np.ndarray:
+def _aligned(purified: PurifiedArrays, attack: AttackArrays, path) -> np.ndarray:
     """The attack file's L2 norms in the purified file's order (both hold the same test positions)."""
-    order = {int(i): k for k, i in enumerate(attack["index"])}
+    order = {int(i): k for k, i in enumerate(attack.index)}
     try:
-        return np.asarray([attack["l2"][order[int(i)]] for i in purified["index"]], dtype=float)
+        return np.asarray([attack.l2[order[int(i)]] for i in purified.index], dtype=float)
     except KeyError as exc:
         raise PipelineFileError(f"{path}: test position {exc.args[0]} is not in its attack file") from None
 
@@ -82,15 +82,15 @@ def point_row(
         "noise_std": _number(metrics.get("noise_std", settings.get("noise_std"))),
         "epochs": _number(metrics.get("epochs", settings.get("epochs"))),
         "test_psnr": float(metrics["test_psnr"]),
-        "clean_accuracy": _pct(clean["pred_purified"] == clean["label"]),
-        "clean_accuracy_without": _pct(clean["pred_clean"] == clean["label"]),
-        "clean_images": int(len(clean["label"])),
+        "clean_accuracy": _pct(clean.pred_purified == clean.label),
+        "clean_accuracy_without": _pct(clean.pred_clean == clean.label),
+        "clean_images": int(len(clean.label)),
     }
     pooled, records = [], []
     for (attack, _eps), (purified_path, attack_path) in purified.items():
         p = read_purified(purified_path)
-        success = p["success"].astype(bool)
-        right = p["pred_purified"] == p["label"]
+        success = p.success.astype(bool)
+        right = p.pred_purified == p.label
         row[f"recovery_{attack}"] = _pct(right[success])
         row[f"successful_{attack}"] = int(success.sum())
         pooled.append(right[success])
@@ -101,8 +101,8 @@ def point_row(
     if adaptive_path is not None:
         a = read_attack_file(adaptive_path, require=("label", "pred_adv"))
         row["adaptive_attack"] = f"{adaptive_key[0]} (eps={adaptive_key[1]:g})"
-        row["adaptive_accuracy"] = _pct(a["pred_adv"] == a["label"])
-        row["adaptive_images"] = int(len(a["label"]))
+        row["adaptive_accuracy"] = _pct(a.pred_adv == a.label)
+        row["adaptive_images"] = len(a)
     else:
         row["adaptive_attack"], row["adaptive_accuracy"], row["adaptive_images"] = "", float("nan"), 0
     by_size = pd.concat(records, ignore_index=True) if records else pd.DataFrame()

@@ -93,7 +93,7 @@ def worst_case(files: list) -> tuple[float, int]:
     seen: dict[int, int] = {}
     for path in files:
         a = read_attack_file(path, require=("index", "label", "pred_adv"))
-        for i, ok in zip(a["index"].tolist(), (a["pred_adv"] == a["label"]).tolist()):
+        for i, ok in zip(a.index.tolist(), (a.pred_adv == a.label).tolist()):
             right[i] = right.get(i, True) and ok
             seen[i] = seen.get(i, 0) + 1
     common = [i for i, k in seen.items() if k == len(files)]
@@ -153,9 +153,9 @@ def table3(
                     "(was the attack generated and purified?)"
                 )
             p = read_purified(purified[(purifier, *key)])
-            succ = p["success"].astype(bool)
-            after_ok = p["pred_purified"] == p["label"]
-            before_ok = p["pred_adv"] == p["label"]
+            succ = p.success.astype(bool)
+            after_ok = p.pred_purified == p.label
+            before_ok = p.pred_adv == p.label
             col = data[column_name(*key)]
             if i == 0:
                 col.update(
@@ -171,7 +171,7 @@ def table3(
                 pooled[k].append(v)
             if (purifier, *key) in adaptive:
                 a = read_attack_file(adaptive[(purifier, *key)], require=("label", "pred_adv"))
-                ok = a["pred_adv"] == a["label"]
+                ok = a.pred_adv == a.label
                 col[block[2]] = _pct(ok)
                 pooled["adaptive"].append(ok)
             else:
@@ -191,8 +191,8 @@ def table3(
         data[POOLED][block[2]] = _pct(cat["adaptive"])
         c = read_purified(clean[purifier])
         for col in data.values():
-            col[TABLE3_BARE_ROWS[3]] = _pct(c["pred_clean"] == c["label"])
-            col[block[3]] = _pct(c["pred_purified"] == c["label"])
+            col[TABLE3_BARE_ROWS[3]] = _pct(c.pred_clean == c.label)
+            col[block[3]] = _pct(c.pred_purified == c.label)
         worst_row = f"{purifier_title(purifier)}: {WORST_ROW}"
         for eps in sorted({e for _, e in columns}):
             files = [

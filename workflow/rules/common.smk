@@ -21,7 +21,7 @@ from advdefense.errors import PipelineFileError
 from advdefense.plan import decisions
 from advdefense.plan.builder_spec import builder_source
 from advdefense.plan.detector_specs import DETECTORS, PAPER_DETECTOR
-from advdefense.plan.jobs import attack_job
+from advdefense.plan.jobs import attack_job, detection_job
 from advdefense.plan.names import (
     ADAPTIVE,
     ATTACK,
@@ -386,11 +386,12 @@ def detection_targets(run):
 
 
 def figure1_attack_files(run):
-    """Test files of up to three attacks at their first epsilon (the paper shows FGSM, PGD, DeepFool)."""
-    return [
-        path(ATTACK, run=run, attack=name, eps=spec["epsilons"][0], split="test")
+    """{attack: test file} of up to three attacks at their first epsilon (the paper shows FGSM, PGD,
+    DeepFool)."""
+    return {
+        name: path(ATTACK, run=run, attack=name, eps=spec["epsilons"][0], split="test")
         for name, spec in list(ATTACKS.items())[:3]
-    ]
+    }
 
 
 def training_logs_of(run):
@@ -649,6 +650,13 @@ def attack_job_params(wildcards, split=None):
     return attack_job(
         config, wildcards.attack, attack_epsilon(wildcards), split, seed_of(wildcards)
     ).params()
+
+
+def detection_job_params(wildcards):
+    """The record of a detect job (`plan.jobs.DetectionJob`, as params): the detector's settings, the attack
+    keys it learns from (sorted), the false-positive rates, the noise controls, the detector-aware attack's
+    settings (only for the detectors it attacks) and the seed."""
+    return detection_job(config, wildcards.method, seed_of(wildcards)).params()
 
 
 def attack_shards(wildcards):

@@ -17,22 +17,8 @@ rule detect:
     resources:
         **resources_of("detection", gpu=True),
     params:
-        # sorted: the order of attacks in the YAML file does not change what a detector learns
-        attack_keys=sorted(detection_keys()),
-        settings=lambda w: canonical(config["detection"].get(w.method, {})),
-        # the aware attack's settings only for the detectors it attacks
-        evaluation=lambda w: canonical(
-            {
-                "fprs": sorted(config["detection"]["fprs"]),
-                "controls": sorted(config["detection"]["controls"]),
-                "aware": (
-                    {**config["detection"]["aware"], "methods": [w.method]}
-                    if w.method in decisions.aware_methods(config)
-                    else {"enabled": False, "methods": []}
-                ),
-            }
-        ),
-        seed=seed_of,
+        # what the detector is, learns from and is evaluated on (plan.jobs.DetectionJob)
+        job=detection_job_params,
     script:
         "../scripts/detect.py"
 

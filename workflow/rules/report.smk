@@ -1,7 +1,7 @@
 rule figure_examples:
     input:
         data=DATA,
-        attacks=lambda w: figure1_attack_files(w.run),
+        attacks=lambda w: list(figure1_attack_files(w.run).values()),
     output:
         report(
             path(FIGURE, figure="figure1_examples.png"),
@@ -17,8 +17,10 @@ rule figure_examples:
     threads: threads_of("light_jobs")
     resources:
         **resources_of("light_jobs"),
+    params:
+        attack_names=lambda w: list(figure1_attack_files(w.run)),  # each file's attack (its row label), in order
     script:
-        "../scripts/figures.py"
+        "../scripts/figure_examples.py"
 
 
 rule figure_accuracy_eps:
@@ -43,7 +45,7 @@ rule figure_accuracy_eps:
     resources:
         **resources_of("light_jobs"),
     script:
-        "../scripts/figures.py"
+        "../scripts/figure_accuracy.py"
 
 
 rule figure_auroc_eps:
@@ -69,7 +71,7 @@ rule figure_auroc_eps:
     resources:
         **resources_of("light_jobs"),
     script:
-        "../scripts/figures.py"
+        "../scripts/figure_auroc.py"
 
 
 rule figure_detection:
@@ -96,7 +98,7 @@ rule figure_detection:
     resources:
         **resources_of("light_jobs"),
     script:
-        "../scripts/figures.py"
+        "../scripts/figure_detection.py"
 
 
 rule figure_training:
@@ -118,7 +120,7 @@ rule figure_training:
     resources:
         **resources_of("light_jobs"),
     script:
-        "../scripts/figures.py"
+        "../scripts/figure_training.py"
 
 
 rule reproduction_page:

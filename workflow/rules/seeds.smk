@@ -57,7 +57,7 @@ rule seed_figure_accuracy:
     resources:
         **resources_of("light_jobs"),
     script:
-        "../scripts/figures.py"
+        "../scripts/figure_accuracy.py"
 
 
 rule seed_figure_auroc:
@@ -84,7 +84,7 @@ rule seed_figure_auroc:
     resources:
         **resources_of("light_jobs"),
     script:
-        "../scripts/figures.py"
+        "../scripts/figure_auroc.py"
 
 
 rule classifier_table:

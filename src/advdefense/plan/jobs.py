@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .attack_specs import shard_range
-from .decisions import attack_settings
+from .decisions import attack_settings, aware_methods, detection_keys
+from .names import attack_key, eps_tag
 from .seeds import keyed_seed
 
 
@@ -80,4 +81,86 @@ def attack_job(config: dict, name: str, eps: float, split: str, seed: int) -> At
         images=config["attack_defaults"]["images"].get(split),
         seed=int(seed),
         batch_size=int(config["attack_defaults"]["batch_size"]),
+    )
+
+
+AWARE_OFF = {"enabled": False, "methods": []}
+
+
+@dataclass(frozen=True)
+class DetectionJob:
+    """One detect job: detector `method` with its `settings` (`detection.<method>`), learning from and tested on
+    `attack_keys` ((attack, epsilon, key), sorted: the order of attacks in the YAML file does not change what a
+    detector learns), its thresholds calibrated at the false-positive rates `fprs`, the noise `controls` at each
+    epsilon, and the detector-aware attack's settings `aware` (`AWARE_OFF` for a detector it does not attack),
+    with the run's `seed`."""
+
+    method: str
+    settings: dict
+    seed: int = 0
+    attack_keys: tuple[tuple[str, float, str], ...] = ()
+    fprs: tuple[float, ...] = (0.01, 0.05)
+    controls: tuple[str, ...] = ()
+    aware: dict = field(default_factory=lambda: dict(AWARE_OFF))
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for _, _, key in self.attack_keys]
+
+    @property
+    def key_eps(self) -> dict[str, float]:
+        return {key: float(eps) for _, eps, key in self.attack_keys}
+
+    @property
+    def key_attack(self) -> dict[str, str]:
+        return {key: attack for attack, _, key in self.attack_keys}
+
+    @property
+    def epsilons(self) -> list[float]:
+        return sorted(set(self.key_eps.values()))
+
+    @property
+    def runs_aware(self) -> bool:
+        """Whether the job runs the detector-aware attack on its pooled detector."""
+        return bool(self.aware["enabled"]) and self.method in self.aware["methods"]
+
+    @property
+    def aware_epsilons(self) -> list[float]:
+        """The epsilons the detector-aware attack runs at (`detection.aware.epsilons`; null: every one)."""
+        if self.aware.get("epsilons") is None:
+            return self.epsilons
+        chosen = {eps_tag(e) for e in self.aware["epsilons"]}
+        return [e for e in self.epsilons if eps_tag(e) in chosen]
+
+    def params(self) -> dict:
+        """The record as a rule's params (key-sorted JSON values: Snakemake compares params by their text)."""
+        return json.loads(json.dumps(asdict(self), sort_keys=True))
+
+    @classmethod
+    def from_params(cls, params: dict, **changes) -> DetectionJob:
+        """The record a rule's params hold (`params()`), with `changes`."""
+        values = {**dict(params), **changes}
+        values["attack_keys"] = tuple((str(a), float(e), str(k)) for a, e, k in values.get("attack_keys", ()))
+        values["fprs"] = tuple(float(f) for f in values.get("fprs", ()))
+        values["controls"] = tuple(values.get("controls", ()))
+        return cls(**values)
+
+
+def detection_job(config: dict, method: str, seed: int) -> DetectionJob:
+    """The `detect` rule's job for detector `method` under the validated `config`, for the run of `seed`."""
+    detection = config["detection"]
+    return DetectionJob(
+        method=method,
+        settings=copy.deepcopy(detection.get(method, {})),
+        seed=int(seed),
+        attack_keys=tuple(
+            sorted((name, float(eps), attack_key(name, eps)) for name, eps in detection_keys(config))
+        ),
+        fprs=tuple(sorted(float(f) for f in detection["fprs"])),
+        controls=tuple(sorted(detection["controls"])),
+        aware=(
+            {**copy.deepcopy(detection["aware"]), "methods": [method]}
+            if method in aware_methods(config)
+            else dict(AWARE_OFF)
+        ),
     )
