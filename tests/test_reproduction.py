@@ -98,6 +98,27 @@ def test_data_labels_and_the_epsilon_compared():
     assert reproduction_epsilon({"attacks": {"autoattack": {"epsilons": [0.02]}}}) is None
 
 
+def test_a_table5_detector_that_did_not_train_on_one_attack_gets_no_mean(tmp_path):
+    """The mini run's binary CNN stayed at chance on DeepFool (Table 5 prints "did not train"): the page failed to
+    build (a float of that text); now that detector's row has no mean and says why, the others keep theirs."""
+    from advdefense.reproduction import RunFiles, _table5_rows
+
+    table = pd.DataFrame(
+        {
+            "method": ["Binary CNN", "PCA"],
+            "fgsm_eps0.02 AUROC": [0.99, 0.98],
+            "pgd_eps0.02 AUROC": [0.99, 0.96],
+            "deepfool_eps0.02 AUROC": ["did not train", 0.59],
+            "overall AUROC": [0.95, 0.87],
+        }
+    )
+    table.to_csv(tmp_path / "table5.csv", index=False)
+    files = RunFiles(tmp_path / "m.json", tmp_path / "s.csv", table5=tmp_path / "table5.csv")
+    cnn, pca = _table5_rows(files, 0.02)
+    assert math.isnan(cnn.ours) and cnn.comparison.startswith("did not train on deepfool_eps0.02: no mean")
+    assert pca.ours == pytest.approx((0.98 + 0.96 + 0.59) / 3) and "did not train" not in pca.comparison
+
+
 @pytest.mark.slow
 def test_the_smoke_page_holds_the_numbers_of_its_files(smoke_run, tmp_path):
     """Every number of the smoke run's page is the one in the file it comes from; the paper detector's accuracy

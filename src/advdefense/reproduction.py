@@ -34,7 +34,7 @@ from .plan.decisions import PAPER_ATTACKS, PAPER_EPSILON
 from .plan.names import POOLED, attack_key, eps_tag, fpr_label
 from .plan.purifier_specs import purifier_title
 from .score_files import read_scores, scores_path
-from .tables import PAPER_TABLE3, PAPER_TABLE4, WORST_ROW
+from .tables import NOT_TRAINED, PAPER_TABLE3, PAPER_TABLE4, WORST_ROW
 
 PAPER_IMAGES = 5000  # the paper attacked 5000 test images
 PAPER_ACCURACY = 88.29  # ResNet-20 on CIFAR-10 (He et al. 2016: 91.25)
@@ -471,21 +471,27 @@ def _table5_rows(files: RunFiles, eps: float) -> list[Row]:
     columns = [f"{k} AUROC" for k in keys if f"{k} AUROC" in table.columns]
     if not columns:
         return []
-    return [
-        Row(
-            "detection",
-            f"Table 5: {method}: mean AUROC on the three attacks at {eps:g}",
-            math.nan,
-            float(row[columns].astype(float).mean()),
-            math.nan,
-            math.nan,
-            0,
-            1,
-            "",
-            "the paper copied its baselines' numbers from other papers and data sets: none is comparable",
+    baselines = "the paper copied its baselines' numbers from other papers and data sets: none is comparable"
+    rows = []
+    for method, row in table.set_index("method").iterrows():
+        # a detector of one key that stayed at chance is printed "did not train": no mean is formed over it
+        untrained = [c[: -len(" AUROC")] for c in columns if str(row[c]) == NOT_TRAINED]
+        values = pd.to_numeric(row[columns], errors="coerce")
+        rows.append(
+            Row(
+                "detection",
+                f"Table 5: {method}: mean AUROC on the three attacks at {eps:g}",
+                math.nan,
+                math.nan if untrained else float(values.mean()),
+                math.nan,
+                math.nan,
+                0,
+                1,
+                "",
+                f"{NOT_TRAINED} on {', '.join(untrained)}: no mean; {baselines}" if untrained else baselines,
+            )
         )
-        for method, row in table.set_index("method").iterrows()
-    ]
+    return rows
 
 
 # ----------------------------------------------------------------------------- seeds
