@@ -165,6 +165,7 @@ def test_square_finds_what_masked_gradients_hide_and_respects_the_detector():
     `square_only`; a detector that flags everything leaves Square nothing to break; within a ball too small to
     cross the boundary it breaks nothing either."""
     from advdefense.aware import detector_aware_square, run_aware_attacks
+    from advdefense.plan.jobs import AwareRun
 
     n, eps = 6, 0.1
     x = torch.full((n, 1, 8, 8), 0.3)
@@ -206,10 +207,14 @@ def test_square_finds_what_masked_gradients_hide_and_respects_the_detector():
         "sanity_steps": 5, "square_queries": 200,
     }  # fmt: skip
     labels = y.numpy()
-    rows = run_aware_attacks(masked, NeverFlags(), x.numpy(), labels, [eps], settings, {}, 0, 0.05, "cpu")
+    rows = run_aware_attacks(
+        AwareRun(settings, (eps,), 0, 0.05), masked, NeverFlags(), x.numpy(), labels, {}, "cpu"
+    )
     first = rows[0]
     assert first["defended_accuracy_aware"] == 1.0 and first["defended_accuracy_square"] == 0.0
     assert first["square_only"] == n and first["defended_accuracy_strongest"] == 0.0
     settings["square_queries"] = 0
-    rows = run_aware_attacks(masked, NeverFlags(), x.numpy(), labels, [eps], settings, {}, 0, 0.05, "cpu")
+    rows = run_aware_attacks(
+        AwareRun(settings, (eps,), 0, 0.05), masked, NeverFlags(), x.numpy(), labels, {}, "cpu"
+    )
     assert rows[0]["square_only"] == 0 and rows[0]["defended_accuracy_strongest"] == 1.0

@@ -25,7 +25,7 @@ from advdefense.inference import NonFiniteOutput, predict
 from advdefense.models import CheckpointError
 from advdefense.models.checkpoint import CHECKPOINT_FORMAT
 from advdefense.models.resnet import CifarResNet
-from advdefense.plan.jobs import AttackJob
+from advdefense.plan.jobs import AttackJob, CheckpointSource
 from advdefense.plan.names import file_sha256, is_runtime_key
 from advdefense.purification import PurifierSetup, purify_clean
 from conftest import REPO, job_counts, run_snakemake
@@ -127,11 +127,13 @@ def test_a_builder_model_is_stored_self_contained(data, tmp_path):
     torch.save(original.state_dict(), tmp_path / "weights.pt")
     out = (tmp_path / "model.pt", tmp_path / "metrics.json")
     metrics = import_classifier(
-        tmp_path / "weights.pt",
+        CheckpointSource(
+            tmp_path / "weights.pt",
+            sha256=file_sha256(tmp_path / "weights.pt"),
+            builder=f"{tmp_path / 'builder.py'}:build",
+        ),
         data,
         *out,
-        sha256=file_sha256(tmp_path / "weights.pt"),
-        builder=f"{tmp_path / 'builder.py'}:build",
         device="cpu",
     )
     assert metrics["builder_sha256"] == file_sha256(tmp_path / "builder.py")  # 4: pinned with the checkpoint
@@ -234,7 +236,7 @@ def test_models_the_import_must_refuse(data, tmp_path, model, message):
     torch.jit.save(torch.jit.script(model().eval()), str(path))
     out = (tmp_path / "out.pt", tmp_path / "metrics.json")
     with pytest.raises((ConfigError, PipelineFileError), match=message):
-        import_classifier(path, data, *out, sha256=file_sha256(path), device="cpu")
+        import_classifier(CheckpointSource(path, sha256=file_sha256(path)), data, *out, device="cpu")
     assert not out[0].exists() and not out[1].exists()
 
 
@@ -425,6 +427,7 @@ def test_a_builder_that_is_not_one_is_refused_before_any_job(smoke_config, tmp_p
 def test_sanity_row_reports_the_images_it_used():
     from advdefense.aware import run_aware_attacks
     from advdefense.detectors import DetectorContext, PCADetector
+    from advdefense.plan.jobs import AwareRun
 
     torch.manual_seed(0)
     classifier = CifarResNet(8).eval()
@@ -451,7 +454,7 @@ def test_sanity_row_reports_the_images_it_used():
     detector.components = torch.zeros(1, 3 * 32 * 32)
     detector.std = torch.ones(1)
     rows = run_aware_attacks(
-        classifier, detector, pixels, np.arange(12) % 10, [0.03], settings, {}, 0, 0.05, "cpu"
+        AwareRun(settings, (0.03,), 0, 0.05), classifier, detector, pixels, np.arange(12) % 10, {}, "cpu"
     )
     assert rows[-1]["sanity"] and rows[-1]["images"] == 12  # not the 50 asked for
 

@@ -28,7 +28,7 @@ from advdefense.models import load_checkpoint, save_checkpoint
 from advdefense.models.archives import MIN_TORCH, UnsafeModelFile, check_archive, check_torch_version
 from advdefense.models.checkpoint import CHECKPOINT_FORMAT
 from advdefense.models.resnet import CifarResNet
-from advdefense.plan.jobs import AttackJob
+from advdefense.plan.jobs import AttackJob, CheckpointSource
 from advdefense.plan.names import file_sha256
 from conftest import REPO, run_snakemake
 
@@ -288,7 +288,7 @@ def test_a_torchscript_program_outside_tensor_arithmetic_is_refused(data, tmp_pa
     torch.jit.save(torch.jit.script(make(str(victim)).eval()), str(path))
     out = (tmp_path / "out.pt", tmp_path / "metrics.json")
     with pytest.raises(UnsafeModelFile, match=message):
-        import_classifier(path, data, *out, sha256=file_sha256(path), device="cpu")
+        import_classifier(CheckpointSource(path, sha256=file_sha256(path)), data, *out, device="cpu")
     assert victim.read_text() == "keep" and not out[0].exists() and not out[1].exists()
 
 
@@ -299,7 +299,11 @@ def test_torchscript_that_runs_code_when_loaded_is_refused_unloaded(data, tmp_pa
     torch.jit.save(torch.jit.script(LoadTimeCode(str(victim)).eval()), str(path))
     with pytest.raises(UnsafeModelFile, match=r"defines __setstate__, code that torch\.jit\.load would run"):
         import_classifier(
-            path, data, tmp_path / "out.pt", tmp_path / "m.json", sha256=file_sha256(path), device="cpu"
+            CheckpointSource(path, sha256=file_sha256(path)),
+            data,
+            tmp_path / "out.pt",
+            tmp_path / "m.json",
+            device="cpu",
         )
     assert victim.read_text() == "keep"
 
@@ -397,11 +401,10 @@ def test_archives_that_declare_more_than_they_hold_are_refused_before_loading(tm
             zout.writestr(entry.filename, bytes(len(body)) if "/data/" in entry.filename else body)
     with pytest.raises(UnsafeModelFile, match=r"a decompression bomb"):
         import_classifier(
-            zeroed,
+            CheckpointSource(zeroed, sha256=file_sha256(zeroed)),
             tmp_path / "none.h5",
             tmp_path / "o.pt",
             tmp_path / "m.json",
-            sha256=file_sha256(zeroed),
             device="cpu",
         )
 
@@ -457,7 +460,9 @@ def test_models_that_would_fake_robustness_are_refused(data, tmp_path, model, me
     torch.jit.save(torch.jit.script(model().eval()), str(path))
     out = (tmp_path / "out.pt", tmp_path / "metrics.json")
     with pytest.raises(ConfigError, match=message):
-        import_classifier(path, data, *out, sha256=file_sha256(path), device="cpu", eval_batch_size=500)
+        import_classifier(
+            CheckpointSource(path, sha256=file_sha256(path)), data, *out, device="cpu", eval_batch_size=500
+        )
     assert not out[0].exists()
 
 
@@ -476,12 +481,12 @@ def test_a_builder_model_that_counts_its_calls_is_refused(data, tmp_path):
     torch.save(CountsItsCalls().state_dict(), weights)
     with pytest.raises(ConfigError, match=r"not in eval-safe form"):
         import_classifier(
-            weights,
+            CheckpointSource(
+                weights, sha256=file_sha256(weights), builder=f"{tmp_path / 'counting.py'}:build"
+            ),
             data,
             tmp_path / "o.pt",
             tmp_path / "m.json",
-            sha256=file_sha256(weights),
-            builder=f"{tmp_path / 'counting.py'}:build",
             device="cpu",
         )
 
@@ -490,11 +495,10 @@ def test_an_honest_model_passes_every_check(data, tmp_path):
     path = tmp_path / "model.pt"
     torch.jit.save(torch.jit.trace(CifarResNet(8).eval(), torch.rand(2, 3, 32, 32)), str(path))
     metrics = import_classifier(
-        path,
+        CheckpointSource(path, sha256=file_sha256(path)),
         data,
         tmp_path / "o.pt",
         tmp_path / "m.json",
-        sha256=file_sha256(path),
         device="cpu",
         eval_batch_size=300,
     )

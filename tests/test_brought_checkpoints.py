@@ -14,6 +14,7 @@ from advdefense.config import main as check_config
 from advdefense.data import make_synthetic, write_dataset_h5
 from advdefense.errors import PipelineFileError
 from advdefense.models.external import fit_state_dict
+from advdefense.plan.jobs import CheckpointSource
 from advdefense.plan.names import file_sha256
 from conftest import REPO
 
@@ -55,7 +56,11 @@ def test_a_data_parallel_checkpoint_imports_with_no_wrapper(data, tmp_path):
     path, original = _data_parallel_checkpoint(tmp_path)
     out = (tmp_path / "model.pt", tmp_path / "metrics.json")
     import_classifier(
-        path, data, *out, sha256=file_sha256(path), builder=_builder(tmp_path), device="cpu", **IMAGENET
+        CheckpointSource(path, sha256=file_sha256(path), builder=_builder(tmp_path)),
+        data,
+        *out,
+        device="cpu",
+        **IMAGENET,
     )
     x = torch.rand(4, 3, 32, 32)
     mean, std = (torch.tensor(IMAGENET[k]).view(1, 3, 1, 1) for k in ("mean", "std"))

@@ -488,3 +488,51 @@ def test_lid_learns_the_attacks_and_the_aware_attack_beats_it(smoke):
     row = aware[~aware["sanity"]].iloc[0]
     assert row["defended_accuracy_strongest"] < row["defended_accuracy_oblivious"]
     assert aware[aware["sanity"]].iloc[0]["attack_success_aware"] >= 0.9
+
+
+def test_corrupted_images_are_scored_by_the_pooled_detector_only(tmp_path):
+    """Issue 45's budget: the corruptions' false alarms are the pooled detector's (what the corruption table
+    shows); a supervised detector's per-key models no longer score the 75 corrupted copies of every test image
+    (at full size that was 7 x 150 000 images through the classifier for LID). An unsupervised detector, fitted
+    once, is scored once and reports them for every key."""
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=(400, 1)).astype(np.float32)
+    clean = rng.normal(size=(200, 1)).astype(np.float32)
+    keys = ("a_eps0.1", "b_eps0.1")
+    ones = np.ones(200, int)
+    attacks = {k: _attacked(clean + 2, 0 * ones, 0 * ones, ones, ones.astype(bool)) for k in keys}
+    split = SplitInputs(clean, np.arange(200), attacks)
+    corruptions = {"fog_s1": clean + 0.5, "fog_s2": clean + 1.0}
+    scored = []
+
+    class Counting(Detector):
+        def score(self, x, batch_size=500):
+            scored.append((self.tag, len(x)))
+            return np.asarray(x, np.float64)[:, 0]
+
+    @register
+    class Supervised(Counting):
+        name, title, supervised = "supervised_test_only", "supervised", True
+
+    @register
+    class Unsupervised(Counting):
+        name, title = "unsupervised_test_only", "unsupervised"
+
+    try:
+        inputs = DetectionInputs(split, split, calibration, corruptions=corruptions)
+        table, _ = run_detection_method(DetectionJob("supervised_test_only", {}), inputs, tmp_path / "s")
+        scored, by_supervised = [], list(scored)
+        once, _ = run_detection_method(DetectionJob("unsupervised_test_only", {}), inputs, tmp_path / "u")
+    finally:
+        unregister("supervised_test_only")
+        unregister("unsupervised_test_only")
+    rows = table[table["set"] == "corruption"]
+    assert set(rows["train"]) == {POOLED} and sorted(rows["test"]) == ["fog_s1", "fog_s2"]
+    # each model scores calibration, clean, both keys; the pooled one the two corrupted sets on top
+    assert sorted(n for tag, n in by_supervised if tag == POOLED) == [200, 200, 200, 200, 200, 400]
+    assert all(len([1 for t, _ in by_supervised if t == k]) == 4 for k in keys)
+    assert set(read_scores(tmp_path / "s", POOLED).scores) >= {"fog_s1", "fog_s2"}
+    assert "fog_s1" not in read_scores(tmp_path / "s", keys[0]).scores
+    # the unsupervised detector: one evaluation, its corruption rows under every training key
+    rows = once[once["set"] == "corruption"]
+    assert set(rows["train"]) == {*keys, POOLED} and rows.groupby("test")["tpr_at_fpr5"].nunique().max() == 1

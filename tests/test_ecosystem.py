@@ -19,6 +19,7 @@ from advdefense.data import DataError, build_dataset, load_cifar_batches_dir, ma
 from advdefense.estimate import estimate_seconds
 from advdefense.inference import predict
 from advdefense.models.checkpoint import load_checkpoint
+from advdefense.plan.jobs import CheckpointSource
 from advdefense.plan.names import file_sha256
 from advdefense.progress import ProgressLog
 from conftest import REPO, run_snakemake
@@ -84,14 +85,10 @@ def test_brought_classifier_is_imported_exactly(user_models, tmp_path, how):
     path = root / BROUGHT_FILES[how]
     builder = f"{root / 'builder.py'}:build" if how == "builder" else None
     metrics = import_classifier(
-        path,
+        CheckpointSource(path, sha256=file_sha256(path), builder=builder, mean=MEAN, std=STD),
         user_models["data"],
         tmp_path / "model.pt",
         tmp_path / "metrics.json",
-        sha256=file_sha256(path),
-        builder=builder,
-        mean=MEAN,
-        std=STD,
         device="cpu",
     )
     assert metrics["format"] == ("state_dict" if how == "builder" else how)
@@ -119,18 +116,20 @@ def test_brought_classifier_bad_inputs(user_models, tmp_path):
         match=r"classifier.checkpoint.sha256: .*scripted.pt has sha256 [0-9a-f]{64}, but "
         r"the config pins 0000",
     ):
-        import_classifier(scripted, data, *out, sha256="0" * 64, device="cpu")
+        import_classifier(CheckpointSource(scripted, sha256="0" * 64), data, *out, device="cpu")
     weights = root / "weights.pt"
     with pytest.raises(
         ConfigError, match=r"the model's output for 4 random images is \(4, 1000\), expected 4 x 10"
     ):
         torch.save(__import__("torchvision").models.resnet18().state_dict(), tmp_path / "imagenet.pt")
         import_classifier(
-            tmp_path / "imagenet.pt",
+            CheckpointSource(
+                tmp_path / "imagenet.pt",
+                sha256=file_sha256(tmp_path / "imagenet.pt"),
+                builder=f"{root / 'builder.py'}:build_imagenet",
+            ),
             data,
             *out,
-            sha256=file_sha256(tmp_path / "imagenet.pt"),
-            builder=f"{root / 'builder.py'}:build_imagenet",
             device="cpu",
         )
 
@@ -145,10 +144,18 @@ def test_brought_classifier_bad_inputs(user_models, tmp_path):
     torch.jit.save(torch.jit.script(Noisy()), str(tmp_path / "noisy.pt"))
     with pytest.raises(ConfigError, match="not in eval-safe form"):
         import_classifier(
-            tmp_path / "noisy.pt", data, *out, sha256=file_sha256(tmp_path / "noisy.pt"), device="cpu"
+            CheckpointSource(tmp_path / "noisy.pt", sha256=file_sha256(tmp_path / "noisy.pt")),
+            data,
+            *out,
+            device="cpu",
         )
     with pytest.raises(ConfigError, match=r"classifier.checkpoint.builder: 'nocolon' is not of the form"):
-        import_classifier(weights, data, *out, sha256=file_sha256(weights), builder="nocolon", device="cpu")
+        import_classifier(
+            CheckpointSource(weights, sha256=file_sha256(weights), builder="nocolon"),
+            data,
+            *out,
+            device="cpu",
+        )
     assert not out[0].exists() and not out[1].exists()
     # before any job: the pin is checked when the workflow starts
     cfg = load_yaml(REPO / "config/smoke.yaml")

@@ -9,6 +9,7 @@ import pytest
 
 from advdefense.errors import PipelineFileError
 from advdefense.h5io import atomic_h5
+from advdefense.latent_files import read_latents
 from advdefense.purified_files import PurifiedFileWriter, read_purified
 from advdefense.score_files import read_all_scores, read_scores, scores_path, write_scores
 
@@ -170,3 +171,37 @@ def test_purified_reader_refuses_files_that_lie(tmp_path):
         f.attrs["format"] = "advdefense-attack-v1"
     with pytest.raises(PipelineFileError, match="not a purified file of this pipeline"):
         read_purified(tmp_path / "q.h5")
+
+
+def test_latents_file_reads_back_typed_and_an_attacks_must_say_what_the_attack_did(tmp_path):
+    from advdefense.latent_files import write_latents
+
+    rng = np.random.default_rng(3)
+    n = 12
+    z = rng.normal(size=(n, 48, 4, 4)).astype(np.float32)
+    bpd = rng.uniform(3, 5, n).astype(np.float32)
+    source = {"index": np.arange(n), "label": rng.integers(0, 10, n)}
+    attack = {
+        **source,
+        "success": np.ones(n, bool),
+        "pred_clean": source["label"],
+        "pred_adv": (source["label"] + 1) % 10,
+        "linf": np.full(n, 0.02, np.float32),
+    }
+    batches = lambda: [(z[:8], bpd[:8]), (z[8:], bpd[8:])]  # noqa: E731
+    write_latents(tmp_path / "a.h5", (48, 4, 4), n, batches(), attack, {"kind": "attack", "attack": "pgd"})
+    a = read_latents(tmp_path / "a.h5")
+    assert a.kind == "attack" and len(a) == n and a.attrs["attack"] == "pgd"
+    np.testing.assert_array_equal(a.z, z)
+    assert a.field("bpd").shape == (n, 1) and a.field("bpd").dtype == np.float32
+    np.testing.assert_array_equal(a.pred_adv, attack["pred_adv"])
+    # an attack's latents without the norms (an older version's file): refused, with what to do
+    write_latents(tmp_path / "old.h5", (48, 4, 4), n, batches(), {k: v for k, v in attack.items() if k != "linf"},
+                  {"kind": "attack", "attack": "pgd"})  # fmt: skip
+    with pytest.raises(
+        PipelineFileError, match=r"old.h5: missing dataset\(s\) linf \(written by an older version"
+    ):
+        read_latents(tmp_path / "old.h5")
+    write_latents(tmp_path / "c.h5", (48, 4, 4), n, batches(), source, {"kind": "clean"})
+    c = read_latents(tmp_path / "c.h5")
+    assert c.kind == "clean" and c.linf is None and c.field("z").shape == (n, 48, 4, 4)

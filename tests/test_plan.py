@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from advdefense.config import load_yaml, validate_config
+from advdefense.errors import ConfigError
 from advdefense.plan import decisions
 from advdefense.plan.detector_specs import BUILT_IN, DETECTORS, DetectorSpec
 from advdefense.plan.names import ATTACK, SEED_TABLE, TABLE, attack_key, eps_tag, path, run_of, runs
@@ -431,6 +432,11 @@ def test_a_detection_job_record_is_what_the_rule_gives_its_script():
     assert list(job.fprs) == sorted(cfg["detection"]["fprs"])
     assert job.epsilons == sorted({float(e) for _, e, _ in expected})
     assert job.runs_aware and job.aware["methods"] == ["latent_mlp"]
+    run = job.aware_run()  # what the detector-aware attack is given
+    assert run.fpr == float(cfg["detection"]["aware"]["fpr"]) and list(run.epsilons) == job.aware_epsilons
+    assert run.seed == 3 and run.settings is job.aware
+    with pytest.raises(ConfigError, match=r"detection.aware.fpr: 0.2 is not one of detection.fprs"):
+        DetectionJob.from_params(job.params(), aware={**job.aware, "fpr": 0.2}).aware_run()
     not_attacked = detection_job(cfg, "offgrid", 3)  # not differentiable: the aware attack does not target it
     assert not not_attacked.runs_aware and not_attacked.aware == AWARE_OFF
     params = job.params()

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import PipelineFileError
-from .h5io import atomic_h5, open_h5
+from .h5io import atomic_h5, open_pipeline_file
 from .plan.names import eps_tag
 
 log = logging.getLogger(__name__)
@@ -213,17 +213,7 @@ def open_attack_file(path, require: tuple[str, ...] = ATTACK_DATASETS) -> Iterat
     Errors name the file."""
     if not Path(path).is_file():
         raise AttackFileError(f"attack file {path} does not exist")
-    with open_h5(path, "attack") as f:
-        if f.attrs.get("format") != ATTACK_FORMAT:
-            raise AttackFileError(
-                f"{path}: not an attack file of this pipeline (format {f.attrs.get('format')!r})"
-            )
-        missing = [k for k in require if k not in f]
-        if missing:
-            raise AttackFileError(f"{path}: missing dataset(s) {', '.join(missing)}")
-        lengths = {k: len(f[k]) for k in require}
-        if len(set(lengths.values())) > 1:
-            raise AttackFileError(f"{path}: datasets differ in length ({lengths})")
+    with open_pipeline_file(path, ATTACK_FORMAT, "attack", require, AttackFileError) as f:
         check_attrs_against_path(f.attrs, path)
         yield f
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .inference import evaluation_model
+from .plan.jobs import AwareRun
 
 log = logging.getLogger(__name__)
 
@@ -310,21 +311,13 @@ def detector_aware_square(
 
 
 def run_aware_attacks(
-    classifier,
-    detector,
-    clean01: np.ndarray,
-    labels: np.ndarray,
-    eps_list,
-    settings: dict,
-    oblivious: dict,
-    seed: int,
-    fpr: float,
-    device,
+    run: AwareRun, classifier, detector, clean01: np.ndarray, labels: np.ndarray, oblivious: dict, device
 ) -> list[dict]:
-    """The detector-aware attack on `detector` (fitted, with `thresholds` at `fpr`) at every eps, next to the
-    detector-oblivious attacks at that eps (the stored attack files). `oblivious`:
+    """The detector-aware attack on `detector` (fitted, with `thresholds` at `run.fpr`) at every epsilon of `run`,
+    next to the detector-oblivious attacks at that epsilon (the stored attack files). `oblivious`:
     {eps: {key: (pred_adv, label, flagged)}} on the same images. One row per eps, plus the unbounded-eps
     sanity run."""
+    settings, eps_list, seed, fpr = run.settings, list(run.epsilons), run.seed, run.fpr
     classifier = evaluation_model(classifier, device)
     for p in classifier.parameters():
         p.requires_grad_(False)

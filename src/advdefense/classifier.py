@@ -22,6 +22,7 @@ from .models.external import (
     stored_program,
 )
 from .plan.builder_spec import builder_source
+from .plan.jobs import CheckpointSource
 from .plan.names import check_sha256_pin, file_sha256
 from .plan.training_specs import PGD_CURVE_IMAGES, STANDARD
 from .robust_training import TrainingMethod, pgd_accuracy, training_method
@@ -134,11 +135,10 @@ def train_classifier(
         settings["epochs"],
         settings.get("precision", "float32"),
     )
-    t0 = time.perf_counter()
     run = TrainingRun(
         Path(state_path), Path(log_path), run_settings("classifier", settings, seed, data.dataset_sha256)
     )
-    history = fit(
+    fit(
         model,
         objective,
         (train_x, train_y),
@@ -160,11 +160,9 @@ def train_classifier(
     return finish_training(
         "classifier",
         model,
-        history,
         run,
         device,
         len(train_y),
-        t0,
         model_path,
         metrics_path,
         metrics,
@@ -173,25 +171,21 @@ def train_classifier(
 
 
 def import_classifier(
-    checkpoint: str | Path,
+    source: CheckpointSource,
     dataset_path: str | Path,
     model_path: str | Path,
     metrics_path: str | Path,
     *,
-    sha256: str,
-    builder: str | None = None,
-    mean: list[float] | None = None,
-    std: list[float] | None = None,
     device: str = "auto",
     eval_batch_size: int = 1000,
 ) -> dict:
-    """Bring your own classifier (`classifier.source: checkpoint`): check its sha256 pin, load it
-    (a torch.export program, TorchScript, or `builder` + a state dict with weights_only=True), check that it
-    gives N x classes
-    logits in eval-safe form, store it in the pipeline's checkpoint format (every later stage loads it
-    like a trained ResNet) and measure its test accuracy."""
+    """Bring your own classifier (`classifier.source: checkpoint`, `source` its block): check its sha256 pin,
+    load it (a torch.export program, TorchScript, or `builder` + a state dict with weights_only=True), check that
+    it gives N x classes logits in eval-safe form, store it in the pipeline's checkpoint format (every later stage
+    loads it like a trained ResNet) and measure its test accuracy."""
+    checkpoint, builder = source.path, source.builder
     t0 = time.perf_counter()
-    found = check_sha256_pin(checkpoint, sha256, "classifier.checkpoint.sha256")
+    found = check_sha256_pin(checkpoint, source.sha256, "classifier.checkpoint.sha256")
     model, fmt = load_user_model(checkpoint, builder)
     provenance = {"imported_from": str(checkpoint), "sha256": found}
     if builder is not None:  # what the stored model was built with (information only: never run again)
@@ -204,7 +198,7 @@ def import_classifier(
         "format": fmt,
         **{k: v for k, v in provenance.items() if k.startswith("builder")},
     }
-    brought = BroughtClassifier(model, fmt, provenance, metrics, mean, std)
+    brought = BroughtClassifier(model, fmt, provenance, metrics, source.mean, source.std)
     return _store_brought_classifier(
         brought, dataset_path, model_path, metrics_path, device, eval_batch_size, t0
     )

@@ -43,7 +43,7 @@ from .h5io import atomic_path
 from .inference import evaluation_model
 from .latent_files import read_latents
 from .metrics import auroc
-from .plan.detector_specs import FLOW_FIELD, aware_fpr
+from .plan.detector_specs import FLOW_FIELD
 from .plan.jobs import DetectionJob
 from .plan.names import POOLED, control_key, corruption_key, fpr_label
 from .purifiers import load_autoencoder
@@ -357,7 +357,15 @@ def run_detection_method(
                 thresholds,
                 scores,
                 evaluate_detector(
-                    detector, inputs.test, thresholds, inputs.controls, scores, inputs.corruptions
+                    detector,
+                    inputs.test,
+                    thresholds,
+                    inputs.controls,
+                    scores,
+                    # the corruptions' false alarms are the pooled detector's (the one a defence deploys, and
+                    # the one the corruption table shows): scoring them again with each key's detector cost a
+                    # supervised detector (keys + 1) times the scoring of 75 corrupted copies per test image
+                    inputs.corruptions if key == POOLED or not cls.supervised else None,
                 ),
             )
         calibration_scores, thresholds, scores, evaluated = evaluation
@@ -488,28 +496,25 @@ def run_detection_stage(
         table.to_csv(tmp, index=False)
     rows = []
     if job.runs_aware:
-        aware = job.aware
-        detector, fpr = fitted[POOLED], aware_fpr(aware, job.fprs)
-        n = aware["images"] or len(test.index)
+        run = job.aware_run()
+        detector = fitted[POOLED]
+        n = run.settings["images"] or len(test.index)
         if n > len(test.index):
             raise ConfigError(
                 f"detection.aware.images: {n} is more than the {len(test.index)} attacked test images"
             )
         oblivious: dict = {}
         for key, s in test.attacks.items():
-            flagged = detector.score(s.attacked[:n]) > detector.thresholds[fpr]
+            flagged = detector.score(s.attacked[:n]) > detector.thresholds[run.fpr]
             oblivious.setdefault(job.key_eps[key], {})[key] = (s.pred_adv[:n], s.label[:n], flagged)
         torch.manual_seed(job.seed)
         rows = run_aware_attacks(
+            run,
             models["classifier"],
             detector,
             test_pixels[:n],
             test_split.labels[test.index[:n]],
-            job.aware_epsilons,
-            aware,
             oblivious,
-            job.seed,
-            fpr,
             device,
         )
     with atomic_path(aware_path) as tmp:

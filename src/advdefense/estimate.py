@@ -295,10 +295,11 @@ def _detection_seconds(
     )
     # examples per epoch over every model: each key's (clean + its attacked), and the pooled (clean + all attacked)
     examples = len(keys) * n_train * (1 + honest) + n_train * (1 + honest * len(keys))
-    controls = len(det["controls"]) * n_eps * n_test
-    # the corrupted clean images
-    controls += corrupted_images(cfg, n_test) * len(corruptions(cfg)) * len(corruption_severities(cfg))
-    scored = n_cal + n_test * (1 + len(keys)) + controls  # what each fitted detector scores
+    noise = len(det["controls"]) * n_eps * n_test
+    # the corrupted clean images: their latents made once per flow-based job, scored by one model of each job
+    corrupted = corrupted_images(cfg, n_test) * len(corruptions(cfg)) * len(corruption_severities(cfg))
+    controls = noise + corrupted
+    per_model = n_cal + n_test * (1 + len(keys)) + noise  # what each fitted model scores
     aware = det["aware"]
     targeted = aware_methods(cfg)
     aware_eps = len(aware["epsilons"]) if aware["epsilons"] is not None else n_eps
@@ -312,13 +313,20 @@ def _detection_seconds(
     for method in det["methods"]:
         cls = DETECTORS[method]
         models = len(keys) + 1 if cls.supervised else 1
+        scored = per_model + corrupted / models  # on average per model (`FitWork.scored`)
         work = FitWork(det.get(method) or {}, examples, scored, models, sizes["train"])
         seconds = JOB_START + 5 + cls.fit_seconds(work)
         if cls.on_flow_outputs:
             seconds += controls * glow_forward
-        # scoring through other stages' models: the autoencoder once, the classifier once per declared copy
-        seconds += scored * (
-            ("autoencoder" in cls.needs) / AUTOENCODER_EVAL + cls.classifier_copies * resnet / RESNET20_EVAL
+        # scoring through other stages' models, by every model the job fits (a supervised detector's LID features,
+        # one per key and the pooled one): the autoencoder once, the classifier once per declared copy
+        seconds += (
+            models
+            * scored
+            * (
+                ("autoencoder" in cls.needs) / AUTOENCODER_EVAL
+                + cls.classifier_copies * resnet / RESNET20_EVAL
+            )
         )
         if method in targeted:
             # forward + backward per image: the classifier it fools (once, or once per copy its score uses),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +270,6 @@ def train_flow(
         len(train_x),
         device,
     )
-    t0 = time.perf_counter()
     history = fit(
         model,
         FlowObjective(model),
@@ -303,11 +301,9 @@ def train_flow(
     return finish_training(
         "flow",
         model,
-        history,
         run,
         device,
         len(train_x),
-        t0,
         model_path,
         metrics_path,
         metrics,

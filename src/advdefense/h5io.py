@@ -141,3 +141,31 @@ def open_h5(path: str | Path, what: str = "HDF5") -> Iterator[h5py.File]:
             yield f
     except OSError as exc:
         raise PipelineFileError(f"{path}: read failed, truncated or corrupt? ({exc})") from exc
+
+
+@contextlib.contextmanager
+def open_pipeline_file(
+    path: str | Path, fmt: str, what: str, require, error: type[PipelineFileError] = PipelineFileError
+) -> Iterator[h5py.File]:
+    """Open a pipeline HDF5 file of `what` kind for reading (`open_h5`): it must carry the `format` attribute
+    `fmt` and the datasets `require`, all of one length; else `error` naming the file. The one check of every
+    file kind's reader."""
+    with open_h5(path, what) as f:
+        if f.attrs.get("format") != fmt:
+            raise error(
+                f"{path}: not {_article(what)} {what} file of this pipeline (format {f.attrs.get('format')!r})"
+            )
+        missing = [k for k in require if k not in f]
+        if missing:
+            raise error(
+                f"{path}: missing dataset(s) {', '.join(missing)} (written by an older version, or not whole: "
+                "delete it to have it made again)"
+            )
+        lengths = {k: len(f[k]) for k in require}
+        if len(set(lengths.values())) > 1:
+            raise error(f"{path}: datasets differ in length ({lengths})")
+        yield f
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

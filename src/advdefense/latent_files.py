@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PipelineFileError
-from .h5io import atomic_h5, open_h5
+from .h5io import atomic_h5, open_h5, open_pipeline_file
 from .progress import ProgressLog
 
 log = logging.getLogger(__name__)
@@ -121,21 +121,10 @@ def read_latents(path: str | Path) -> LatentArrays:
     carry `ATTACK_ARRAYS` (files of older versions lack some: made again when deleted)."""
     path = Path(path)
     with open_h5(path, "latent") as f:
-        if f.attrs.get("format") != LATENT_FORMAT:
-            raise PipelineFileError(
-                f"{path}: not a latent file of this pipeline (format {f.attrs.get('format')!r})"
-            )
+        kind = f.attrs.get("kind")
+    names = ("z", "bpd", "index", "label") + (ATTACK_ARRAYS if kind == "attack" else ())
+    with open_pipeline_file(path, LATENT_FORMAT, "latent", names) as f:
         attrs = dict(f.attrs)
-        names = ("z", "bpd", "index", "label") + (ATTACK_ARRAYS if attrs.get("kind") == "attack" else ())
-        missing = [k for k in names if k not in f]
-        if missing:
-            raise PipelineFileError(
-                f"{path}: lacks {', '.join(missing)} (written by an older version, or not whole; delete it to "
-                "have it made again)"
-            )
-        lengths = {k: len(f[k]) for k in names}
-        if len(set(lengths.values())) > 1:
-            raise PipelineFileError(f"{path}: datasets differ in length ({lengths})")
         arrays = {k: f[k][()] for k in names}
     if arrays["z"].ndim != 4:
         raise PipelineFileError(f"{path}: 'z' has shape {arrays['z'].shape}, not N x C x H x W")

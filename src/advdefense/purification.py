@@ -100,7 +100,6 @@ def train_autoencoder(
         mse = reconstruction_mse(model, test_x, eval_batch_size, device)
         return {"test_mse": mse, "test_psnr": psnr(mse)}
 
-    t0 = time.perf_counter()
     run = TrainingRun(
         Path(state_path), Path(log_path), run_settings("autoencoder", settings, seed, data.dataset_sha256)
     )
@@ -124,11 +123,9 @@ def train_autoencoder(
     return finish_training(
         "autoencoder",
         model,
-        history,
         run,
         device,
         len(train_x),
-        t0,
         model_path,
         metrics_path,
         metrics,

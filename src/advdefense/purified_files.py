@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from .errors import PipelineFileError
-from .h5io import open_h5
+from .h5io import open_h5, open_pipeline_file
 
 PURIFIED_FORMAT = "advdefense-purified-v2"  # v2: attrs name the purifier (issue 24)
 KINDS = ("attack", "clean")
@@ -108,22 +108,11 @@ def read_purified(path) -> PurifiedArrays:
     """A purified file's arrays but its images, and its attributes, after checking it is one and whole."""
     path = Path(path)
     with open_h5(path, "purified") as f:
-        if f.attrs.get("format") != PURIFIED_FORMAT:
-            raise PipelineFileError(
-                f"{path}: not a purified file of this pipeline (format {f.attrs.get('format')!r})"
-            )
-        kind = f.attrs.get("kind")
-        if kind not in KINDS:
-            raise PipelineFileError(
-                f"{path}: purified file of unknown kind {kind!r} (one of {', '.join(KINDS)})"
-            )
-        names = SOURCE_DATASETS[kind] + ("pred_purified",)
-        missing = [k for k in names + ("purified",) if k not in f]
-        if missing:
-            raise PipelineFileError(f"{path}: missing dataset(s) {', '.join(missing)}")
-        lengths = {k: len(f[k]) for k in names + ("purified",)}
-        if len(set(lengths.values())) > 1:
-            raise PipelineFileError(f"{path}: datasets differ in length ({lengths})")
+        kind, fmt = f.attrs.get("kind"), f.attrs.get("format")
+    if fmt == PURIFIED_FORMAT and kind not in KINDS:
+        raise PipelineFileError(f"{path}: purified file of unknown kind {kind!r} (one of {', '.join(KINDS)})")
+    names = SOURCE_DATASETS.get(kind, ()) + ("pred_purified",)
+    with open_pipeline_file(path, PURIFIED_FORMAT, "purified", names + ("purified",)) as f:
         arrays = {k: f[k][()] for k in names}
         attrs = dict(f.attrs)
     p = PurifiedArrays(path, attrs, **arrays)

@@ -113,7 +113,12 @@ class TrainingRun:
     state_path: Path
     log_path: Path
     settings: dict = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(
+        default_factory=list
+    )  # one row per epoch (`fit` fills it, resumed ones first)
+    started: float = field(
+        default_factory=time.perf_counter, compare=False
+    )  # when this process began the run
 
     def load_state(self) -> dict | None:
         """The resume state, if there is one that was made with this run's settings. A state that
@@ -380,18 +385,18 @@ def prepare_training(dataset_path, device: str, seed: int) -> TrainingData:
 def finish_training(
     kind: str,
     model: nn.Module,
-    history: list[dict],
     run: TrainingRun,
     device: torch.device,
     train_images: int,
-    started: float,
     model_path,
     metrics_path,
     metrics: dict,
     checkpoint_meta: dict,
 ) -> dict:
-    """The common end of every training stage: add the run's statistics to the stage's `metrics`, write
-    the checkpoint and the metrics JSON, then remove the resumable state (the run is complete)."""
+    """The common end of every training stage: add the run's statistics (its epochs: `run.history`) to the
+    stage's `metrics`, write the checkpoint and the metrics JSON, then remove the resumable state (the run is
+    complete)."""
+    history = run.history
     train_seconds = sum(row["train_seconds"] for row in history)
     metrics = {
         **metrics,
@@ -400,7 +405,7 @@ def finish_training(
         "architecture": model.arch,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "wall_seconds_this_run": round(time.perf_counter() - started, 2),
+        "wall_seconds_this_run": round(time.perf_counter() - run.started, 2),
         "train_seconds_all_epochs": round(train_seconds, 2),
         "mean_epoch_seconds": round(train_seconds / len(history), 3),
         "train_images_per_s": round(train_images * len(history) / train_seconds, 1)

@@ -2,14 +2,13 @@
 import _checkout  # noqa: F401 (first: this checkout's src/ on sys.path)
 
 from advdefense.classifier import import_classifier
+from advdefense.plan.jobs import CheckpointSource
 from advdefense.snakemake_job import run_script, runtime_setting
 
 
 def main(smk):
-    settings = smk.params.checkpoint
-    import_classifier(smk.input.checkpoint, smk.input.data, smk.output.model, smk.output.metrics,
-                      sha256=settings["sha256"], builder=settings["builder"], mean=settings["mean"], std=settings["std"],
-                      device=runtime_setting(smk, "device"),
+    import_classifier(CheckpointSource.from_settings(smk.input.checkpoint, smk.params.checkpoint), smk.input.data,
+                      smk.output.model, smk.output.metrics, device=runtime_setting(smk, "device"),
                       eval_batch_size=runtime_setting(smk, "classifier.eval_batch_size"))
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .attack_specs import shard_range
 from .decisions import attack_settings, aware_methods, detection_keys
+from .detector_specs import aware_fpr
 from .names import attack_key, eps_tag
 from .seeds import keyed_seed
 
@@ -88,6 +90,18 @@ AWARE_OFF = {"enabled": False, "methods": []}
 
 
 @dataclass(frozen=True)
+class AwareRun:
+    """What the detector-aware attack of one detect job is given: its `settings` (`detection.aware`), the
+    `epsilons` it attacks at (the unbounded sanity run comes on top), the `seed` of its first run, and the
+    calibrated false-positive rate `fpr` whose threshold an adversarial must stay under."""
+
+    settings: dict
+    epsilons: tuple[float, ...]
+    seed: int
+    fpr: float
+
+
+@dataclass(frozen=True)
 class DetectionJob:
     """One detect job: detector `method` with its `settings` (`detection.<method>`), learning from and tested on
     `attack_keys` ((attack, epsilon, key), sorted: the order of attacks in the YAML file does not change what a
@@ -132,6 +146,11 @@ class DetectionJob:
         chosen = {eps_tag(e) for e in self.aware["epsilons"]}
         return [e for e in self.epsilons if eps_tag(e) in chosen]
 
+    def aware_run(self) -> AwareRun:
+        """The detector-aware attack's run on this job's pooled detector (`detection.aware.fpr` must be one of
+        the job's calibrated rates: a ConfigError naming both keys otherwise)."""
+        return AwareRun(self.aware, tuple(self.aware_epsilons), self.seed, aware_fpr(self.aware, self.fprs))
+
     def params(self) -> dict:
         """The record as a rule's params (key-sorted JSON values: Snakemake compares params by their text)."""
         return json.loads(json.dumps(asdict(self), sort_keys=True))
@@ -164,3 +183,23 @@ def detection_job(config: dict, method: str, seed: int) -> DetectionJob:
             else dict(AWARE_OFF)
         ),
     )
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """A brought classifier (`classifier.checkpoint`): the file at `path`, pinned by its `sha256`; `builder`
+    ("file.py:function") where the file is a state dict; the normalisation (`mean`, `std`, per channel) it
+    expects its inputs in, where it does not apply its own."""
+
+    path: str | Path
+    sha256: str
+    builder: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @classmethod
+    def from_settings(cls, path, settings: dict) -> CheckpointSource:
+        """The record of the `classifier.checkpoint` block `settings` (its `path` given apart: the job's input)."""
+        return cls(
+            path, settings["sha256"], settings.get("builder"), settings.get("mean"), settings.get("std")
+        )
