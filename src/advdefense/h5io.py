@@ -148,13 +148,15 @@ def open_pipeline_file(
     path: str | Path, fmt: str, what: str, require, error: type[PipelineFileError] = PipelineFileError
 ) -> Iterator[h5py.File]:
     """Open a pipeline HDF5 file of `what` kind for reading (`open_h5`): it must carry the `format` attribute
-    `fmt` and the datasets `require`, all of one length; else `error` naming the file. The one check of every
-    file kind's reader."""
+    `fmt` and the datasets `require` (or `require(attrs)`, where they depend on its attributes: its kind), all of
+    one length; else `error` naming the file. The one check of every file kind's reader."""
     with open_h5(path, what) as f:
         if f.attrs.get("format") != fmt:
             raise error(
                 f"{path}: not {_article(what)} {what} file of this pipeline (format {f.attrs.get('format')!r})"
             )
+        if callable(require):
+            require = require(f.attrs)
         missing = [k for k in require if k not in f]
         if missing:
             raise error(

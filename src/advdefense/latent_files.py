@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PipelineFileError
-from .h5io import atomic_h5, open_h5, open_pipeline_file
+from .h5io import atomic_h5, open_pipeline_file
 from .progress import ProgressLog
 
 log = logging.getLogger(__name__)
@@ -120,12 +120,13 @@ def read_latents(path: str | Path) -> LatentArrays:
     """A latents file's arrays and attributes, after checking it is one, whole and of one length; an attack's must
     carry `ATTACK_ARRAYS` (files of older versions lack some: made again when deleted)."""
     path = Path(path)
-    with open_h5(path, "latent") as f:
-        kind = f.attrs.get("kind")
-    names = ("z", "bpd", "index", "label") + (ATTACK_ARRAYS if kind == "attack" else ())
+
+    def names(attrs) -> tuple[str, ...]:
+        return ("z", "bpd", "index", "label") + (ATTACK_ARRAYS if attrs.get("kind") == "attack" else ())
+
     with open_pipeline_file(path, LATENT_FORMAT, "latent", names) as f:
         attrs = dict(f.attrs)
-        arrays = {k: f[k][()] for k in names}
+        arrays = {k: f[k][()] for k in names(attrs)}
     if arrays["z"].ndim != 4:
         raise PipelineFileError(f"{path}: 'z' has shape {arrays['z'].shape}, not N x C x H x W")
     return LatentArrays(path, attrs, **arrays)

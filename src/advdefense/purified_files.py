@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from .errors import PipelineFileError
-from .h5io import open_h5, open_pipeline_file
+from .h5io import open_pipeline_file
 
 PURIFIED_FORMAT = "advdefense-purified-v2"  # v2: attrs name the purifier (issue 24)
 KINDS = ("attack", "clean")
@@ -107,14 +107,18 @@ class PurifiedArrays:
 def read_purified(path) -> PurifiedArrays:
     """A purified file's arrays but its images, and its attributes, after checking it is one and whole."""
     path = Path(path)
-    with open_h5(path, "purified") as f:
-        kind, fmt = f.attrs.get("kind"), f.attrs.get("format")
-    if fmt == PURIFIED_FORMAT and kind not in KINDS:
-        raise PipelineFileError(f"{path}: purified file of unknown kind {kind!r} (one of {', '.join(KINDS)})")
-    names = SOURCE_DATASETS.get(kind, ()) + ("pred_purified",)
-    with open_pipeline_file(path, PURIFIED_FORMAT, "purified", names + ("purified",)) as f:
-        arrays = {k: f[k][()] for k in names}
+
+    def names(attrs) -> tuple[str, ...]:
+        kind = attrs.get("kind")
+        if kind not in KINDS:
+            raise PipelineFileError(
+                f"{path}: purified file of unknown kind {kind!r} (one of {', '.join(KINDS)})"
+            )
+        return SOURCE_DATASETS[kind] + ("pred_purified", "purified")
+
+    with open_pipeline_file(path, PURIFIED_FORMAT, "purified", names) as f:
         attrs = dict(f.attrs)
+        arrays = {k: f[k][()] for k in names(attrs) if k != "purified"}  # the images stay on disk
     p = PurifiedArrays(path, attrs, **arrays)
     if p.success is not None:
         wrong = np.asarray(p.success, bool) != (p.pred_adv != p.label)
