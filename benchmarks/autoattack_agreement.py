@@ -65,7 +65,7 @@ def agreement(
     attack_path, dataset_path, classifier_path, *, tolerance: float, batch_size: int, device: str = "auto"
 ) -> dict:
     a = read_attack_file(attack_path, require=("index", "label", "pred_adv"))
-    attrs = a["attrs"]
+    attrs = a.attrs
     if attrs.get("foolbox_class") != AUTOATTACK:
         raise SystemExit(f"{attack_path}: not an AutoAttack file (class {attrs.get('foolbox_class')!r})")
     params = json.loads(attrs["params"]) if isinstance(attrs["params"], str) else {}
@@ -77,8 +77,8 @@ def agreement(
     device = resolve_device(device)
     model = evaluation_model(load_classifier(classifier_path, device), device)
     split = read_dataset_h5(dataset_path).split(attrs["split"])
-    x = torch.from_numpy(split.images[a["index"]].astype(np.float32) / 255.0).to(device)
-    y = torch.from_numpy(a["label"].astype(np.int64)).to(device)
+    x = torch.from_numpy(split.images[a.index].astype(np.float32) / 255.0).to(device)
+    y = torch.from_numpy(a.label.astype(np.int64)).to(device)
     with torch.no_grad():
         logits = model(x[:1])
         clean = np.concatenate(
@@ -87,7 +87,7 @@ def agreement(
                 for s in range(0, len(x), batch_size)
             ]
         )
-    ours = a["pred_adv"] == a["label"]
+    ours = a.pred_adv == a.label
     t0 = time.perf_counter()
     theirs = torchattacks_robust(
         model,

@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     data = DatasetFile(args.dataset)  # each split read once, when a file first needs it
     for path in args.attacks:
         attack = read_attack_file(path, require=("adv", "index"))
-        clean = data.split(attack["attrs"]["split"]).images[attack["index"]].astype(np.float32) / 255.0
-        share = same_sign_share(attack["adv"].astype(np.float32) - clean)
+        clean = data.split(attack.attrs["split"]).images[attack.index].astype(np.float32) / 255.0
+        share = same_sign_share(attack.adv.astype(np.float32) - clean)
         print(f"{path}\t{len(clean)} images\t{share:.1f} % of neighbours moved the same way")
     return 0
 
