@@ -56,11 +56,10 @@ def test_a_data_parallel_checkpoint_imports_with_no_wrapper(data, tmp_path):
     path, original = _data_parallel_checkpoint(tmp_path)
     out = (tmp_path / "model.pt", tmp_path / "metrics.json")
     import_classifier(
-        CheckpointSource(path, sha256=file_sha256(path), builder=_builder(tmp_path)),
+        CheckpointSource(path, sha256=file_sha256(path), builder=_builder(tmp_path), **IMAGENET),
         data,
         *out,
         device="cpu",
-        **IMAGENET,
     )
     x = torch.rand(4, 3, 32, 32)
     mean, std = (torch.tensor(IMAGENET[k]).view(1, 3, 1, 1) for k in ("mean", "std"))

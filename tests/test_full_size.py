@@ -271,6 +271,16 @@ def test_the_estimate_holds_for_the_full_size_run(tmp_path):
     cfg = full_config()
     cfg["dataset"]["path"] = str(standin)
     cfg["corruptions"] = {"names": None}  # the measured run had no corruption stage (issue 43 came after it)
+    # nor feature squeezing, Mahalanobis and LID (issues 24 and 44): the detectors it ran (commit 584e42a)
+    cfg["detection"]["methods"] = [
+        "latent_mlp",
+        "pixel_cnn",
+        "pca",
+        "magnet",
+        "magnet_jsd",
+        "bits_per_dim",
+        "offgrid",
+    ]
     estimate = estimate_seconds(validate_config(cfg), cores=2)
     ratios = {stage: measured[stage] / estimate[stage] for stage in measured.index if measured[stage] >= 60}
     assert set(ratios) >= {"classifier", "flow training", "attacks", "detectors"}

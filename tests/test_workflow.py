@@ -39,7 +39,9 @@ def test_adding_an_epsilon_schedules_only_its_jobs(smoke_run, tmp_path):
     cfg = yaml.safe_load((smoke_run / "smoke.yaml").read_text())
     cfg["attacks"]["pgd"]["epsilons"].append(0.05)
     configfile = tmp_path / "more.yaml"
-    configfile.write_text(yaml.safe_dump(cfg))
+    configfile.write_text(
+        yaml.safe_dump(cfg, sort_keys=False)
+    )  # the attacks in their order: Figure 1 shows the first three
     proc = run_snakemake(smoke_run, configfile, "-n")
     assert proc.returncode == 0, proc.stderr
     # the new epsilon's attacks and latents (+ purification and adaptive attack on its test split, through

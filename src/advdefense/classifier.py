@@ -189,8 +189,10 @@ def import_classifier(
     model, fmt = load_user_model(checkpoint, builder)
     provenance = {"imported_from": str(checkpoint), "sha256": found}
     if builder is not None:  # what the stored model was built with (information only: never run again)
-        source = builder_source(builder)
-        provenance.update({"builder": builder, "builder_sha256": file_sha256(source) if source else None})
+        builder_file = builder_source(builder)
+        provenance.update(
+            {"builder": builder, "builder_sha256": file_sha256(builder_file) if builder_file else None}
+        )
     metrics = {
         "source": "checkpoint",
         "checkpoint": str(checkpoint),
